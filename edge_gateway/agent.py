@@ -1,0 +1,221 @@
+"""The gateway core: one site's plans in, results out. No globals, so many can share a process.
+
+The core owns no sockets and no threads beyond its plan worker: the transport and the driver
+factory are given to it, which is what lets a fleet simulator run thousands of gateways in
+one process with simulated BMCs, and tests run one against a real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from edge_gateway import __version__
+from edge_gateway.config import MachineConfig, SiteConfig
+from edge_gateway.drivers import create_driver
+from edge_gateway.drivers.base import Driver
+from edge_gateway.errors import GatewayError
+from edge_gateway.executor import PlanExecutor, ProgressBatcher
+from edge_gateway.journal import Journal, PlanState
+from edge_gateway.transport import Transport
+from edgeplane.protocol import (
+    ExecutionState,
+    Inventory,
+    MachineReport,
+    MachineResult,
+    MachineState,
+    Message,
+    Plan,
+    Presence,
+    Progress,
+    ProtocolError,
+    Result,
+    decode,
+    down_filter,
+    up_topic,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+def default_driver_factory(machine: MachineConfig) -> Driver:
+    return create_driver(machine.protocol, machine.credentials, timeout=machine.timeout)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: SiteConfig,
+        transport_factory: Callable[[Gateway], Transport],
+        journal: Journal | None = None,
+        driver_factory: Callable[[MachineConfig], Driver] = default_driver_factory,
+        version: str = __version__,
+    ) -> None:
+        self.config = config
+        self.site = config.site
+        self.version = version
+        self.journal = journal or Journal(config.journal)
+        self.driver_factory = driver_factory
+        self.executor = PlanExecutor(config, driver_factory)
+        self.transport = transport_factory(self)
+        self._plans: queue.Queue[Plan | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._inventory_sent = False
+        self.idle = threading.Event()
+        self.idle.set()
+
+    # --- what the transport needs ----------------------------------------------------
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [down_filter(self.site)]
+
+    def will(self, session: float) -> tuple[str, bytes]:
+        message = Presence(site=self.site, online=False, session=session,
+                           gateway_version=self.version)
+        return up_topic(self.site, Presence.KIND), message.encode()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume journaled work, then connect. Returns at once; work runs in threads."""
+        self._worker = threading.Thread(target=self._work, name=f"{self.site}-plans",
+                                        daemon=True)
+        self._worker.start()
+        for journaled in self.journal.unfinished_plans():
+            LOG.info("resuming execution %s from the journal", journaled.execution_id)
+            self._enqueue(Plan.from_dict(json.loads(journaled.payload)))
+        self.transport.start(self._on_connect, self.handle_message, self.journal.delivered)
+
+    def stop(self) -> None:
+        self._plans.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        # A clean disconnect does not fire the last will: say goodbye ourselves.
+        self._send(Presence(site=self.site, online=False, session=self.transport.session,
+                            gateway_version=self.version), retain=True)
+        self.transport.stop()
+        self.journal.close()
+
+    def _on_connect(self) -> None:
+        presence = Presence(site=self.site, online=True, session=self.transport.session,
+                            gateway_version=self.version)
+        self._send(presence, retain=True)
+        for message in self.journal.pending():
+            self.transport.publish(message.topic, message.payload, key=message.message_id,
+                                   retain=message.retain)
+        if not self._inventory_sent:
+            self._inventory_sent = True
+            threading.Thread(target=self.report_inventory, name=f"{self.site}-inventory",
+                             daemon=True).start()
+
+    # --- incoming --------------------------------------------------------------------
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Called on the transport's thread: decide quickly, never block on hardware."""
+        try:
+            message = decode(payload, topic)
+        except ProtocolError as exc:
+            LOG.error("site %s: dropped a message on %s: %s", self.site, topic, exc)
+            return
+        if not isinstance(message, Plan):
+            LOG.warning("site %s: ignoring %s message on %s", self.site, message.KIND, topic)
+            return
+        if self.journal.accept_plan(message.execution_id, payload):
+            self._enqueue(message)
+            return
+        journaled = self.journal.plan(message.execution_id)
+        if journaled and journaled.state == PlanState.DONE and journaled.result:
+            # The cloud sent the plan again: it may not have the result. Send it again.
+            LOG.info("execution %s already done; sending its result again",
+                     message.execution_id)
+            self.transport.publish(up_topic(self.site, Result.KIND), journaled.result,
+                                   key=f"resend-{message.id}")
+        else:
+            LOG.info("execution %s is already running; duplicate plan ignored",
+                     message.execution_id)
+
+    def _enqueue(self, plan: Plan) -> None:
+        self.idle.clear()
+        self._plans.put(plan)
+
+    def _work(self) -> None:
+        while True:
+            plan = self._plans.get()
+            if plan is None:
+                return
+            try:
+                self.run_plan(plan)
+            except Exception:  # keep the worker alive for the next plan
+                LOG.exception("site %s: execution %s crashed", self.site, plan.execution_id)
+            finally:
+                if self._plans.empty():
+                    self.idle.set()
+
+    # --- running a plan --------------------------------------------------------------
+
+    def run_plan(self, plan: Plan) -> Result:
+        LOG.info("site %s: running execution %s (%d steps on %d machines)", self.site,
+                 plan.execution_id, len(plan.steps), len(plan.machines))
+
+        def send_progress(batch: list[MachineResult]) -> None:
+            self._send(Progress(site=self.site, execution_id=plan.execution_id,
+                                seq=self.journal.next_seq(plan.execution_id), machines=batch))
+
+        batcher = ProgressBatcher(self.config.progress_interval, send_progress)
+        machines = self.executor.execute(plan, batcher.update)
+        failed = [m.machine for m in machines if m.state != MachineState.SUCCEEDED]
+        result = Result(
+            site=self.site,
+            execution_id=plan.execution_id,
+            seq=self.journal.next_seq(plan.execution_id),
+            machines=machines,
+            state=ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
+            message=(f"{len(failed)} of {len(machines)} machines failed: {', '.join(failed)}"
+                     if failed else f"{len(machines)} machines succeeded"),
+        )
+        payload = result.encode()
+        self.journal.finish_plan(plan.execution_id, payload)
+        self._send(result, payload=payload)
+        return result
+
+    # --- inventory -------------------------------------------------------------------
+
+    def report_inventory(self) -> Inventory:
+        """Describe every machine (in parallel) and send the inventory to the cloud."""
+        workers = max(1, min(self.config.max_parallel, len(self.config.machines)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.site}-inv") as pool:
+            reports = list(pool.map(self._describe, self.config.machines))
+        inventory = Inventory(site=self.site, gateway_version=self.version, machines=reports)
+        self._send(inventory)
+        return inventory
+
+    def _describe(self, machine: MachineConfig) -> MachineReport:
+        base = {"id": machine.id, "protocol": str(machine.protocol),
+                "address": machine.credentials.address}
+        try:
+            driver = self.driver_factory(machine)
+            base["capabilities"] = sorted(driver.capabilities)
+            try:
+                info = driver.describe()
+            finally:
+                driver.close()
+        except GatewayError as exc:
+            LOG.warning("site %s machine %s: inventory failed: %s", self.site, machine.id, exc)
+            return MachineReport(**base, error=str(exc))
+        return MachineReport(**base, manufacturer=info.manufacturer, model=info.model,
+                             serial=info.serial, power=info.power)
+
+    # --- outgoing --------------------------------------------------------------------
+
+    def _send(self, message: Message, retain: bool = False, payload: bytes | None = None) -> None:
+        """Journal first, then publish: the outbox keeps it until the broker acknowledges."""
+        payload = payload if payload is not None else message.encode()
+        topic = up_topic(self.site, message.KIND)
+        if not isinstance(message, Presence):  # presence is current state, not history
+            self.journal.enqueue(message.id, topic, payload, retain)
+        self.transport.publish(topic, payload, key=message.id, retain=retain)

@@ -1,0 +1,67 @@
+"""Child processes of the local stack: started in their own process group, always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def spawn(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
+    """Start a process in a new session (its own process group), output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        )
+
+
+def stop_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by ``pid``; SIGKILL it if it is still there after grace."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        _wait_gone(pid, grace)
+    except TimeoutError:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        _wait_gone(pid, grace)
+
+
+def stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    stop_group(process.pid, grace)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll its existence instead
+            reaped = 0
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        else:
+            if reaped == pid:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"process {pid} did not exit within {timeout} s")

@@ -1,0 +1,474 @@
+"""The wire contract between the cloud and the site gateways.
+
+This module is the only place that knows MQTT topic names and message shapes. It imports
+nothing outside the standard library, so the gateway, the cloud (it is vendored into the
+Lambda bundle) and the tests all share one definition.
+
+Topics are per site so that a broker ACL or an AWS IoT policy can scope each gateway to its
+own subtree (the MQTT client id is the site id):
+
+    edgeplane/v1/sites/{site}/down/plan       cloud -> gateway   Plan
+    edgeplane/v1/sites/{site}/up/presence     gateway -> cloud   Presence (retained, last will)
+    edgeplane/v1/sites/{site}/up/inventory    gateway -> cloud   Inventory
+    edgeplane/v1/sites/{site}/up/progress     gateway -> cloud   Progress
+    edgeplane/v1/sites/{site}/up/result       gateway -> cloud   Result
+
+Every message carries ``v`` (protocol version), ``kind``, ``id`` (unique per message, so a
+receiver can drop duplicates) and ``site``. Progress and results carry ``seq``, which grows
+with every report the gateway makes for one execution, so a receiver can drop reports that
+arrive late. Unknown fields are ignored on decode: a newer sender may add fields, and an
+older receiver keeps working.
+
+Version history:
+    1 -- first version: plans of power.ensure / boot.override steps, presence, inventory,
+         per-machine progress snapshots and final results.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+TOPIC_ROOT = "edgeplane/v1/sites"
+
+SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MACHINE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ProtocolError(ValueError):
+    """A message or topic that does not follow this contract."""
+
+
+# --- domain enums shared by both sides -------------------------------------------------
+
+
+class PowerState(enum.StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+class BootTarget(enum.StrEnum):
+    PXE = "pxe"
+    DISK = "disk"
+    CD = "cd"
+
+
+class BootMode(enum.StrEnum):
+    ONCE = "once"
+    CONTINUOUS = "continuous"
+
+
+class BmcProtocol(enum.StrEnum):
+    REDFISH = "redfish"
+    IPMI = "ipmi"
+
+
+class Capability(enum.StrEnum):
+    """What a driver can do for a machine; a plan step needs its task's capability."""
+
+    POWER = "power"
+    BOOT = "boot"
+    INVENTORY = "inventory"
+
+
+class StepState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class MachineState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ExecutionState(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELED = "canceled"
+
+
+TERMINAL_MACHINE_STATES = frozenset({MachineState.SUCCEEDED, MachineState.FAILED})
+
+
+# --- tasks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task the gateway knows: its name, the capability it needs, its parameters.
+
+    ``params`` maps each parameter to the tuple of allowed values and ``defaults`` gives
+    the optional ones a value.
+    """
+
+    name: str
+    capability: Capability
+    params: dict[str, tuple[str, ...]]
+    defaults: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, params: dict[str, Any]) -> dict[str, str]:
+        """Return the full parameter set, or raise ProtocolError naming what is wrong."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ProtocolError(
+                f"task {self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(self.params))}"
+            )
+        resolved = {**self.defaults, **params}
+        for name, allowed in self.params.items():
+            if name not in resolved:
+                raise ProtocolError(f"task {self.name}: parameter {name!r} is required")
+            value = resolved[name]
+            if value not in allowed:
+                raise ProtocolError(
+                    f"task {self.name}: parameter {name!r} is {value!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        return {k: str(v) for k, v in resolved.items()}
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="power.ensure",
+            capability=Capability.POWER,
+            params={"state": tuple(PowerState)},
+        ),
+        TaskSpec(
+            name="boot.override",
+            capability=Capability.BOOT,
+            params={"target": tuple(BootTarget), "mode": tuple(BootMode)},
+            defaults={"mode": BootMode.ONCE},
+        ),
+    )
+}
+
+
+def task_spec(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ProtocolError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}"
+        ) from None
+
+
+# --- topics ----------------------------------------------------------------------------
+
+
+def _check_site(site: str) -> str:
+    if not SITE_ID_PATTERN.match(site):
+        raise ProtocolError(
+            f"site id {site!r} is invalid: use 1-63 lowercase letters, digits and '-', "
+            "starting with a letter or digit"
+        )
+    return site
+
+
+def site_topic_root(site: str) -> str:
+    return f"{TOPIC_ROOT}/{_check_site(site)}"
+
+
+def plan_topic(site: str) -> str:
+    return f"{site_topic_root(site)}/down/plan"
+
+
+def down_filter(site: str) -> str:
+    """What a gateway subscribes to: everything the cloud sends its site."""
+    return f"{site_topic_root(site)}/down/#"
+
+
+def up_topic(site: str, kind: str) -> str:
+    if kind not in UP_KINDS:
+        raise ProtocolError(f"{kind!r} is not a gateway-to-cloud message kind")
+    return f"{site_topic_root(site)}/up/{kind}"
+
+
+# What the cloud's ingestion (the IoT rule, or the local bridge) subscribes to.
+UP_FILTER = f"{TOPIC_ROOT}/+/up/+"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Split a topic into (site, direction, kind); raise ProtocolError if it is not ours."""
+    prefix = TOPIC_ROOT + "/"
+    parts = topic[len(prefix):].split("/") if topic.startswith(prefix) else []
+    if len(parts) != 3 or parts[1] not in ("up", "down"):
+        raise ProtocolError(f"topic {topic!r} is not an Edgeplane topic")
+    site, direction, kind = parts
+    _check_site(site)
+    return site, direction, kind
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+@dataclass(frozen=True)
+class Message:
+    """Fields every message has. Subclasses set ``KIND`` and add their own fields."""
+
+    KIND: ClassVar[str] = ""
+
+    site: str
+    id: str = field(default_factory=new_id)
+    ts: float = field(default_factory=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(asdict(self))}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ProtocolError(f"{cls.KIND} message is incomplete: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan: a task with concrete parameters, on some of the site's machines."""
+
+    task: str
+    params: dict[str, str]
+    machines: list[str]
+
+
+@dataclass(frozen=True)
+class Plan(Message):
+    """The one message a site gets per rollout: every step, already rendered for it."""
+
+    KIND: ClassVar[str] = "plan"
+
+    execution_id: str = ""
+    rollout_id: str = ""
+    steps: list[PlanStep] = field(default_factory=list)
+    expires_at: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        raw_steps = data.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            raise ProtocolError("plan has no steps")
+        steps = []
+        for index, raw in enumerate(raw_steps):
+            if not isinstance(raw, dict):
+                raise ProtocolError(f"plan step {index} is not an object")
+            try:
+                steps.append(
+                    PlanStep(task=raw["task"], params=dict(raw["params"]),
+                             machines=list(raw["machines"]))
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"plan step {index} is malformed: {exc}") from None
+        plan = super().from_dict({**data, "steps": steps})
+        assert isinstance(plan, Plan)
+        if not plan.execution_id:
+            raise ProtocolError("plan has no execution_id")
+        return plan
+
+    @property
+    def machines(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            seen.update(dict.fromkeys(step.machines))
+        return list(seen)
+
+
+@dataclass(frozen=True)
+class Presence(Message):
+    """Whether a site's gateway is connected; also its last will (online=False).
+
+    ``session`` identifies one MQTT connection of the gateway (it is the time the gateway
+    set up that connection's last will). The will is written when the connection is made
+    and delivered much later, so its ``ts`` says nothing about order; instead a receiver
+    orders presence by (session, offline after online): a later connection wins, and
+    within one connection the will (offline) wins over the online report.
+    """
+
+    KIND: ClassVar[str] = "presence"
+
+    online: bool = True
+    session: float = 0.0
+    gateway_version: str = ""
+
+    @property
+    def order(self) -> tuple[float, int]:
+        return (self.session, 0 if self.online else 1)
+
+
+@dataclass(frozen=True)
+class MachineReport:
+    """What a gateway knows about one machine. Never carries BMC credentials."""
+
+    id: str
+    protocol: str
+    address: str
+    capabilities: list[str] = field(default_factory=list)
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    power: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Inventory(Message):
+    KIND: ClassVar[str] = "inventory"
+
+    gateway_version: str = ""
+    machines: list[MachineReport] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Inventory:
+        machines = [_build(MachineReport, m, "inventory machine") for m in
+                    _list(data, "machines")]
+        inventory = super().from_dict({**data, "machines": machines})
+        assert isinstance(inventory, Inventory)
+        return inventory
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one step on one machine. ``changed`` is False when it was already so."""
+
+    task: str
+    state: str = StepState.PENDING
+    changed: bool = False
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class MachineResult:
+    """A snapshot of one machine's share of an execution."""
+
+    machine: str
+    state: str = MachineState.PENDING
+    steps: list[StepResult] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MachineResult:
+        steps = [_build(StepResult, s, "step result") for s in _list(data, "steps")]
+        return _build(cls, {**data, "steps": steps}, "machine result")
+
+
+@dataclass(frozen=True)
+class Progress(Message):
+    """Snapshots of the machines whose state changed since the last report."""
+
+    KIND: ClassVar[str] = "progress"
+
+    execution_id: str = ""
+    seq: int = 0
+    machines: list[MachineResult] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        machines = [MachineResult.from_dict(m) for m in _list(data, "machines")]
+        progress = super().from_dict({**data, "machines": machines})
+        assert isinstance(progress, Progress)
+        return progress
+
+
+@dataclass(frozen=True)
+class Result(Progress):
+    """The final report of an execution: every machine, and the execution's end state."""
+
+    KIND: ClassVar[str] = "result"
+
+    state: str = ExecutionState.SUCCEEDED
+    message: str = ""
+
+
+def _list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ProtocolError(f"{data.get('kind', 'message')} field {key!r} must be a list of "
+                            "objects")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], what: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise ProtocolError(f"{what} is malformed: {exc}") from None
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.KIND: cls for cls in (Plan, Presence, Inventory, Progress, Result)
+}
+UP_KINDS = frozenset({"presence", "inventory", "progress", "result"})
+
+
+def decode(payload: bytes | str, topic: str | None = None) -> Message:
+    """Parse a message; when the topic is given, it must agree with the message's site.
+
+    The topic is what the broker's ACL (or the IoT policy) vouches for, so a gateway cannot
+    report for another site by writing another site id into the payload.
+    """
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("message is not a JSON object")
+    version = data.get("v")
+    if version not in SUPPORTED_VERSIONS:
+        raise ProtocolError(
+            f"protocol version {version!r} is not supported (supported: "
+            f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})"
+        )
+    kind = data.get("kind")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    message = cls.from_dict(data)
+    _check_site(message.site)
+    if topic is not None:
+        site, _, topic_kind = parse_topic(topic)
+        if site != message.site or topic_kind != kind:
+            raise ProtocolError(
+                f"{kind} message for site {message.site!r} arrived on topic {topic!r}"
+            )
+    return message

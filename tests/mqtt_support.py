@@ -1,0 +1,61 @@
+"""Test helpers around a real mosquitto: a broker fixture and a client that records messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeplane import protocol
+
+
+class Recorder:
+    """Subscribes to a topic filter and keeps every decoded message, in arrival order."""
+
+    def __init__(self, port: int, topic_filter: str = protocol.UP_FILTER,
+                 client_id: str = "test-recorder") -> None:
+        self.messages: list[tuple[str, protocol.Message]] = []
+        self._cond = threading.Condition()
+        subscribed = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("recorder could not subscribe")
+        self.client = client
+
+    def _on_message(self, client, userdata, message) -> None:
+        decoded = protocol.decode(message.payload, message.topic)
+        with self._cond:
+            self.messages.append((message.topic, decoded))
+            self._cond.notify_all()
+
+    def of_kind(self, kind: type[protocol.Message]) -> list:
+        with self._cond:
+            return [m for _, m in self.messages if isinstance(m, kind) and type(m) is kind]
+
+    def wait_for(self, predicate: Callable[[list], bool], kind: type[protocol.Message],
+                 timeout: float = 20.0) -> list:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for _, m in self.messages if type(m) is kind]
+                if predicate(found):
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {kind.KIND} message matched; got {found}")
+                self._cond.wait(remaining)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,210 @@
+"""The gateway core against a real mosquitto, with simulated BMCs behind it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from edge_gateway.agent import Gateway
+from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
+from edge_gateway.drivers.base import BmcCredentials, BootOverride
+from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
+from edge_gateway.journal import Journal
+from edge_gateway.transport import MqttTransport
+from edgeplane import protocol
+from edgeplane.protocol import (
+    BmcProtocol,
+    BootMode,
+    BootTarget,
+    Inventory,
+    Plan,
+    PlanStep,
+    PowerState,
+    Presence,
+    Progress,
+    Result,
+)
+from tests.mqtt_support import Recorder
+
+SITE = "shop-0001"
+
+
+def site_config(tmp_path, port: int, machines: list[str]) -> SiteConfig:
+    return SiteConfig(
+        site=SITE,
+        journal=tmp_path / "journal.db",
+        mqtt=MqttSettings(port=port, reconnect_min_delay=1, reconnect_max_delay=2),
+        machines=tuple(
+            MachineConfig(id=m, protocol=BmcProtocol.IPMI, power_timeout=5, poll_interval=0.05,
+                          credentials=BmcCredentials(f"10.0.0.{i + 1}", "admin", "secret"))
+            for i, m in enumerate(machines)
+        ),
+        progress_interval=0.2,
+    )
+
+
+class Site:
+    """A gateway with simulated machines, started against the broker."""
+
+    def __init__(self, tmp_path, port: int, machines: dict[str, SimulatedMachine]) -> None:
+        self.machines = machines
+        self.config = site_config(tmp_path, port, list(machines))
+        self.gateway: Gateway | None = None
+
+    def start(self) -> Gateway:
+        self.gateway = Gateway(
+            self.config,
+            transport_factory=lambda gw: MqttTransport(self.config.mqtt, SITE,
+                                                       gw.subscriptions, gw.will),
+            journal=Journal(self.config.journal),
+            driver_factory=lambda m: SimulatedDriver(m.credentials, self.machines[m.id]),
+        )
+        self.gateway.start()
+        assert self.gateway.transport.connected.wait(10)
+        return self.gateway
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+
+@pytest.fixture
+def recorder(broker):
+    rec = Recorder(broker.port)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def site(tmp_path, broker):
+    machines = {"srv-1": SimulatedMachine(power_delay=0.2, serial="S1"),
+                "srv-2": SimulatedMachine(power=PowerState.ON, serial="S2")}
+    s = Site(tmp_path, broker.port, machines)
+    yield s
+    s.stop()
+
+
+def power_on_pxe_plan(execution_id: str = "r1.shop-0001",
+                      machines: tuple[str, ...] = ("srv-1", "srv-2")) -> Plan:
+    return Plan(site=SITE, execution_id=execution_id, rollout_id="r1", steps=[
+        PlanStep("power.ensure", {"state": "on"}, list(machines)),
+        PlanStep("boot.override", {"target": "pxe", "mode": "once"}, list(machines)),
+    ])
+
+
+def test_connect_reports_presence_and_inventory_without_credentials(site, recorder):
+    site.start()
+    presence = recorder.wait_for(lambda ms: any(m.online for m in ms), Presence)
+    assert presence[-1].site == SITE
+    inventory = recorder.wait_for(lambda ms: len(ms) == 1, Inventory)[0]
+    by_id = {m.id: m for m in inventory.machines}
+    assert set(by_id) == {"srv-1", "srv-2"}
+    assert by_id["srv-2"].power == "on" and by_id["srv-1"].serial == "S1"
+    assert by_id["srv-1"].capabilities == ["boot", "inventory", "power"]
+    raw = [m for _, m in recorder.messages]
+    assert "secret" not in repr(raw)
+
+
+def test_plan_runs_and_reports_progress_then_result(site, recorder):
+    site.start()
+    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    assert result.state == "succeeded"
+    machines = {m.machine: m for m in result.machines}
+    srv1, srv2 = machines["srv-1"], machines["srv-2"]
+    assert [s.state for s in srv1.steps] == ["succeeded", "succeeded"]
+    assert srv1.steps[0].changed is True
+    assert srv2.steps[0].changed is False and "already on" in srv2.steps[0].message
+    assert site.machines["srv-1"].power == PowerState.ON
+    assert site.machines["srv-1"].boot == BootOverride(BootTarget.PXE, BootMode.ONCE)
+    progress = recorder.of_kind(Progress)
+    assert progress, "progress is streamed before the result"
+    seqs = [p.seq for p in progress] + [result.seq]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_a_failing_bmc_fails_only_its_machine_with_a_clear_message(site, recorder):
+    site.machines["srv-2"].fail_with = "HTTP 503 Service Unavailable"
+    site.start()
+    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    assert result.state == "failed"
+    machines = {m.machine: m for m in result.machines}
+    assert machines["srv-1"].state == "succeeded"
+    failed = machines["srv-2"]
+    assert failed.state == "failed"
+    assert [s.state for s in failed.steps] == ["failed", "skipped"]
+    message = failed.steps[0].message
+    for expected in (SITE, "srv-2", "power.ensure", "10.0.0.2", "HTTP 503"):
+        assert expected in message
+
+
+def test_duplicate_plan_does_not_run_twice_and_resends_the_result(site, recorder):
+    site.start()
+    plan = power_on_pxe_plan()
+    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.wait_for(lambda ms: len(ms) == 1, Result)
+    calls_before = len(site.machines["srv-1"].calls)
+    again = dataclasses.replace(plan, id=protocol.new_id())
+    recorder.publish(protocol.plan_topic(SITE), again.encode())
+    results = recorder.wait_for(lambda ms: len(ms) == 2, Result)
+    assert results[0].encode() == results[1].encode()
+    assert len(site.machines["srv-1"].calls) == calls_before
+
+
+def test_plan_for_a_machine_the_site_does_not_have_fails_that_machine(site, recorder):
+    site.start()
+    plan = power_on_pxe_plan(machines=("srv-1", "ghost"))
+    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    machines = {m.machine: m for m in result.machines}
+    assert machines["srv-1"].state == "succeeded"
+    assert machines["ghost"].state == "failed"
+    assert "not in this site's configuration" in machines["ghost"].steps[0].message
+
+
+def test_plan_sent_while_offline_arrives_on_reconnect(site, recorder):
+    site.start()
+    recorder.wait_for(lambda ms: len(ms) == 1, Inventory)
+    site.stop()
+    recorder.wait_for(lambda ms: any(not m.online for m in ms), Presence)
+    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    site.start()
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    assert result.state == "succeeded"
+
+
+def test_last_will_marks_the_site_offline_when_the_link_drops(site, recorder):
+    gateway = site.start()
+    recorder.wait_for(lambda ms: any(m.online for m in ms), Presence)
+    online = [m for m in recorder.of_kind(Presence) if m.online][-1]
+    gateway.transport._client._sock.close()  # the link dies without a DISCONNECT
+    offline = recorder.wait_for(lambda ms: any(not m.online for m in ms), Presence)
+    will = [m for m in offline if not m.online][0]
+    assert will.session == online.session and will.order > online.order
+    again = recorder.wait_for(
+        lambda ms: any(m.online and m.session > online.session for m in ms), Presence)
+    latest = max(again, key=lambda m: m.order)
+    assert latest.online, "after reconnecting, the newest presence says online"
+
+
+def test_results_survive_a_restart_while_the_broker_is_down(site, broker, recorder):
+    gateway = site.start()
+    recorder.wait_for(lambda ms: len(ms) == 1, Inventory)
+    recorder.close()
+    broker.stop()
+    # The plan arrived just before the WAN went down; it runs, the result stays journaled.
+    gateway.handle_message(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    assert gateway.idle.wait(10)
+    assert any(m.topic.endswith("/result") for m in gateway.journal.pending())
+    site.stop()  # and the gateway restarts before the link is back
+    broker.start()
+    late = Recorder(broker.port, client_id="late-recorder")
+    try:
+        site.start()
+        result = late.wait_for(lambda ms: len(ms) >= 1, Result)[0]
+        assert result.execution_id == "r1.shop-0001" and result.state == "succeeded"
+    finally:
+        late.close()
