@@ -1,0 +1,36 @@
+# Two commands do everything: `make demo` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test lint install system vendor clean
+
+demo: install
+	$(BIN)/edgeplane dev demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+install: system $(STAMP)
+
+system:
+	@PYTHON=$(PYTHON) ./scripts/bootstrap-system.sh
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The Lambda bundle needs the wire contract: Chalice ships vendor/ as it is.
+vendor:
+	mkdir -p vendor/edgeplane
+	cp edgeplane/__init__.py edgeplane/protocol.py vendor/edgeplane/
+
+clean:
+	rm -rf $(VENV) vendor build *.egg-info

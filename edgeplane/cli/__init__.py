@@ -1,0 +1,25 @@
+"""``edgeplane``: the operator's command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgeplane.cli import dev, rollouts, sites
+from edgeplane.cli.client import ApiError
+from edgeplane.cli.config import ConfigMissing
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Edgeplane: the physical layer of large edge fleets.")
+app.add_typer(sites.app, name="sites")
+app.add_typer(rollouts.app, name="rollout")
+app.add_typer(dev.app, name="dev")
+
+
+def main() -> None:
+    try:
+        app()
+    except (ApiError, ConfigMissing) as exc:
+        print(f"edgeplane: {exc}", file=sys.stderr)
+        sys.exit(2)

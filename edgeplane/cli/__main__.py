@@ -1,0 +1,3 @@
+from edgeplane.cli import main
+
+main()

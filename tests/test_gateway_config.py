@@ -1,0 +1,86 @@
+"""The site config file: what a field engineer writes, and the errors they get when it's wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_gateway.config import load_config
+from edge_gateway.errors import ConfigError
+from edgeplane.dev.stack import gateway_config
+
+GOOD = """
+site = "shop-0042"
+max_parallel = 4
+
+[mqtt]
+host = "broker.example.net"
+port = 8883
+tls = true
+
+[[machines]]
+id = "srv-1"
+protocol = "redfish"
+address = "https://10.0.0.11"
+username = "admin"
+password_file = "srv-1.password"
+
+[[machines]]
+id = "srv-2"
+protocol = "ipmi"
+address = "10.0.0.12:623"
+username = "admin"
+password_env = "SRV2_PASSWORD"
+power_timeout = 600
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_config_loads_with_secrets_by_reference(tmp_path, monkeypatch):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.site == "shop-0042" and config.max_parallel == 4
+    assert config.mqtt.tls and config.mqtt.port == 8883
+    assert config.journal == tmp_path / "shop-0042.journal.db"
+    srv1, srv2 = config.machines
+    assert srv1.credentials.password == "s3cret"
+    assert srv2.credentials.password == "other" and srv2.power_timeout == 600
+    assert "s3cret" not in repr(srv1), "passwords never show in logs or reprs"
+
+
+@pytest.mark.parametrize("change, error", [
+    (('site = "shop-0042"', 'site = "Shop 42"'), "not a valid site id"),
+    (('protocol = "redfish"', 'protocol = "snmp"'), "protocol 'snmp' is not one of"),
+    (('id = "srv-2"', 'id = "srv-1"'), "used twice: srv-1"),
+    (('password_env = "SRV2_PASSWORD"', ""), "machine 'srv-2': give password"),
+    (('address = "10.0.0.12:623"', ""), "machine 'srv-2': address is required"),
+    (("port = 8883", "port = 8883\nqos = 2"), r"\[mqtt\].*qos"),
+    (("[mqtt]", "[mqtt"), "cannot be read"),
+])
+def test_mistakes_are_reported_naming_the_field(tmp_path, monkeypatch, change, error):
+    (tmp_path / "srv-1.password").write_text("s3cret")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    with pytest.raises(ConfigError, match=error):
+        load_config(write(tmp_path, GOOD.replace(*change)))
+
+
+def test_missing_file_and_missing_secret_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="password_file .* cannot be read"):
+        load_config(write(tmp_path, GOOD))
+
+
+def test_the_local_stack_writes_configs_the_gateway_accepts(tmp_path):
+    text = gateway_config("site-001", 1883, [
+        {"id": "rf-1", "protocol": "redfish", "address": "http://127.0.0.1:9000",
+         "system_id": "/redfish/v1/Systems/abc"},
+        {"id": "ipmi-1", "protocol": "ipmi", "address": "127.0.0.1:9623"}])
+    config = load_config(write(tmp_path, text))
+    assert [m.id for m in config.machines] == ["rf-1", "ipmi-1"]
+    assert config.machines[0].credentials.system_id == "/redfish/v1/Systems/abc"
