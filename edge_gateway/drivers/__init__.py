@@ -23,7 +23,11 @@ def driver_class(protocol: str) -> type[Driver]:
             f"unknown BMC protocol {protocol!r}; use one of "
             f"{', '.join(p.value for p in BmcProtocol)}"
         ) from None
-    return getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"the {protocol} driver cannot be loaded: {exc}") from None
+    return getattr(module, class_name)
 
 
 def create_driver(protocol: str, credentials: BmcCredentials, timeout: float = 30.0) -> Driver:

@@ -241,12 +241,11 @@ class LocalStack:
     def _start_redfish(self, site: SitePlan, site_dir: Path) -> list[dict[str, Any]]:
         from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
 
-        emulator = SushyEmulator(
-            [FakeSystem.named(f"{site.site_id}-{m}", power_state="Off") for m in site.redfish],
-            state_dir=site_dir / "redfish")
-        process = emulator.start(detached=True, log_path=self.directory / "logs" /
-                                 f"{site.site_id}-redfish.log")
-        self._state.processes[f"{site.site_id}-redfish"] = process.pid
+        emulator = SushyEmulator([FakeSystem(name=f"{site.site_id}-{m}") for m in site.redfish],
+                                 state_dir=site_dir / "redfish")
+        emulator.start()
+        assert emulator.process is not None
+        self._state.processes[f"{site.site_id}-redfish"] = emulator.process.pid
         self._save(self._state)
         return [{"id": m, "protocol": "redfish", "address": emulator.url, "system_id": sid}
                 for m, sid in zip(site.redfish, emulator.system_ids, strict=True)]

@@ -1,0 +1,104 @@
+"""``edge-gateway bmc probe``: an operator's first look at a new BMC.
+
+The URL says the protocol: ``http(s)://host[:port]`` is Redfish, ``ipmi://host[:port]`` is
+IPMI. A Redfish URL may end in a ComputerSystem's ``@odata.id``
+(``https://10.0.0.11/redfish/v1/Systems/1``) to pick one system of a BMC that has several.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_gateway.drivers import create_driver
+from edge_gateway.drivers.base import BmcCredentials, Driver, MachineInfo
+from edge_gateway.errors import ConfigError
+from edgeplane.protocol import BmcProtocol, Capability
+
+LOG = logging.getLogger(__name__)
+
+PROTOCOL_FOR_SCHEME = {
+    "http": BmcProtocol.REDFISH,
+    "https": BmcProtocol.REDFISH,
+    "ipmi": BmcProtocol.IPMI,
+}
+
+# A path that names the Redfish service rather than one system.
+_SERVICE_PATHS = {"", "/redfish", "/redfish/v1"}
+
+
+def parse_bmc_url(url: str, username: str, password: str) -> tuple[BmcProtocol, BmcCredentials]:
+    """The protocol and the driver credentials a probe URL stands for."""
+    parts = urlsplit(url)
+    protocol = PROTOCOL_FOR_SCHEME.get(parts.scheme.lower())
+    if protocol is None or not parts.netloc:
+        raise ConfigError(f"cannot probe {url!r}: use http(s)://host[:port] for Redfish or "
+                          "ipmi://host[:port] for IPMI")
+    if protocol == BmcProtocol.IPMI:
+        return protocol, BmcCredentials(address=parts.netloc, username=username,
+                                        password=password)
+    path = parts.path.rstrip("/")
+    return protocol, BmcCredentials(
+        address=f"{parts.scheme}://{parts.netloc}", username=username, password=password,
+        system_id=None if path in _SERVICE_PATHS else path,
+    )
+
+
+def probe(url: str, username: str, password: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Describe the BMC at ``url`` as a JSON-serialisable dict; raise the BmcError if not.
+
+    Redfish services with several systems also get ``systems``: one entry per system. If
+    the URL names none of them, the top-level machine fields are None.
+    """
+    protocol, credentials = parse_bmc_url(url, username, password)
+    driver = create_driver(protocol, credentials, timeout=timeout)
+    try:
+        system_ids = _system_ids(driver)
+        several = len(system_ids) > 1
+        info = None if several and credentials.system_id is None else driver.describe()
+        systems = ([_system_entry(protocol, replace(credentials, system_id=s), timeout)
+                    for s in system_ids] if several else None)
+    finally:
+        driver.close()
+    result: dict[str, Any] = {
+        "url": url,
+        "protocol": str(protocol),
+        **_machine_fields(info),
+        "capabilities": _names(info.capabilities if info else driver.capabilities),
+    }
+    if systems is not None:
+        result["systems"] = systems
+    LOG.debug("probe %s: %s", url, result)
+    return result
+
+
+def _system_ids(driver: Driver) -> list[str]:
+    """The systems behind one BMC, for drivers that can tell (Redfish); else none."""
+    list_systems = getattr(driver, "system_ids", None)
+    return list(list_systems()) if callable(list_systems) else []
+
+
+def _system_entry(protocol: BmcProtocol, credentials: BmcCredentials,
+                  timeout: float) -> dict[str, Any]:
+    driver = create_driver(protocol, credentials, timeout=timeout)
+    try:
+        info = driver.describe()
+    finally:
+        driver.close()
+    return {"id": credentials.system_id, **_machine_fields(info),
+            "capabilities": _names(info.capabilities)}
+
+
+def _names(capabilities: frozenset[Capability]) -> list[str]:
+    return sorted(str(c) for c in capabilities)
+
+
+def _machine_fields(info: MachineInfo | None) -> dict[str, Any]:
+    return {
+        "manufacturer": info.manufacturer if info else None,
+        "model": info.model if info else None,
+        "serial": info.serial if info else None,
+        "power": str(info.power) if info and info.power else None,
+    }

@@ -1,0 +1,180 @@
+"""RedfishDriver against sushy-tools' emulator: a real HTTP Redfish service, fake hardware.
+
+One emulator (three systems, basic auth on) serves the whole module. Its power changes take
+effect after a random 1-11 s, so the power test makes one transition per system, both at
+once, and polls for the read-back.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from edge_gateway.drivers import create_driver
+from edge_gateway.drivers.base import BmcCredentials, BootOverride
+from edge_gateway.drivers.redfish import RedfishDriver
+from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
+from edge_gateway.probe import probe
+from edgeplane.dev.ports import LOOPBACK, free_port
+from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
+from edgeplane.protocol import BootMode, BootTarget, Capability, PowerState
+
+USERNAME, PASSWORD = "admin", "emulator-pw"
+POWER_WAIT = 30.0  # the emulator applies a power change 1-11 s after the request
+
+OFF_SYSTEM = FakeSystem(name="starts-off", power_state=PowerState.OFF)
+ON_SYSTEM = FakeSystem(name="starts-on", power_state=PowerState.ON)
+BOOT_SYSTEM = FakeSystem(name="boots", power_state=PowerState.OFF)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("sushy-driver")
+    with SushyEmulator([OFF_SYSTEM, ON_SYSTEM, BOOT_SYSTEM], state_dir=state_dir,
+                       username=USERNAME, password=PASSWORD) as running:
+        yield running
+
+
+@pytest.fixture
+def connect(emulator):
+    """Make drivers for the module's emulator; all are closed after the test."""
+    drivers: list[RedfishDriver] = []
+
+    def make(system_id: str | None, password: str = PASSWORD, address: str | None = None,
+             timeout: float = 5.0) -> RedfishDriver:
+        credentials = BmcCredentials(address=address or emulator.url, username=USERNAME,
+                                     password=password, system_id=system_id)
+        driver = create_driver("redfish", credentials, timeout=timeout)
+        assert isinstance(driver, RedfishDriver)
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        driver.close()
+
+
+def system_id(emulator: SushyEmulator, system: FakeSystem) -> str:
+    return emulator.system_ids[emulator.systems.index(system)]
+
+
+def test_power_on_and_off_read_back(emulator, connect):
+    turn_on = connect(system_id(emulator, OFF_SYSTEM))
+    turn_off = connect(system_id(emulator, ON_SYSTEM))
+    assert turn_on.get_power_state() == PowerState.OFF
+    assert turn_off.get_power_state() == PowerState.ON
+
+    wanted = {turn_on: PowerState.ON, turn_off: PowerState.OFF}
+    for driver, state in wanted.items():
+        driver.request_power_state(state)
+
+    deadline = time.monotonic() + POWER_WAIT
+    while True:
+        observed = {driver: driver.get_power_state() for driver in wanted}
+        if observed == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert observed == wanted
+
+    # Asking for the state a system is in sends nothing: one reset per system in all.
+    for driver, state in wanted.items():
+        driver.request_power_state(state)
+        driver.get_power_state()
+    resets = [path for method, path in emulator.received()
+              if method == "POST" and path.endswith("/Actions/ComputerSystem.Reset")]
+    assert len(resets) == 2
+    for system in (OFF_SYSTEM, ON_SYSTEM):
+        assert sum(path.startswith(system_id(emulator, system) + "/") for path in resets) == 1
+
+
+def test_boot_override_read_back_compares_target(emulator, connect):
+    driver = connect(system_id(emulator, BOOT_SYSTEM))
+
+    driver.set_boot_override(BootTarget.PXE, BootMode.ONCE)
+    once = driver.get_boot_override()
+    assert once.target == BootTarget.PXE
+    # sushy-tools reports "Once" as "Continuous": only the target is reliable here.
+    assert once.mode in (BootMode.ONCE, BootMode.CONTINUOUS)
+
+    driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)
+    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.CONTINUOUS)
+    driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)  # already so: no error
+
+
+def test_describe(emulator, connect):
+    wanted_id = system_id(emulator, OFF_SYSTEM)
+    info = connect(wanted_id).describe()
+
+    assert info.protocol == "redfish"
+    assert info.manufacturer == "Sushy Emulator"
+    assert info.model is None and info.serial is None  # the emulator reports neither
+    assert info.power in (PowerState.ON, PowerState.OFF)
+    assert info.capabilities == {Capability.POWER, Capability.BOOT, Capability.INVENTORY}
+    assert info.extra["system_id"] == wanted_id
+    assert info.extra["name"] == OFF_SYSTEM.name
+
+
+def test_system_ids_follow_the_links(emulator, connect):
+    assert sorted(connect(None).system_ids()) == sorted(emulator.system_ids)
+
+
+def test_unknown_system_id_is_named(emulator, connect):
+    missing = "/redfish/v1/Systems/no-such-system"
+    with pytest.raises(BmcError) as caught:
+        connect(missing).get_power_state()
+    message = str(caught.value)
+    assert missing in message and emulator.url in message
+    assert all(known in message for known in emulator.system_ids)
+
+
+def test_several_systems_and_none_named_lists_them(emulator, connect):
+    with pytest.raises(BmcError) as caught:
+        connect(None).describe()
+    assert "none was named" in str(caught.value)
+    assert all(known in str(caught.value) for known in emulator.system_ids)
+
+
+def test_wrong_password_is_an_auth_error(emulator, connect):
+    with pytest.raises(BmcAuthError) as caught:
+        connect(emulator.system_ids[0], password="wrong").get_power_state()
+    assert emulator.url in str(caught.value) and USERNAME in str(caught.value)
+
+
+def test_nothing_listening_is_unreachable(connect):
+    address = f"http://{LOOPBACK}:{free_port()}"
+    with pytest.raises(BmcUnreachableError) as caught:
+        connect(None, address=address).get_power_state()
+    assert address in str(caught.value) and "refused" in str(caught.value)
+
+
+def test_silent_bmc_times_out_as_unreachable(connect):
+    """A BMC that accepts the connection but never answers: the driver's timeout applies."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen(8)
+        address = f"http://{LOOPBACK}:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(BmcUnreachableError):
+            connect(None, address=address, timeout=0.3).get_power_state()
+        assert time.monotonic() - started < 5
+
+
+def test_close_is_idempotent_and_the_driver_reconnects(emulator, connect):
+    driver = connect(emulator.system_ids[0])
+    driver.get_power_state()
+    driver.close()
+    driver.close()
+    assert driver.get_power_state() in (PowerState.ON, PowerState.OFF)
+
+
+def test_probe_lists_every_system_of_a_multi_system_service(emulator):
+    # Lives here because this module's emulator is the one with several systems.
+    result = probe(emulator.url, USERNAME, PASSWORD, timeout=5)
+    json.dumps(result)
+    assert result["protocol"] == "redfish"
+    assert result["power"] is None  # no system named: nothing to describe at the top
+    assert sorted(s["id"] for s in result["systems"]) == sorted(emulator.system_ids)
+    assert {s["manufacturer"] for s in result["systems"]} == {"Sushy Emulator"}

@@ -1,0 +1,70 @@
+"""``probe()`` against sushy-tools' emulator with a single system (no auth)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_gateway.errors import BmcError, BmcUnreachableError, ConfigError
+from edge_gateway.probe import parse_bmc_url, probe
+from edgeplane.dev.ports import LOOPBACK, free_port
+from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
+from edgeplane.protocol import BmcProtocol, PowerState
+
+SYSTEM = FakeSystem(name="probed", power_state=PowerState.ON)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    with SushyEmulator([SYSTEM], state_dir=tmp_path_factory.mktemp("sushy-probe")) as running:
+        yield running
+
+
+def test_probe_redfish(emulator):
+    result = probe(emulator.url, "admin", "password", timeout=5)
+
+    assert json.loads(json.dumps(result)) == result
+    assert result == {
+        "url": emulator.url,
+        "protocol": "redfish",
+        "manufacturer": "Sushy Emulator",
+        "model": None,
+        "serial": None,
+        "power": "on",
+        "capabilities": ["boot", "inventory", "power"],
+    }
+
+
+def test_probe_url_may_name_the_system(emulator):
+    url = emulator.url + emulator.system_ids[0]
+    assert probe(url, "admin", "password", timeout=5)["power"] == "on"
+
+
+def test_probe_of_a_system_the_bmc_does_not_have(emulator):
+    with pytest.raises(BmcError, match="no-such-system"):
+        probe(emulator.url + "/redfish/v1/Systems/no-such-system", "admin", "password",
+              timeout=5)
+
+
+def test_probe_of_nothing_listening():
+    with pytest.raises(BmcUnreachableError):
+        probe(f"http://{LOOPBACK}:{free_port()}", "admin", "password", timeout=2)
+
+
+@pytest.mark.parametrize("url", ["ftp://10.0.0.1", "10.0.0.1", "ipmi://"])
+def test_probe_needs_a_known_scheme_and_a_host(url):
+    with pytest.raises(ConfigError):
+        probe(url, "admin", "password")
+
+
+def test_parse_bmc_url():
+    protocol, credentials = parse_bmc_url("ipmi://10.0.0.12:623", "admin", "pw")
+    assert (protocol, credentials.address) == (BmcProtocol.IPMI, "10.0.0.12:623")
+
+    protocol, credentials = parse_bmc_url("https://bmc.example/redfish/v1/", "admin", "pw")
+    assert (protocol, credentials.address) == (BmcProtocol.REDFISH, "https://bmc.example")
+    assert credentials.system_id is None
+
+    _, credentials = parse_bmc_url("https://bmc.example/redfish/v1/Systems/1", "admin", "pw")
+    assert credentials.system_id == "/redfish/v1/Systems/1"
