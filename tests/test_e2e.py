@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from edgeplane.dev.processes import is_running
 from edgeplane.dev.stack import BMC_PASSWORD, BMC_USERNAME, LocalStack, load_state
 
 pytestmark = pytest.mark.e2e
@@ -99,15 +100,5 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     down = edgeplane(env, "dev", "down")
     assert "stopped" in down.stdout
     pids = list(state.processes.values())
-    alive = [pid for pid in pids if _alive(pid)]
+    alive = [pid for pid in pids if is_running(pid)]
     assert not alive, f"processes left behind: {alive}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone in all but name.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -13,7 +14,8 @@ STATE_STYLES = {
     "running": "cyan", "sent": "cyan", "queued": "dim", "pending": "dim", "skipped": "yellow",
 }
 
-console = Console()
+# Piped output (CI logs, `make demo | tee`) gets room for a full result table.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def styled(state: str | None) -> str:

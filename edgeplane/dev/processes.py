@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,21 +48,25 @@ def stop(process: subprocess.Popen, grace: float = 5.0) -> None:
         process.wait()
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
-    import time
+def is_running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (exited, not yet reaped)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: another process (or init) reaps it
+        reaped = 0
+    if reaped == pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
+
+def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: poll its existence instead
-            reaped = 0
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        else:
-            if reaped == pid:
-                return
+        if not is_running(pid):
+            return
         time.sleep(0.05)
     raise TimeoutError(f"process {pid} did not exit within {timeout} s")

@@ -28,7 +28,7 @@ from typing import Any
 from edgeplane.cli.client import ApiClient, ApiError
 from edgeplane.cli.config import Context
 from edgeplane.dev.ports import LOOPBACK, free_port, wait_for_tcp
-from edgeplane.dev.processes import spawn, stop_group
+from edgeplane.dev.processes import is_running, spawn, stop_group
 
 LOG = logging.getLogger(__name__)
 
@@ -94,14 +94,6 @@ def load_state(directory: Path) -> StackState | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 class LocalStack:
     def __init__(self, directory: Path, sites: list[SitePlan],
                  ready_timeout: float = 120.0) -> None:
@@ -114,7 +106,7 @@ class LocalStack:
 
     def up(self) -> StackState:
         existing = load_state(self.directory)
-        if existing and any(_alive(pid) for pid in existing.processes.values()):
+        if existing and any(is_running(pid) for pid in existing.processes.values()):
             raise StackError(f"a local stack is already running from {self.directory}; "
                              "run `edgeplane dev down` first")
         if self.directory.exists():
@@ -273,11 +265,7 @@ class LocalStack:
 
     def _check_processes(self) -> None:
         for name, pid in self._state.processes.items():
-            try:
-                reaped, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                reaped = 0 if _alive(pid) else pid
-            if reaped == pid:
+            if not is_running(pid):
                 log = self.directory / "logs" / f"{name}.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise StackError(f"{name} exited during start-up; its log ends:\n{tail}")
