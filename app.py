@@ -1,0 +1,36 @@
+"""Edgeplane's cloud entry point: wiring only. Routes, rules and services live in chalicelib."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import SQSEvent
+
+from chalicelib import __version__, auth, errors, ingest, settings
+from chalicelib.api.rollouts import routes as rollout_routes
+from chalicelib.api.sites import sites as site_routes
+from edgeplane.protocol import PROTOCOL_VERSION
+
+app = Chalice(app_name="edgeplane")
+app.log.setLevel(logging.INFO)
+
+# Outermost first: errors wraps auth, so a refused token is mapped like any other error.
+app.register_middleware(errors.middleware, "http")
+app.register_middleware(auth.middleware, "http")
+
+app.register_blueprint(site_routes)
+app.register_blueprint(rollout_routes)
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, Any]:
+    return {"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION}
+
+
+# The queue name is read at import only because `chalice deploy` needs it to wire the
+# event source; everything else reads the environment when it runs.
+@app.on_sqs_message(queue=settings.ingest_queue_name(), batch_size=10)
+def ingest_reports(event: SQSEvent) -> None:
+    ingest.handle_sqs_records(record.body for record in event)

@@ -1,0 +1,277 @@
+"""The DynamoDB tables, as pynamodb models, and where they live.
+
+Every table name is ``prefix + Model.TABLE``. ``configure`` points all models at an endpoint
+(moto server locally, None for AWS or in-process moto) and drops their cached connections;
+when nobody called it, the first query configures from the environment (``settings``).
+
+Concurrency: no read-modify-write anywhere. Each writer sends one conditional UpdateItem or
+PutItem whose condition states its precondition exactly (the execution is in one of the
+states the target may follow, a report's seq is newer than the stored one, a presence report
+is later in the protocol's order). That is stricter than a VersionAttribute where it matters
+and raises no false conflicts between writers of disjoint fields (an operator renaming a site
+while its presence changes), so the models carry no version attribute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, ClassVar
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.connection import TableConnection
+from pynamodb.exceptions import PynamoDBException, TableError
+from pynamodb.models import Model
+
+from chalicelib import settings, states
+from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+_config_lock = threading.Lock()
+_configured = False
+
+
+def conditional_failed(exc: PynamoDBException) -> bool:
+    """True when a write was refused only because its condition did not hold."""
+    return exc.cause_response_code == CONDITION_FAILED
+
+
+class EdgeplaneModel(Model):
+    """Base of every table: configures the models from the environment on first use."""
+
+    TABLE: ClassVar[str] = ""
+
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        # pynamodb routes every operation through here, so this is the "first use" hook.
+        if not _configured:
+            configure_from_settings()
+        return super()._get_connection()
+
+
+class Site(EdgeplaneModel):
+    TABLE = "sites"
+
+    class Meta:
+        table_name = "edgeplane-sites"
+
+    site_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(null=True)
+    region = UnicodeAttribute(null=True)
+    tags = ListAttribute(of=UnicodeAttribute, null=True)
+    timezone = UnicodeAttribute(null=True)
+    created_at = NumberAttribute(null=True)
+    updated_at = NumberAttribute(null=True)
+    # Reported by the gateway (presence, inventory); never written by the API.
+    online = BooleanAttribute(null=True)
+    presence_session = NumberAttribute(null=True)
+    presence_rank = NumberAttribute(null=True)
+    presence_changed_at = NumberAttribute(null=True)
+    gateway_version = UnicodeAttribute(null=True)
+    last_seen_at = NumberAttribute(null=True)
+
+
+class Machine(EdgeplaneModel):
+    TABLE = "machines"
+
+    class Meta:
+        table_name = "edgeplane-machines"
+
+    site_id = UnicodeAttribute(hash_key=True)
+    machine_id = UnicodeAttribute(range_key=True)
+    protocol = UnicodeAttribute(null=True)
+    address = UnicodeAttribute(null=True)  # where the BMC is; credentials stay on site
+    machine_class = UnicodeAttribute(null=True)
+    labels = MapAttribute(null=True)
+    # None: not known yet (declared through the API, no inventory so far).
+    capabilities = ListAttribute(of=UnicodeAttribute, null=True)
+    manufacturer = UnicodeAttribute(null=True)
+    model = UnicodeAttribute(null=True)
+    serial = UnicodeAttribute(null=True)
+    power = UnicodeAttribute(null=True)
+    inventory_error = UnicodeAttribute(null=True)
+    inventory_ts = NumberAttribute(null=True)  # gateway ts of the inventory applied last
+    source = UnicodeAttribute(null=True)  # "api" once an operator declared it, else "inventory"
+    updated_at = NumberAttribute(null=True)
+
+
+class Rollout(EdgeplaneModel):
+    TABLE = "rollouts"
+
+    class Meta:
+        table_name = "edgeplane-rollouts"
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(null=True)
+    steps = JSONAttribute()  # [{"task": ..., "params": {...}}], params already validated
+    target_tag = UnicodeAttribute(null=True)  # None: the sites were listed
+    site_ids = ListAttribute(of=UnicodeAttribute)  # resolved; ~200 KB for 10,000 sites
+    state = UnicodeAttribute()
+    client_token = UnicodeAttribute(null=True)
+    request_hash = UnicodeAttribute(null=True)  # tells a retry from a reuse of client_token
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+
+    def move(self, target: states.RolloutState) -> bool:
+        """Conditionally enter ``target``; False if its current state does not allow it."""
+        allowed = states.sources(states.ROLLOUT_TRANSITIONS, target)
+        if not allowed:
+            return False
+        return conditional_update(
+            self, [Rollout.state.set(target), Rollout.updated_at.set(time.time())],
+            Rollout.state.is_in(*allowed))
+
+
+class Execution(EdgeplaneModel):
+    TABLE = "executions"
+
+    class Meta:
+        table_name = "edgeplane-executions"
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    site_id = UnicodeAttribute(range_key=True)
+    execution_id = UnicodeAttribute()
+    state = UnicodeAttribute()
+    plan_message_id = UnicodeAttribute(null=True)
+    sent_at = NumberAttribute(null=True)
+    last_seq = NumberAttribute(null=True)
+    message = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+
+    @staticmethod
+    def make_id(rollout_id: str, site_id: str) -> str:
+        return f"{rollout_id}.{site_id}"
+
+    @staticmethod
+    def split_id(execution_id: str) -> tuple[str, str]:
+        """(rollout_id, site_id); ValueError if it is not an id made by ``make_id``."""
+        rollout_id, dot, site_id = execution_id.partition(".")
+        if not dot or not rollout_id or not site_id:
+            raise ValueError(f"execution id {execution_id!r} is not <rollout>.<site>")
+        return rollout_id, site_id
+
+    def move(self, target: ExecutionState, message: str | None = None,
+             **fields: Any) -> bool:
+        """Conditionally enter ``target`` (see states.EXECUTION_TRANSITIONS).
+
+        Returns False, and writes nothing, when the execution is not in a state ``target``
+        may follow (a duplicate or late report).
+        """
+        allowed = states.sources(states.EXECUTION_TRANSITIONS, target)
+        if not allowed:  # an initial state: records are created in it, never moved to it
+            return False
+        actions = [Execution.state.set(target), Execution.updated_at.set(time.time())]
+        if message is not None:
+            actions.append(Execution.message.set(message))
+        actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
+        return conditional_update(self, actions, Execution.state.is_in(*allowed))
+
+    def note_seq(self, seq: int) -> bool:
+        """Record the highest report seq seen; False if a later one is already stored."""
+        return conditional_update(
+            self, [Execution.last_seq.set(seq)],
+            Execution.last_seq.does_not_exist() | (Execution.last_seq < seq))
+
+
+class MachineResult(EdgeplaneModel):
+    TABLE = "machine-results"
+
+    class Meta:
+        table_name = "edgeplane-machine-results"
+
+    execution_id = UnicodeAttribute(hash_key=True)
+    machine_id = UnicodeAttribute(range_key=True)
+    seq = NumberAttribute()
+    state = UnicodeAttribute()
+    steps = JSONAttribute()  # [protocol.StepResult as dict]
+    updated_at = NumberAttribute()
+
+    def save_if_newer(self) -> bool:
+        """Store this snapshot unless one with the same or a higher seq is there already."""
+        condition = MachineResult.seq.does_not_exist() | (MachineResult.seq < self.seq)
+        try:
+            self.save(condition=condition)
+        except PynamoDBException as exc:
+            if conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, MachineResult)
+
+
+def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:
+    """Update ``item`` if ``condition`` holds; False (and nothing written) if it does not."""
+    try:
+        item.update(actions=actions, condition=condition)
+    except PynamoDBException as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def configure(endpoint: str | None, prefix: str, region: str) -> None:
+    """Point every model at ``endpoint`` (None: AWS, or in-process moto) and ``prefix``."""
+    global _configured
+    with _config_lock:
+        if _configured and all(
+                (m.Meta.table_name, m.Meta.host, m.Meta.region)
+                == (f"{prefix}{m.TABLE}", endpoint, region) for m in MODELS):
+            return  # keep the connections (each new one builds a botocore client)
+        for model in MODELS:
+            model.Meta.table_name = f"{prefix}{model.TABLE}"
+            model.Meta.host = endpoint
+            model.Meta.region = region
+            model._connection = None  # pynamodb caches one per class, with the old host
+        _configured = True
+    LOG.info("tables %s* at %s (%s)", prefix, endpoint or "AWS", region)
+
+
+def forget_configuration() -> None:
+    """Make the next use configure from the environment again (tests switch endpoints)."""
+    global _configured
+    with _config_lock:
+        _configured = False
+        for model in MODELS:
+            model._connection = None
+
+
+def configure_from_settings() -> None:
+    current = settings.load()
+    configure(current.dynamodb_endpoint, current.table_prefix, current.region)
+
+
+def create_tables() -> list[str]:
+    """Create the missing tables (on-demand billing); returns the names it created."""
+    created = []
+    for model in MODELS:
+        if model.exists():
+            continue
+        try:
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        except TableError as exc:
+            if exc.cause_response_code != "ResourceInUseException":  # created meanwhile
+                raise
+        else:
+            created.append(model.Meta.table_name)
+    return created
+
+
+def delete_tables() -> None:
+    for model in MODELS:
+        if model.exists():
+            model.delete_table()

@@ -1,0 +1,215 @@
+"""How the cloud sends messages to sites: ``publish(topic, payload)``, at least once (QoS 1).
+
+Two implementations behind one interface: ``IotDataPublisher`` (the AWS IoT data plane, in
+the cloud) and ``MqttPublisher`` (paho-mqtt to a broker, for the local stack). Both raise
+``PublishFailed`` when the broker did not acknowledge, and create their client on first use,
+never at import. ``current()`` returns the process-wide one chosen by EDGEPLANE_PUBLISHER
+("iot" or "mqtt://host:port"); ``install()`` replaces it (tests, embedding).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from chalicelib import settings
+from chalicelib.errors import BadRequest, NotConfigured, PublishFailed
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+LOG = logging.getLogger(__name__)
+
+QOS = 1
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Deliver to the broker at least once; raise PublishFailed if it did not take it."""
+
+
+class IotDataPublisher:
+    """AWS IoT Core through the ``iot-data`` API (one HTTPS call per message)."""
+
+    def __init__(self, endpoint: str | None = None, region: str | None = None,
+                 client_factory: Any = None) -> None:
+        if endpoint and "://" not in endpoint:
+            endpoint = f"https://{endpoint}"  # the console shows the bare ATS host name
+        self.endpoint = endpoint
+        self.region = region
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if self._client_factory is not None:
+                    self._client = self._client_factory()
+                else:
+                    import boto3  # only the cloud path needs it
+
+                    self._client = boto3.client("iot-data", endpoint_url=self.endpoint,
+                                                region_name=self.region)
+            return self._client
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._get_client().publish(topic=topic, qos=QOS, payload=payload)
+        except (BotoCoreError, ClientError) as exc:
+            raise PublishFailed(topic=topic, reason=f"AWS IoT: {exc}") from exc
+
+
+class MqttPublisher:
+    """One paho-mqtt connection, opened on first publish and kept; safe across threads.
+
+    paho is imported on first use: the Lambda bundle (which publishes through IoT Core)
+    does not ship it.
+    """
+
+    def __init__(self, host: str, port: int, client_id: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id or f"edgeplane-cloud-{uuid.uuid4().hex[:12]}"
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+        self._connected = threading.Event()
+        self._connect_error: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            self._connect_error = f"broker refused the connection: {reason_code}"
+            LOG.error("publisher %s: %s", self.where, self._connect_error)
+            return
+        self._connect_error = None
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if reason_code.is_failure:
+            LOG.warning("publisher %s: connection lost (%s); paho reconnects", self.where,
+                        reason_code)
+
+    def _connect(self) -> mqtt.Client:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=True)
+            client.reconnect_delay_set(1, 30)
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            try:
+                rc = client.connect(self.host, self.port, keepalive=60)
+            except OSError as exc:
+                raise PublishFailed(topic="(connect)",
+                                    reason=f"cannot reach {self.where}: {exc}") from exc
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise PublishFailed(topic="(connect)",
+                                    reason=f"connect to {self.where}: {mqtt.error_string(rc)}")
+            rc = client.loop_start()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise PublishFailed(topic="(connect)",
+                                    reason=f"loop_start: {mqtt.error_string(rc)}")
+            self._client = client
+            return client
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import MQTTErrorCode
+
+        client = self._connect()
+        if not self._connected.wait(self.timeout):
+            reason = self._connect_error or f"not connected to {self.where} after " \
+                                            f"{self.timeout:.0f} s"
+            raise PublishFailed(topic=topic, reason=reason)
+        info = client.publish(topic, payload, qos=QOS)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise PublishFailed(topic=topic, reason=mqtt.error_string(info.rc))
+        try:
+            info.wait_for_publish(self.timeout)
+        except (ValueError, RuntimeError) as exc:
+            raise PublishFailed(topic=topic, reason=str(exc)) from exc
+        if not info.is_published():
+            raise PublishFailed(topic=topic, reason=f"no PUBACK from {self.where} within "
+                                                    f"{self.timeout:.0f} s")
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+            self._connected.clear()
+
+
+def from_spec(spec: str, iot_endpoint: str | None = None,
+              region: str | None = None) -> Publisher:
+    """Build a publisher from EDGEPLANE_PUBLISHER's value: "iot" or "mqtt://host:port"."""
+    if spec == "iot":
+        return IotDataPublisher(iot_endpoint, region)
+    parts = urlsplit(spec)
+    if parts.scheme == "mqtt" and parts.hostname:
+        try:
+            port = parts.port or 1883
+        except ValueError:
+            port = None
+        if port:
+            return MqttPublisher(parts.hostname, port)
+    raise BadRequest(f"EDGEPLANE_PUBLISHER is {spec!r}; use 'iot' or 'mqtt://host:port'")
+
+
+_current: Publisher | None = None
+_current_key: tuple[str, str | None, str] | None = None
+_installed = False
+_current_lock = threading.Lock()
+
+
+def current() -> Publisher:
+    """The process-wide publisher: the installed one, else one built from the settings."""
+    global _current, _current_key
+    with _current_lock:
+        if _installed and _current is not None:
+            return _current
+        conf = settings.load()
+        key = (conf.publisher, conf.iot_endpoint, conf.region)
+        if _current is None or _current_key != key:
+            _close(_current)
+            try:
+                _current = from_spec(conf.publisher, conf.iot_endpoint, conf.region)
+            except BadRequest as exc:
+                raise NotConfigured(setting="EDGEPLANE_PUBLISHER",
+                                    consequence=exc.message) from None
+            _current_key = key
+        return _current
+
+
+def install(publisher: Publisher | None) -> None:
+    """Use ``publisher`` from now on (None: go back to the one the settings describe)."""
+    global _current, _current_key, _installed
+    with _current_lock:
+        if _current is not publisher:
+            _close(_current)
+        _current, _current_key, _installed = publisher, None, publisher is not None
+
+
+def _close(publisher: Publisher | None) -> None:
+    close = getattr(publisher, "close", None)
+    if close is not None:
+        close()

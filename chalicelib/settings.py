@@ -1,0 +1,50 @@
+"""The cloud's configuration, read from the environment when asked (never at import).
+
+Reading lazily keeps import side-effect free (tests and the local stack set the environment
+after importing the app) and lets one Lambda container pick up nothing stale: every call
+reads ``os.environ`` again, which costs microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_TABLE_PREFIX = "edgeplane-"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_PUBLISHER = "iot"
+DEFAULT_INGEST_QUEUE = "edgeplane-ingest"
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_token: str | None
+    table_prefix: str
+    dynamodb_endpoint: str | None
+    region: str
+    publisher: str
+    iot_endpoint: str | None
+    ingest_queue: str
+
+
+def _get(name: str) -> str | None:
+    """An environment variable, with empty strings treated as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def load() -> Settings:
+    return Settings(
+        api_token=_get("EDGEPLANE_API_TOKEN"),
+        table_prefix=_get("EDGEPLANE_TABLE_PREFIX") or DEFAULT_TABLE_PREFIX,
+        dynamodb_endpoint=_get("EDGEPLANE_DYNAMODB_ENDPOINT"),
+        region=_get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+        publisher=_get("EDGEPLANE_PUBLISHER") or DEFAULT_PUBLISHER,
+        iot_endpoint=_get("EDGEPLANE_IOT_ENDPOINT"),
+        ingest_queue=ingest_queue_name(),
+    )
+
+
+def ingest_queue_name() -> str:
+    """The SQS queue ingestion reads; app.py needs it at import for ``chalice deploy``."""
+    return _get("EDGEPLANE_INGEST_QUEUE") or DEFAULT_INGEST_QUEUE

@@ -1,0 +1,68 @@
+"""Which state may follow which, for executions and rollouts: one table each.
+
+Every transition in the store is a conditional update whose condition is "the current
+state is one of ``sources(target)``", so two writers racing (a late progress report and a
+result, two Lambda retries) cannot move a record backwards or out of a terminal state.
+
+Executions may skip states: a gateway can answer before the cloud has recorded that it sent
+the plan (queued -> running), or finish before any progress arrives (sent -> succeeded).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import TypeVar
+
+from edgeplane.protocol import ExecutionState
+
+S = TypeVar("S", bound=enum.StrEnum)
+
+
+class RolloutState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL_EXECUTION_STATES = frozenset({
+    ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.TIMED_OUT,
+    ExecutionState.CANCELED,
+})
+
+EXECUTION_TRANSITIONS: Mapping[ExecutionState, frozenset[ExecutionState]] = {
+    ExecutionState.QUEUED: frozenset({ExecutionState.SENT, ExecutionState.RUNNING}
+                                     | TERMINAL_EXECUTION_STATES),
+    ExecutionState.SENT: frozenset({ExecutionState.RUNNING} | TERMINAL_EXECUTION_STATES),
+    ExecutionState.RUNNING: TERMINAL_EXECUTION_STATES,
+    **{state: frozenset() for state in TERMINAL_EXECUTION_STATES},
+}
+
+TERMINAL_ROLLOUT_STATES = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED})
+
+ROLLOUT_TRANSITIONS: Mapping[RolloutState, frozenset[RolloutState]] = {
+    RolloutState.RUNNING: TERMINAL_ROLLOUT_STATES,
+    **{state: frozenset() for state in TERMINAL_ROLLOUT_STATES},
+}
+
+
+def can_move(table: Mapping[S, frozenset[S]], source: S, target: S) -> bool:
+    return target in table[source]
+
+
+def sources(table: Mapping[S, frozenset[S]], target: S) -> list[S]:
+    """The states a record must be in for ``target`` to be its next state."""
+    return sorted(state for state, targets in table.items() if target in targets)
+
+
+def is_terminal_execution(state: str) -> bool:
+    return state in TERMINAL_EXECUTION_STATES
+
+
+def rollout_outcome(execution_states: list[str]) -> RolloutState | None:
+    """What a rollout becomes once every execution is terminal; None while any is not."""
+    if not execution_states or not all(map(is_terminal_execution, execution_states)):
+        return None
+    if all(state == ExecutionState.SUCCEEDED for state in execution_states):
+        return RolloutState.SUCCEEDED
+    return RolloutState.FAILED

@@ -1,0 +1,112 @@
+"""What the API returns for each record: plain JSON, timestamps as ISO 8601 UTC strings.
+
+Stored timestamps are epoch seconds (as on the wire); every conversion happens here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.models import Execution, Machine, MachineResult, Rollout, Site
+
+
+def iso(ts: Any) -> str | None:
+    """Epoch seconds as ISO 8601 UTC; None for a missing (or, from a gateway, garbled) time."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float | Decimal):
+        return None
+    moment = datetime.fromtimestamp(float(ts), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def site(item: Site) -> dict[str, Any]:
+    return {
+        "site_id": item.site_id,
+        "name": item.name,
+        "region": item.region,
+        "tags": list(item.tags or []),
+        "timezone": item.timezone,
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
+        "online": bool(item.online),
+        "presence_changed_at": iso(item.presence_changed_at),
+        "last_seen_at": iso(item.last_seen_at),
+        "gateway_version": item.gateway_version,
+    }
+
+
+def machine(item: Machine) -> dict[str, Any]:
+    return {
+        "site_id": item.site_id,
+        "machine_id": item.machine_id,
+        "protocol": item.protocol,
+        "address": item.address,
+        "machine_class": item.machine_class,
+        "labels": item.labels.as_dict() if item.labels is not None else {},
+        "capabilities": list(item.capabilities) if item.capabilities is not None else None,
+        "manufacturer": item.manufacturer,
+        "model": item.model,
+        "serial": item.serial,
+        "power": item.power,
+        "inventory_error": item.inventory_error,
+        "source": item.source,
+        "updated_at": iso(item.updated_at),
+    }
+
+
+def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "rollout_id": item.rollout_id,
+        "name": item.name,
+        "state": item.state,
+        "steps": item.steps,
+        "target": {"tag": item.target_tag} if item.target_tag else {"sites": list(item.site_ids)},
+        "site_ids": list(item.site_ids),
+        "client_token": item.client_token,
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
+    }
+    if executions is not None:
+        body["counts"] = dict(sorted(Counter(e.state for e in executions).items()))
+    return body
+
+
+def execution(item: Execution,
+              results: Iterable[MachineResult] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "site_id": item.site_id,
+        "execution_id": item.execution_id,
+        "state": item.state,
+        "message": item.message,
+        "plan_message_id": item.plan_message_id,
+        "sent_at": iso(item.sent_at),
+        "last_seq": int(item.last_seq) if item.last_seq is not None else None,
+        "updated_at": iso(item.updated_at),
+    }
+    if results is not None:
+        body["machines"] = [machine_result(r) for r in results]
+    return body
+
+
+def machine_result(item: MachineResult) -> dict[str, Any]:
+    return {
+        "machine": item.machine_id,
+        "state": item.state,
+        "seq": int(item.seq),
+        "updated_at": iso(item.updated_at),
+        "steps": [step_result(step) for step in item.steps or []],
+    }
+
+
+def step_result(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task": step.get("task"),
+        "state": step.get("state"),
+        "changed": bool(step.get("changed", False)),
+        "message": step.get("message", ""),
+        "started_at": iso(step.get("started_at")),
+        "finished_at": iso(step.get("finished_at")),
+    }

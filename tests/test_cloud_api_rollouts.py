@@ -1,0 +1,218 @@
+"""Starting and reading rollouts through the API; plans go to a recording publisher."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import ingest
+from edgeplane import protocol
+from tests.cloud_fixtures import (
+    api,
+    aws,
+    call,
+    machine_result,
+    moto_dynamodb,
+    published,
+    up,
+)
+
+FIXTURES = (api, aws, moto_dynamodb, published)
+
+POWER_ON = {"task": "power.ensure", "params": {"state": "on"}}
+PXE_ONCE = {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}
+
+
+def add_site(client, site: str, machines: tuple[str, ...] = ("srv-1", "srv-2"),
+             tags: tuple[str, ...] = ()) -> None:
+    assert call(client, "PUT", f"/sites/{site}", {"tags": list(tags)})[0] == 200
+    for machine in machines:
+        status, _ = call(client, "PUT", f"/sites/{site}/machines/{machine}",
+                         {"protocol": "ipmi", "address": f"bmc-{machine}.{site}"})
+        assert status == 200
+
+
+def report(message: protocol.Message) -> None:
+    ingest.handle_message(*up(message))
+
+
+def test_create_publishes_one_plan_per_site_and_marks_it_sent(api, published):
+    add_site(api, "shop-1")
+    add_site(api, "shop-2", machines=("srv-9",))
+    status, body = call(api, "POST", "/rollouts", {
+        "name": "pxe reinstall", "sites": ["shop-1", "shop-2"], "steps": [POWER_ON, PXE_ONCE]})
+    assert status == 201, body
+    rollout = body["rollout"]
+    assert rollout["state"] == "running" and rollout["counts"] == {"sent": 2}
+    assert rollout["steps"] == [POWER_ON, PXE_ONCE]
+    assert rollout["target"] == {"sites": ["shop-1", "shop-2"]}
+    rollout_id = rollout["rollout_id"]
+    assert [(e["site_id"], e["execution_id"], e["state"]) for e in body["executions"]] == [
+        ("shop-1", f"{rollout_id}.shop-1", "sent"), ("shop-2", f"{rollout_id}.shop-2", "sent")]
+
+    topics = [topic for topic, _ in published.sent]
+    assert topics == [protocol.plan_topic("shop-1"), protocol.plan_topic("shop-2")]
+    plan = published.plans()[0]
+    assert isinstance(plan, protocol.Plan)
+    assert plan.execution_id == f"{rollout_id}.shop-1" and plan.rollout_id == rollout_id
+    assert [(s.task, s.params, s.machines) for s in plan.steps] == [
+        ("power.ensure", {"state": "on"}, ["srv-1", "srv-2"]),
+        ("boot.override", {"target": "pxe", "mode": "once"}, ["srv-1", "srv-2"])]
+    assert body["executions"][0]["plan_message_id"] == plan.id
+
+
+def test_defaults_of_task_params_are_filled_in(api, published):
+    add_site(api, "shop-1")
+    status, body = call(api, "POST", "/rollouts", {
+        "sites": ["shop-1"], "steps": [{"task": "boot.override", "params": {"target": "disk"}}]})
+    assert status == 201
+    assert body["rollout"]["steps"][0]["params"] == {"target": "disk", "mode": "once"}
+
+
+def test_a_tag_selects_its_sites(api, published):
+    add_site(api, "shop-1", tags=("paris",))
+    add_site(api, "shop-2", tags=("lyon",))
+    add_site(api, "shop-3", tags=("paris", "big"))
+    status, body = call(api, "POST", "/rollouts", {"tag": "paris", "steps": [POWER_ON]})
+    assert status == 201
+    assert body["rollout"]["site_ids"] == ["shop-1", "shop-3"]
+    assert len(published.sent) == 2
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"steps": [POWER_ON]}, 400, "give exactly one of 'sites'"),
+    ({"sites": ["shop-1"], "tag": "x", "steps": [POWER_ON]}, 400, "give exactly one of"),
+    ({"sites": ["shop-1"]}, 400, "field 'steps'"),
+    ({"sites": ["shop-1"], "steps": []}, 400, "field 'steps'"),
+    ({"sites": ["Bad Site"], "steps": [POWER_ON]}, 400, "field 'sites'"),
+    ({"sites": ["shop-1"], "steps": [POWER_ON, {"task": "power.ensure", "params": {}}]}, 400,
+     "field 'steps[1]': task power.ensure: parameter 'state' is required"),
+    ({"sites": ["shop-1"], "steps": [{"task": "power.ensure", "params": {"state": "toggle"}}]},
+     400, "field 'steps[0]': task power.ensure: parameter 'state' is 'toggle'"),
+    ({"sites": ["shop-1"], "steps": [{"task": "bios.flash", "params": {}}]}, 400,
+     "field 'steps[0]': unknown task 'bios.flash'"),
+    ({"sites": ["shop-1", "nowhere"], "steps": [POWER_ON]}, 404,
+     "site(s) 'nowhere' do not exist"),
+    ({"tag": "nothing-has-it", "steps": [POWER_ON]}, 400,
+     "tag 'nothing-has-it' matches no site"),
+])
+def test_refused_rollouts(api, published, body, status, message):
+    add_site(api, "shop-1")
+    got, answer = call(api, "POST", "/rollouts", body)
+    assert got == status, answer
+    assert message in answer["error"]["message"]
+    assert published.sent == []
+    assert call(api, "GET", "/rollouts")[1] == {"rollouts": []}
+
+
+def test_a_site_without_machines_is_409(api, published):
+    add_site(api, "shop-1")
+    add_site(api, "empty-1", machines=())
+    status, body = call(api, "POST", "/rollouts",
+                        {"sites": ["shop-1", "empty-1"], "steps": [POWER_ON]})
+    assert status == 409
+    assert body["error"]["code"] == "conflict"
+    assert "site 'empty-1' has no machines" in body["error"]["message"]
+    assert published.sent == []
+
+
+def test_a_machine_lacking_a_capability_is_refused_when_the_rollout_is_built(api, published):
+    add_site(api, "shop-1")
+    report(protocol.Inventory(site="shop-1", machines=[
+        protocol.MachineReport(id="srv-1", protocol="ipmi", address="bmc-srv-1.shop-1",
+                               capabilities=["power"]),
+        protocol.MachineReport(id="srv-2", protocol="ipmi", address="bmc-srv-2.shop-1",
+                               capabilities=["power", "boot"]),
+    ]))
+    status, body = call(api, "POST", "/rollouts",
+                        {"sites": ["shop-1"], "steps": [POWER_ON, PXE_ONCE]})
+    assert status == 409
+    assert body["error"]["message"] == (
+        "site 'shop-1' machine 'srv-1' cannot run step 1 (boot.override): it lacks "
+        "capability 'boot' (it has power)")
+    assert published.sent == []
+    # Power alone is fine for both.
+    assert call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON]})[0] == 201
+
+
+def test_the_same_client_token_gives_back_the_same_rollout(api, published):
+    add_site(api, "shop-1")
+    request = {"sites": ["shop-1"], "steps": [POWER_ON], "client_token": "deploy-42"}
+    status, first = call(api, "POST", "/rollouts", request)
+    assert status == 201
+    status, again = call(api, "POST", "/rollouts", request)
+    assert status == 200
+    assert again["rollout"]["rollout_id"] == first["rollout"]["rollout_id"]
+    assert len(published.sent) == 1  # the plan went out once
+    assert len(call(api, "GET", "/rollouts")[1]["rollouts"]) == 1
+
+    status, other = call(api, "POST", "/rollouts", {**request, "steps": [PXE_ONCE]})
+    assert status == 409
+    assert "client_token 'deploy-42' was already used" in other["error"]["message"]
+
+
+def test_a_plan_that_cannot_be_published_stays_queued_and_a_retry_sends_it(api, published):
+    add_site(api, "shop-1")
+    add_site(api, "shop-2")
+    published.refuse.add("shop-2")
+    request = {"sites": ["shop-1", "shop-2"], "steps": [POWER_ON], "client_token": "t-1"}
+    status, body = call(api, "POST", "/rollouts", request)
+    assert status == 201
+    states = {e["site_id"]: (e["state"], e["message"]) for e in body["executions"]}
+    assert states["shop-1"] == ("sent", "")
+    assert states["shop-2"][0] == "queued"
+    assert "plan not sent" in states["shop-2"][1] and "broker unreachable" in states["shop-2"][1]
+
+    published.refuse.clear()
+    status, body = call(api, "POST", "/rollouts", request)
+    assert status == 200
+    assert [e["state"] for e in body["executions"]] == ["sent", "sent"]
+    assert [t for t, _ in published.sent] == [protocol.plan_topic("shop-1"),
+                                              protocol.plan_topic("shop-2")]
+
+
+def test_list_is_newest_first(api, published):
+    add_site(api, "shop-1")
+    ids = [call(api, "POST", "/rollouts", {"name": f"r{i}", "sites": ["shop-1"],
+                                            "steps": [POWER_ON]})[1]["rollout"]["rollout_id"]
+           for i in range(3)]
+    status, body = call(api, "GET", "/rollouts")
+    assert status == 200
+    assert [r["rollout_id"] for r in body["rollouts"]] == ids[::-1]
+
+
+def test_get_a_rollout_with_its_results(api, published):
+    add_site(api, "shop-1")
+    add_site(api, "shop-2", machines=("srv-9",))
+    _, body = call(api, "POST", "/rollouts",
+                   {"sites": ["shop-1", "shop-2"], "steps": [POWER_ON]})
+    rollout_id = body["rollout"]["rollout_id"]
+    report(protocol.Progress(site="shop-1", execution_id=f"{rollout_id}.shop-1", seq=1,
+                             machines=[machine_result("srv-1", "running")]))
+    report(protocol.Result(site="shop-2", execution_id=f"{rollout_id}.shop-2", seq=2,
+                           machines=[machine_result("srv-9", "failed")], state="failed",
+                           message="1 of 1 machines failed: srv-9"))
+
+    status, body = call(api, "GET", f"/rollouts/{rollout_id}")
+    assert status == 200
+    assert body["rollout"]["state"] == "running"
+    assert body["rollout"]["counts"] == {"failed": 1, "running": 1}
+    one, two = body["executions"]
+    assert (one["site_id"], one["state"], one["last_seq"]) == ("shop-1", "running", 1)
+    assert one["machines"] == [{
+        "machine": "srv-1", "state": "running", "seq": 1, "updated_at": one["machines"][0][
+            "updated_at"],
+        "steps": [{"task": "power.ensure", "state": "running", "changed": True,
+                   "message": "ok", "started_at": "2023-11-14T22:13:20.000Z",
+                   "finished_at": "2023-11-14T22:13:21.500Z"}]}]
+    assert (two["state"], two["message"]) == ("failed", "1 of 1 machines failed: srv-9")
+
+    report(protocol.Result(site="shop-1", execution_id=f"{rollout_id}.shop-1", seq=3,
+                           machines=[machine_result("srv-1"), machine_result("srv-2")]))
+    _, body = call(api, "GET", f"/rollouts/{rollout_id}")
+    assert body["rollout"]["state"] == "failed"
+    assert body["rollout"]["counts"] == {"failed": 1, "succeeded": 1}
+
+
+def test_get_unknown_rollout_is_404(api):
+    status, body = call(api, "GET", "/rollouts/r-nothing")
+    assert status == 404 and body["error"]["message"] == "rollout 'r-nothing' does not exist"

@@ -1,0 +1,303 @@
+"""Ingestion of gateway reports: presence, inventory, progress and results.
+
+Duplicates and reordering are the normal case for at-least-once delivery; these tests send
+messages twice and out of order and check that nothing regresses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from chalice.test import Client
+
+from chalicelib import ingest, rollouts
+from chalicelib.errors import IngestFailed
+from chalicelib.models import Execution, Machine, MachineResult, Rollout, Site
+from chalicelib.schemas import RolloutIn
+from edgeplane import protocol
+from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
+from tests.cloud_fixtures import (
+    ROOT,
+    aws,
+    machine_result,
+    moto_dynamodb,
+    published,
+    up,
+)
+
+FIXTURES = (aws, moto_dynamodb, published)
+SITE = "shop-1"
+
+
+def send(message: protocol.Message) -> None:
+    ingest.handle_message(*up(message))
+
+
+def site() -> Site:
+    return Site.get(SITE, consistent_read=True)
+
+
+# --- presence --------------------------------------------------------------------------
+
+
+def test_presence_creates_an_unknown_site_and_marks_it_online(aws):
+    send(Presence(site=SITE, online=True, session=100.0, gateway_version="1.2.0"))
+    stored = site()
+    assert stored.online is True and stored.gateway_version == "1.2.0"
+    assert stored.name == SITE and stored.created_at is not None
+    assert stored.last_seen_at is not None
+
+
+def test_presence_follows_the_protocol_order_not_arrival(aws):
+    online = Presence(site=SITE, online=True, session=100.0)
+    will = Presence(site=SITE, online=False, session=100.0)
+    reconnect = Presence(site=SITE, online=True, session=200.0)
+    send(online)
+    send(will)
+    assert site().online is False
+    send(online)  # a duplicate of the first, redelivered late
+    assert site().online is False
+    send(reconnect)
+    assert site().online is True
+    send(will)  # the old connection's will, arriving after the new connection
+    assert site().online is True
+    assert site().presence_session == 200.0
+
+
+def test_presence_keeps_what_the_operator_declared(aws):
+    Site(SITE, name="Shop One", tags=["paris"], timezone="Europe/Paris").save()
+    send(Presence(site=SITE, online=True, session=1.0))
+    stored = site()
+    assert (stored.name, stored.tags, stored.timezone) == ("Shop One", ["paris"],
+                                                           "Europe/Paris")
+
+
+# --- inventory -------------------------------------------------------------------------
+
+
+def report(machine: str = "srv-1", **fields) -> MachineReport:
+    return MachineReport(**{"id": machine, "protocol": "redfish",
+                            "address": f"https://{machine}", "capabilities": ["boot", "power"],
+                            "manufacturer": "Contoso", "model": "E1", "serial": "SN1",
+                            "power": "on", **fields})
+
+
+def test_inventory_creates_the_site_and_its_machines(aws):
+    send(Inventory(site=SITE, gateway_version="1.0", machines=[report("srv-1"),
+                                                                report("srv-2")]))
+    assert site().gateway_version == "1.0"
+    machines = {m.machine_id: m for m in Machine.query(SITE)}
+    assert sorted(machines) == ["srv-1", "srv-2"]
+    srv1 = machines["srv-1"]
+    assert (srv1.source, srv1.protocol, srv1.capabilities, srv1.serial) == (
+        "inventory", "redfish", ["boot", "power"], "SN1")
+
+
+def test_inventory_keeps_the_operators_declaration_and_drops_older_reports(aws):
+    Machine(SITE, "srv-1", protocol="ipmi", address="10.0.0.5", source="api").save()
+    newer = Inventory(site=SITE, ts=2000.0, machines=[report(power="off")])
+    older = Inventory(site=SITE, ts=1000.0, machines=[report(power="on", serial="OLD")])
+    send(newer)
+    send(older)
+    stored = Machine.get(SITE, "srv-1")
+    assert (stored.source, stored.protocol, stored.address) == ("api", "ipmi", "10.0.0.5")
+    assert (stored.power, stored.serial) == ("off", "SN1")
+
+
+def test_inventory_error_keeps_known_facts(aws):
+    send(Inventory(site=SITE, ts=1.0, machines=[report()]))
+    send(Inventory(site=SITE, ts=2.0, machines=[MachineReport(
+        id="srv-1", protocol="redfish", address="https://srv-1", error="BMC timed out")]))
+    stored = Machine.get(SITE, "srv-1")
+    assert stored.inventory_error == "BMC timed out"
+    assert (stored.serial, stored.capabilities) == ("SN1", ["boot", "power"])
+    send(Inventory(site=SITE, ts=3.0, machines=[report()]))
+    assert Machine.get(SITE, "srv-1").inventory_error is None
+
+
+# --- progress and results --------------------------------------------------------------
+
+
+@pytest.fixture
+def rollout(aws, published) -> Rollout:
+    """A rollout on two sites, their plans sent."""
+    for name in (SITE, "shop-2"):
+        send(Inventory(site=name, machines=[report("srv-1"), report("srv-2")]))
+    created = rollouts.create(RolloutIn.model_validate({
+        "sites": [SITE, "shop-2"],
+        "steps": [{"task": "power.ensure", "params": {"state": "on"}}]}), published)
+    return created.rollout
+
+
+def execution(rollout: Rollout, site_id: str = SITE) -> Execution:
+    return Execution.get(rollout.rollout_id, site_id, consistent_read=True)
+
+
+def results(rollout: Rollout, site_id: str = SITE) -> dict[str, tuple[int, str]]:
+    execution_id = Execution.make_id(rollout.rollout_id, site_id)
+    return {r.machine_id: (r.seq, r.state) for r in MachineResult.query(execution_id)}
+
+
+def progress(rollout: Rollout, seq: int, site_id: str = SITE, **states: str) -> Progress:
+    return Progress(site=site_id, execution_id=Execution.make_id(rollout.rollout_id, site_id),
+                    seq=seq, machines=[machine_result(m, s) for m, s in states.items()])
+
+
+def result(rollout: Rollout, seq: int, site_id: str = SITE, state: str = "succeeded",
+           **states: str) -> Result:
+    return Result(site=site_id, execution_id=Execution.make_id(rollout.rollout_id, site_id),
+                  seq=seq, machines=[machine_result(m, s) for m, s in states.items()],
+                  state=state, message=f"{site_id} {state}")
+
+
+def test_progress_moves_the_execution_to_running(rollout):
+    assert execution(rollout).state == "sent"
+    send(progress(rollout, 1, **{"srv-1": "running"}))
+    assert execution(rollout).state == "running"
+    assert execution(rollout).last_seq == 1
+    assert results(rollout) == {"srv-1": (1, "running")}
+
+
+def test_the_same_result_twice_changes_nothing_the_second_time(rollout):
+    final = result(rollout, 5, **{"srv-1": "succeeded", "srv-2": "succeeded"})
+    send(final)
+    first = (execution(rollout).attribute_values, results(rollout))
+    send(final)
+    assert (execution(rollout).attribute_values, results(rollout)) == first
+    assert execution(rollout).state == "succeeded"
+    assert Rollout.get(rollout.rollout_id).state == "running"  # shop-2 is not done
+
+
+def test_a_late_progress_does_not_regress_a_result(rollout):
+    send(result(rollout, 5, **{"srv-1": "succeeded", "srv-2": "failed"}, state="failed"))
+    send(progress(rollout, 3, **{"srv-1": "running", "srv-2": "running"}))
+    assert results(rollout) == {"srv-1": (5, "succeeded"), "srv-2": (5, "failed")}
+    stored = execution(rollout)
+    assert (stored.state, stored.last_seq, stored.message) == ("failed", 5, "shop-1 failed")
+
+
+def test_a_late_progress_after_a_terminal_state_does_not_reopen_it(rollout):
+    send(result(rollout, 2, **{"srv-1": "succeeded", "srv-2": "succeeded"}))
+    send(progress(rollout, 7, **{"srv-1": "running"}))  # a newer seq, but after the end
+    assert execution(rollout).state == "succeeded"
+    send(result(rollout, 8, state="failed"))  # a second, different "final" result
+    assert execution(rollout).state == "succeeded"
+
+
+def test_out_of_order_progress_keeps_the_newest_snapshot_per_machine(rollout):
+    send(progress(rollout, 4, **{"srv-1": "succeeded"}))
+    send(progress(rollout, 2, **{"srv-1": "running", "srv-2": "running"}))
+    assert results(rollout) == {"srv-1": (4, "succeeded"), "srv-2": (2, "running")}
+    assert execution(rollout).last_seq == 4
+
+
+def test_a_result_before_any_progress_or_sent_mark_is_accepted(rollout):
+    Execution(rollout.rollout_id, SITE).update(actions=[Execution.state.set("queued")])
+    send(result(rollout, 1, **{"srv-1": "succeeded"}))
+    assert execution(rollout).state == "succeeded"
+
+
+def test_the_rollout_finishes_when_every_execution_has(rollout):
+    send(result(rollout, 3, **{"srv-1": "succeeded", "srv-2": "succeeded"}))
+    assert Rollout.get(rollout.rollout_id).state == "running"
+    send(result(rollout, 3, site_id="shop-2", **{"srv-1": "succeeded"}))
+    assert Rollout.get(rollout.rollout_id).state == "succeeded"
+
+
+def test_one_failed_site_fails_the_rollout_once_all_are_done(rollout):
+    send(result(rollout, 3, site_id="shop-2", state="failed", **{"srv-1": "failed"}))
+    assert Rollout.get(rollout.rollout_id).state == "running"
+    send(result(rollout, 3, **{"srv-1": "succeeded"}))
+    assert Rollout.get(rollout.rollout_id).state == "failed"
+    send(result(rollout, 3, **{"srv-1": "succeeded"}))  # duplicates change nothing
+    assert Rollout.get(rollout.rollout_id).state == "failed"
+
+
+def test_a_duplicate_result_completes_a_rollout_left_running_by_a_crash(rollout):
+    final = result(rollout, 3, **{"srv-1": "succeeded"})
+    send(result(rollout, 3, site_id="shop-2", **{"srv-1": "succeeded"}))
+    # As if the consumer stored this execution's end and crashed before the rollout's.
+    Execution(rollout.rollout_id, SITE).update(actions=[Execution.state.set("succeeded")])
+    assert Rollout.get(rollout.rollout_id).state == "running"
+    send(final)  # SQS delivers it again
+    assert Rollout.get(rollout.rollout_id).state == "succeeded"
+
+
+# --- what is dropped, and said so ------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic, payload, logged", [
+    (protocol.up_topic(SITE, "presence"), b"{nope", "not valid JSON"),
+    (protocol.up_topic(SITE, "presence"), b'{"v": 9, "kind": "presence", "site": "shop-1"}',
+     "protocol version 9 is not supported"),
+    (protocol.up_topic("shop-2", "presence"), Presence(site=SITE).encode(),
+     "arrived on topic"),
+    (protocol.up_topic(SITE, "presence"),
+     json.dumps({**Presence(site=SITE).to_dict(), "session": "soon"}).encode(),
+     "field 'session' must be a number"),
+    (protocol.up_topic(SITE, "progress"),
+     json.dumps({**Progress(site=SITE, execution_id="r-x.shop-1").to_dict(),
+                 "seq": "3"}).encode(), "'seq' must be a non-negative integer"),
+    (protocol.up_topic(SITE, "progress"),
+     Progress(site=SITE, execution_id="no-dot", seq=1).encode(), "is not <rollout>.<site>"),
+    (protocol.up_topic(SITE, "progress"),
+     Progress(site=SITE, execution_id="r-x.shop-2", seq=1).encode(),
+     "reported on execution r-x.shop-2 of another site"),
+    (protocol.up_topic(SITE, "progress"),
+     Progress(site=SITE, execution_id="r-x.shop-1", seq=1).encode(), "unknown execution"),
+    (protocol.up_topic(SITE, "result"),
+     Result(site=SITE, execution_id="r-x.shop-1", seq=1, state="running").encode(),
+     "not a final state"),
+    ("edgeplane/v1/sites/shop-1/down/plan", protocol.Plan(
+        site=SITE, execution_id="r-x.shop-1",
+        steps=[protocol.PlanStep("power.ensure", {"state": "on"}, ["a"])]).encode(),
+     "cloud-to-site topic"),
+    ("some/other/topic", Presence(site=SITE).encode(), "not an Edgeplane topic"),
+])
+def test_bad_messages_are_logged_and_dropped(aws, caplog, topic, payload, logged):
+    with caplog.at_level(logging.WARNING, logger="chalicelib.ingest"):
+        ingest.handle_message(topic, payload)
+    assert logged in caplog.text
+    assert list(Site.scan()) == []
+
+
+# --- the SQS consumer --------------------------------------------------------------------
+
+
+def rule_record(message: protocol.Message) -> str:
+    """What the IoT rule `SELECT *, topic() AS topic` puts on the queue."""
+    topic, payload = up(message)
+    return json.dumps({**json.loads(payload), "topic": topic})
+
+
+def test_sqs_records_are_ingested(aws, monkeypatch):
+    from app import app
+
+    with Client(app, project_dir=str(ROOT)) as client:
+        event = client.events.generate_sqs_event([
+            rule_record(Presence(site=SITE, online=True, session=5.0)),
+            "not json at all",
+            json.dumps({"v": 1, "kind": "presence"}),  # no topic
+            rule_record(Inventory(site="shop-2", machines=[report()])),
+        ], queue_name="edgeplane-ingest")
+        response = client.lambda_.invoke("ingest_reports", event)
+    assert response.payload is None
+    assert site().online is True
+    assert [m.machine_id for m in Machine.query("shop-2")] == ["srv-1"]
+
+
+def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
+    calls = []
+
+    def flaky(topic: str, payload: bytes) -> None:
+        calls.append(topic)
+        if len(calls) == 1:
+            raise RuntimeError("DynamoDB throttled")
+
+    monkeypatch.setattr(ingest, "handle_message", flaky)
+    with pytest.raises(IngestFailed, match="1 of 2 messages could not be stored"):
+        ingest.handle_sqs_records([rule_record(Presence(site=SITE)),
+                                   rule_record(Presence(site="shop-2"))])
+    assert len(calls) == 2  # the rest of the batch was still tried

@@ -1,0 +1,126 @@
+"""The pynamodb models: configuration, table creation, and the conditional writes."""
+
+from __future__ import annotations
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from chalicelib import models, states
+from chalicelib.models import Execution, MachineResult, Rollout, Site
+from chalicelib.states import RolloutState
+from edgeplane.dev.ports import free_port
+from edgeplane.protocol import ExecutionState
+from tests.cloud_fixtures import REGION, aws, moto_dynamodb
+
+FIXTURES = (aws, moto_dynamodb)
+
+
+def new_execution(state: str = "queued") -> Execution:
+    execution = Execution("r-1", "shop-1", execution_id="r-1.shop-1", state=state,
+                          created_at=1.0, updated_at=1.0)
+    execution.save()
+    return execution
+
+
+def test_create_tables_is_idempotent(aws):
+    assert models.create_tables() == []
+    assert {m.Meta.table_name for m in models.MODELS} == {
+        "test-sites", "test-machines", "test-rollouts", "test-executions",
+        "test-machine-results"}
+
+
+def test_execution_moves_only_along_the_table(aws):
+    execution = new_execution()
+    assert execution.move(ExecutionState.SENT, plan_message_id="m-1", sent_at=2.0)
+    assert not execution.move(ExecutionState.QUEUED)  # nothing leads back to queued
+    assert not execution.move(ExecutionState.SENT)  # sent -> sent is not a transition
+    assert execution.move(ExecutionState.RUNNING)
+    assert execution.move(ExecutionState.FAILED, message="srv-1 failed")
+    for target in ExecutionState:
+        assert not execution.move(target)
+    stored = Execution.get("r-1", "shop-1")
+    assert (stored.state, stored.message, stored.plan_message_id) == ("failed", "srv-1 failed",
+                                                                      "m-1")
+
+
+def test_a_stale_copy_cannot_undo_a_newer_state(aws):
+    fresh, stale = new_execution(), Execution.get("r-1", "shop-1")
+    assert fresh.move(ExecutionState.SUCCEEDED)
+    assert stale.state == "queued"
+    assert not stale.move(ExecutionState.SENT)
+    assert Execution.get("r-1", "shop-1").state == "succeeded"
+
+
+def test_moving_a_missing_execution_creates_nothing(aws):
+    assert not Execution("r-1", "nowhere").move(ExecutionState.RUNNING)
+    assert list(Execution.query("r-1")) == []
+
+
+def test_last_seq_only_grows(aws):
+    execution = new_execution()
+    assert execution.note_seq(3)
+    assert not execution.note_seq(3)
+    assert not execution.note_seq(2)
+    assert execution.note_seq(4)
+    assert Execution.get("r-1", "shop-1").last_seq == 4
+
+
+def test_machine_result_keeps_the_highest_seq(aws):
+    def snapshot(seq: int, state: str) -> MachineResult:
+        return MachineResult("r-1.shop-1", "srv-1", seq=seq, state=state, steps=[],
+                             updated_at=1.0)
+
+    assert snapshot(2, "running").save_if_newer()
+    assert snapshot(5, "succeeded").save_if_newer()
+    assert not snapshot(3, "running").save_if_newer()
+    assert not snapshot(5, "failed").save_if_newer()
+    assert MachineResult.get("r-1.shop-1", "srv-1").state == "succeeded"
+
+
+def test_rollout_leaves_running_once(aws):
+    rollout = Rollout("r-1", steps=[], target_tag="x", site_ids=["shop-1"],
+                      state=RolloutState.RUNNING, created_at=1.0, updated_at=1.0)
+    rollout.save()
+    assert rollout.move(RolloutState.FAILED)
+    assert not Rollout("r-1").move(RolloutState.SUCCEEDED)
+    assert Rollout.get("r-1").state == "failed"
+
+
+def test_rollout_outcome():
+    assert states.rollout_outcome([]) is None
+    assert states.rollout_outcome(["succeeded", "running"]) is None
+    assert states.rollout_outcome(["succeeded", "succeeded"]) == RolloutState.SUCCEEDED
+    assert states.rollout_outcome(["succeeded", "timed_out"]) == RolloutState.FAILED
+
+
+def test_execution_ids():
+    assert Execution.make_id("r-1", "shop-1") == "r-1.shop-1"
+    assert Execution.split_id("r-1.shop-1") == ("r-1", "shop-1")
+    with pytest.raises(ValueError, match="is not <rollout>.<site>"):
+        Execution.split_id("r-1")
+
+
+@pytest.fixture
+def moto_server(monkeypatch):
+    """moto as a server on a free port, as the local stack runs it."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    models.forget_configuration()
+
+
+def test_models_configure_from_the_environment_against_moto_server(moto_server, monkeypatch):
+    monkeypatch.setenv("EDGEPLANE_DYNAMODB_ENDPOINT", moto_server)
+    monkeypatch.setenv("EDGEPLANE_TABLE_PREFIX", "local-")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    models.forget_configuration()
+    assert len(models.create_tables()) == len(models.MODELS)  # configures on first use
+    assert Site.Meta.host == moto_server and Site.Meta.table_name == "local-sites"
+    Site("shop-1", name="Shop").save()
+    assert Site.get("shop-1").name == "Shop"
+    models.configure(moto_server, "other-", REGION)
+    assert not Site.exists()
