@@ -68,17 +68,6 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-@app.command("bridge", hidden=True)
-def bridge(mqtt_port: Annotated[int, typer.Option()],
-           mqtt_host: Annotated[str, typer.Option()] = "127.0.0.1") -> None:
-    """Play the IoT rule locally: broker -> the cloud's ingest handler."""
-    from edgeplane.dev.bridge import run_bridge
-
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_bridge(mqtt_host, mqtt_port)
-
-
 @bmc.command("ipmi")
 def ipmi(
     port: Annotated[int, typer.Option(help="UDP port on 127.0.0.1")] = 623,

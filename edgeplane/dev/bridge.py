@@ -19,6 +19,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ Handler = Callable[[str, bytes], None]
 
 RECONNECT_MIN_DELAY = 1
 RECONNECT_MAX_DELAY = 30
+HANDLER_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 
 def _default_handler(topic: str, payload: bytes) -> None:
@@ -72,10 +74,22 @@ class _Bridge:
 
     def on_message(self, client: mqtt.Client, userdata: Any,
                    message: mqtt.MQTTMessage) -> None:
-        try:
-            self.handler(message.topic, message.payload)
-        except Exception:  # one bad message must not stop ingestion
-            LOG.exception("bridge: handling a message on %s failed", message.topic)
+        # The handler drops what is malformed itself; what raises is a store failure, which
+        # may pass: retry a few times before giving the message up (the PUBACK goes out
+        # when this returns, as SQS would delete the record after the Lambda returned).
+        for attempt, delay in enumerate((*HANDLER_RETRY_DELAYS, None), start=1):
+            try:
+                self.handler(message.topic, message.payload)
+                return
+            except Exception:  # one bad message must not stop ingestion
+                if delay is None:
+                    LOG.exception("bridge: handling a message on %s failed %d times; "
+                                  "dropped", message.topic, attempt)
+                    return
+                LOG.warning("bridge: handling a message on %s failed (attempt %d); "
+                            "retrying in %.1f s", message.topic, attempt, delay,
+                            exc_info=True)
+                time.sleep(delay)
 
 
 def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler = _default_handler,

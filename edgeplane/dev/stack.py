@@ -188,8 +188,8 @@ class LocalStack:
         self._spawn("api", [str(BIN / "chalice"), "local", "--host", LOOPBACK, "--port",
                             api_port, "--no-autoreload"], env=self._cloud_env(),
                     cwd=PROJECT_ROOT)
-        self._spawn("bridge", [sys.executable, "-m", "edgeplane.cli", "dev", "bridge",
-                               "--mqtt-port", str(state.mqtt_port)], env=self._cloud_env())
+        self._spawn("bridge", [sys.executable, "-m", "edgeplane.dev.bridge", "--port",
+                               str(state.mqtt_port)], env=self._cloud_env())
         wait_for_tcp(int(api_port), timeout=30)
 
     def _create_tables(self) -> None:
