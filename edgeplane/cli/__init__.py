@@ -18,8 +18,11 @@ app.add_typer(dev.app, name="dev")
 
 
 def main() -> None:
+    from edgeplane.dev.mosquitto import MosquittoMissing
+    from edgeplane.dev.stack import StackError
+
     try:
         app()
-    except (ApiError, ConfigMissing) as exc:
+    except (ApiError, ConfigMissing, StackError, MosquittoMissing, TimeoutError) as exc:
         print(f"edgeplane: {exc}", file=sys.stderr)
         sys.exit(2)

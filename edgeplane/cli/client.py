@@ -11,7 +11,7 @@ from edgeplane.cli.config import Context
 
 class ApiError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"API error {status}: {message}")
+        super().__init__(f"API error {status}: {message}" if status else message)
         self.status = status
         self.message = message
 
@@ -28,7 +28,8 @@ class ApiClient:
             response = self.session.request(method, self.base + path, json=body,
                                             timeout=self.timeout)
         except requests.RequestException as exc:
-            raise ApiError(0, f"cannot reach {self.base}: {exc}") from None
+            raise ApiError(0, f"cannot reach the API at {self.base}: "
+                              f"{type(exc).__name__}") from None
         try:
             data = response.json()
         except ValueError:
