@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -56,7 +57,6 @@ DOC_ENTERPRISE_NUMBER = 32473
 # Completion codes (IPMI 2.0 table 5-2) and RMCP+ status codes (table 13-15).
 CC_OK = 0x00
 CC_PARAM_NOT_SUPPORTED = 0x80
-CC_INVALID_COMMAND = 0xC1
 CC_REQUEST_LENGTH_INVALID = 0xC7
 CC_OUT_OF_RANGE = 0xC9
 CC_NOT_PRESENT = 0xCB
@@ -72,6 +72,8 @@ BOOT_SELECTORS = {name: code for code, name in BOOT_DEVICES.items()}
 BOOT_PARAM_SIZES = {0: 1, 3: 1, 4: 2, 5: 5}
 BOOT_FLAGS_PARAM = 5
 BOOT_VALID, BOOT_PERSISTENT, BOOT_EFI = 0x80, 0x40, 0x20
+FRU_EPOCH = datetime(1996, 1, 1, tzinfo=UTC)
+BOARD_MADE = datetime(2024, 3, 1, tzinfo=UTC)  # fixed, so every run reads the same FRU
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ class _CipherSuite3Session(serversession.ServerSession):
         self.close_server_session()
         _CipherSuite3Session(self.authdata, self.kg, self.sockaddr, self.socket, data,
                              self.uuid, bmc=self.bmc)
+
+    def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
+        # pyghmi hands a packet queued for a session that has since closed to the session's
+        # own sessionless_data, which only its IpmiServer has.
+        self.bmc.sessionless_data(data, sockaddr)
 
     def close_server_session(self) -> None:
         """Forget this session: what comes next from its client is sessionless again."""
@@ -227,14 +234,14 @@ class SimulatedBmc(bmc.Bmc):
     def power_on(self) -> int:
         with self._lock:
             self._settle()
-            if not (self._on and self._transition is None):
+            if self._heading() is not True:  # asking again does not restart the clock
                 self._begin(on=True, boots=not self._on)
         return CC_OK
 
     def power_off(self) -> int:
         with self._lock:
             self._settle()
-            if self._on or self._transition is not None:
+            if self._heading() is not False:
                 self._begin(on=False, boots=False)
         return CC_OK
 
@@ -256,6 +263,10 @@ class SimulatedBmc(bmc.Bmc):
 
     def pulse_diag(self) -> int:
         return CC_OK if self.get_power_state() == "on" else CC_NOT_IN_PRESENT_STATE
+
+    def _heading(self) -> bool:
+        """Whether the machine is (or is about to be) on. Call with the lock held."""
+        return self._transition.on if self._transition else self._on
 
     def _begin(self, on: bool, boots: bool) -> None:
         """Start a power transition; the latest request wins. Call with the lock held."""
@@ -362,7 +373,7 @@ def _check_loopback(address: str) -> None:
 def build_fru(manufacturer: str, product: str, serial: str, part_number: str) -> bytes:
     """FRU 0 in the Platform Management FRU format 1.0: chassis, board and product areas."""
     chassis = _fru_area([0x17], [part_number, serial])  # 0x17: rack mount chassis
-    minutes = int((time.time() - 820454400) // 60)  # since 1996-01-01, the FRU epoch
+    minutes = int((BOARD_MADE - FRU_EPOCH).total_seconds() // 60)
     board = _fru_area([0, *struct.pack("<I", minutes)[:3]],  # language 0 (English), date
                       [manufacturer, f"{product} Board", f"B{serial}", f"{part_number}-MB",
                        ""])
@@ -399,8 +410,11 @@ def serve(port: int, username: str = DEFAULT_USERNAME, password: str = DEFAULT_P
           address: str = LOOPBACK, power_delay: float = 0.0) -> None:
     """Simulate one BMC on ``address``:``port`` (UDP) until SIGTERM or Ctrl-C.
 
-    Blocks. Call it from a process of its own (the operator command
-    ``edgeplane dev bmc ipmi --port P`` does): pyghmi's sockets live for the whole process.
+    Blocks; call it from the main thread of a process of its own (the operator command
+    ``edgeplane dev bmc ipmi --port P`` does), since pyghmi's sockets and event loop live as
+    long as the process. ``power_delay``: seconds before a power change reads back. Prints
+    ``ready <port>`` on stdout once bound; raises OSError if the port is taken and
+    ValueError for an address that is not a loopback address.
     """
     serve_many([port], username=username, password=password, address=address,
                power_delay=power_delay)
@@ -408,15 +422,15 @@ def serve(port: int, username: str = DEFAULT_USERNAME, password: str = DEFAULT_P
 
 def serve_many(ports: Sequence[int], username: str = DEFAULT_USERNAME,
                password: str = DEFAULT_PASSWORD, address: str = LOOPBACK,
-               power_delay: float = 0.0, stop_event: threading.Event | None = None) -> None:
-    """Simulate one BMC per port, all served by this thread, until stopped.
+               power_delay: float = 0.0) -> None:
+    """Simulate one BMC per port, all served by this thread, until SIGTERM or SIGINT.
 
-    Stops on SIGTERM and SIGINT (when called from the main thread) or when ``stop_event``
-    is set. Prints ``ready <ports>`` on stdout once every socket is bound.
+    Prints ``ready <port> ...`` on stdout once every socket is bound. Raises OSError if a
+    port is taken and ValueError for an address that is not a loopback address.
     """
     bmcs = [SimulatedBmc(port, username, password, address, power_delay=power_delay)
             for port in ports]
-    stop_event = stop_event or threading.Event()
+    stop_event = threading.Event()
     restore: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -426,8 +440,10 @@ def serve_many(ports: Sequence[int], username: str = DEFAULT_USERNAME,
     print("ready", *(b.port for b in bmcs), flush=True)
     try:
         while not stop_event.is_set():
-            # Serves every session of the process; returns at least every 0.05 s.
-            ipmisession.Session.wait_for_rsp(timeout=0.05)
+            try:  # serves every session of the process; returns at least every 0.05 s
+                ipmisession.Session.wait_for_rsp(timeout=0.05)
+            except Exception:  # one bad packet must not take every simulated BMC down
+                LOG.exception("IPMI simulator: a request failed")
     finally:
         for signum, handler in restore.items():
             signal.signal(signum, handler)
