@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from edge_gateway.errors import BmcError, BmcUnreachableError, ConfigError
 from edge_gateway.probe import parse_bmc_url, probe
+from edgeplane.dev.ipmi_sim import SimulatorProcess
 from edgeplane.dev.ports import LOOPBACK, free_port
 from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
 from edgeplane.protocol import BmcProtocol, PowerState
@@ -68,3 +72,34 @@ def test_parse_bmc_url():
 
     _, credentials = parse_bmc_url("https://bmc.example/redfish/v1/Systems/1", "admin", "pw")
     assert credentials.system_id == "/redfish/v1/Systems/1"
+
+
+def edge_gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "edge-gateway"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_probe_command_prints_json_for_a_redfish_bmc(emulator):
+    result = edge_gateway_cli("bmc", "probe", emulator.url, "-u", "admin", "-p", "password")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["protocol"] == "redfish" and printed["power"] == "on"
+
+
+def test_the_probe_command_prints_json_for_an_ipmi_bmc():
+    with SimulatorProcess() as sim:
+        result = edge_gateway_cli("bmc", "probe", f"ipmi://{sim.addresses[0]}",
+                                  "-u", "admin", "-p", "password")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["protocol"] == "ipmi"
+    assert printed["manufacturer"] == "Edgeplane" and printed["serial"].startswith("EPSIM-")
+    assert printed["capabilities"] == ["boot", "inventory", "power"]
+
+
+def test_the_probe_command_names_the_bmc_when_the_password_is_wrong():
+    with SimulatorProcess() as sim:
+        result = edge_gateway_cli("bmc", "probe", f"ipmi://{sim.addresses[0]}",
+                                  "-u", "admin", "-p", "wrong", "--timeout", "5")
+    assert result.returncode == 2
+    assert sim.addresses[0] in result.stderr and "Traceback" not in result.stderr
