@@ -13,6 +13,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from edge_gateway import __version__
 from edge_gateway.config import MachineConfig, SiteConfig
@@ -21,6 +22,7 @@ from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import GatewayError
 from edge_gateway.executor import PlanExecutor, ProgressBatcher
 from edge_gateway.journal import Journal, PlanState
+from edge_gateway.pacing import PacedDriver, PacerRegistry
 from edge_gateway.transport import Transport
 from edgeplane.protocol import (
     ExecutionState,
@@ -59,14 +61,20 @@ class Gateway:
         self.site = config.site
         self.version = version
         self.journal = journal or Journal(config.journal)
+        self.pacers = PacerRegistry()
         self.driver_factory = driver_factory
-        self.executor = PlanExecutor(config, driver_factory)
+        self.executor = PlanExecutor(config, self.paced_driver)
         self.transport = transport_factory(self)
         self._plans: queue.Queue[Plan | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._inventory_sent = False
         self.idle = threading.Event()
         self.idle.set()
+
+    def paced_driver(self, machine: MachineConfig) -> Driver:
+        """The machine's driver, taking turns with every other call to the same BMC."""
+        pacer = self.pacers.for_address(machine.credentials.address, machine.min_interval)
+        return cast(Driver, PacedDriver(self.driver_factory(machine), pacer))
 
     # --- what the transport needs ----------------------------------------------------
 
@@ -198,10 +206,11 @@ class Gateway:
         base = {"id": machine.id, "protocol": str(machine.protocol),
                 "address": machine.credentials.address}
         try:
-            driver = self.driver_factory(machine)
+            driver = self.paced_driver(machine)
             base["capabilities"] = sorted(driver.capabilities)
             try:
                 info = driver.describe()
+                base["capabilities"] = sorted(driver.machine_capabilities())
             finally:
                 driver.close()
         except GatewayError as exc:

@@ -25,6 +25,12 @@ and addresses is ever sent to the cloud. A password can be given inline, or by r
     password_file = "/etc/edge-gateway/srv-1.password"
     timeout = 30                                    # seconds per BMC call
     power_timeout = 300                             # seconds for a power change to read back
+    min_interval = 0.2                              # seconds between two calls to the BMC
+    class = "r650"                                  # settings shared by a class of machines
+
+    [classes.r650]                                  # any machine setting but id/address
+    power_timeout = 600
+    min_interval = 1.0
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class MachineConfig:
     timeout: float = 30.0
     power_timeout: float = 300.0
     poll_interval: float = 1.0
+    min_interval: float = 0.2
     machine_class: str | None = None
 
 
@@ -106,7 +113,11 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
     raw_machines = data.get("machines", [])
     if not isinstance(raw_machines, list):
         raise ConfigError(f"{source}: machines must be an array of tables ([[machines]])")
-    machines = tuple(_machine(raw, i, base_dir, source) for i, raw in enumerate(raw_machines))
+    classes = data.get("classes", {})
+    if not isinstance(classes, dict) or not all(isinstance(c, dict) for c in classes.values()):
+        raise ConfigError(f"{source}: classes must be tables ([classes.NAME])")
+    machines = tuple(_machine(_with_class(raw, i, classes, source), i, base_dir, source)
+                     for i, raw in enumerate(raw_machines))
     ids = [m.id for m in machines]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -120,6 +131,27 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         max_parallel=int(data.get("max_parallel", 8)),
         progress_interval=float(data.get("progress_interval", 1.0)),
     )
+
+
+CLASS_ONLY_FORBIDDEN = frozenset({"id", "address", "system_id"})
+
+
+def _with_class(raw: Any, index: int, classes: dict[str, dict[str, Any]],
+                source: str) -> Any:
+    """The machine's table with its class's settings under it (the machine's own win)."""
+    if not isinstance(raw, dict) or "class" not in raw:
+        return raw
+    name = raw["class"]
+    if name not in classes:
+        known = ", ".join(sorted(classes)) or "none"
+        raise ConfigError(f"{source}: machines[{index}] names class {name!r}, which is not "
+                          f"defined (classes: {known})")
+    shared = classes[name]
+    wrong = sorted(CLASS_ONLY_FORBIDDEN & set(shared))
+    if wrong:
+        raise ConfigError(f"{source}: class {name!r} sets {', '.join(wrong)}, which belong to "
+                          "one machine")
+    return {**shared, **raw}
 
 
 def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig:
@@ -150,7 +182,8 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
         timeout=float(raw.get("timeout", 30.0)),
         power_timeout=float(raw.get("power_timeout", 300.0)),
         poll_interval=float(raw.get("poll_interval", 1.0)),
-        machine_class=raw.get("machine_class"),
+        min_interval=float(raw.get("min_interval", 0.2)),
+        machine_class=raw.get("class"),
     )
 
 

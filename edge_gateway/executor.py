@@ -99,7 +99,7 @@ class PlanExecutor:
                 else:
                     results[position] = replace(
                         results[position], state=StepState.SUCCEEDED, changed=outcome.changed,
-                        message=outcome.message, finished_at=now(),
+                        message=outcome.message, finished_at=now(), data=outcome.data,
                     )
         finally:
             if driver is not None:

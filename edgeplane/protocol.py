@@ -58,6 +58,13 @@ class BootTarget(enum.StrEnum):
     PXE = "pxe"
     DISK = "disk"
     CD = "cd"
+    USB = "usb"
+    BIOS = "bios"  # the firmware's setup menu
+
+
+class BootFirmwareMode(enum.StrEnum):
+    UEFI = "uefi"
+    LEGACY = "legacy"
 
 
 class BootMode(enum.StrEnum):
@@ -75,7 +82,13 @@ class Capability(enum.StrEnum):
 
     POWER = "power"
     BOOT = "boot"
+    MEDIA = "media"
+    BIOS = "bios"
+    FIRMWARE = "firmware"
     INVENTORY = "inventory"
+    HEALTH = "health"
+    SEL = "sel"
+    BMC_RESET = "bmc_reset"
 
 
 class StepState(enum.StrEnum):
@@ -109,54 +122,164 @@ TERMINAL_MACHINE_STATES = frozenset({MachineState.SUCCEEDED, MachineState.FAILED
 # --- tasks -----------------------------------------------------------------------------
 
 
+class ParamType(enum.StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    URL = "url"  # an http(s) URL the BMC fetches (images)
+    MAP = "map"  # an object of names to strings, integers or booleans (BIOS attributes)
+
+
+_REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a task: its type, allowed values, range and default."""
+
+    type: ParamType = ParamType.STRING
+    choices: tuple[str, ...] | None = None
+    default: Any = _REQUIRED  # _REQUIRED: must be given; None: optional without a value
+    minimum: int | None = None
+    maximum: int | None = None
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def check(self, task: str, name: str, value: Any) -> Any:
+        def refuse(why: str) -> ProtocolError:
+            return ProtocolError(f"task {task}: parameter {name!r} is {value!r}; {why}")
+
+        if self.type in (ParamType.STRING, ParamType.URL):
+            if not isinstance(value, str):
+                raise refuse("it must be a string")
+            if self.type == ParamType.URL and not re.match(r"^https?://[^\s/]+", value):
+                raise refuse("it must be an http:// or https:// URL")
+        elif self.type == ParamType.INTEGER:
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+                value = int(value)  # from a command line or a template
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise refuse("it must be an integer")
+            if self.minimum is not None and value < self.minimum:
+                raise refuse(f"the minimum is {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise refuse(f"the maximum is {self.maximum}")
+        elif self.type == ParamType.BOOLEAN:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, bool):
+                raise refuse("it must be true or false")
+        elif self.type == ParamType.MAP:
+            if not isinstance(value, dict) or not value:
+                raise refuse("it must be a non-empty object")
+            for key, item in value.items():
+                if not isinstance(item, str | int | bool):
+                    raise refuse(f"the value of {key!r} must be a string, integer or boolean")
+        if self.choices is not None and value not in self.choices:
+            raise refuse(f"allowed: {', '.join(self.choices)}")
+        return value
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task the gateway knows: its name, the capability it needs, its parameters.
 
-    ``params`` maps each parameter to the tuple of allowed values and ``defaults`` gives
-    the optional ones a value.
+    ``idempotent`` is False for tasks that act every time they run (power.cycle,
+    bmc.reset): their result always says "changed".
     """
 
     name: str
     capability: Capability
-    params: dict[str, tuple[str, ...]]
-    defaults: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
+    idempotent: bool = True
+    help: str = ""
 
-    def validate(self, params: dict[str, Any]) -> dict[str, str]:
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Return the full parameter set, or raise ProtocolError naming what is wrong."""
+        if not isinstance(params, dict):
+            raise ProtocolError(f"task {self.name}: parameters must be an object")
         unknown = sorted(set(params) - set(self.params))
         if unknown:
+            takes = ", ".join(sorted(self.params)) or "no parameters"
             raise ProtocolError(
-                f"task {self.name}: unknown parameter(s) {', '.join(unknown)}; "
-                f"it takes {', '.join(sorted(self.params))}"
+                f"task {self.name}: unknown parameter(s) {', '.join(unknown)}; it takes {takes}"
             )
-        resolved = {**self.defaults, **params}
-        for name, allowed in self.params.items():
-            if name not in resolved:
+        resolved: dict[str, Any] = {}
+        for name, param in self.params.items():
+            if name in params and params[name] is not None:
+                resolved[name] = param.check(self.name, name, params[name])
+            elif param.required:
                 raise ProtocolError(f"task {self.name}: parameter {name!r} is required")
-            value = resolved[name]
-            if value not in allowed:
-                raise ProtocolError(
-                    f"task {self.name}: parameter {name!r} is {value!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        return {k: str(v) for k, v in resolved.items()}
+            elif param.default is not None:
+                resolved[name] = param.default
+        return resolved
 
+
+def _choices(values: type[enum.StrEnum]) -> tuple[str, ...]:
+    return tuple(v.value for v in values)
+
+
+_TIMEOUT = Param(ParamType.INTEGER, default=300, minimum=1, maximum=86400,
+                 help="seconds to wait for the BMC to reach the state")
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(
-            name="power.ensure",
-            capability=Capability.POWER,
-            params={"state": tuple(PowerState)},
-        ),
-        TaskSpec(
-            name="boot.override",
-            capability=Capability.BOOT,
-            params={"target": tuple(BootTarget), "mode": tuple(BootMode)},
-            defaults={"mode": BootMode.ONCE},
-        ),
+        TaskSpec("power.ensure", Capability.POWER, {
+            "state": Param(choices=_choices(PowerState)),
+            "graceful": Param(ParamType.BOOLEAN, default=True,
+                              help="off: ask the OS to shut down first, force after a while"),
+            "graceful_timeout": Param(ParamType.INTEGER, default=120, minimum=0,
+                                      maximum=3600),
+        }, help="power on or off; waits until the BMC reads the state back"),
+        TaskSpec("power.cycle", Capability.POWER, idempotent=False,
+                 help="power off and on again (a hard reset); acts every time"),
+        TaskSpec("boot.override", Capability.BOOT, {
+            "target": Param(choices=_choices(BootTarget)),
+            "mode": Param(choices=_choices(BootMode), default=BootMode.ONCE.value),
+            "firmware_mode": Param(choices=_choices(BootFirmwareMode), default=None),
+        }, help="boot from a device at the next boot (once) or every boot"),
+        TaskSpec("media.insert", Capability.MEDIA, {
+            "image": Param(ParamType.URL),
+            "slot": Param(default=None, help="the BMC's slot id; default: the first CD slot"),
+            "boot": Param(ParamType.BOOLEAN, default=False,
+                          help="also boot from it once (boot.override target=cd)"),
+        }, help="insert an image as virtual media"),
+        TaskSpec("media.eject", Capability.MEDIA, {
+            "slot": Param(default=None, help="default: every slot with media"),
+        }),
+        TaskSpec("bios.read", Capability.BIOS, help="read BIOS attributes, current and pending"),
+        TaskSpec("bios.apply", Capability.BIOS, {
+            "attributes": Param(ParamType.MAP),
+            "reboot": Param(ParamType.BOOLEAN, default=False,
+                            help="reset now and verify the values took effect"),
+            "timeout": _TIMEOUT,
+        }, help="write BIOS attributes (checked against what the BMC allows first)"),
+        TaskSpec("firmware.inventory", Capability.FIRMWARE),
+        TaskSpec("firmware.update", Capability.FIRMWARE, {
+            "image": Param(ParamType.URL),
+            "component": Param(default=None, help="FirmwareInventory id or name to update"),
+            "version": Param(default=None, help="the version the image holds: skip if the "
+                             "component has it already, verify it afterwards"),
+            "timeout": Param(ParamType.INTEGER, default=1800, minimum=10, maximum=86400),
+        }, help="update firmware from an image URL and follow the BMC's task to the end"),
+        TaskSpec("inventory.collect", Capability.INVENTORY),
+        TaskSpec("health.check", Capability.HEALTH, {
+            "fail_on": Param(choices=("warning", "critical", "never"), default="critical"),
+        }),
+        TaskSpec("sel.collect", Capability.SEL, {
+            "limit": Param(ParamType.INTEGER, default=100, minimum=1, maximum=10000),
+        }),
+        TaskSpec("sel.clear", Capability.SEL),
+        TaskSpec("wait.for", Capability.POWER, {
+            "power": Param(choices=_choices(PowerState)),
+            "timeout": _TIMEOUT,
+        }, help="wait until the machine reaches a power state"),
+        TaskSpec("bmc.reset", Capability.BMC_RESET, {
+            "timeout": _TIMEOUT,
+        }, idempotent=False, help="restart a wedged BMC and wait until it answers again"),
     )
 }
 
@@ -267,7 +390,7 @@ class PlanStep:
     """One step of a plan: a task with concrete parameters, on some of the site's machines."""
 
     task: str
-    params: dict[str, str]
+    params: dict[str, Any]
     machines: list[str]
 
 
@@ -375,6 +498,7 @@ class StepResult:
     message: str = ""
     started_at: float | None = None
     finished_at: float | None = None
+    data: dict[str, Any] | None = None  # what a read task found (inventory, BIOS, SEL...)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""The tasks a plan step can name, carried out on one machine through its driver.
+
+Every task reads the current state first, acts only if it differs, and declares success
+only once a read-back agrees; the outcome says whether anything changed. The two tasks that
+act every time (power.cycle, bmc.reset) say so in their message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edge_gateway.errors import GatewayError
+from edge_gateway.tasks import bios, bmc, boot, firmware, media, power, readouts
+from edge_gateway.tasks.context import Outcome, TaskContext
+from edgeplane.protocol import TASKS, task_spec
+
+TaskFunction = Callable[[TaskContext, dict[str, Any]], Outcome]
+
+TASK_FUNCTIONS: dict[str, TaskFunction] = {
+    "power.ensure": power.power_ensure,
+    "power.cycle": power.power_cycle,
+    "wait.for": power.wait_for,
+    "boot.override": boot.boot_override,
+    "media.insert": media.media_insert,
+    "media.eject": media.media_eject,
+    "bios.read": bios.bios_read,
+    "bios.apply": bios.bios_apply,
+    "firmware.inventory": firmware.firmware_inventory,
+    "firmware.update": firmware.firmware_update,
+    "inventory.collect": readouts.inventory_collect,
+    "health.check": readouts.health_check,
+    "sel.collect": readouts.sel_collect,
+    "sel.clear": readouts.sel_clear,
+    "bmc.reset": bmc.bmc_reset,
+}
+assert set(TASK_FUNCTIONS) == set(TASKS), "every task of the wire contract has a function"
+
+
+def run_task(name: str, ctx: TaskContext, params: dict[str, Any]) -> Outcome:
+    """Validate the parameters against the task's schema, check the driver can do it, run it."""
+    spec = task_spec(name)
+    if spec.capability not in ctx.driver.capabilities:
+        raise GatewayError(
+            f"the {ctx.driver.protocol} driver cannot do {name} (needs {spec.capability})"
+        )
+    return TASK_FUNCTIONS[name](ctx, spec.validate(params))
+
+
+__all__ = ["Outcome", "TaskContext", "run_task", "TASK_FUNCTIONS"]

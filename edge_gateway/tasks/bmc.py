@@ -1,0 +1,27 @@
+"""bmc.reset: restart a wedged BMC and wait until it answers again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_gateway.errors import BmcError
+from edge_gateway.tasks.context import Outcome, TaskContext
+
+
+def bmc_reset(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
+    started = ctx.monotonic()
+    ctx.driver.reset_bmc()
+    ctx.sleep(ctx.machine.poll_interval)  # let it go down before asking whether it is back
+
+    def answers() -> bool:
+        try:
+            ctx.driver.get_power_state()
+        except BmcError:
+            return False
+        return True
+
+    if not ctx.wait_until(answers, params["timeout"]):
+        raise ctx.fail("BMC reset", f"the BMC does not answer {params['timeout']} s after "
+                       "its reset")
+    return Outcome(changed=True, message=f"BMC reset; answering again after "
+                   f"{ctx.monotonic() - started:.0f} s (bmc.reset is not idempotent)")

@@ -1,0 +1,30 @@
+"""boot.override."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_gateway.tasks.context import Outcome, TaskContext
+from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget
+
+
+def boot_override(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
+    target, mode = BootTarget(params["target"]), BootMode(params["mode"])
+    firmware_mode = (BootFirmwareMode(params["firmware_mode"])
+                     if params.get("firmware_mode") else None)
+    current = ctx.driver.get_boot_override()
+    if (current.target == target and current.mode == mode
+            and firmware_mode in (None, current.firmware_mode)):
+        return Outcome(changed=False, message=f"already boots {target} ({mode})")
+    ctx.driver.set_boot_override(target, mode, firmware_mode)
+    observed = ctx.driver.get_boot_override()
+    if observed.target != target:
+        raise ctx.fail(f"boot override {target}",
+                       f"accepted the request but reads back {observed.target or 'no override'}")
+    if firmware_mode and observed.firmware_mode not in (None, firmware_mode):
+        raise ctx.fail(f"boot override {target} ({firmware_mode})",
+                       f"reads back boot mode {observed.firmware_mode}")
+    # The mode is not compared: sushy-tools (and some BMCs) report a "Once" override as
+    # "Continuous" right after it is set.
+    suffix = f", {firmware_mode}" if firmware_mode else ""
+    return Outcome(changed=True, message=f"next boot: {target} ({mode}{suffix})")

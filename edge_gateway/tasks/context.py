@@ -1,0 +1,50 @@
+"""What a task gets to work with, and what it gives back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_gateway.config import MachineConfig
+from edge_gateway.drivers.base import Driver
+from edge_gateway.errors import BmcError
+from edgeplane.protocol import PowerState
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changed: bool
+    message: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    driver: Driver
+    machine: MachineConfig
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+
+    def fail(self, what: str, detail: str) -> BmcError:
+        """An error about this machine's BMC, in the one format every step error uses."""
+        return BmcError(self.driver.address, what, detail)
+
+    def wait_power(self, target: PowerState, timeout: float) -> bool:
+        """Poll until the BMC reads ``target``; False if it still does not after ``timeout``."""
+        deadline = self.monotonic() + timeout
+        while True:
+            if self.driver.get_power_state() == target:
+                return True
+            if self.monotonic() >= deadline:
+                return False
+            self.sleep(self.machine.poll_interval)
+
+    def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = self.monotonic() + timeout
+        while not done():
+            if self.monotonic() >= deadline:
+                return False
+            self.sleep(self.machine.poll_interval)
+        return True

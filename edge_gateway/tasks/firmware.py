@@ -1,0 +1,65 @@
+"""firmware.inventory and firmware.update."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from edge_gateway.drivers.base import FirmwareComponent, JobState
+from edge_gateway.tasks.context import Outcome, TaskContext
+
+
+def firmware_inventory(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
+    components = ctx.driver.get_firmware()
+    return Outcome(changed=False, message=f"{len(components)} components",
+                   data={"components": [asdict(c) for c in components]})
+
+
+def firmware_update(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
+    """Start SimpleUpdate, follow the BMC's task to its end, verify the version.
+
+    A task that does not finish within ``timeout`` is reported as stalled with the BMC's own
+    word for its state: the operator decides whether to reset the BMC (bmc.reset).
+    """
+    image, version, timeout = params["image"], params.get("version"), params["timeout"]
+    component = _find(ctx, ctx.driver.get_firmware(), params.get("component"))
+    if version and component and component.version == version:
+        return Outcome(changed=False, message=f"{component.name} already at {version}")
+    job = ctx.driver.start_firmware_update(image, [component.id] if component else None)
+    deadline = ctx.monotonic() + timeout
+    while job.state == JobState.RUNNING:
+        if ctx.monotonic() >= deadline:
+            progress = f" at {job.percent}%" if job.percent is not None else ""
+            raise ctx.fail("firmware update", f"stalled: not finished after {timeout} s; the "
+                           f"BMC's task is {job.bmc_state or 'running'}{progress}")
+        ctx.sleep(ctx.machine.poll_interval)
+        job = ctx.driver.get_firmware_job(job)
+    if job.state != JobState.COMPLETED:
+        said = "; ".join(job.messages) or "no message"
+        raise ctx.fail("firmware update", f"the BMC's task ended {job.bmc_state}: {said}")
+    after = ctx.driver.get_firmware()
+    updated = _find(ctx, after, component.id) if component else None
+    if version:
+        holders = [c for c in ([updated] if updated else after) if c.version == version]
+        if not holders:
+            seen = updated.version if updated else ", ".join(f"{c.name} {c.version}"
+                                                            for c in after)
+            raise ctx.fail("firmware update", f"the task completed but the version reads "
+                           f"{seen}, not {version}")
+    name = updated.name if updated else "firmware"
+    new_version = updated.version if updated else version
+    return Outcome(changed=True, message=f"{name} updated to {new_version or 'a new version'}",
+                   data={"component": updated.id if updated else None,
+                         "version": new_version})
+
+
+def _find(ctx: TaskContext, components: list[FirmwareComponent],
+          wanted: str | None) -> FirmwareComponent | None:
+    if not wanted:
+        return None
+    for component in components:
+        if wanted in (component.id, component.name) or \
+                component.id.rstrip("/").rsplit("/", 1)[-1] == wanted:
+            return component
+    raise ctx.fail("firmware update", f"no firmware component {wanted!r}; the BMC lists "
+                   + ", ".join(c.name for c in components))
