@@ -16,7 +16,10 @@ def boot_override(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     if (current.target == target and current.mode == mode
             and firmware_mode in (None, current.firmware_mode)):
         return Outcome(changed=False, message=f"already boots {target} ({mode})")
-    ctx.driver.set_boot_override(target, mode, firmware_mode)
+    if firmware_mode:
+        ctx.driver.set_boot_override(target, mode, firmware_mode)
+    else:
+        ctx.driver.set_boot_override(target, mode)
     observed = ctx.driver.get_boot_override()
     if observed.target != target:
         raise ctx.fail(f"boot override {target}",
