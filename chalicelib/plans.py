@@ -16,35 +16,60 @@ from chalicelib.models import Execution, Machine
 from edgeplane import protocol
 
 
+def select_machines(machines: Sequence[Machine], step: dict[str, Any]) -> list[Machine]:
+    """The machines a step applies to at one site (all of them when it selects nothing)."""
+    select = step.get("select") or {}
+    needed = protocol.task_spec(step["task"]).capability
+    chosen = []
+    for machine in machines:
+        if select.get("ids") and machine.machine_id not in select["ids"]:
+            continue
+        if select.get("protocol") and machine.protocol != select["protocol"]:
+            continue
+        if select.get("machine_class") and machine.machine_class != select["machine_class"]:
+            continue
+        if select.get("capable") and needed not in (machine.capabilities or ()):
+            continue
+        chosen.append(machine)
+    return chosen
+
+
 def check_capable(site_id: str, machines: Sequence[Machine],
-                  steps: Sequence[dict[str, Any]]) -> None:
+                  steps: Sequence[dict[str, Any]]) -> list[list[Machine]]:
+    """Each step's machines at this site; Conflict naming every machine that cannot run one."""
     if not machines:
         raise Conflict(f"site {site_id!r} has no machines: declare them "
                        f"(PUT /sites/{site_id}/machines/<id>) or let its gateway report them")
-    problems = []
-    for machine in machines:
-        if machine.capabilities is None:
-            continue
-        for index, step in enumerate(steps):
-            needed = protocol.task_spec(step["task"]).capability
-            if needed not in machine.capabilities:
+    problems, selected = [], []
+    for index, step in enumerate(steps):
+        needed = protocol.task_spec(step["task"]).capability
+        chosen = select_machines(machines, step)
+        selected.append(chosen)
+        for machine in chosen:
+            if machine.capabilities is not None and needed not in machine.capabilities:
                 have = ", ".join(sorted(machine.capabilities)) or "none"
                 problems.append(
                     f"site {site_id!r} machine {machine.machine_id!r} cannot run step {index} "
                     f"({step['task']}): it lacks capability {needed.value!r} (it has {have})")
     if problems:
         raise Conflict("; ".join(problems))
+    if not any(selected):
+        raise Conflict(f"site {site_id!r}: no machine matches any step's selection")
+    return selected
 
 
 def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
            steps: Sequence[dict[str, Any]]) -> protocol.Plan:
-    """The plan for one site; raises Conflict if the site cannot run these steps."""
-    check_capable(site_id, machines, steps)
-    machine_ids = sorted(m.machine_id for m in machines)
+    """The plan for one site; raises Conflict if the site cannot run these steps.
+
+    A step that selects none of this site's machines is left out of its plan.
+    """
+    selected = check_capable(site_id, machines, steps)
     return protocol.Plan(
         site=site_id,
         execution_id=Execution.make_id(rollout_id, site_id),
         rollout_id=rollout_id,
         steps=[protocol.PlanStep(task=step["task"], params=dict(step["params"]),
-                                 machines=list(machine_ids)) for step in steps],
+                                 machines=sorted(m.machine_id for m in chosen))
+               for step, chosen in zip(steps, selected, strict=True) if chosen],
     )

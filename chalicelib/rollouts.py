@@ -69,7 +69,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
             return _resume(existing, body, publisher, clock)
 
     site_ids = resolve_sites(body)
-    steps = [step.model_dump() for step in body.steps]
+    steps = [step.model_dump(exclude_none=True) for step in body.steps]
     rendered = render_all(rollout_id, site_ids, steps)
 
     now = clock()

@@ -77,16 +77,34 @@ class MachineIn(_Body):
         return address
 
 
+class MachineSelector(_Body):
+    """Which of a site's machines a step applies to; every given criterion must hold.
+
+    ``capable: true`` keeps only machines whose reported capabilities include the step's
+    (e.g. a BIOS baseline on the machines that have a BIOS interface); without it, a
+    selected machine that lacks the capability makes the rollout be refused.
+    """
+
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    protocol: BmcProtocol | None = None
+    machine_class: str | None = Field(default=None, min_length=1, max_length=SHORT)
+    capable: bool = False
+
+
 class StepIn(_Body):
     task: str
     params: dict[str, Any] = Field(default_factory=dict)
+    select: MachineSelector | None = None
 
     @model_validator(mode="after")
     def _known_task(self) -> StepIn:
         try:
-            self.params = protocol.task_spec(self.task).validate(self.params)
+            checked = protocol.task_spec(self.task).validate(self.params)
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None
+        # Keep what the operator gave (normalised), not the defaults: plans stay small and
+        # the gateway, which validates again, fills the defaults in.
+        self.params = {name: checked[name] for name in self.params if name in checked}
         return self
 
     @property

@@ -60,12 +60,40 @@ def test_create_publishes_one_plan_per_site_and_marks_it_sent(api, published):
     assert body["executions"][0]["plan_message_id"] == plan.id
 
 
-def test_defaults_of_task_params_are_filled_in(api, published):
+def test_plans_carry_the_params_given_and_the_gateway_fills_the_defaults(api, published):
     add_site(api, "shop-1")
     status, body = call(api, "POST", "/rollouts", {
         "sites": ["shop-1"], "steps": [{"task": "boot.override", "params": {"target": "disk"}}]})
     assert status == 201
-    assert body["rollout"]["steps"][0]["params"] == {"target": "disk", "mode": "once"}
+    assert body["rollout"]["steps"][0]["params"] == {"target": "disk"}
+    sent = published.plans()[-1].steps[0].params
+    assert protocol.task_spec("boot.override").validate(sent) == {"target": "disk",
+                                                                  "mode": "once"}
+
+
+def test_a_step_can_select_machines_and_skip_those_without_the_capability(api, published):
+    add_site(api, "shop-1", machines=())
+    report(protocol.Inventory(site="shop-1", machines=[
+        protocol.MachineReport(id="srv-1", protocol="redfish", address="https://10.0.0.1",
+                               capabilities=["bios", "power"]),
+        protocol.MachineReport(id="srv-2", protocol="redfish", address="https://10.0.0.2",
+                               capabilities=["power"]),
+        protocol.MachineReport(id="srv-3", protocol="ipmi", address="10.0.0.3",
+                               capabilities=["power"]),
+    ]))
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [
+        {"task": "power.ensure", "params": {"state": "on"}, "select": {"protocol": "ipmi"}},
+        {"task": "bios.apply", "params": {"attributes": {"ProcTurboMode": "Disabled"}},
+         "select": {"capable": True}}]})
+    assert status == 201, body
+    plan = published.plans()[-1]
+    assert [(s.task, s.machines) for s in plan.steps] == [("power.ensure", ["srv-3"]),
+                                                          ("bios.apply", ["srv-1"])]
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [
+        {"task": "bios.apply", "params": {"attributes": {"ProcTurboMode": "Disabled"}}}]})
+    assert status == 409
+    assert "machine 'srv-2' cannot run step 0 (bios.apply): it lacks capability 'bios'" in \
+        body["error"]["message"]
 
 
 def test_a_tag_selects_its_sites(api, published):
