@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, Driver, MachineInfo
-from edge_gateway.errors import ConfigError
+from edge_gateway.errors import ConfigError, GatewayError
 from edgeplane.protocol import BmcProtocol, Capability
 
 LOG = logging.getLogger(__name__)
@@ -58,16 +58,13 @@ def probe(url: str, username: str, password: str, timeout: float = 30.0) -> dict
         system_ids = _system_ids(driver)
         several = len(system_ids) > 1
         info = None if several and credentials.system_id is None else driver.describe()
+        details = _details(driver) if info else {"capabilities": _names(driver.capabilities)}
         systems = ([_system_entry(protocol, replace(credentials, system_id=s), timeout)
                     for s in system_ids] if several else None)
     finally:
         driver.close()
-    result: dict[str, Any] = {
-        "url": url,
-        "protocol": str(protocol),
-        **_machine_fields(info),
-        "capabilities": _names(info.capabilities if info else driver.capabilities),
-    }
+    result: dict[str, Any] = {"url": url, "protocol": str(protocol), **_machine_fields(info),
+                              **details}
     if systems is not None:
         result["systems"] = systems
     LOG.debug("probe %s: %s", url, result)
@@ -85,10 +82,22 @@ def _system_entry(protocol: BmcProtocol, credentials: BmcCredentials,
     driver = create_driver(protocol, credentials, timeout=timeout)
     try:
         info = driver.describe()
+        details = _details(driver)
     finally:
         driver.close()
-    return {"id": credentials.system_id, **_machine_fields(info),
-            "capabilities": _names(info.capabilities)}
+    return {"id": credentials.system_id, **_machine_fields(info), **details}
+
+
+def _details(driver: Driver) -> dict[str, Any]:
+    """What this machine's BMC really offers, and its full inventory where it has one."""
+    capabilities = driver.machine_capabilities()
+    details: dict[str, Any] = {"capabilities": _names(capabilities)}
+    if Capability.INVENTORY in capabilities:
+        try:
+            details["inventory"] = driver.collect_inventory()
+        except GatewayError as exc:  # the identity above is still worth printing
+            details["inventory_error"] = str(exc)
+    return details
 
 
 def _names(capabilities: frozenset[Capability]) -> list[str]:
