@@ -102,7 +102,7 @@ def machine_result(item: MachineResult) -> dict[str, Any]:
 
 
 def step_result(step: dict[str, Any]) -> dict[str, Any]:
-    return {
+    body = {
         "task": step.get("task"),
         "state": step.get("state"),
         "changed": bool(step.get("changed", False)),
@@ -110,3 +110,6 @@ def step_result(step: dict[str, Any]) -> dict[str, Any]:
         "started_at": iso(step.get("started_at")),
         "finished_at": iso(step.get("finished_at")),
     }
+    if step.get("data") is not None:  # what a read task found (inventory, BIOS, SEL...)
+        body["data"] = step["data"]
+    return body

@@ -244,3 +244,19 @@ def test_get_a_rollout_with_its_results(api, published):
 def test_get_unknown_rollout_is_404(api):
     status, body = call(api, "GET", "/rollouts/r-nothing")
     assert status == 404 and body["error"]["message"] == "rollout 'r-nothing' does not exist"
+
+
+def test_what_a_read_task_found_is_in_the_rollout(api, published):
+    add_site(api, "shop-1", machines=("srv-1",))
+    _, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"],
+                                              "steps": [{"task": "bios.read"}]})
+    rollout_id = body["rollout"]["rollout_id"]
+    found = {"current": {"ProcTurboMode": "Enabled"}, "pending": {}}
+    report(protocol.Result(site="shop-1", execution_id=f"{rollout_id}.shop-1", seq=1,
+                           machines=[protocol.MachineResult(
+                               machine="srv-1", state="succeeded", steps=[protocol.StepResult(
+                                   "bios.read", state="succeeded", message="1 attributes",
+                                   data=found)])]))
+    _, body = call(api, "GET", f"/rollouts/{rollout_id}")
+    step = body["executions"][0]["machines"][0]["steps"][0]
+    assert step["data"] == found
