@@ -26,7 +26,7 @@ from edgeplane.protocol import (
     Progress,
     Result,
 )
-from tests.mqtt_support import Recorder
+from edgeplane.dev.recorder import Recorder
 
 SITE = "shop-0001"
 

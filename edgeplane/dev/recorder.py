@@ -1,4 +1,4 @@
-"""Test helpers around a real mosquitto: a broker fixture and a client that records messages."""
+"""A client that records what sites send (and can publish to them): for tests and benchmarks."""
 
 from __future__ import annotations
 
