@@ -53,8 +53,11 @@ class MqttTransport:
         self.subscriptions = subscriptions
         self._will = will
         self._session = time.time()
+        # mid -> journal key of what awaits its PUBACK, and PUBACKs that beat their publish()
+        # call back (paho may deliver one before publish() returns the mid to us).
         self._inflight: dict[int, str] = {}
-        self._lock = threading.RLock()
+        self._acked_early: set[int] = set()
+        self._lock = threading.Lock()
         self._handlers: tuple[ConnectHandler, MessageHandler, DeliveredHandler] | None = None
         self._subscribe_mid: int | None = None
         self.connected = threading.Event()  # set once connected *and* subscribed
@@ -99,13 +102,21 @@ class MqttTransport:
         self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, key: str, retain: bool = False) -> None:
+        # Our lock is never held while calling into paho: its network thread holds paho's
+        # message lock when it calls _on_publish, which takes ours (lock-order inversion).
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise GatewayError(f"MQTT publish to {topic} failed: "
+                               f"{mqtt.error_string(info.rc)}")
+        # NO_CONN: paho keeps the message and sends it after reconnecting.
         with self._lock:
-            info = self._client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                raise GatewayError(f"MQTT publish to {topic} failed: "
-                                   f"{mqtt.error_string(info.rc)}")
-            # NO_CONN: paho keeps the message and sends it after reconnecting.
-            self._inflight[info.mid] = key
+            delivered = info.mid in self._acked_early
+            if delivered:
+                self._acked_early.discard(info.mid)
+            else:
+                self._inflight[info.mid] = key
+        if delivered and self._handlers:
+            self._handlers[2](key)
 
     # --- paho callbacks (network thread) ---------------------------------------------
 
@@ -147,5 +158,7 @@ class MqttTransport:
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
             key = self._inflight.pop(mid, None)
+            if key is None:
+                self._acked_early.add(mid)
         if key is not None and self._handlers:
             self._handlers[2](key)
