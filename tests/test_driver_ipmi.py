@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,15 +17,35 @@ from edge_gateway.drivers.ipmi import IpmiDriver, parse_address, wait_for_calls
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError, ConfigError
 from edgeplane.dev.ipmi_sim import SimulatorProcess
 from edgeplane.dev.ports import free_port
-from edgeplane.protocol import BootMode, BootTarget, Capability, PowerState
+from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
 
 POWER_DELAY = 0.2  # the simulated chassis takes this long to read back a power change
+LEGACY, UEFI = BootFirmwareMode.LEGACY, BootFirmwareMode.UEFI
+ALL_CAPABILITIES = {Capability.POWER, Capability.BOOT, Capability.INVENTORY, Capability.HEALTH,
+                    Capability.SEL, Capability.BMC_RESET}
 
 
 @pytest.fixture(scope="module")
 def sim():
-    """Five simulated BMCs in one child process; no IPMI call is left running afterwards."""
-    with SimulatorProcess(count=5, power_delay=POWER_DELAY) as running:
+    """Nine simulated BMCs in one child process (a test changes the state of its own one,
+    except the thread test, which uses the first five); no IPMI call is left running."""
+    with SimulatorProcess(count=9, power_delay=POWER_DELAY) as running:
+        yield running
+        assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """A BMC whose FAN2 has failed and that refuses a power cycle."""
+    with SimulatorProcess(power_delay=0.05, faults=["fan-failed", "no-power-cycle"]) as running:
+        yield running
+        assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
+
+
+@pytest.fixture(scope="module")
+def bare():
+    """A BMC without SDR repository and SEL."""
+    with SimulatorProcess(faults=["no-sdr", "no-sel"]) as running:
         yield running
         assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
 
@@ -89,7 +112,7 @@ def test_boot_override_once_and_continuous_read_back(sim, make_driver):
     for target, mode in [(BootTarget.PXE, BootMode.ONCE), (BootTarget.DISK, BootMode.CONTINUOUS),
                          (BootTarget.CD, BootMode.ONCE)]:
         driver.set_boot_override(target, mode)
-        assert driver.get_boot_override() == BootOverride(target=target, mode=mode)
+        assert driver.get_boot_override() == BootOverride(target, mode, LEGACY)
 
 
 def test_once_override_is_gone_after_the_next_boot(sim, make_driver):
@@ -97,11 +120,12 @@ def test_once_override_is_gone_after_the_next_boot(sim, make_driver):
     driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
-    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.CONTINUOUS)
+    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.CONTINUOUS,
+                                                      LEGACY)
     driver.set_boot_override(BootTarget.PXE, BootMode.ONCE)
     driver.request_power_state(PowerState.OFF)
     wait_for_power(driver, PowerState.OFF)
-    assert driver.get_boot_override() == BootOverride(BootTarget.PXE, BootMode.ONCE)
+    assert driver.get_boot_override() == BootOverride(BootTarget.PXE, BootMode.ONCE, LEGACY)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
     assert driver.get_boot_override() == BootOverride(target=None, mode=None)
@@ -114,7 +138,7 @@ def test_describe_reads_device_id_fru_and_power(sim, make_driver):
     assert (info.manufacturer, info.model) == ("Edgeplane", "Simulated Server")
     assert info.serial == f"EPSIM-{sim.ports[3]:05d}"
     assert info.power == PowerState.OFF
-    assert info.capabilities == {Capability.POWER, Capability.BOOT, Capability.INVENTORY}
+    assert info.capabilities == ALL_CAPABILITIES
     assert info.extra["manufacturer_id"] == "32473"
     assert info.extra["bmc_firmware"] == "2.41"
     assert len(info.extra["system_guid"]) == 36
@@ -187,7 +211,7 @@ def test_many_bmcs_from_many_threads_at_once(sim, make_driver):
             errors.append(exc)
 
     threads = [threading.Thread(target=guarded, args=(work, address))
-               for address in sim.addresses for work in (writer, reader)]
+               for address in sim.addresses[:5] for work in (writer, reader)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -219,3 +243,207 @@ def test_unresolvable_host_is_unreachable(make_driver):
         make_driver("no-such-bmc.invalid:623", timeout=2).get_power_state()
     assert isinstance(caught.value, BmcUnreachableError)
     assert "no-such-bmc.invalid" in str(caught.value)
+
+
+# --- boot targets and firmware mode -------------------------------------------------------
+
+
+def test_usb_and_bios_targets_with_the_firmware_mode(sim, make_driver):
+    driver = make_driver(sim.addresses[5])
+    driver.set_boot_override(BootTarget.USB, BootMode.ONCE, UEFI)
+    assert driver.get_boot_override() == BootOverride(BootTarget.USB, BootMode.ONCE, UEFI)
+    driver.set_boot_override(BootTarget.BIOS, BootMode.CONTINUOUS)  # keeps UEFI
+    assert driver.get_boot_override() == BootOverride(BootTarget.BIOS, BootMode.CONTINUOUS,
+                                                      UEFI)
+    driver.set_boot_override(BootTarget.PXE, BootMode.ONCE, LEGACY)
+    assert driver.get_boot_override() == BootOverride(BootTarget.PXE, BootMode.ONCE, LEGACY)
+
+
+def test_the_firmware_mode_is_kept_after_the_override_is_consumed(sim, make_driver):
+    driver = make_driver(sim.addresses[5])
+    driver.set_boot_override(BootTarget.CD, BootMode.ONCE, UEFI)
+    driver.request_power_state(PowerState.ON)  # the boot consumes the override
+    wait_for_power(driver, PowerState.ON)
+    assert driver.get_boot_override() == BootOverride(target=None, mode=None)
+    driver.set_boot_override(BootTarget.DISK, BootMode.ONCE)
+    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.ONCE, UEFI)
+
+
+# --- power: graceful shutdown, power cycle; the SEL they write ------------------------------
+
+
+def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(sim, make_driver):
+    driver = make_driver(sim.addresses[6])
+    driver.request_graceful_shutdown()  # off already: nothing is sent, no error
+    assert driver.read_sel() == []
+    with pytest.raises(BmcError) as caught:  # IPMI cycles only a machine that is on
+        driver.request_power_cycle()
+    assert sim.addresses[6] in str(caught.value) and "power cycle" in str(caught.value)
+
+    driver.request_power_state(PowerState.ON)
+    wait_for_power(driver, PowerState.ON)
+    driver.request_power_cycle()
+    assert driver.get_power_state() == PowerState.ON
+    time.sleep(POWER_DELAY + 0.05)  # let the cycle finish, or the shutdown supersedes it
+    driver.request_graceful_shutdown()
+    wait_for_power(driver, PowerState.OFF)
+
+    entries = driver.read_sel()
+    assert [entry.message for entry in entries] == [
+        "Power Unit: Power on", "Power Unit: Power cycle", "ACPI State: Off",
+        "Power Unit: Power off"]
+    assert [int(entry.id) for entry in entries] == [1, 2, 3, 4]
+    assert {entry.severity for entry in entries} == {"ok"}
+    for entry in entries:
+        assert entry.created is not None
+        age = datetime.now(UTC) - datetime.fromisoformat(entry.created)
+        assert 0 <= age.total_seconds() < 60
+    assert driver.read_sel(limit=2) == entries[-2:]
+    assert driver.read_sel(limit=0) == []
+
+    driver.clear_sel()
+    assert driver.read_sel() == []
+    driver.clear_sel()  # empty already: no error
+
+
+def test_power_cycle_falls_back_to_a_reset_where_the_bmc_has_none(faulty, make_driver,
+                                                                  caplog):
+    driver = make_driver(faulty.addresses[0])
+    driver.request_power_state(PowerState.ON)
+    wait_for_power(driver, PowerState.ON)
+    with caplog.at_level(logging.INFO, logger="edge_gateway.drivers.ipmi"):
+        driver.request_power_cycle()
+    assert "refuses a power cycle (completion code 0xcc); hard reset instead" in caplog.text
+    time.sleep(0.1)
+    assert driver.read_sel()[-1].message == "Sys Boot: Hard reset"
+
+
+# --- inventory and health -----------------------------------------------------------------
+
+
+def test_collect_inventory_is_json_ready(sim, make_driver):
+    driver = make_driver(sim.addresses[7])
+    inventory = driver.collect_inventory()
+    assert json.loads(json.dumps(inventory)) == inventory
+    serial = f"EPSIM-{sim.ports[7]:05d}"
+    assert inventory["system"] == {"manufacturer": "Edgeplane", "model": "Simulated Server",
+                                   "serial": serial, "uuid": inventory["system_guid"],
+                                   "power": "off"}
+    assert inventory["fru"]["product"] == {"manufacturer": "Edgeplane",
+                                           "name": "Simulated Server",
+                                           "part_number": "EP-SIM-1", "version": "1",
+                                           "serial": serial}
+    assert inventory["fru"]["board"]["part_number"] == "EP-SIM-1-MB"
+    assert inventory["fru"]["board"]["manufactured"] == "2024-03-01T00:00"
+    assert inventory["fru"]["chassis"] == {"type": "Rack Mount Chassis",
+                                           "part_number": "EP-SIM-1", "serial": serial}
+    device = inventory["device_id"]
+    assert (device["manufacturer_id"], device["product_id"]) == (32473, 1)
+    assert (device["firmware_revision"], device["ipmi_version"]) == ("2.41", "2.0")
+    assert {"sdr_repository", "sel", "fru_inventory", "chassis"} <= set(
+        device["additional_devices"])
+    assert inventory["bmc"] == {"firmware": "2.41", "ipmi_version": "2.0"}
+    assert inventory["system_guid"] == driver.describe().extra["system_guid"]
+
+
+def test_health_reads_the_sensors_of_a_machine_off_and_on(sim, make_driver):
+    driver = make_driver(sim.addresses[7])
+    off = driver.check_health()
+    readings = {sensor.name: sensor for sensor in off.sensors}
+    assert list(readings) == ["CPU Temp", "Inlet Temp", "FAN1", "FAN2", "12V"]
+    assert (readings["Inlet Temp"].value, readings["Inlet Temp"].health) == (24.0, "ok")
+    assert (readings["FAN1"].value, readings["FAN1"].health) == (None, "unknown")
+    assert off.health == "ok"  # what reads is fine; the rest has no power
+
+    driver.request_power_state(PowerState.ON)
+    wait_for_power(driver, PowerState.ON)
+    on = driver.check_health()
+    assert on.health == "ok"
+    assert on.components == {"temperatures": "ok", "fans": "ok", "voltages": "ok"}
+    assert [(s.kind, s.value, s.units) for s in on.sensors] == [
+        ("temperature", 45.0, "Cel"), ("temperature", 24.0, "Cel"), ("fan", 8400.0, "RPM"),
+        ("fan", 8500.0, "RPM"), ("voltage", 12.06, "V")]
+
+
+def test_a_failed_fan_makes_health_critical_and_is_in_the_sel(faulty, make_driver):
+    driver = make_driver(faulty.addresses[0])
+    driver.request_power_state(PowerState.ON)
+    wait_for_power(driver, PowerState.ON)
+    report = driver.check_health()
+    assert report.health == "critical"
+    assert report.components["fans"] == "critical"
+    fan2 = next(sensor for sensor in report.sensors if sensor.name == "FAN2")
+    assert (fan2.value, fan2.health) == (0.0, "critical")
+    failed = [entry for entry in driver.read_sel() if entry.message.startswith("FAN2")]
+    assert [(entry.message, entry.severity) for entry in failed] == [
+        ("FAN2: Lower non-recoverable", "critical")]
+
+
+# --- what the BMC offers; the BMC itself --------------------------------------------------
+
+
+def test_machine_capabilities_follow_what_the_bmc_answers(sim, bare, make_driver):
+    assert make_driver(sim.addresses[7]).machine_capabilities() == ALL_CAPABILITIES
+    driver = make_driver(bare.addresses[0])
+    assert driver.machine_capabilities() == ALL_CAPABILITIES - {Capability.HEALTH,
+                                                                Capability.SEL}
+    assert driver.describe().capabilities == driver.machine_capabilities()
+    with pytest.raises(BmcError, match="check health failed: the BMC has no SDR repository"):
+        driver.check_health()
+    with pytest.raises(BmcError, match="read event log failed: the BMC has no system event"):
+        driver.read_sel()
+    with pytest.raises(BmcError) as caught:
+        driver.clear_sel()
+    assert caught.value.address == bare.addresses[0]
+    assert driver.collect_inventory()["fru"]["product"]["name"] == "Simulated Server"
+
+
+def test_reset_bmc_drops_the_session_and_the_bmc_comes_back(sim, make_driver):
+    address = sim.addresses[8]
+    driver = make_driver(address)
+    driver.request_power_state(PowerState.ON)
+    wait_for_power(driver, PowerState.ON)
+    started = time.monotonic()
+    driver.reset_bmc()
+    with pytest.raises(BmcUnreachableError) as caught:  # silent while it restarts
+        make_driver(address, timeout=0.3).get_power_state()
+    assert address in str(caught.value)
+    # A new session once it is back (the old one would time out: the BMC forgot it).
+    assert driver.get_power_state() == PowerState.ON
+    assert 1.0 < time.monotonic() - started < 3.0
+
+
+# --- every method names the BMC and the operation when it fails ------------------------------
+
+CALLS = {
+    "machine_capabilities": lambda d: d.machine_capabilities(),
+    "get_power_state": lambda d: d.get_power_state(),
+    "request_power_state": lambda d: d.request_power_state(PowerState.ON),
+    "request_graceful_shutdown": lambda d: d.request_graceful_shutdown(),
+    "request_power_cycle": lambda d: d.request_power_cycle(),
+    "get_boot_override": lambda d: d.get_boot_override(),
+    "set_boot_override": lambda d: d.set_boot_override(BootTarget.USB, BootMode.ONCE, UEFI),
+    "describe": lambda d: d.describe(),
+    "collect_inventory": lambda d: d.collect_inventory(),
+    "check_health": lambda d: d.check_health(),
+    "read_sel": lambda d: d.read_sel(10),
+    "clear_sel": lambda d: d.clear_sel(),
+    "reset_bmc": lambda d: d.reset_bmc(),
+}
+
+
+@pytest.mark.parametrize("method", CALLS)
+def test_every_method_is_unreachable_where_nothing_listens(method, make_driver):
+    address = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+    with pytest.raises(BmcUnreachableError) as caught:
+        CALLS[method](make_driver(address, timeout=2))
+    assert caught.value.address == address
+    assert str(caught.value).startswith(f"BMC {address}: {caught.value.what} failed: ")
+
+
+@pytest.mark.parametrize("method", CALLS)
+def test_every_method_refuses_a_wrong_password(sim, method, make_driver):
+    with pytest.raises(BmcAuthError) as caught:
+        CALLS[method](make_driver(sim.addresses[4], password="wrong"))
+    assert caught.value.address == sim.addresses[4]
+    assert "credentials rejected" in str(caught.value)

@@ -7,8 +7,11 @@ once, and polls for the read-back.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -20,7 +23,7 @@ from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
 from edge_gateway.probe import probe
 from edgeplane.dev.ports import LOOPBACK, free_port
 from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
-from edgeplane.protocol import BootMode, BootTarget, Capability, PowerState
+from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
 
 USERNAME, PASSWORD = "admin", "emulator-pw"
 POWER_WAIT = 30.0  # the emulator applies a power change 1-11 s after the request
@@ -28,12 +31,13 @@ POWER_WAIT = 30.0  # the emulator applies a power change 1-11 s after the reques
 OFF_SYSTEM = FakeSystem(name="starts-off", power_state=PowerState.OFF)
 ON_SYSTEM = FakeSystem(name="starts-on", power_state=PowerState.ON)
 BOOT_SYSTEM = FakeSystem(name="boots", power_state=PowerState.OFF)
+MEDIA_SYSTEM = FakeSystem(name="media", power_state=PowerState.OFF)
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("sushy-driver")
-    with SushyEmulator([OFF_SYSTEM, ON_SYSTEM, BOOT_SYSTEM], state_dir=state_dir,
+    with SushyEmulator([OFF_SYSTEM, ON_SYSTEM, BOOT_SYSTEM, MEDIA_SYSTEM], state_dir=state_dir,
                        username=USERNAME, password=PASSWORD) as running:
         yield running
 
@@ -55,6 +59,25 @@ def connect(emulator):
     yield make
     for driver in drivers:
         driver.close()
+
+
+@pytest.fixture
+def image_server(tmp_path):
+    """A small "ISO" on a local HTTP server: the emulator really downloads what it inserts."""
+    (tmp_path / "boot.iso").write_bytes(b"EDGEPLANE" * 256)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        (LOOPBACK, 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{LOOPBACK}:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 def system_id(emulator: SushyEmulator, system: FakeSystem) -> str:
@@ -100,8 +123,34 @@ def test_boot_override_read_back_compares_target(emulator, connect):
     assert once.mode in (BootMode.ONCE, BootMode.CONTINUOUS)
 
     driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)
-    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.CONTINUOUS)
+    # The fake driver reports BootSourceOverrideMode UEFI: the driver passes it on.
+    assert driver.get_boot_override() == BootOverride(BootTarget.DISK, BootMode.CONTINUOUS,
+                                                      BootFirmwareMode.UEFI)
     driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)  # already so: no error
+
+
+def test_media_insert_and_eject_read_back(emulator, connect, image_server):
+    driver = connect(system_id(emulator, MEDIA_SYSTEM))
+    slots = driver.get_virtual_media()
+    cd = next(slot for slot in slots if "CD" in slot.media_types)
+    assert not cd.inserted and cd.image is None
+    image = image_server + "/boot.iso"
+
+    driver.insert_media(image)  # no slot named: the first that takes a CD
+    inserted = {slot.slot: slot for slot in driver.get_virtual_media()}[cd.slot]
+    assert inserted.inserted and inserted.image == image
+    driver.insert_media(image, cd.slot)  # already there: nothing sent
+
+    driver.eject_media(cd.slot)
+    ejected = {slot.slot: slot for slot in driver.get_virtual_media()}[cd.slot]
+    assert not ejected.inserted and ejected.image is None
+    driver.eject_media(cd.slot)  # nothing inserted: nothing sent
+
+    # The InsertMedia/EjectMedia actions the slot advertises, once each.
+    actions = [(method, path) for method, path in emulator.received()
+               if path.startswith(cd.slot + "/Actions/")]
+    assert actions == [("POST", cd.slot + "/Actions/VirtualMedia.InsertMedia"),
+                       ("POST", cd.slot + "/Actions/VirtualMedia.EjectMedia")]
 
 
 def test_describe(emulator, connect):
@@ -112,7 +161,10 @@ def test_describe(emulator, connect):
     assert info.manufacturer == "Sushy Emulator"
     assert info.model is None and info.serial is None  # the emulator reports neither
     assert info.power in (PowerState.ON, PowerState.OFF)
-    assert info.capabilities == {Capability.POWER, Capability.BOOT, Capability.INVENTORY}
+    # Read from the BMC: the fake driver has VirtualMedia, an UpdateService with
+    # SimpleUpdate and a Status, but no Bios link, no LogServices and no Manager.Reset.
+    assert info.capabilities == {Capability.POWER, Capability.BOOT, Capability.MEDIA,
+                                 Capability.FIRMWARE, Capability.HEALTH, Capability.INVENTORY}
     assert info.extra["system_id"] == wanted_id
     assert info.extra["name"] == OFF_SYSTEM.name
 

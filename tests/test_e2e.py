@@ -64,7 +64,9 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     assert all(s["online"] for s in sites)
     shown = json.loads(edgeplane(env, "sites", "show", "site-001", "--json").stdout)
     protocols = sorted(m["protocol"] for m in shown["machines"])
-    assert protocols == ["ipmi", "redfish"], "machines arrive through the inventory report"
+    # rf-1 on sushy-tools' emulator, srv-1 on the mockup simulator, ipmi-1 on the IPMI one
+    assert protocols == ["ipmi", "redfish", "redfish"], \
+        "machines arrive through the inventory report"
     assert all(m.get("capabilities") for m in shown["machines"])
 
     run = edgeplane(env, "rollout", "start", "--tag", "dev", *STEPS, "--wait", "--json")
@@ -73,7 +75,7 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     assert len(data["executions"]) == 2
     for execution in data["executions"]:
         assert execution["state"] == "succeeded"
-        assert len(execution["machines"]) == 2
+        assert len(execution["machines"]) == 3
         for machine in execution["machines"]:
             assert machine["state"] == "succeeded"
             assert [s["task"] for s in machine["steps"]] == ["power.ensure", "boot.override"]
@@ -89,6 +91,13 @@ def test_rollout_through_the_whole_local_stack(stack_env):
         system = requests.get(redfish["address"] + redfish["system_id"], timeout=10).json()
         assert system["PowerState"] == "On"
         assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+        server, auth = machines["srv-1"]["address"], (BMC_USERNAME, BMC_PASSWORD)
+        systems = requests.get(server + "/redfish/v1/Systems", timeout=10, auth=auth).json()
+        system = requests.get(server + systems["Members"][0]["@odata.id"], timeout=10,
+                              auth=auth).json()
+        assert system["PowerState"] == "On"
+        assert system["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+        assert system["Boot"]["BootSourceOverrideEnabled"] == "Once"
 
     # The same rollout again changes nothing: every step is an "ensure".
     again = json.loads(edgeplane(env, "rollout", "start", "--site", "site-001", "--step",

@@ -13,6 +13,7 @@ from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
 from edge_gateway.journal import Journal
 from edge_gateway.transport import MqttTransport
 from edgeplane import protocol
+from edgeplane.dev.recorder import Recorder
 from edgeplane.protocol import (
     BmcProtocol,
     BootMode,
@@ -26,7 +27,6 @@ from edgeplane.protocol import (
     Progress,
     Result,
 )
-from edgeplane.dev.recorder import Recorder
 
 SITE = "shop-0001"
 

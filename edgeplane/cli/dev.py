@@ -26,16 +26,19 @@ def _stack_dir(directory: Path | None) -> Path:
 @app.command("up")
 def up(
     sites: Annotated[int, typer.Option(help="how many sites")] = 3,
-    redfish: Annotated[int, typer.Option(help="Redfish machines per site")] = 1,
+    redfish: Annotated[int, typer.Option(
+        help="Redfish machines per site on sushy-tools' emulator")] = 1,
+    servers: Annotated[int, typer.Option(
+        help="Redfish machines per site on the mockup simulator (BIOS, firmware...)")] = 1,
     ipmi: Annotated[int, typer.Option(help="IPMI machines per site")] = 1,
     directory: StackDir = None,
 ) -> None:
     """Start the local stack and return once every site is online; writes the CLI config."""
     from edgeplane.dev.stack import LocalStack, plan_sites
 
-    if sites < 1 or redfish + ipmi < 1:
+    if sites < 1 or redfish + servers + ipmi < 1:
         raise typer.BadParameter("a stack needs at least one site with one machine")
-    state = LocalStack(_stack_dir(directory), plan_sites(sites, redfish, ipmi)).up()
+    state = LocalStack(_stack_dir(directory), plan_sites(sites, redfish, ipmi, servers)).up()
     path = save_context("local", state.context)
     console.print(f"local stack up: API {state.api_url}, MQTT 127.0.0.1:{state.mqtt_port}, "
                   f"{sites} sites; CLI config written to {path}")
@@ -66,6 +69,30 @@ def demo(
 
     ok = run_demo(_stack_dir(directory) if directory else edgeplane_home() / "demo", sites)
     raise typer.Exit(0 if ok else 1)
+
+
+@bmc.command("redfish")
+def redfish(
+    mockup: Annotated[Path | None, typer.Option(
+        help="a DMTF mockup tree (default: the shipped public-rackmount1)")] = None,
+    port: Annotated[list[int] | None, typer.Option(
+        help="TCP port on 127.0.0.1 (repeat for one BMC per port)")] = None,
+    username: Annotated[str, typer.Option()] = "admin",
+    password: Annotated[str, typer.Option()] = "password",  # noqa: S107 - a simulator
+    power_delay: Annotated[float, typer.Option(
+        help="seconds before a power change reads back")] = 1.0,
+    latency: Annotated[float, typer.Option(help="seconds added to every request")] = 0.0,
+) -> None:
+    """Serve stateful Redfish BMCs from a mockup until interrupted."""
+    from edgeplane.dev.redfish_sim import BmcOptions, MockupError, serve
+
+    logging.basicConfig(level=logging.INFO)
+    options = BmcOptions(username=username, password=password, power_delay=power_delay,
+                         latency=latency)
+    try:
+        serve(port or [8000], mockup, options)
+    except (OSError, MockupError) as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @bmc.command("ipmi")

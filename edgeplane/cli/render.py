@@ -86,3 +86,56 @@ def machines_table(site_id: str, machines: list[dict[str, Any]]) -> Table:
                       m.get("serial") or "-", m.get("power") or "-",
                       ",".join(m.get("capabilities") or []))
     return table
+
+
+def step_data(data: dict[str, Any], task: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(site, machine, step) for every machine that ran ``task`` in a rollout view."""
+    found = []
+    for execution in sorted(data["executions"], key=lambda e: e["site_id"]):
+        for machine in sorted(execution.get("machines") or [], key=lambda m: m["machine"]):
+            for step in machine.get("steps", []):
+                if step.get("task") == task:
+                    found.append((execution["site_id"], machine["machine"], step))
+    return found
+
+
+def bios_table(data: dict[str, Any], attributes: list[str]) -> Table:
+    """What bios.apply did on each machine, and the values in effect now."""
+    table = Table(title="BIOS baseline")
+    for column in ("site", "machine", "result", *attributes):
+        table.add_column(column)
+    for site, machine, step in step_data(data, "bios.apply"):
+        applied = (step.get("data") or {}).get("applied") or {}
+        values = [str(applied.get(a, "unchanged" if step.get("state") == "succeeded" else "-"))
+                  for a in attributes]
+        table.add_row(site, machine, f"{styled(step.get('state'))} {step.get('message', '')}",
+                      *values)
+    return table
+
+
+def inventory_table(data: dict[str, Any]) -> Table:
+    """One row per machine from inventory.collect: identity, CPUs, memory, NICs, BMC."""
+    table = Table(title="inventory")
+    for column in ("site", "machine", "manufacturer / model", "serial", "cpus", "memory",
+                   "nic MACs", "bmc firmware"):
+        table.add_column(column)
+    for site, machine, step in step_data(data, "inventory.collect"):
+        found = step.get("data") or {}
+        if step.get("state") != "succeeded":
+            table.add_row(site, machine, styled(step.get("state")), step.get("message", ""))
+            continue
+        system = found.get("system") or {}
+        fru = found.get("fru") or {}
+        maker = system.get("manufacturer") or fru.get("manufacturer") or "-"
+        model = system.get("model") or fru.get("product") or fru.get("model") or ""
+        cpus = found.get("processors") or []
+        memory = found.get("memory") or []
+        mib = sum(m.get("capacity_mib") or 0 for m in memory)
+        macs = list(dict.fromkeys(n["mac"] for n in found.get("nics") or [] if n.get("mac")))
+        bmc_info = found.get("bmc") or {}
+        bmc = bmc_info.get("firmware_version") or bmc_info.get("firmware") or "-"
+        table.add_row(site, machine, f"{maker} {model}".strip(),
+                      system.get("serial") or fru.get("serial") or "-",
+                      f"{len(cpus)}× {cpus[0].get('model', '?')}" if cpus else "-",
+                      f"{mib / 1024:.0f} GiB" if mib else "-", "\n".join(macs) or "-", bmc)
+    return table

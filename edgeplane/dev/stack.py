@@ -2,8 +2,10 @@
 
 ``up()`` starts, in this order: moto in server mode (DynamoDB, tables created), a mosquitto
 of our own, the Chalice app (``chalice local``), the ingest bridge (plays the IoT rule), and
-for each site its emulated BMCs (one sushy-tools emulator holding the site's Redfish
-machines, one IPMI simulator process per IPMI machine) and a real ``edge-gateway`` process.
+for each site its emulated BMCs (one sushy-tools emulator holding the site's ``rf-N``
+machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's public-rackmount1 with
+BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N`` machine) and a real
+``edge-gateway`` process.
 Sites are registered through the HTTPS API; their machines arrive through the gateways'
 inventory reports. ``up()`` returns once every site is online with its machines known.
 
@@ -50,9 +52,14 @@ class SitePlan:
 
     site_id: str
     timezone: str
-    redfish: list[str]
-    ipmi: list[str]
+    redfish: list[str]  # on sushy-tools' emulator (power, boot, media)
+    ipmi: list[str]  # on the IPMI simulator
+    servers: list[str] = field(default_factory=list)  # on the Redfish mockup simulator
     tags: list[str] = field(default_factory=list)
+
+    @property
+    def machine_count(self) -> int:
+        return len(self.redfish) + len(self.ipmi) + len(self.servers)
 
 
 @dataclass
@@ -70,13 +77,15 @@ class StackState:
         return Context(self.api_url, self.token)
 
 
-def plan_sites(count: int, redfish_per_site: int = 1, ipmi_per_site: int = 1) -> list[SitePlan]:
+def plan_sites(count: int, redfish_per_site: int = 1, ipmi_per_site: int = 1,
+               servers_per_site: int = 1) -> list[SitePlan]:
     return [
         SitePlan(
             site_id=f"site-{n:03d}",
             timezone=TIMEZONES[(n - 1) % len(TIMEZONES)],
             redfish=[f"rf-{i}" for i in range(1, redfish_per_site + 1)],
             ipmi=[f"ipmi-{i}" for i in range(1, ipmi_per_site + 1)],
+            servers=[f"srv-{i}" for i in range(1, servers_per_site + 1)],
             tags=["dev", "even" if n % 2 == 0 else "odd"],
         )
         for n in range(1, count + 1)
@@ -218,6 +227,15 @@ class LocalStack:
         machines: list[dict[str, Any]] = []
         if site.redfish:
             machines += self._start_redfish(site, site_dir)
+        for machine_id in site.servers:
+            port = free_port()
+            self._spawn(f"{site.site_id}-{machine_id}", [
+                sys.executable, "-m", "edgeplane.dev.redfish_sim", "--port", str(port),
+                "--username", BMC_USERNAME, "--password", BMC_PASSWORD,
+                "--power-delay", "1.0"])
+            wait_for_tcp(port, timeout=20)
+            machines.append({"id": machine_id, "protocol": "redfish",
+                             "address": f"http://{LOOPBACK}:{port}"})
         for machine_id in site.ipmi:
             port = free_port(socket.SOCK_DGRAM)  # IPMI is UDP
             self._spawn(f"{site.site_id}-{machine_id}", [
@@ -245,7 +263,7 @@ class LocalStack:
     def _wait_until_sites_ready(self) -> None:
         client = ApiClient(self._state.context, timeout=5)
         deadline = time.monotonic() + self.ready_timeout
-        waiting = {s.site_id: len(s.redfish) + len(s.ipmi) for s in self.sites}
+        waiting = {s.site_id: s.machine_count for s in self.sites}
         while waiting:
             for site_id, machine_count in list(waiting.items()):
                 try:

@@ -1,0 +1,176 @@
+"""BIOS: current attributes, pending ones (the settings object), the attribute registry.
+
+Raw documents rather than sushy's ``Bios``: we need the settings object's ETag header and
+the registry file's Location, which sushy keeps to itself. Names and values are checked in
+the task layer against what ``read()`` returns; here we only read and write.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from edge_gateway.drivers.base import BiosAttribute, BiosSettings
+from edge_gateway.drivers.redfish.documents import Document, link
+from edge_gateway.drivers.redfish.service import RedfishService, Refusal
+
+LOG = logging.getLogger(__name__)
+
+# "BiosAttributeRegistryP89.v1_0_0", "BiosAttributeRegistry.1.0": name, major, minor
+_REGISTRY_NAME = re.compile(r"^(?P<name>.+?)\.v?(?P<major>\d+)[._](?P<minor>\d+)")
+
+
+class Bios:
+    def __init__(self, service: RedfishService) -> None:
+        self._service = service
+        self._registries: dict[str, dict[str, BiosAttribute] | None] = {}
+
+    @staticmethod
+    def offered(system: Document) -> bool:
+        return link(system, "Bios") is not None
+
+    def read(self) -> BiosSettings:
+        with self._service.call("read BIOS settings"):
+            bios = self._bios()
+            current = bios.get("Attributes") or {}
+            settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
+            pending: dict[str, Any] = {}
+            if settings_path:
+                written = self._service.get_json(settings_path).get("Attributes") or {}
+                # Some BMCs list every attribute in the settings object, others only those
+                # written: either way, pending is what differs from the current value.
+                pending = {k: v for k, v in written.items() if current.get(k) != v}
+            name = bios.get("AttributeRegistry")
+            registry = self._registry(name) if isinstance(name, str) and name else None
+            return BiosSettings(current=dict(current), pending=pending, registry=registry)
+
+    def set_pending(self, attributes: dict[str, Any]) -> None:
+        """PATCH the settings object; they take effect at the next reset."""
+        names = ", ".join(sorted(attributes))
+        with self._service.call(f"write BIOS settings {names}"):
+            bios = self._bios()
+            settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
+            if not settings_path:
+                raise Refusal("the Bios resource has no settings object (@Redfish.Settings) "
+                              "to write pending attributes to")
+            etag = self._service.get(settings_path).headers.get("ETag")
+            LOG.info("BMC %s: PATCH %s with %s", self._service.address, settings_path, names)
+            self._service.patch(settings_path, {"Attributes": attributes}, etag)
+
+    def _bios(self) -> Document:
+        path = link(self._service.system().json, "Bios")
+        if not path:
+            raise Refusal("the system has no Bios resource")
+        return self._service.get_json(path)
+
+    # --- the attribute registry ----------------------------------------------------------
+
+    def _registry(self, name: str) -> dict[str, BiosAttribute] | None:
+        """The attribute registry ``name`` as BiosAttributes; None if the BMC has none."""
+        if name not in self._registries:
+            document = self._find_registry(name)
+            self._registries[name] = _parse_registry(document) if document else None
+            if document is None:
+                LOG.info("BMC %s: attribute registry %s is not published",
+                         self._service.address, name)
+        return self._registries[name]
+
+    def _find_registry(self, name: str) -> Document | None:
+        """Find ``name`` in the Registries collection and follow its Location.
+
+        A registry file whose Id or Registry is ``name`` (or the same name and major.minor
+        version) is taken at its word. Failing that, a file whose name starts the wanted
+        name with the same version is tried, and kept only if the registry it points to has
+        the Id ``name`` (sushy-tools lists "BiosAttributeRegistry.v1_0_0" for a registry
+        whose Id is "BiosAttributeRegistryP89.v1_0_0").
+        """
+        collection = link(self._service.root().json, "Registries")
+        if not collection:
+            return None
+        # Most BMCs name the file after the registry: look at those first.
+        paths = sorted(self._service.member_paths(collection),
+                       key=lambda path: not path.rstrip("/").endswith("/" + name))
+        related = []
+        for path in paths:
+            file = self._service.optional_json(path)
+            if file is None:
+                continue
+            if _same_registry(name, file):
+                return self._registry_document(file)
+            if _related_registry(name, file):
+                related.append(file)
+        for file in related:
+            document = self._registry_document(file)
+            if document is not None and document.get("Id") == name:
+                return document
+        return None
+
+    def _registry_document(self, file: Document) -> Document | None:
+        if "RegistryEntries" in file:  # the registry itself, inline in the collection
+            return file
+        locations = [entry for entry in file.get("Location") or [] if isinstance(entry, dict)]
+        locations.sort(key=lambda entry: entry.get("Language") != "en")
+        for location in locations:
+            uri = location.get("Uri")
+            if isinstance(uri, str) and uri:
+                return self._service.optional_json(uri)
+        # PublicationUri is on the Internet and ArchiveUri a zip: neither is fetched here.
+        LOG.info("BMC %s: registry file %s has no Location Uri on the BMC",
+                 self._service.address, file.get("@odata.id"))
+        return None
+
+
+def _key(name: object) -> tuple[str, str, str] | None:
+    match = _REGISTRY_NAME.match(name) if isinstance(name, str) else None
+    return (match["name"], match["major"], match["minor"]) if match else None
+
+
+def _same_registry(name: str, file: Document) -> bool:
+    candidates = [file.get("Id"), file.get("Registry")]
+    if name in candidates:
+        return True
+    wanted = _key(name)
+    return wanted is not None and any(_key(c) == wanted for c in candidates)
+
+
+def _related_registry(name: str, file: Document) -> bool:
+    wanted = _key(name)
+    for candidate in (_key(file.get("Id")), _key(file.get("Registry"))):
+        if wanted and candidate and wanted[0].startswith(candidate[0]) \
+                and wanted[1:] == candidate[1:]:
+            return True
+    return False
+
+
+def _parse_registry(document: Document) -> dict[str, BiosAttribute] | None:
+    entries = (document.get("RegistryEntries") or {}).get("Attributes")
+    if not isinstance(entries, list):
+        return None
+    registry = {}
+    for entry in entries:
+        attribute = _attribute(entry) if isinstance(entry, dict) else None
+        if attribute is not None:
+            registry[attribute.name] = attribute
+    return registry
+
+
+def _attribute(entry: Document) -> BiosAttribute | None:
+    name = entry.get("AttributeName")
+    if not isinstance(name, str) or not name:
+        return None
+    kind = entry.get("Type") if isinstance(entry.get("Type"), str) else "String"
+    allowed = None
+    if kind == "Enumeration":
+        allowed = tuple(str(value["ValueName"]) for value in entry.get("Value") or []
+                        if isinstance(value, dict) and value.get("ValueName") is not None)
+    return BiosAttribute(
+        name=name, type=kind, allowed_values=allowed,
+        # Immutable: "shall not be modified, typically reflects a hardware value".
+        read_only=bool(entry.get("ReadOnly") or entry.get("Immutable")),
+        minimum=_int(entry.get("LowerBound")), maximum=_int(entry.get("UpperBound")),
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

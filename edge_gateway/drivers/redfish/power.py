@@ -1,0 +1,92 @@
+"""Power: read the state, ask for on / hard off, graceful shutdown, power cycle."""
+
+from __future__ import annotations
+
+import logging
+
+import sushy
+from sushy.resources.system.system import System
+
+from edge_gateway.drivers.redfish.service import RedfishService, Refusal
+from edge_gateway.drivers.redfish.tables import (
+    POWER_CYCLE_RESETS,
+    POWER_FROM_REDFISH,
+    RESET_FOR,
+    SETTLED_OR_ON_THE_WAY,
+)
+from edgeplane.protocol import PowerState
+
+LOG = logging.getLogger(__name__)
+
+
+class Power:
+    def __init__(self, service: RedfishService) -> None:
+        self._service = service
+
+    def get_state(self) -> PowerState:
+        with self._service.call("read power state"):
+            return read_power(self._service.system())
+
+    def request_state(self, state: PowerState) -> None:
+        """Ask for ``state``; no request is sent if the system is there or on its way."""
+        with self._service.call(f"power {state}"):
+            system = self._service.system()
+            if system.power_state in SETTLED_OR_ON_THE_WAY[state]:
+                LOG.debug("BMC %s: %s already reads %s", self._service.address, system.path,
+                          system.power_state.value)
+                return
+            self._reset(system, RESET_FOR[state])
+
+    def request_graceful_shutdown(self) -> None:
+        """ResetType GracefulShutdown (ACPI soft off); nothing is sent if already off."""
+        with self._service.call("graceful shutdown"):
+            system = self._service.system()
+            if system.power_state in SETTLED_OR_ON_THE_WAY[PowerState.OFF]:
+                LOG.debug("BMC %s: %s already reads %s; no shutdown sent",
+                          self._service.address, system.path, system.power_state.value)
+                return
+            self._reset(system, sushy.ResetType.GRACEFUL_SHUTDOWN)
+
+    def request_power_cycle(self) -> None:
+        """PowerCycle where the BMC offers it, else ForceRestart. Not idempotent."""
+        with self._service.call("power cycle"):
+            system = self._service.system()
+            allowed = self._allowed(system)
+            for reset in POWER_CYCLE_RESETS:
+                if reset in allowed:
+                    break
+            else:
+                raise Refusal(_not_offered(POWER_CYCLE_RESETS, allowed))
+            if reset != POWER_CYCLE_RESETS[0]:
+                LOG.info("BMC %s: %s offers no %s; power cycle by %s", self._service.address,
+                         system.path, POWER_CYCLE_RESETS[0].value, reset.value)
+            self._reset(system, reset, allowed)
+
+    def _reset(self, system: System, reset: sushy.ResetType,
+               allowed: set[sushy.ResetType] | None = None) -> None:
+        allowed = self._allowed(system) if allowed is None else allowed
+        if reset not in allowed:
+            raise Refusal(_not_offered((reset,), allowed))
+        LOG.info("BMC %s: reset %s by %s", self._service.address, system.path, reset.value)
+        system.reset_system(reset)
+
+    @staticmethod
+    def _allowed(system: System) -> set[sushy.ResetType]:
+        """What ResetType@Redfish.AllowableValues lists (sushy: every type if none)."""
+        if "#ComputerSystem.Reset" not in (system.json.get("Actions") or {}):
+            raise Refusal("the system has no ComputerSystem.Reset action")
+        return system.get_allowed_reset_system_values()
+
+
+def read_power(system: System) -> PowerState:
+    state = POWER_FROM_REDFISH.get(system.power_state)
+    if state is None:
+        raise Refusal(f"the system reports PowerState {system.json.get('PowerState')!r}, "
+                      "not a known power state")
+    return state
+
+
+def _not_offered(wanted: tuple[sushy.ResetType, ...], allowed: set[sushy.ResetType]) -> str:
+    names = " or ".join(w.value for w in wanted)
+    offered = ", ".join(sorted(v.value for v in allowed)) or "none"
+    return f"the BMC does not offer reset type {names}; it offers {offered}"

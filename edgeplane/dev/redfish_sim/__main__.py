@@ -1,0 +1,5 @@
+import sys
+
+from edgeplane.dev.redfish_sim.server import main
+
+sys.exit(main())
