@@ -7,11 +7,8 @@ once, and polls for the read-back.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -59,25 +56,6 @@ def connect(emulator):
     yield make
     for driver in drivers:
         driver.close()
-
-
-@pytest.fixture
-def image_server(tmp_path):
-    """A small "ISO" on a local HTTP server: the emulator really downloads what it inserts."""
-    (tmp_path / "boot.iso").write_bytes(b"EDGEPLANE" * 256)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        (LOOPBACK, 0), functools.partial(Quiet, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{LOOPBACK}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 def system_id(emulator: SushyEmulator, system: FakeSystem) -> str:
@@ -129,12 +107,12 @@ def test_boot_override_read_back_compares_target(emulator, connect):
     driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)  # already so: no error
 
 
-def test_media_insert_and_eject_read_back(emulator, connect, image_server):
+def test_media_insert_and_eject_read_back(emulator, connect, images):
     driver = connect(system_id(emulator, MEDIA_SYSTEM))
     slots = driver.get_virtual_media()
     cd = next(slot for slot in slots if "CD" in slot.media_types)
     assert not cd.inserted and cd.image is None
-    image = image_server + "/boot.iso"
+    image = images("boot.iso")
 
     driver.insert_media(image)  # no slot named: the first that takes a CD
     inserted = {slot.slot: slot for slot in driver.get_virtual_media()}[cd.slot]

@@ -95,7 +95,9 @@ def test_the_probe_command_prints_json_for_an_ipmi_bmc():
     printed = json.loads(result.stdout)
     assert printed["protocol"] == "ipmi"
     assert printed["manufacturer"] == "Edgeplane" and printed["serial"].startswith("EPSIM-")
-    assert printed["capabilities"] == ["boot", "inventory", "power"]
+    assert printed["capabilities"] == ["bmc_reset", "boot", "health", "inventory", "power",
+                                       "sel"]
+    assert printed["inventory"]["fru"]["product"]["serial"] == printed["serial"]
 
 
 def test_the_probe_command_names_the_bmc_when_the_password_is_wrong():

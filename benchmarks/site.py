@@ -1,0 +1,502 @@
+"""One site under load: a real ``edge-gateway`` process, N simulated Redfish BMCs, one plan.
+
+    python benchmarks/site.py --machines 50 [--latency 0.2] [--max-parallel N] [--write]
+
+Everything runs on 127.0.0.1: a mosquitto of our own, the Redfish simulator (DMTF
+public-rackmount1, ``--latency`` seconds added to every request) in a process of its own so
+the gateway's memory is measured alone, and the gateway as its console script. The plan is
+power.ensure on, boot.override pxe once, bios.apply (two attributes, reboot) and
+inventory.collect.
+
+Two sites are run, each with a fresh gateway and fresh BMCs:
+
+- the baseline: a site of ``--single-runs`` machines, sent one plan per machine, one after
+  the other (each machine alone); the slowest of those is ``single_s``;
+- the site under test: N machines, one plan for all of them; ``wall_s`` runs from publishing
+  the plan to receiving its Result.
+
+Targets: ``wall_s <= 1.5 * single_s`` and the gateway's peak RSS (VmHWM, read just before it
+is stopped) <= 60 MiB. The last line printed is a JSON summary; ``--write`` also puts the
+results into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeplane import protocol
+from edgeplane.dev.mosquitto import Mosquitto
+from edgeplane.dev.ports import LOOPBACK
+from edgeplane.dev.processes import spawn, stop
+from edgeplane.dev.recorder import Recorder
+from edgeplane.protocol import Inventory, Plan, PlanStep, Presence, Result
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+USERNAME = "admin"
+PASSWORD = "password"  # noqa: S105 - the simulator's well-known demo credential
+RATIO_TARGET = 1.5
+RSS_TARGET_MIB = 60.0
+BIOS_ATTRIBUTES = {"ProcTurboMode": "Disabled", "PowerProfile": "Balanced"}
+SECTION_TITLE = "## Site: one gateway, N Redfish BMCs"
+BEGIN_MARK = "<!-- benchmarks/site.py results: begin -->"
+END_MARK = "<!-- benchmarks/site.py results: end -->"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    machines: int
+    latency: float
+    max_parallel: int
+    min_interval: float
+    poll_interval: float
+    power_delay: float
+    progress_interval: float
+    single_runs: int
+    timeout: float
+
+    def command(self) -> str:
+        """The command line that reproduces these settings."""
+        return (f"python benchmarks/site.py --machines {self.machines} --latency {self.latency:g}"
+                f" --max-parallel {self.max_parallel} --min-interval {self.min_interval:g}"
+                f" --poll-interval {self.poll_interval:g} --power-delay {self.power_delay:g}"
+                f" --single-runs {self.single_runs}")
+
+
+@dataclass
+class PlanRun:
+    """One plan: how long it took end to end, and what the gateway reported."""
+
+    wall_s: float
+    result: Result
+
+
+@dataclass
+class SiteRun:
+    """One gateway's life: its plans, its peak memory and the CPU it and the BMCs used."""
+
+    machines: int
+    plans: list[PlanRun] = field(default_factory=list)
+    peak_rss_mib: float = 0.0
+    gateway_cpu_s: float = 0.0
+    simulator_cpu_s: float = 0.0
+    plan_seconds: float = 0.0
+    startup_s: float = 0.0
+
+
+# --- child processes -----------------------------------------------------------------------
+
+
+def proc_status(pid: int, key: str) -> float:
+    """A ``/proc/<pid>/status`` value in MiB (e.g. VmHWM, VmRSS)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    if match is None:
+        raise BenchmarkError(f"/proc/{pid}/status has no {key}")
+    return int(match[1]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def log_tail(path: Path, size: int = 3000) -> str:
+    return path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
+
+
+@contextmanager
+def child(args: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
+    """A child process in its own process group, stopped (group and all) on the way out."""
+    process = spawn(args, log)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def wait_for_line(process: subprocess.Popen, log: Path, prefix: str, timeout: float) -> str:
+    """The first line of the log starting with ``prefix``; raise if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(prefix):
+                return line
+        if process.poll() is not None:
+            raise BenchmarkError(f"{log.stem} exited ({process.returncode}):\n{log_tail(log)}")
+        time.sleep(0.05)
+    raise BenchmarkError(f"{log.stem} printed no {prefix!r} in {timeout:.0f} s:\n"
+                         f"{log_tail(log)}")
+
+
+@contextmanager
+def simulator(count: int, settings: Settings, log: Path) -> Iterator[tuple[int, list[int]]]:
+    """``count`` simulated BMCs in one process on ports the OS picks; (pid, ports)."""
+    args = [sys.executable, "-m", "edgeplane.dev.redfish_sim", *["--port", "0"] * count,
+            "--latency", str(settings.latency), "--power-delay", str(settings.power_delay),
+            "--username", USERNAME, "--password", PASSWORD]
+    with child(args, log) as process:
+        ready = wait_for_line(process, log, "ready ", timeout=60)
+        ports = [int(p) for p in ready.split()[1:]]
+        if len(ports) != count:
+            raise BenchmarkError(f"the simulator listens on {len(ports)} ports, not {count}")
+        yield process.pid, ports
+
+
+def gateway_config(site: str, mqtt_port: int, ports: list[int], settings: Settings) -> str:
+    """The site's TOML, as ``edgeplane.dev.stack`` writes it, one machine per BMC port."""
+    lines = [
+        f"site = {json.dumps(site)}",
+        'journal = "journal.db"',
+        f"max_parallel = {settings.max_parallel}",
+        f"progress_interval = {settings.progress_interval}",
+        "",
+        "[mqtt]",
+        f"host = {json.dumps(LOOPBACK)}",
+        f"port = {mqtt_port}",
+        "reconnect_max_delay = 5",
+    ]
+    for number, port in enumerate(ports, start=1):
+        lines += [
+            "",
+            "[[machines]]",
+            f'id = "srv-{number}"',
+            'protocol = "redfish"',
+            f'address = "http://{LOOPBACK}:{port}"',
+            f"username = {json.dumps(USERNAME)}",
+            f"password = {json.dumps(PASSWORD)}",
+            "power_timeout = 120",
+            f"poll_interval = {settings.poll_interval}",
+            f"min_interval = {settings.min_interval}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def gateway(config: Path, log: Path) -> Iterator[subprocess.Popen]:
+    with child([str(BIN / "edge-gateway"), "run", "--config", str(config)], log) as process:
+        yield process
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+def bench_plan(site: str, execution_id: str, machines: list[str]) -> Plan:
+    return Plan(site=site, execution_id=execution_id, rollout_id="bench", steps=[
+        PlanStep("power.ensure", {"state": "on"}, machines),
+        PlanStep("boot.override", {"target": "pxe", "mode": "once"}, machines),
+        PlanStep("bios.apply", {"attributes": dict(BIOS_ATTRIBUTES), "reboot": True},
+                 machines),
+        PlanStep("inventory.collect", {}, machines),
+    ])
+
+
+def of_site(site: str, kind: type[protocol.Message]) -> Callable[[list], bool]:
+    return lambda messages: any(m.site == site for m in messages)
+
+
+def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
+    """Publish the plan and wait for its Result; the wall time covers both."""
+    def done(results: list[Result]) -> bool:
+        return any(r.execution_id == plan.execution_id for r in results)
+
+    started = time.monotonic()
+    recorder.publish(protocol.plan_topic(plan.site), plan.encode())
+    results = recorder.wait_for(done, Result, timeout=timeout)
+    wall = time.monotonic() - started
+    return PlanRun(wall, next(r for r in results if r.execution_id == plan.execution_id))
+
+
+def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
+             broker: Mosquitto, recorder: Recorder, settings: Settings,
+             directory: Path) -> SiteRun:
+    """Start BMCs and a gateway for one site, run its plans in turn, stop everything."""
+    directory.mkdir(parents=True)
+    run = SiteRun(machines=count)
+    with ExitStack() as stack:
+        sim_pid, ports = stack.enter_context(
+            simulator(count, settings, directory / "redfish-sim.log"))
+        config = directory / "gateway.toml"
+        config.write_text(gateway_config(site, broker.port, ports, settings))
+        started = time.monotonic()
+        process = stack.enter_context(gateway(config, directory / "gateway.log"))
+        wait_until_ready(recorder, site, process, directory / "gateway.log", settings.timeout)
+        run.startup_s = time.monotonic() - started
+        cpu = cpu_seconds(process.pid), cpu_seconds(sim_pid)
+        plan_started = time.monotonic()
+        for plan in plans([f"srv-{n}" for n in range(1, count + 1)]):
+            run.plans.append(run_plan(recorder, plan, settings.timeout))
+        run.plan_seconds = time.monotonic() - plan_started
+        run.gateway_cpu_s = cpu_seconds(process.pid) - cpu[0]
+        run.simulator_cpu_s = cpu_seconds(sim_pid) - cpu[1]
+        run.peak_rss_mib = proc_status(process.pid, "VmHWM")
+    return run
+
+
+def wait_until_ready(recorder: Recorder, site: str, process: subprocess.Popen, log: Path,
+                     timeout: float) -> None:
+    """Online, and its start-up inventory of every machine sent (so it is idle)."""
+    try:
+        recorder.wait_for(lambda ms: any(m.site == site and m.online for m in ms), Presence,
+                          timeout=30)
+        recorder.wait_for(of_site(site, Inventory), Inventory, timeout=timeout)
+    except TimeoutError:
+        state = "running" if process.poll() is None else f"exited {process.returncode}"
+        raise BenchmarkError(f"gateway of {site} not ready ({state}):\n{log_tail(log)}") from None
+
+
+# --- what the results say ------------------------------------------------------------------
+
+
+def step_seconds(result: Result) -> dict[str, list[float]]:
+    """Each task's duration on every machine, from the Result's step timestamps."""
+    durations: dict[str, list[float]] = {}
+    for machine in result.machines:
+        for step in machine.steps:
+            if step.started_at is not None and step.finished_at is not None:
+                durations.setdefault(step.task, []).append(step.finished_at - step.started_at)
+    return durations
+
+
+def machine_seconds(result: Result) -> list[float]:
+    """How long each machine took, first step started to last step finished."""
+    spans = []
+    for machine in result.machines:
+        starts = [s.started_at for s in machine.steps if s.started_at is not None]
+        ends = [s.finished_at for s in machine.steps if s.finished_at is not None]
+        if starts and ends:
+            spans.append(max(ends) - min(starts))
+    return spans
+
+
+def succeeded(result: Result) -> int:
+    return sum(1 for m in result.machines if m.state == protocol.MachineState.SUCCEEDED)
+
+
+def failures(result: Result) -> list[str]:
+    return [f"{m.machine}: {s.message}" for m in result.machines for s in m.steps
+            if s.state == protocol.StepState.FAILED]
+
+
+def summarize(settings: Settings, single: SiteRun, site: SiteRun) -> dict[str, Any]:
+    slowest = max(single.plans, key=lambda p: p.wall_s)
+    wall, result = site.plans[0].wall_s, site.plans[0].result
+    spans = machine_seconds(result)
+    return {
+        "machines": settings.machines,
+        "latency_s": settings.latency,
+        "max_parallel": settings.max_parallel,
+        "min_interval_s": settings.min_interval,
+        "poll_interval_s": settings.poll_interval,
+        "power_delay_s": settings.power_delay,
+        "wall_s": round(wall, 2),
+        "single_s": round(slowest.wall_s, 2),
+        "single_runs_s": [round(p.wall_s, 2) for p in single.plans],
+        "ratio": round(wall / slowest.wall_s, 3),
+        "ratio_target": RATIO_TARGET,
+        "peak_rss_mib": round(site.peak_rss_mib, 1),
+        "single_peak_rss_mib": round(single.peak_rss_mib, 1),
+        "rss_target_mib": RSS_TARGET_MIB,
+        "result_state": result.state,
+        "machines_succeeded": succeeded(result),
+        "machine_s_median": round(statistics.median(spans), 2) if spans else None,
+        "machine_s_max": round(max(spans), 2) if spans else None,
+        "gateway_cpu_s": round(site.gateway_cpu_s, 2),
+        "simulator_cpu_s": round(site.simulator_cpu_s, 2),
+        "gateway_startup_s": round(site.startup_s, 2),
+        "steps_s": {task: {"median": round(statistics.median(v), 2), "max": round(max(v), 2)}
+                    for task, v in step_seconds(result).items()},
+        "single_steps_s": {task: round(max(v), 2)
+                           for task, v in step_seconds(slowest.result).items()},
+        "ratio_ok": wall / slowest.wall_s <= RATIO_TARGET,
+        "rss_ok": site.peak_rss_mib <= RSS_TARGET_MIB,
+    }
+
+
+def machine_line() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, " \
+           f"{platform.system()} {platform.release()}"
+
+
+def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
+    """The human-readable summary (also what ``--write`` puts in BENCHMARKS.md)."""
+    ok = {True: "meets", False: "MISSES"}
+    steps = summary["steps_s"]
+    lines = [
+        f"Command: `{settings.command()}`",
+        f"Machine: {machine_line()}",
+        f"Run at: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        "",
+        "| metric | value | target |",
+        "|---|---|---|",
+        f"| {summary['machines']}-machine plan, wall time | {summary['wall_s']:.2f} s | |",
+        f"| single machine alone, slowest of {settings.single_runs} | "
+        f"{summary['single_s']:.2f} s (runs: "
+        f"{', '.join(f'{s:.2f}' for s in summary['single_runs_s'])}) | |",
+        f"| ratio | {summary['ratio']:.2f}x | <= {RATIO_TARGET}x "
+        f"({ok[summary['ratio_ok']]}) |",
+        f"| gateway peak RSS (VmHWM), {summary['machines']} machines | "
+        f"{summary['peak_rss_mib']:.1f} MiB | <= {RSS_TARGET_MIB:.0f} MiB "
+        f"({ok[summary['rss_ok']]}) |",
+        f"| gateway peak RSS, baseline site | {summary['single_peak_rss_mib']:.1f} MiB | |",
+        f"| result | {summary['result_state']}, {summary['machines_succeeded']}/"
+        f"{summary['machines']} machines succeeded | |",
+        f"| per-machine time in the {summary['machines']}-machine plan | median "
+        f"{summary['machine_s_median']} s, max {summary['machine_s_max']} s | |",
+        f"| CPU during the plan | gateway {summary['gateway_cpu_s']:.1f} s, "
+        f"simulator {summary['simulator_cpu_s']:.1f} s | |",
+        "",
+        "| step | alone (slowest run) | "
+        f"{summary['machines']} machines: median | {summary['machines']} machines: max |",
+        "|---|---|---|---|",
+    ]
+    for task, seconds in steps.items():
+        alone = summary["single_steps_s"].get(task)
+        lines.append(f"| {task} | {alone:.2f} s | {seconds['median']:.2f} s | "
+                     f"{seconds['max']:.2f} s |")
+    return lines
+
+
+def write_section(path: Path, settings: Settings, lines: list[str]) -> None:
+    """Replace the generated results block in BENCHMARKS.md (add the section if missing)."""
+    block = "\n".join([BEGIN_MARK, *lines, END_MARK])
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN_MARK in text and END_MARK in text:
+        before, rest = text.split(BEGIN_MARK, 1)
+        after = rest.split(END_MARK, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}\n"
+    path.write_text(text)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--machines", type=int, default=50, help="BMCs behind the gateway")
+    parser.add_argument("--latency", type=float, default=0.2,
+                        help="seconds the simulator adds to every Redfish request")
+    parser.add_argument("--max-parallel", type=int, default=None,
+                        help="the site's max_parallel (default: --machines)")
+    parser.add_argument("--min-interval", type=float, default=0.2,
+                        help="the machines' min_interval: seconds between two BMC calls")
+    parser.add_argument("--poll-interval", type=float, default=0.5,
+                        help="the machines' poll_interval while waiting for power")
+    parser.add_argument("--power-delay", type=float, default=1.0,
+                        help="seconds the simulated hosts take to change power or reboot")
+    parser.add_argument("--single-runs", type=int, default=3,
+                        help="machines run alone for the baseline; the slowest counts")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for a gateway's inventory or a plan's result")
+    parser.add_argument("--write", action="store_true",
+                        help=f"put the results into {BENCHMARKS_MD.name}")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the working directory (configs, logs, journals)")
+    args = parser.parse_args(argv)
+    if args.machines < 1 or args.single_runs < 1:
+        parser.error("--machines and --single-runs must be at least 1")
+    settings = Settings(
+        machines=args.machines, latency=args.latency,
+        max_parallel=args.max_parallel or args.machines, min_interval=args.min_interval,
+        poll_interval=args.poll_interval, power_delay=args.power_delay,
+        progress_interval=0.5, single_runs=args.single_runs, timeout=args.timeout)
+    return settings, args
+
+
+def benchmark(settings: Settings, directory: Path) -> tuple[SiteRun, SiteRun]:
+    """The baseline site, then the site under test, against one broker and one recorder."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(Mosquitto(directory / "mosquitto"))
+        recorder = Recorder(broker.port, client_id="bench-site-recorder")
+        stack.callback(recorder.close)
+
+        def alone(machines: list[str]) -> list[Plan]:
+            return [bench_plan("bench-single", f"single-{m}", [m]) for m in machines]
+
+        def together(machines: list[str]) -> list[Plan]:
+            return [bench_plan("bench-site", "site-all", machines)]
+
+        print(f"baseline: {settings.single_runs} machines, one plan each, one at a time...",
+              flush=True)
+        single = run_site("bench-single", settings.single_runs, alone, broker, recorder,
+                          settings, directory / "single")
+        print(f"site: {settings.machines} machines, one plan...", flush=True)
+        site = run_site("bench-site", settings.machines, together, broker, recorder, settings,
+                        directory / "site")
+    return single, site
+
+
+def check_results(single: SiteRun, site: SiteRun) -> None:
+    for run in (*single.plans, *site.plans):
+        problems = failures(run.result)
+        if problems:
+            print(f"warning: execution {run.result.execution_id} {run.result.state}: "
+                  + "; ".join(problems[:5]), file=sys.stderr)
+
+
+def raise_on_sigterm() -> None:
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, args = parse_args(argv)
+    raise_on_sigterm()
+    directory = Path(tempfile.mkdtemp(prefix="bench-site-"))
+    try:
+        single, site = benchmark(settings, directory)
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"working directory kept: {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    check_results(single, site)
+    summary = summarize(settings, single, site)
+    lines = report_lines(settings, summary)
+    print("\n".join(lines))
+    if args.write:
+        write_section(BENCHMARKS_MD, settings, lines)
+        print(f"results written to {BENCHMARKS_MD}")
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
