@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class SiteRun:
     simulator_cpu_s: float = 0.0
     plan_seconds: float = 0.0
     startup_s: float = 0.0
+    retries: int = 0  # requests sushy sent again after a transport error
+    requests: list[int] = field(default_factory=list)  # Redfish requests each BMC received
 
 
 # --- child processes -----------------------------------------------------------------------
@@ -246,6 +249,9 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         wait_until_ready(recorder, site, process, directory / "gateway.log", settings.timeout)
         run.startup_s = time.monotonic() - started
         cpu = cpu_seconds(process.pid), cpu_seconds(sim_pid)
+        log_size = (directory / "gateway.log").stat().st_size
+        for port in ports:  # forget the start-up inventory's requests
+            sim_control(port, "DELETE")
         plan_started = time.monotonic()
         for plan in plans([f"srv-{n}" for n in range(1, count + 1)]):
             run.plans.append(run_plan(recorder, plan, settings.timeout))
@@ -253,7 +259,24 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         run.gateway_cpu_s = cpu_seconds(process.pid) - cpu[0]
         run.simulator_cpu_s = cpu_seconds(sim_pid) - cpu[1]
         run.peak_rss_mib = proc_status(process.pid, "VmHWM")
+        run.retries = count_retries(directory / "gateway.log", since=log_size)
+        run.requests = [len(sim_control(port, "GET")) for port in ports]
     return run
+
+
+def sim_control(port: int, method: str) -> list[Any]:
+    """The simulator's record of the requests one BMC received (GET) or forget it (DELETE)."""
+    request = urllib.request.Request(f"http://{LOOPBACK}:{port}/_sim/requests", method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        body = response.read()
+    return json.loads(body) if body else []
+
+
+def count_retries(log: Path, since: int) -> int:
+    """sushy's "Transient error" warnings in the gateway's log after byte ``since``."""
+    with open(log, "rb") as file:
+        file.seek(since)
+        return file.read().count(b"Transient error during Redfish request")
 
 
 def wait_until_ready(recorder: Recorder, site: str, process: subprocess.Popen, log: Path,
@@ -327,6 +350,10 @@ def summarize(settings: Settings, single: SiteRun, site: SiteRun) -> dict[str, A
         "gateway_cpu_s": round(site.gateway_cpu_s, 2),
         "simulator_cpu_s": round(site.simulator_cpu_s, 2),
         "gateway_startup_s": round(site.startup_s, 2),
+        "retries": site.retries,
+        "requests_per_machine": round(statistics.median(site.requests)) if site.requests else None,
+        "single_requests_per_machine": max(single.requests) if single.requests else None,
+        "single_retries": single.retries,
         "steps_s": {task: {"median": round(statistics.median(v), 2), "max": round(max(v), 2)}
                     for task, v in step_seconds(result).items()},
         "single_steps_s": {task: round(max(v), 2)
@@ -371,6 +398,12 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
         f"{summary['machine_s_median']} s, max {summary['machine_s_max']} s | |",
         f"| CPU during the plan | gateway {summary['gateway_cpu_s']:.1f} s, "
         f"simulator {summary['simulator_cpu_s']:.1f} s | |",
+        f"| Redfish requests per machine for the plan | {summary['requests_per_machine']} "
+        f"({summary['machines']} machines, median), {summary['single_requests_per_machine']} "
+        "(alone) | |",
+        f"| requests retried after a dropped connection (1 s each) | "
+        f"{summary['retries']} ({summary['machines']} machines), "
+        f"{summary['single_retries']} (baseline) | |",
         "",
         "| step | alone (slowest run) | "
         f"{summary['machines']} machines: median | {summary['machines']} machines: max |",
@@ -463,16 +496,21 @@ def check_results(single: SiteRun, site: SiteRun) -> None:
                   + "; ".join(problems[:5]), file=sys.stderr)
 
 
-def raise_on_sigterm() -> None:
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM (even if inherited as ignored) unwind, stopping every child;
+    a second signal does not interrupt that clean-up."""
     def interrupt(signum: int, frame: Any) -> None:
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
-    raise_on_sigterm()
+    interrupt_on_signals()
     directory = Path(tempfile.mkdtemp(prefix="bench-site-"))
     try:
         single, site = benchmark(settings, directory)

@@ -253,8 +253,13 @@ class RedfishService:
 
     def forget(self) -> None:
         """Drop the connection without logging out (the BMC is restarting, say)."""
-        connector = self._connector
+        connector, root = self._connector, self._root
         self._root = self._system = self._auth = self._connector = None
+        if root is not None:
+            # sushy.Sushy.__del__ logs the session out: from whichever thread the garbage
+            # collector runs in, at any later time, with network timeouts and retries. We
+            # log out in close() or not at all (a restarted BMC forgot the session anyway).
+            root._auth = None
         if connector is not None:
             connector.close()
 

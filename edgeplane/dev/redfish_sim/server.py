@@ -51,6 +51,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as BMCs and sushy use it
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
@@ -145,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:  # the client asked to close (sushy does): say we will
+            self.send_header("Connection", "close")
         self.end_headers()
         if payload and not head_only:
             self.wfile.write(payload)
