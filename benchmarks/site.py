@@ -103,7 +103,6 @@ class SiteRun:
     peak_rss_mib: float = 0.0
     gateway_cpu_s: float = 0.0
     simulator_cpu_s: float = 0.0
-    plan_seconds: float = 0.0
     startup_s: float = 0.0
     retries: int = 0  # requests sushy sent again after a transport error
     requests: list[int] = field(default_factory=list)  # Redfish requests each BMC received
@@ -217,10 +216,6 @@ def bench_plan(site: str, execution_id: str, machines: list[str]) -> Plan:
     ])
 
 
-def of_site(site: str, kind: type[protocol.Message]) -> Callable[[list], bool]:
-    return lambda messages: any(m.site == site for m in messages)
-
-
 def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
     """Publish the plan and wait for its Result; the wall time covers both."""
     def done(results: list[Result]) -> bool:
@@ -228,7 +223,11 @@ def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
 
     started = time.monotonic()
     recorder.publish(protocol.plan_topic(plan.site), plan.encode())
-    results = recorder.wait_for(done, Result, timeout=timeout)
+    try:
+        results = recorder.wait_for(done, Result, timeout=timeout)
+    except TimeoutError:
+        raise BenchmarkError(f"no result for execution {plan.execution_id} after "
+                             f"{timeout:.0f} s (--keep keeps the logs)") from None
     wall = time.monotonic() - started
     return PlanRun(wall, next(r for r in results if r.execution_id == plan.execution_id))
 
@@ -252,10 +251,8 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         log_size = (directory / "gateway.log").stat().st_size
         for port in ports:  # forget the start-up inventory's requests
             sim_control(port, "DELETE")
-        plan_started = time.monotonic()
         for plan in plans([f"srv-{n}" for n in range(1, count + 1)]):
             run.plans.append(run_plan(recorder, plan, settings.timeout))
-        run.plan_seconds = time.monotonic() - plan_started
         run.gateway_cpu_s = cpu_seconds(process.pid) - cpu[0]
         run.simulator_cpu_s = cpu_seconds(sim_pid) - cpu[1]
         run.peak_rss_mib = proc_status(process.pid, "VmHWM")
@@ -285,7 +282,8 @@ def wait_until_ready(recorder: Recorder, site: str, process: subprocess.Popen, l
     try:
         recorder.wait_for(lambda ms: any(m.site == site and m.online for m in ms), Presence,
                           timeout=30)
-        recorder.wait_for(of_site(site, Inventory), Inventory, timeout=timeout)
+        recorder.wait_for(lambda ms: any(m.site == site for m in ms), Inventory,
+                          timeout=timeout)
     except TimeoutError:
         state = "running" if process.poll() is None else f"exited {process.returncode}"
         raise BenchmarkError(f"gateway of {site} not ready ({state}):\n{log_tail(log)}") from None
@@ -411,7 +409,8 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
     ]
     for task, seconds in steps.items():
         alone = summary["single_steps_s"].get(task)
-        lines.append(f"| {task} | {alone:.2f} s | {seconds['median']:.2f} s | "
+        alone_text = "-" if alone is None else f"{alone:.2f} s"
+        lines.append(f"| {task} | {alone_text} | {seconds['median']:.2f} s | "
                      f"{seconds['max']:.2f} s |")
     return lines
 

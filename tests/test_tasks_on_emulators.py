@@ -16,7 +16,8 @@ from edge_gateway.tasks import TaskContext, run_task
 from edgeplane.dev.ipmi_sim import SimulatorProcess
 from edgeplane.dev.redfish_sim import BmcOptions, RedfishSimulator
 from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
-from edgeplane.protocol import BmcProtocol, PowerState
+from edgeplane.protocol import BmcProtocol, Capability, PowerState
+from tests.mockups import two_system_mockup
 
 FAST = BmcOptions(power_delay=0.2, update_seconds=0.5, reset_seconds=0.5)
 
@@ -321,3 +322,27 @@ def test_ipmi_bmc_reset_and_refusals(ipmi):
     assert "not idempotent" in ipmi.run("bmc.reset", timeout=20).message
     with pytest.raises(GatewayError, match="cannot do bios.apply"):
         ipmi.run("bios.apply", attributes={"ProcTurboMode": "Disabled"})
+
+
+# --- a BMC of another shape -----------------------------------------------------------------
+
+
+def test_a_bmc_without_bios_firmware_or_logs_says_so_and_still_works(tmp_path, images):
+    with RedfishSimulator(mockup=two_system_mockup(tmp_path / "other"),
+                          options=BmcOptions(power_delay=0.1)) as sim:
+        machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password",
+                          system_id="/redfish/v1/Systems/node-b")
+        try:
+            assert machine.driver.machine_capabilities() == {
+                Capability.POWER, Capability.BOOT, Capability.MEDIA, Capability.INVENTORY}
+            inventory = machine.run("inventory.collect").data
+            assert inventory["system"]["manufacturer"] == "Other"
+            assert machine.run("power.ensure", state="on").changed
+            image = images("rescue.iso")
+            assert machine.run("media.insert", image=image).changed  # under the manager
+            inserts = [p for m, p, _ in sim.bmc.received if p.endswith("/Actions/Insert")]
+            assert inserts == ["/redfish/v1/Managers/mgr/VM/usb0/Actions/Insert"]
+            with pytest.raises(GatewayError, match="no Bios resource|no bios"):
+                machine.run("bios.read")
+        finally:
+            machine.driver.close()
