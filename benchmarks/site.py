@@ -415,7 +415,7 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, settings: Settings, lines: list[str]) -> None:
+def write_section(path: Path, lines: list[str]) -> None:
     """Replace the generated results block in BENCHMARKS.md (add the section if missing)."""
     block = "\n".join([BEGIN_MARK, *lines, END_MARK])
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -529,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = report_lines(settings, summary)
     print("\n".join(lines))
     if args.write:
-        write_section(BENCHMARKS_MD, settings, lines)
+        write_section(BENCHMARKS_MD, lines)
         print(f"results written to {BENCHMARKS_MD}")
     print(json.dumps(summary, separators=(",", ":")))
     return 0

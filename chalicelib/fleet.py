@@ -25,7 +25,7 @@ def put_site(site_id: str, body: SiteIn, clock: Callable[[], float] = time.time)
     now = clock()
     defaults: dict[str, object] = {"name": site_id, "tags": [], "timezone": DEFAULT_TIMEZONE}
     actions = [Site.created_at.set(Site.created_at | now), Site.updated_at.set(now)]
-    for field in ("name", "region", "tags", "timezone"):
+    for field in ("name", "region", "tags", "timezone", "facts"):
         attribute, value = getattr(Site, field), getattr(body, field)
         default = defaults.get(field)
         if field not in body.model_fields_set:  # left out: keep, or default if new

@@ -71,6 +71,7 @@ class Site(EdgeplaneModel):
     region = UnicodeAttribute(null=True)
     tags = ListAttribute(of=UnicodeAttribute, null=True)
     timezone = UnicodeAttribute(null=True)
+    facts = JSONAttribute(null=True)  # what templates read as site.facts
     created_at = NumberAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     # Reported by the gateway (presence, inventory); never written by the API.
@@ -103,6 +104,8 @@ class Machine(EdgeplaneModel):
     inventory_error = UnicodeAttribute(null=True)
     inventory_ts = NumberAttribute(null=True)  # gateway ts of the inventory applied last
     source = UnicodeAttribute(null=True)  # "api" once an operator declared it, else "inventory"
+    # What the latest blueprint rollout asked of it: {blueprint, revision, params, rollout}.
+    desired = JSONAttribute(null=True)
     updated_at = NumberAttribute(null=True)
 
 
@@ -115,6 +118,8 @@ class Rollout(EdgeplaneModel):
     rollout_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute(null=True)
     steps = JSONAttribute()  # [{"task": ..., "params": {...}}], params already validated
+    blueprint = UnicodeAttribute(null=True)  # set: the steps are this blueprint revision's
+    blueprint_revision = NumberAttribute(null=True)
     target_tag = UnicodeAttribute(null=True)  # None: the sites were listed
     site_ids = ListAttribute(of=UnicodeAttribute)  # resolved; ~200 KB for 10,000 sites
     state = UnicodeAttribute()
@@ -210,7 +215,41 @@ class MachineResult(EdgeplaneModel):
         return True
 
 
-MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, MachineResult)
+class Definition(EdgeplaneModel):
+    """The current version of an operator's document (profile, group, machine class; a
+    blueprint's latest revision). Sites are documents too, but live in ``Site``."""
+
+    TABLE = "definitions"
+
+    class Meta:
+        table_name = "edgeplane-definitions"
+
+    kind = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+    spec = JSONAttribute()
+    spec_hash = UnicodeAttribute()
+    revision = NumberAttribute(default=1)  # blueprints: the latest revision
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+
+
+class BlueprintRevision(EdgeplaneModel):
+    """An immutable revision of a blueprint: written once, never changed."""
+
+    TABLE = "blueprint-revisions"
+
+    class Meta:
+        table_name = "edgeplane-blueprint-revisions"
+
+    name = UnicodeAttribute(hash_key=True)
+    revision = NumberAttribute(range_key=True)
+    spec = JSONAttribute()
+    spec_hash = UnicodeAttribute()
+    created_at = NumberAttribute()
+
+
+MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, MachineResult,
+                                            Definition, BlueprintRevision)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:

@@ -30,6 +30,9 @@ def select_machines(machines: Sequence[Machine], step: dict[str, Any]) -> list[M
             continue
         if select.get("capable") and needed not in (machine.capabilities or ()):
             continue
+        labels = dict(machine.labels or {})
+        if any(labels.get(key) != value for key, value in (select.get("labels") or {}).items()):
+            continue
         chosen.append(machine)
     return chosen
 

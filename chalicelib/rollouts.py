@@ -22,10 +22,14 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import plans, states
+from chalicelib.definitions import catalog, render
+from chalicelib.definitions.documents import BlueprintSpec
+from chalicelib.definitions.resolve import Fleet
 from chalicelib.errors import BadRequest, Conflict, NotFound, PublishFailed
 from chalicelib.models import (
     Execution,
@@ -69,14 +73,15 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
             return _resume(existing, body, publisher, clock)
 
     site_ids = resolve_sites(body)
-    steps = [step.model_dump(exclude_none=True) for step in body.steps]
-    rendered = render_all(rollout_id, site_ids, steps)
+    source = source_of(body)
+    rendered = render_all(rollout_id, site_ids, source)
 
     now = clock()
     rollout = Rollout(
-        rollout_id, name=body.name, steps=steps, target_tag=body.tag, site_ids=site_ids,
-        state=RolloutState.RUNNING, client_token=body.client_token,
+        rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
+        site_ids=site_ids, state=RolloutState.RUNNING, client_token=body.client_token,
         request_hash=body.fingerprint(), created_at=now, updated_at=now,
+        blueprint=source.blueprint, blueprint_revision=source.revision,
     )
     try:
         rollout.save(condition=Rollout.rollout_id.does_not_exist())
@@ -85,7 +90,8 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
             raise
         # The same client token, in a request running concurrently with this one.
         return _resume(Rollout.get(rollout_id, consistent_read=True), body, publisher, clock)
-    LOG.info("rollout %s created: %d steps on %d sites", rollout_id, len(steps), len(site_ids))
+    LOG.info("rollout %s created: %d steps on %d sites", rollout_id, len(source.steps),
+             len(site_ids))
     executions = ensure_executions(rollout, clock)
     dispatch(rollout, executions, publisher, rendered, clock)
     return Created(rollout, executions_of(rollout_id), new=True)
@@ -115,14 +121,51 @@ def resolve_sites(body: RolloutIn) -> list[str]:
     return site_ids
 
 
+@dataclass
+class Source:
+    """What a rollout runs: inline steps, or a blueprint revision rendered per site."""
+
+    steps: list[dict[str, Any]]
+    blueprint: str | None = None
+    revision: int | None = None
+    spec: BlueprintSpec | None = None
+    fleet: Fleet | None = None
+
+
+def source_of(body: RolloutIn) -> Source:
+    if body.blueprint is None:
+        return Source([step.model_dump(exclude_none=True) for step in body.steps or []])
+    revision, spec = catalog.blueprint_revision(body.blueprint, body.revision)
+    return Source(render.step_dicts(spec), body.blueprint, revision, spec, catalog.load_fleet())
+
+
+def source_of_rollout(rollout: Rollout) -> Source:
+    if rollout.blueprint is None:
+        return Source(rollout.steps)
+    revision, spec = catalog.blueprint_revision(rollout.blueprint,
+                                                int(rollout.blueprint_revision))
+    return Source(rollout.steps, rollout.blueprint, revision, spec, catalog.load_fleet())
+
+
+def render_site(rollout_id: str, site_id: str, source: Source) -> render.RenderedSite:
+    """One site's plan (and, for a blueprint, its machines' desired states)."""
+    machines = list(Machine.query(site_id, consistent_read=True))
+    if source.blueprint is None:
+        return render.RenderedSite(plans.render(rollout_id, site_id, machines, source.steps),
+                                   {})
+    assert source.spec is not None and source.fleet is not None and source.revision
+    site = Site.get(site_id, consistent_read=True)
+    return render.render_site(rollout_id, site, machines, source.blueprint, source.revision,
+                              source.spec, source.fleet)
+
+
 def render_all(rollout_id: str, site_ids: Sequence[str],
-               steps: list[dict]) -> dict[str, protocol.Plan]:
+               source: Source) -> dict[str, render.RenderedSite]:
     """Every site's plan, or one Conflict naming every site that cannot run the steps."""
     rendered, problems = {}, []
     for site_id in site_ids:
-        machines = list(Machine.query(site_id, consistent_read=True))
         try:
-            rendered[site_id] = plans.render(rollout_id, site_id, machines, steps)
+            rendered[site_id] = render_site(rollout_id, site_id, source)
         except Conflict as exc:
             problems.append(exc.message)
     if problems:
@@ -150,24 +193,27 @@ def ensure_executions(rollout: Rollout, clock: Clock = time.time) -> list[Execut
 
 
 def dispatch(rollout: Rollout, executions: Sequence[Execution], publisher: Publisher,
-             rendered: dict[str, protocol.Plan], clock: Clock = time.time) -> None:
+             rendered: dict[str, render.RenderedSite], clock: Clock = time.time) -> None:
     """Publish the plan of every queued execution and mark it sent.
 
     A site whose plan cannot be published stays queued (with the reason in its message)
-    for a later dispatch; a site that can no longer run the rollout fails alone.
+    for a later dispatch; a site that can no longer run the rollout fails alone. For a
+    blueprint, the site's machines get their desired state as the plan goes out.
     """
     failed_any = False
+    source: Source | None = None
     for execution in executions:
         if execution.state != ExecutionState.QUEUED:
             continue
         site_id = execution.site_id
         try:
-            plan = rendered.get(site_id) or plans.render(
-                rollout.rollout_id, site_id,
-                list(Machine.query(site_id, consistent_read=True)), rollout.steps)
+            if site_id not in rendered:
+                source = source or source_of_rollout(rollout)
+                rendered[site_id] = render_site(rollout.rollout_id, site_id, source)
         except Conflict as exc:
             failed_any |= execution.move(ExecutionState.FAILED, message=exc.message)
             continue
+        plan, desired = rendered[site_id].plan, rendered[site_id].desired
         try:
             publisher.publish(protocol.plan_topic(site_id), plan.encode())
         except PublishFailed as exc:
@@ -177,12 +223,21 @@ def dispatch(rollout: Rollout, executions: Sequence[Execution], publisher: Publi
                                [Execution.message.set(f"plan not sent: {exc.message}")],
                                Execution.state == ExecutionState.QUEUED)
             continue
+        set_desired(rollout.rollout_id, site_id, desired, clock)
         if not execution.move(ExecutionState.SENT, message="", plan_message_id=plan.id,
                               sent_at=clock()):
             LOG.info("execution %s moved past queued before it was marked sent",
                      execution.execution_id)
     if failed_any:
         finish_if_done(rollout.rollout_id)
+
+
+def set_desired(rollout_id: str, site_id: str, desired: dict[str, dict[str, Any]],
+                clock: Clock = time.time) -> None:
+    """Record what the rollout asks of each machine (its blueprint revision and params)."""
+    for machine_id, state in desired.items():
+        Machine(site_id, machine_id).update(actions=[
+            Machine.desired.set({**state, "rollout": rollout_id, "set_at": clock()})])
 
 
 def finish_if_done(rollout_id: str) -> RolloutState | None:

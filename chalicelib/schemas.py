@@ -41,6 +41,7 @@ class SiteIn(_Body):
     region: str | None = Field(default=None, min_length=1, max_length=SHORT)
     tags: list[str] | None = Field(default=None, max_length=50)
     timezone: str | None = None
+    facts: dict[str, Any] | None = Field(default=None, max_length=100)
 
     @field_validator("tags")
     @classmethod
@@ -113,10 +114,15 @@ class StepIn(_Body):
 
 
 class RolloutIn(_Body):
+    """A rollout of ``steps`` given inline, or of a ``blueprint`` revision (its latest
+    unless ``revision`` says which)."""
+
     name: str | None = Field(default=None, min_length=1, max_length=SHORT)
     sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
     tag: str | None = Field(default=None, min_length=1, max_length=SHORT)
-    steps: list[StepIn] = Field(min_length=1, max_length=50)
+    steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=50)
+    blueprint: str | None = Field(default=None, min_length=1, max_length=SHORT)
+    revision: int | None = Field(default=None, ge=1)
     client_token: str | None = Field(default=None, min_length=1, max_length=SHORT)
 
     @field_validator("sites")
@@ -133,6 +139,10 @@ class RolloutIn(_Body):
     def _one_target(self) -> RolloutIn:
         if (self.sites is None) == (self.tag is None):
             raise ValueError("give exactly one of 'sites' (a list of site ids) or 'tag'")
+        if (self.steps is None) == (self.blueprint is None):
+            raise ValueError("give exactly one of 'steps' (tasks inline) or 'blueprint'")
+        if self.revision is not None and self.blueprint is None:
+            raise ValueError("'revision' is a blueprint's: give 'blueprint' too")
         return self
 
     def fingerprint(self) -> str:

@@ -29,6 +29,7 @@ def site(item: Site) -> dict[str, Any]:
         "region": item.region,
         "tags": list(item.tags or []),
         "timezone": item.timezone,
+        "facts": dict(item.facts or {}),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.updated_at),
         "online": bool(item.online),
@@ -53,6 +54,7 @@ def machine(item: Machine) -> dict[str, Any]:
         "power": item.power,
         "inventory_error": item.inventory_error,
         "source": item.source,
+        "desired": item.desired,
         "updated_at": iso(item.updated_at),
     }
 
@@ -63,6 +65,8 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
         "name": item.name,
         "state": item.state,
         "steps": item.steps,
+        "blueprint": ({"name": item.blueprint, "revision": int(item.blueprint_revision)}
+                      if item.blueprint else None),
         "target": {"tag": item.target_tag} if item.target_tag else {"sites": list(item.site_ids)},
         "site_ids": list(item.site_ids),
         "client_token": item.client_token,

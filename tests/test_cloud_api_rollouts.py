@@ -109,7 +109,11 @@ def test_a_tag_selects_its_sites(api, published):
 @pytest.mark.parametrize("body, status, message", [
     ({"steps": [POWER_ON]}, 400, "give exactly one of 'sites'"),
     ({"sites": ["shop-1"], "tag": "x", "steps": [POWER_ON]}, 400, "give exactly one of"),
-    ({"sites": ["shop-1"]}, 400, "field 'steps'"),
+    ({"sites": ["shop-1"]}, 400, "give exactly one of 'steps' (tasks inline) or 'blueprint'"),
+    ({"sites": ["shop-1"], "steps": [POWER_ON], "blueprint": "b"}, 400,
+     "give exactly one of 'steps'"),
+    ({"sites": ["shop-1"], "steps": [POWER_ON], "revision": 2}, 400, "'revision' is a "
+     "blueprint's"),
     ({"sites": ["shop-1"], "steps": []}, 400, "field 'steps'"),
     ({"sites": ["Bad Site"], "steps": [POWER_ON]}, 400, "field 'sites'"),
     ({"sites": ["shop-1"], "steps": [POWER_ON, {"task": "power.ensure", "params": {}}]}, 400,

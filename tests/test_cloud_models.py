@@ -26,7 +26,7 @@ def test_create_tables_is_idempotent(aws):
     assert models.create_tables() == []
     assert {m.Meta.table_name for m in models.MODELS} == {
         "test-sites", "test-machines", "test-rollouts", "test-executions",
-        "test-machine-results"}
+        "test-machine-results", "test-definitions", "test-blueprint-revisions"}
 
 
 def test_execution_moves_only_along_the_table(aws):
