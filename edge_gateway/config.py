@@ -6,7 +6,7 @@ and addresses is ever sent to the cloud. A password can be given inline, or by r
 
     site = "shop-0042"
     journal = "/var/lib/edge-gateway/journal.db"   # relative paths: next to this file
-    max_parallel = 8                                # machines worked on at once
+    max_parallel = 64                               # machines worked on at once
 
     [mqtt]
     host = "broker.example.net"
@@ -80,7 +80,9 @@ class SiteConfig:
     journal: Path
     mqtt: MqttSettings
     machines: tuple[MachineConfig, ...]
-    max_parallel: int = 8
+    # Machines worked on at once. Each waits on its own BMC, so a site's machines normally
+    # all run together; the cap bounds threads and memory (~0.2 MiB each; BENCHMARKS.md).
+    max_parallel: int = 64
     progress_interval: float = 1.0
 
     def machine(self, machine_id: str) -> MachineConfig | None:
@@ -128,7 +130,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         journal=journal if journal.is_absolute() else base_dir / journal,
         mqtt=mqtt,
         machines=machines,
-        max_parallel=int(data.get("max_parallel", 8)),
+        max_parallel=int(data.get("max_parallel", SiteConfig.max_parallel)),
         progress_interval=float(data.get("progress_interval", 1.0)),
     )
 
