@@ -106,6 +106,10 @@ class Machine(EdgeplaneModel):
     source = UnicodeAttribute(null=True)  # "api" once an operator declared it, else "inventory"
     # What the latest blueprint rollout asked of it: {blueprint, revision, params, rollout}.
     desired = JSONAttribute(null=True)
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return self.labels.as_dict() if self.labels is not None else {}
     updated_at = NumberAttribute(null=True)
 
 

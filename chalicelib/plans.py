@@ -30,7 +30,7 @@ def select_machines(machines: Sequence[Machine], step: dict[str, Any]) -> list[M
             continue
         if select.get("capable") and needed not in (machine.capabilities or ()):
             continue
-        labels = dict(machine.labels or {})
+        labels = machine.label_dict
         if any(labels.get(key) != value for key, value in (select.get("labels") or {}).items()):
             continue
         chosen.append(machine)

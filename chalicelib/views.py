@@ -46,7 +46,7 @@ def machine(item: Machine) -> dict[str, Any]:
         "protocol": item.protocol,
         "address": item.address,
         "machine_class": item.machine_class,
-        "labels": item.labels.as_dict() if item.labels is not None else {},
+        "labels": item.label_dict,
         "capabilities": list(item.capabilities) if item.capabilities is not None else None,
         "manufacturer": item.manufacturer,
         "model": item.model,

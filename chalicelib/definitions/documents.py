@@ -78,7 +78,11 @@ class ParamDecl(_Spec):
     @model_validator(mode="after")
     def _default_fits(self) -> ParamDecl:
         if self.default is not None:
-            self.check("default", "default", self.default)
+            try:
+                self.as_param().check("declaration", "default", self.default)
+            except ProtocolError as exc:
+                why = str(exc).split("; ", 1)[-1]
+                raise ValueError(f"the default {self.default!r} does not fit: {why}") from None
         return self
 
 

@@ -92,7 +92,7 @@ def _context(site: Site, machine: Machine, params: dict[str, Any]) -> dict[str, 
                  "tags": list(site.tags or []), "timezone": site.timezone,
                  "facts": dict(site.facts or {})},
         "machine": {"id": machine.machine_id, "class": machine.machine_class,
-                    "protocol": machine.protocol, "labels": dict(machine.labels or {}),
+                    "protocol": machine.protocol, "labels": machine.label_dict,
                     "manufacturer": machine.manufacturer, "model": machine.model,
                     "serial": machine.serial},
     }

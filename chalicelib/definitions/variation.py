@@ -1,7 +1,8 @@
 """The variation report: how much site-specific customization the fleet really has.
 
-For every parameter: how many sites take it from each level, how many distinct values are
-in use, and which overrides are redundant (equal to what they override: deleting them would
+For every parameter: how many sites take it from each level (and how many have no value
+for it), how many distinct values are in use, how many machine-class and machine profiles
+set it, and which overrides are redundant (equal to what they override: deleting them would
 change nothing). The headline is ``customized_sites``: sites with at least one override of
 their own that changes something. Sites with the same groups share the fleet and group part
 of their resolution, so 10,000 sites cost little more than their own site profiles.
@@ -77,6 +78,7 @@ def report(fleet: Fleet, sites: Iterable[SiteTags]) -> dict[str, Any]:
     parameters = [{
         "name": name,
         "distinct_values": len(values[name]),
+        "sites_without_value": site_count - sum(by_level[name].values()),
         "sites_by_level": dict(sorted(by_level[name].items())),
         "site_overrides": by_level[name].get(str(Level.SITE), 0),
         "machine_overrides": machine_overrides.get(name, 0),
@@ -88,7 +90,8 @@ def report(fleet: Fleet, sites: Iterable[SiteTags]) -> dict[str, Any]:
         "sites": site_count,
         "customized_sites": len(customized),
         "parameters": parameters,
-        "varying_parameters": [p["name"] for p in parameters if p["distinct_values"] > 1],
+        "varying_parameters": [p["name"] for p in parameters if p["distinct_values"] > 1
+                               or p["sites_without_value"] or p["machine_overrides"]],
         "redundant": sorted(redundant.values(), key=lambda r: (r["parameter"],
                                                                str(r["profile"]))),
         "conflicts": conflicts,
@@ -121,5 +124,5 @@ def _machine_overrides(fleet: Fleet) -> Counter[str]:
     counted: Counter[str] = Counter()
     for profile in fleet.profiles:
         if profile.level in (Level.MACHINE_CLASS, Level.MACHINE):
-            counted.update(profile.params)
+            counted.update(profile.params.keys())
     return counted
