@@ -150,6 +150,9 @@ def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:
         Machine.inventory_ts.set(ts),
         Machine.updated_at.set(now),
     ]
+    if report.machine_class:  # like protocol and address: an operator's declaration wins
+        actions.append(Machine.machine_class.set(Machine.machine_class
+                                                 | str(report.machine_class)))
     if report.error:  # the gateway could not reach the BMC: keep the facts we had
         actions.append(Machine.inventory_error.set(str(report.error)))
         if report.capabilities:

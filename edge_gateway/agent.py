@@ -204,7 +204,8 @@ class Gateway:
 
     def _describe(self, machine: MachineConfig) -> MachineReport:
         base = {"id": machine.id, "protocol": str(machine.protocol),
-                "address": machine.credentials.address}
+                "address": machine.credentials.address,
+                "machine_class": machine.machine_class}
         try:
             driver = self.paced_driver(machine)
             base["capabilities"] = sorted(driver.capabilities)

@@ -470,6 +470,7 @@ class MachineReport:
     serial: str | None = None
     power: str | None = None
     error: str | None = None
+    machine_class: str | None = None  # from the site's config (``class = ...``)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ def test_a_priority_settles_a_conflict_and_equal_values_are_no_conflict():
     resolved = fleet(retail).resolve("shop-1", ["emea", "retail"])
     assert (resolved["ntp_server"].value, resolved["ntp_server"].source.profile) == \
         ("10.9.9.9", "retail-ntp")
+    # the lower-priority group profile is overridden too, and says so
+    assert [o.profile for o in resolved["ntp_server"].overrides] == ["emea", "fleet-defaults"]
     agreeing = Profile("retail-same", Level.GROUP, "retail", {"ntp_server": "10.1.0.1"})
     assert fleet(agreeing).resolve("shop-1", ["emea", "retail"])["ntp_server"].value == \
         "10.1.0.1"

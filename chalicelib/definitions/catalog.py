@@ -50,7 +50,7 @@ def spec_hash(spec: dict[str, Any]) -> str:
 
 
 @dataclass
-class _View:
+class View:
     """The stored definitions with the batch's documents staged on top (for dry runs and
     for documents that refer to others of the same batch)."""
 
@@ -88,7 +88,7 @@ def apply(raw_documents: list[Any], dry_run: bool = False,
     if twice:
         raise BadRequest(f"documents given twice in one batch: {', '.join(twice)}")
     parsed.sort(key=lambda item: APPLY_ORDER.index(item[0].kind))
-    view = _View()
+    view = View()
     plans = []
     for document, spec in parsed:  # check everything before writing anything
         _check(document, spec, view)
@@ -102,7 +102,7 @@ def apply(raw_documents: list[Any], dry_run: bool = False,
     return results
 
 
-def _check(document: Document, spec: Any, view: _View) -> None:
+def _check(document: Document, spec: Any, view: View) -> None:
     where = f"{document.kind} {document.name}"
     if document.kind == Kind.SITE:
         # What a site gets when a field is left out, so that applying it again is a no-op.
@@ -121,7 +121,7 @@ def _check(document: Document, spec: Any, view: _View) -> None:
         _check_blueprint_against_profiles(where, spec, view)
 
 
-def _check_target(where: str, spec: ProfileSpec, view: _View) -> None:
+def _check_target(where: str, spec: ProfileSpec, view: View) -> None:
     kind = {Level.GROUP: Kind.GROUP, Level.MACHINE_CLASS: Kind.MACHINE_CLASS,
             Level.SITE: Kind.SITE, Level.MACHINE: Kind.SITE}.get(spec.level)
     if kind is None:
@@ -133,7 +133,7 @@ def _check_target(where: str, spec: ProfileSpec, view: _View) -> None:
                          f"{kind} first (or in the same batch)")
 
 
-def declared_params(view: _View) -> dict[str, list[tuple[str, ParamDecl]]]:
+def declared_params(view: View) -> dict[str, list[tuple[str, ParamDecl]]]:
     """Every parameter a blueprint declares: name -> [(blueprint, declaration)]."""
     declared: dict[str, list[tuple[str, ParamDecl]]] = {}
     for name, raw in sorted(view.all(Kind.BLUEPRINT).items()):
@@ -142,7 +142,7 @@ def declared_params(view: _View) -> dict[str, list[tuple[str, ParamDecl]]]:
     return declared
 
 
-def _check_profile_values(where: str, params: dict[str, Any], view: _View) -> None:
+def _check_profile_values(where: str, params: dict[str, Any], view: View) -> None:
     declared = declared_params(view)
     problems = []
     for param, value in sorted(params.items()):
@@ -161,7 +161,7 @@ def _check_profile_values(where: str, params: dict[str, Any], view: _View) -> No
         raise BadRequest(f"{where}: " + "; ".join(problems))
 
 
-def _check_blueprint_against_profiles(where: str, spec: BlueprintSpec, view: _View) -> None:
+def _check_blueprint_against_profiles(where: str, spec: BlueprintSpec, view: View) -> None:
     problems = []
     for profile_name, raw in sorted(view.all(Kind.PROFILE).items()):
         for param, value in (raw.get("params") or {}).items():
@@ -177,7 +177,7 @@ def _check_blueprint_against_profiles(where: str, spec: BlueprintSpec, view: _Vi
                          + "; ".join(problems))
 
 
-def _change(document: Document, view: _View) -> dict[str, Any]:
+def _change(document: Document, view: View) -> dict[str, Any]:
     current = view.spec(document.kind, document.name)
     result: dict[str, Any] = {"kind": str(document.kind), "name": document.name}
     if current is None:

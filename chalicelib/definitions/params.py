@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,16 @@ def defaults_of(blueprint: str | None) -> dict[str, Any]:
         return {}
     _, spec = catalog.blueprint_revision(blueprint)
     return {name: decl.default for name, decl in spec.params.items()}
+
+
+def blueprint_defaults() -> dict[str, Any]:
+    """Every blueprint parameter's default, where the blueprints that declare it agree."""
+    values: dict[str, Any] = {}
+    for name, declarations in catalog.declared_params(catalog.View()).items():
+        defaults = {json.dumps(decl.default, sort_keys=True) for _, decl in declarations}
+        if len(defaults) == 1 and declarations[0][1].default is not None:
+            values[name] = declarations[0][1].default
+    return values
 
 
 def resolve_for(fleet: Fleet, site: Site, machine: Machine | None,
@@ -65,6 +76,6 @@ def fleet_variation(clock: Any = time.perf_counter) -> dict[str, Any]:
     site_tags = [variation.SiteTags(s.site_id, tuple(s.tags or ()))
                  for s in Site.scan(attributes_to_get=["site_id", "tags"])]
     started = clock()
-    report = variation.report(fleet, site_tags)
+    report = variation.report(fleet, site_tags, blueprint_defaults())
     report["computed_in_ms"] = round((clock() - started) * 1000, 1)
     return report

@@ -105,8 +105,8 @@ def chains_of(defaults: Mapping[str, Any] | None) -> Chains:
 
 def extend(chains: Chains, level: Level, profiles: list[Profile], site_id: str) -> Chains:
     """Add one level's values on top (in place); returns ``chains``."""
-    for name, source in _level_winners(level, profiles, site_id).items():
-        chains.setdefault(name, []).append(source)
+    for name, sources in _level_sources(level, profiles, site_id).items():
+        chains.setdefault(name, []).extend(sources)
     return chains
 
 
@@ -115,23 +115,26 @@ def finish(chains: Chains) -> dict[str, Resolved]:
             for name, chain in chains.items()}
 
 
-def _level_winners(level: Level, profiles: list[Profile], site_id: str) -> dict[str, Source]:
-    """Each parameter's value at one level: the highest priority wins; equal priorities
-    must agree."""
-    winners: dict[str, tuple[Profile, Any]] = {}
+def _level_sources(level: Level, profiles: list[Profile],
+                   site_id: str) -> dict[str, list[Source]]:
+    """Each parameter's values at one level, the winner last: the highest priority wins, and
+    profiles of equal priority must agree. The others are kept: they are overridden too."""
+    ranked: dict[str, list[tuple[Profile, Any]]] = {}
     for profile in sorted(profiles, key=lambda p: (-p.priority, p.name)):
         for name, value in profile.params.items():
-            if name not in winners:
-                winners[name] = (profile, value)
-                continue
-            best, best_value = winners[name]
-            if best.priority == profile.priority and best_value != value:
-                raise ConflictError(
-                    f"site {site_id!r}: parameter {name!r} is {best_value!r} in {level} "
-                    f"profile {best.name!r} and {value!r} in {level} profile {profile.name!r}, "
-                    f"both at priority {profile.priority}: give one a higher priority")
-    return {name: Source(profile.name, str(level), value)
-            for name, (profile, value) in winners.items()}
+            entries = ranked.setdefault(name, [])
+            if entries:
+                best, best_value = entries[0]
+                if best.priority == profile.priority and best_value != value:
+                    raise ConflictError(
+                        f"site {site_id!r}: parameter {name!r} is {best_value!r} in {level} "
+                        f"profile {best.name!r} and {value!r} in {level} profile "
+                        f"{profile.name!r}, both at priority {profile.priority}: give one a "
+                        "higher priority")
+            entries.append((profile, value))
+    return {name: [Source(profile.name, str(level), value)
+                   for profile, value in reversed(entries)]
+            for name, entries in ranked.items()}
 
 
 def level_rank(level: str) -> int:

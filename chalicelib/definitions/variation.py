@@ -40,7 +40,9 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def report(fleet: Fleet, sites: Iterable[SiteTags]) -> dict[str, Any]:
+def report(fleet: Fleet, sites: Iterable[SiteTags],
+           defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``defaults``: the blueprints' defaults, the bottom layer under the fleet's profiles."""
     by_level: dict[str, Counter[str]] = defaultdict(Counter)
     values: dict[str, Counter[str]] = defaultdict(Counter)
     redundant: dict[tuple[str, str], dict[str, Any]] = {}
@@ -53,7 +55,7 @@ def report(fleet: Fleet, sites: Iterable[SiteTags]) -> dict[str, Any]:
         groups = tuple(fleet.groups_of(site.tags))
         base = base_cache.get(groups)
         if base is None:
-            base = base_cache[groups] = _base(fleet, groups, site.site_id)
+            base = base_cache[groups] = _base(fleet, groups, site.site_id, defaults)
             if isinstance(base, ConflictError):  # said once, for the first such site
                 conflicts.append(f"{base} (and every site in groups {', '.join(groups)})")
         if isinstance(base, ConflictError):
@@ -98,9 +100,10 @@ def report(fleet: Fleet, sites: Iterable[SiteTags]) -> dict[str, Any]:
     }
 
 
-def _base(fleet: Fleet, groups: tuple[str, ...], site_id: str) -> Chains | ConflictError:
+def _base(fleet: Fleet, groups: tuple[str, ...], site_id: str,
+          defaults: dict[str, Any] | None) -> Chains | ConflictError:
     """The fleet and group part of a resolution, shared by every site with these groups."""
-    chains = chains_of(None)
+    chains = chains_of(defaults)
     try:
         for level, profiles in fleet.layers(site_id, _tags_for(fleet, groups)):
             if level in (Level.FLEET, Level.GROUP):

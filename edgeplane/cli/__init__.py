@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgeplane.cli import dev, rollouts, sites
+from edgeplane.cli import definitions, dev, params, rollouts, sites
 from edgeplane.cli.client import ApiError
 from edgeplane.cli.config import ConfigMissing
 
@@ -14,7 +14,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Edgeplane: the physical layer of large edge fleets.")
 app.add_typer(sites.app, name="sites")
 app.add_typer(rollouts.app, name="rollout")
+app.add_typer(params.app, name="params")
 app.add_typer(dev.app, name="dev")
+definitions.register(app)
 
 
 def main() -> None:

@@ -44,14 +44,25 @@ def rollout_table(data: dict[str, Any]) -> Table:
     for execution in sorted(data["executions"], key=lambda e: e["site_id"]):
         machines = execution.get("machines") or [{"machine": "-", "state": None, "steps": []}]
         for index, machine in enumerate(sorted(machines, key=lambda m: m["machine"])):
-            cells = [_step_cell(s) for s in machine.get("steps", [])]
-            cells += [""] * (len(steps) - len(cells))
+            cells = _step_cells(steps, machine.get("steps", []))
             table.add_row(
                 execution["site_id"] if index == 0 else "",
                 styled(execution["state"]) if index == 0 else "",
                 machine["machine"], styled(machine["state"]), *cells,
             )
     return table
+
+
+def _step_cells(tasks: list[str], ran: list[dict[str, Any]]) -> list[str]:
+    """One cell per rollout step: what the machine did, or "-" where the step did not
+    select it (its steps come in the rollout's order)."""
+    cells, pending = [], list(ran)
+    for task in tasks:
+        if pending and pending[0].get("task") == task:
+            cells.append(_step_cell(pending.pop(0)))
+        else:
+            cells.append("-" if ran else "")
+    return cells
 
 
 def _step_cell(step: dict[str, Any]) -> str:

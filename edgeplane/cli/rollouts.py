@@ -43,9 +43,13 @@ def wait_for_rollout(api: ApiClient, rollout_id: str, timeout: float,
 
 @app.command("start")
 def start(
-    step: Annotated[list[str], typer.Option(
+    step: Annotated[list[str] | None, typer.Option(
         "--step", help='repeatable, in order: "power.ensure state=on", '
-        '"boot.override target=pxe mode=once"')],
+        '"boot.override target=pxe mode=once"')] = None,
+    blueprint: Annotated[str | None, typer.Option(
+        help="roll out a blueprint instead of --step actions")] = None,
+    revision: Annotated[int | None, typer.Option(
+        help="the blueprint's revision (default: its latest)")] = None,
     site: Annotated[list[str] | None, typer.Option("--site", help="repeatable")] = None,
     tag: Annotated[str | None, typer.Option(help="every site with this tag")] = None,
     name: Annotated[str | None, typer.Option()] = None,
@@ -53,10 +57,15 @@ def start(
     timeout: Annotated[float, typer.Option(help="seconds to wait with --wait")] = 600,
     api_url: ApiUrl = None, token: Token = None, json: Json = False,
 ) -> None:
-    """Start a rollout of one or more actions on sites (by id or by tag)."""
+    """Start a rollout of a blueprint, or of actions, on sites (by id or by tag)."""
     if bool(site) == bool(tag):
         raise typer.BadParameter("give --site (one or more) or --tag, not both")
-    body: dict[str, Any] = {"steps": [parse_step(s) for s in step]}
+    if bool(step) == bool(blueprint):
+        raise typer.BadParameter("give --blueprint, or one or more --step, not both")
+    body: dict[str, Any] = ({"blueprint": blueprint} if blueprint
+                            else {"steps": [parse_step(s) for s in step or []]})
+    if revision:
+        body["revision"] = revision
     body.update({"sites": site} if site else {"tag": tag})
     if name:
         body["name"] = name

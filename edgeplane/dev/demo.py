@@ -1,11 +1,15 @@
-"""The demo: bring the local stack up, power on + PXE-once every machine, show, tear down."""
+"""The demo: bring the local stack up, roll out two actions, then the example fleet's
+definitions and a blueprint rendered per site and machine; show the results, tear down."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
+from edgeplane.cli import documents
 from edgeplane.cli.client import ApiClient
+from edgeplane.cli.params import explain_table, variation_table
 from edgeplane.cli.render import (
     bios_table,
     console,
@@ -20,18 +24,13 @@ DEMO_STEPS = [
     {"task": "power.ensure", "params": {"state": "on"}},
     {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}},
 ]
-# The fleet's BIOS baseline: applied (with a reboot, then verified) wherever a machine has a
-# BIOS interface; then every machine's inventory.
-BIOS_BASELINE = {"ProcTurboMode": "Disabled", "PowerProfile": "Balanced"}
-BASELINE_STEPS = [
-    {"task": "bios.apply", "params": {"attributes": BIOS_BASELINE, "reboot": True},
-     "select": {"capable": True}},
-    {"task": "inventory.collect", "params": {}, "select": {"capable": True}},
-]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleet"
+BLUEPRINT = "server-baseline"
+BIOS_ATTRIBUTES = ["PowerProfile", "ProcTurboMode"]
 
 
 def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bool:
-    """Return True if the rollout succeeded on every machine of every site."""
+    """Return True if both rollouts succeeded on every machine of every site."""
     started = time.monotonic()
     console.rule("Edgeplane demo")
     console.print(f"starting the local stack with {site_count} sites "
@@ -40,31 +39,53 @@ def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bo
         console.print(f"stack up in {time.monotonic() - started:.1f} s; API {state.api_url}")
         api = ApiClient(state.context)
         console.print(sites_table(api.get("/sites")["sites"]))
-        site_ids = [s["site_id"] for s in state.sites]
-        rollout_started = time.monotonic()
-        created = api.post("/rollouts", {"name": "demo: power on, PXE once",
-                                         "tag": "dev", "steps": DEMO_STEPS})
-        rollout_id = created["rollout"]["rollout_id"]
-        console.print(f"rollout {rollout_id} started on {len(site_ids)} sites: "
-                      "power.ensure state=on, then boot.override target=pxe mode=once")
-        data = wait_for_rollout(api, rollout_id, timeout)
-        console.print(rollout_table(data))
-        console.print(f"rollout finished in {time.monotonic() - rollout_started:.1f} s")
-        ok = data["rollout"]["state"] == "succeeded"
-
-        baseline_started = time.monotonic()
-        created = api.post("/rollouts", {"name": "demo: BIOS baseline and inventory",
-                                         "tag": "dev", "steps": BASELINE_STEPS})
-        console.print(f"rollout {created['rollout']['rollout_id']}: bios.apply "
-                      f"{BIOS_BASELINE} (reboot, verify) where machines have a BIOS "
-                      "interface, then inventory.collect everywhere")
-        baseline = wait_for_rollout(api, created["rollout"]["rollout_id"], timeout)
-        console.print(bios_table(baseline, sorted(BIOS_BASELINE)))
-        console.print(inventory_table(baseline))
-        console.print(f"rollout {baseline['rollout']['state']} in "
-                      f"{time.monotonic() - baseline_started:.1f} s")
-        ok = ok and baseline["rollout"]["state"] == "succeeded"
+        ok = _actions(api, timeout)
+        ok = _blueprint(api, timeout) and ok
         console.print("tearing the stack down...")
     console.print(f"demo {'succeeded' if ok else 'FAILED'} in "
                   f"{time.monotonic() - started:.1f} s")
     return ok
+
+
+def _actions(api: ApiClient, timeout: float) -> bool:
+    """The skeleton's rollout: two actions, inline, on every site."""
+    console.rule("1. power on and PXE once, everywhere")
+    rollout_started = time.monotonic()
+    created = api.post("/rollouts", {"name": "demo: power on, PXE once", "tag": "dev",
+                                     "steps": DEMO_STEPS})
+    rollout_id = created["rollout"]["rollout_id"]
+    console.print(f"rollout {rollout_id} started on {len(created['executions'])} sites: "
+                  "power.ensure state=on, then boot.override target=pxe mode=once")
+    data = wait_for_rollout(api, rollout_id, timeout)
+    console.print(rollout_table(data))
+    console.print(f"rollout {data['rollout']['state']} in "
+                  f"{time.monotonic() - rollout_started:.1f} s")
+    return bool(data["rollout"]["state"] == "succeeded")
+
+
+def _blueprint(api: ApiClient, timeout: float) -> bool:
+    """One blueprint for the fleet; the sites' differences as profiles; then the rollout."""
+    console.rule(f"2. the fleet's definitions ({EXAMPLES.relative_to(EXAMPLES.parents[1])})")
+    loaded = documents.load([EXAMPLES])
+    results = api.post("/definitions", {"documents": [d.document for d in loaded]})["results"]
+    kinds = Counter(r["kind"] for r in results)
+    console.print("applied " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    console.print(variation_table(api.get("/params/variation")))
+    console.print(explain_table(api.get(f"/params/explain?site=site-001&machine=srv-1"
+                                        f"&blueprint={BLUEPRINT}")))
+
+    console.rule(f"3. roll out blueprint {BLUEPRINT} to every site")
+    rollout_started = time.monotonic()
+    created = api.post("/rollouts", {"name": f"demo: {BLUEPRINT}", "tag": "dev",
+                                     "blueprint": BLUEPRINT})
+    rollout = created["rollout"]
+    console.print(f"rollout {rollout['rollout_id']}: blueprint {BLUEPRINT} revision "
+                  f"{rollout['blueprint']['revision']}, each site's plan rendered with its "
+                  "own values")
+    data = wait_for_rollout(api, rollout["rollout_id"], timeout)
+    console.print(rollout_table(data))
+    console.print(bios_table(data, BIOS_ATTRIBUTES))
+    console.print(inventory_table(data))
+    console.print(f"rollout {data['rollout']['state']} in "
+                  f"{time.monotonic() - rollout_started:.1f} s")
+    return bool(data["rollout"]["state"] == "succeeded")

@@ -235,14 +235,15 @@ class LocalStack:
                 "--power-delay", "1.0"])
             wait_for_tcp(port, timeout=20)
             machines.append({"id": machine_id, "protocol": "redfish",
-                             "address": f"http://{LOOPBACK}:{port}"})
+                             "address": f"http://{LOOPBACK}:{port}",
+                             "class": "rackmount-3500"})
         for machine_id in site.ipmi:
             port = free_port(socket.SOCK_DGRAM)  # IPMI is UDP
             self._spawn(f"{site.site_id}-{machine_id}", [
                 sys.executable, "-m", "edgeplane.dev.ipmi_sim", "--port", str(port),
                 "--username", BMC_USERNAME, "--password", BMC_PASSWORD])
             machines.append({"id": machine_id, "protocol": "ipmi",
-                             "address": f"{LOOPBACK}:{port}"})
+                             "address": f"{LOOPBACK}:{port}", "class": "edge-1u"})
         config = site_dir / "gateway.toml"
         config.write_text(gateway_config(site.site_id, state.mqtt_port, machines))
         self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
@@ -301,6 +302,11 @@ def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]])
         f"port = {mqtt_port}",
         "reconnect_max_delay = 5",
     ]
+    # Machine classes (examples/fleet/machine-classes.yaml): timeouts per kind of server.
+    classes = sorted({machine["class"] for machine in machines if machine.get("class")})
+    for name in classes:
+        lines += ["", f"[classes.{json.dumps(name)}]",
+                  "power_timeout = 90" if name == "rackmount-3500" else "power_timeout = 60"]
     for machine in machines:
         lines += [
             "",
@@ -310,9 +316,12 @@ def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]])
             f"address = {json.dumps(machine['address'])}",
             f"username = {json.dumps(BMC_USERNAME)}",
             f"password = {json.dumps(BMC_PASSWORD)}",
-            "power_timeout = 60",
             "poll_interval = 0.5",
         ]
+        if not machine.get("class"):
+            lines.append("power_timeout = 60")
         if machine.get("system_id"):
             lines.append(f"system_id = {json.dumps(machine['system_id'])}")
+        if machine.get("class"):
+            lines.append(f"class = {json.dumps(machine['class'])}")
     return "\n".join(lines) + "\n"
