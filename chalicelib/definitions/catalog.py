@@ -109,7 +109,8 @@ def _check(document: Document, spec: Any, view: View) -> None:
         document.spec["name"] = document.spec.get("name") or document.name
         document.spec["timezone"] = document.spec.get("timezone") or sites.DEFAULT_TIMEZONE
         try:
-            SiteIn(**{k: document.spec.get(k) for k in SITE_FIELDS})
+            checked = SiteIn(**{k: document.spec.get(k) for k in SITE_FIELDS})
+            document.spec["tags"] = checked.tags or []  # stored sorted, without repeats
         except ValidationError as exc:
             raise BadRequest(f"{where}: " + "; ".join(
                 f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
