@@ -10,6 +10,7 @@ from chalice.app import SQSEvent
 
 from chalicelib import __version__, auth, errors, ingest, settings
 from chalicelib.api.definitions import routes as definition_routes
+from chalicelib.api.drift import routes as drift_routes
 from chalicelib.api.rollouts import routes as rollout_routes
 from chalicelib.api.sites import sites as site_routes
 from edgeplane.protocol import PROTOCOL_VERSION
@@ -24,6 +25,7 @@ app.register_middleware(auth.middleware, "http")
 app.register_blueprint(site_routes)
 app.register_blueprint(rollout_routes)
 app.register_blueprint(definition_routes)
+app.register_blueprint(drift_routes)
 
 
 @app.route("/health", methods=["GET"])

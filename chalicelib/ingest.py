@@ -1,4 +1,5 @@
-"""Apply what gateways report (presence, inventory, progress, results) to the store.
+"""Apply what gateways report (presence, inventory, progress, results, observed state) to
+the store.
 
 ``handle_message(topic, payload)`` is called once per MQTT message, by the SQS consumer in
 the cloud (IoT rule -> SQS -> Lambda) and by the local bridge. Delivery is at least once and
@@ -8,7 +9,8 @@ unordered, so every write here is conditional on being newer than what is stored
   last will carries the ts of the connection it belongs to, not of the disconnect);
 - inventory: per machine, by the gateway's ``ts`` of the report;
 - progress/result: per machine, by ``seq``; execution states only move forward along
-  ``states.EXECUTION_TRANSITIONS`` and never leave a terminal state.
+  ``states.EXECUTION_TRANSITIONS`` and never leave a terminal state;
+- observed state: per machine, by ``ts`` (see ``drift``).
 
 A message that does not follow the contract is logged and dropped (retrying cannot fix it).
 Store errors propagate, so the SQS consumer lets the batch be retried.
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import rollouts, states
+from chalicelib import drift, rollouts, states
 from chalicelib.errors import IngestFailed
 from chalicelib.models import Execution, Machine, MachineResult, Site, conditional_update
 from edgeplane import protocol
@@ -31,6 +33,7 @@ from edgeplane.protocol import (
     ExecutionState,
     Inventory,
     MachineReport,
+    Observed,
     Presence,
     Progress,
     ProtocolError,
@@ -261,4 +264,5 @@ _HANDLERS: dict[type, Callable[[Any, float], None]] = {
     Inventory: on_inventory,
     Progress: on_progress,
     Result: on_result,
+    Observed: drift.on_observed,
 }

@@ -106,6 +106,12 @@ class Machine(EdgeplaneModel):
     source = UnicodeAttribute(null=True)  # "api" once an operator declared it, else "inventory"
     # What the latest blueprint rollout asked of it: {blueprint, revision, params, rollout}.
     desired = JSONAttribute(null=True)
+    # Reported by the gateway (see drift.py): what the BMC read, and how it differs.
+    observed = JSONAttribute(null=True)
+    observed_ts = NumberAttribute(null=True)  # gateway ts of the report applied last
+    drift = JSONAttribute(null=True)  # [{field, desired, observed}]
+    drift_checked_at = NumberAttribute(null=True)
+    drift_changed_at = NumberAttribute(null=True)
 
     @property
     def label_dict(self) -> dict[str, str]:

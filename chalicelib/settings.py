@@ -14,6 +14,7 @@ DEFAULT_TABLE_PREFIX = "edgeplane-"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_PUBLISHER = "iot"
 DEFAULT_INGEST_QUEUE = "edgeplane-ingest"
+DEFAULT_EVENT_BUS = "default"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Settings:
     publisher: str
     iot_endpoint: str | None
     ingest_queue: str
+    event_bus: str  # EventBridge bus for state-change events
+    events_endpoint: str | None  # moto server locally; None: AWS
 
 
 def _get(name: str) -> str | None:
@@ -42,6 +45,8 @@ def load() -> Settings:
         publisher=_get("EDGEPLANE_PUBLISHER") or DEFAULT_PUBLISHER,
         iot_endpoint=_get("EDGEPLANE_IOT_ENDPOINT"),
         ingest_queue=ingest_queue_name(),
+        event_bus=_get("EDGEPLANE_EVENT_BUS") or DEFAULT_EVENT_BUS,
+        events_endpoint=_get("EDGEPLANE_EVENTS_ENDPOINT"),
     )
 
 

@@ -117,3 +117,20 @@ def step_result(step: dict[str, Any]) -> dict[str, Any]:
     if step.get("data") is not None:  # what a read task found (inventory, BIOS, SEL...)
         body["data"] = step["data"]
     return body
+
+
+def machine_drift(item: Machine) -> dict[str, Any]:
+    desired = item.desired or {}
+    return {
+        "site_id": item.site_id,
+        "machine_id": item.machine_id,
+        "blueprint": desired.get("blueprint"),
+        "revision": desired.get("revision"),
+        "rollout_id": desired.get("rollout"),
+        "expect": desired.get("expect") or {},
+        "observed": item.observed,
+        "observed_at": iso(item.observed_ts),
+        "drift": list(item.drift or []),
+        "in_sync": not item.drift and item.observed is not None,
+        "drift_changed_at": iso(item.drift_changed_at),
+    }

@@ -22,15 +22,18 @@ from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import GatewayError
 from edge_gateway.executor import PlanExecutor, ProgressBatcher
 from edge_gateway.journal import Journal, PlanState
+from edge_gateway.observer import observe_machine
 from edge_gateway.pacing import PacedDriver, PacerRegistry
 from edge_gateway.transport import Transport
 from edgeplane.protocol import (
     ExecutionState,
     Inventory,
+    MachineObservation,
     MachineReport,
     MachineResult,
     MachineState,
     Message,
+    Observed,
     Plan,
     Presence,
     Progress,
@@ -68,6 +71,8 @@ class Gateway:
         self._plans: queue.Queue[Plan | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._inventory_sent = False
+        self._stopping = threading.Event()
+        self._observer: threading.Thread | None = None
         self.idle = threading.Event()
         self.idle.set()
 
@@ -98,8 +103,13 @@ class Gateway:
             LOG.info("resuming execution %s from the journal", journaled.execution_id)
             self._enqueue(Plan.from_dict(json.loads(journaled.payload)))
         self.transport.start(self._on_connect, self.handle_message, self.journal.delivered)
+        if self.config.observe_interval > 0:
+            self._observer = threading.Thread(target=self._observe_on_interval,
+                                              name=f"{self.site}-observer", daemon=True)
+            self._observer.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._plans.put(None)
         if self._worker is not None:
             self._worker.join(timeout=30)
@@ -158,11 +168,25 @@ class Gateway:
                 return
             try:
                 self.run_plan(plan)
+                known = [m for m in plan.machines if self.config.machine(m) is not None]
+                if known:  # what the plan left behind, for the cloud's drift check
+                    self.observe(known, trigger="plan", execution_id=plan.execution_id)
             except Exception:  # keep the worker alive for the next plan
                 LOG.exception("site %s: execution %s crashed", self.site, plan.execution_id)
             finally:
                 if self._plans.empty():
                     self.idle.set()
+
+    def _observe_on_interval(self) -> None:
+        """Every ``observe_interval`` seconds, observe every machine (between plans)."""
+        interval = self.config.observe_interval
+        while not self._stopping.wait(interval):
+            if not self.idle.is_set():
+                continue  # a plan is running; it observes its machines when it ends
+            try:
+                self.observe(trigger="interval")
+            except Exception:
+                LOG.exception("site %s: observing the machines failed", self.site)
 
     # --- running a plan --------------------------------------------------------------
 
@@ -190,6 +214,28 @@ class Gateway:
         self.journal.finish_plan(plan.execution_id, payload)
         self._send(result, payload=payload)
         return result
+
+    # --- observed state --------------------------------------------------------------
+
+    def observe(self, machine_ids: list[str] | None = None, trigger: str = "interval",
+                execution_id: str | None = None) -> Observed:
+        """Read what the machines are now (in parallel) and send it to the cloud."""
+        machines = [m for m in self.config.machines
+                    if machine_ids is None or m.id in machine_ids]
+        workers = max(1, min(self.config.max_parallel, len(machines)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.site}-obs") as pool:
+            observations = list(pool.map(self._observe, machines))
+        message = Observed(site=self.site, trigger=trigger, execution_id=execution_id,
+                           machines=observations)
+        self._send(message)
+        return message
+
+    def _observe(self, machine: MachineConfig) -> MachineObservation:
+        try:
+            driver = self.paced_driver(machine)
+        except GatewayError as exc:
+            return MachineObservation(machine=machine.id, error=str(exc))
+        return observe_machine(machine.id, driver)
 
     # --- inventory -------------------------------------------------------------------
 
@@ -229,3 +275,4 @@ class Gateway:
         if not isinstance(message, Presence):  # presence is current state, not history
             self.journal.enqueue(message.id, topic, payload, retain)
         self.transport.publish(topic, payload, key=message.id, retain=retain)
+

@@ -7,6 +7,7 @@ and addresses is ever sent to the cloud. A password can be given inline, or by r
     site = "shop-0042"
     journal = "/var/lib/edge-gateway/journal.db"   # relative paths: next to this file
     max_parallel = 64                               # machines worked on at once
+    observe_interval = 3600                         # seconds; 0: observe only after plans
 
     [mqtt]
     host = "broker.example.net"
@@ -84,6 +85,8 @@ class SiteConfig:
     # all run together; the cap bounds threads and memory (~0.2 MiB each; BENCHMARKS.md).
     max_parallel: int = 64
     progress_interval: float = 1.0
+    # Seconds between two observations of every machine (for drift); 0: only after plans.
+    observe_interval: float = 3600.0
 
     def machine(self, machine_id: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.id == machine_id), None)
@@ -132,6 +135,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         machines=machines,
         max_parallel=int(data.get("max_parallel", SiteConfig.max_parallel)),
         progress_interval=float(data.get("progress_interval", 1.0)),
+        observe_interval=float(data.get("observe_interval", SiteConfig.observe_interval)),
     )
 
 

@@ -12,6 +12,7 @@ own subtree (the MQTT client id is the site id):
     edgeplane/v1/sites/{site}/up/inventory    gateway -> cloud   Inventory
     edgeplane/v1/sites/{site}/up/progress     gateway -> cloud   Progress
     edgeplane/v1/sites/{site}/up/result       gateway -> cloud   Result
+    edgeplane/v1/sites/{site}/up/observed     gateway -> cloud   Observed
 
 Every message carries ``v`` (protocol version), ``kind``, ``id`` (unique per message, so a
 receiver can drop duplicates) and ``site``. Progress and results carry ``seq``, which grows
@@ -22,6 +23,10 @@ older receiver keeps working.
 Version history:
     1 -- first version: plans of power.ensure / boot.override steps, presence, inventory,
          per-machine progress snapshots and final results.
+         Additions within version 1 (optional, ignored by older receivers): every task of
+         TASKS in plans; ``machine_class`` in inventory reports; the ``observed`` message
+         (observed state for drift). A cloud that predates ``observed`` drops it as an
+         unknown kind and loses nothing else.
 """
 
 from __future__ import annotations
@@ -560,10 +565,46 @@ def _build(cls: type, data: dict[str, Any], what: str) -> Any:
         raise ProtocolError(f"{what} is malformed: {exc}") from None
 
 
+@dataclass(frozen=True)
+class MachineObservation:
+    """What one machine's BMC reads now: the facts the cloud compares with desired state.
+
+    A field is None where the machine has no such interface (no BIOS over IPMI) or the read
+    failed (``error`` says why); the cloud then does not judge that field.
+    """
+
+    machine: str
+    power: str | None = None
+    boot: dict[str, Any] | None = None  # {"target": "pxe", "mode": "once"}, {} for none
+    bios: dict[str, Any] | None = None  # current attributes
+    firmware: list[dict[str, Any]] | None = None  # [{"id", "name", "version"}]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed(Message):
+    """The observed state of a site's machines, after a plan (``execution_id``) or on the
+    gateway's interval."""
+
+    KIND: ClassVar[str] = "observed"
+
+    trigger: str = "interval"  # "plan" or "interval"
+    execution_id: str | None = None
+    machines: list[MachineObservation] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Observed:
+        machines = [_build(MachineObservation, m, "observed machine")
+                    for m in _list(data, "machines")]
+        observed = super().from_dict({**data, "machines": machines})
+        assert isinstance(observed, Observed)
+        return observed
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (Plan, Presence, Inventory, Progress, Result)
+    cls.KIND: cls for cls in (Plan, Presence, Inventory, Progress, Result, Observed)
 }
-UP_KINDS = frozenset({"presence", "inventory", "progress", "result"})
+UP_KINDS = frozenset({"presence", "inventory", "progress", "result", "observed"})
 
 
 def decode(payload: bytes | str, topic: str | None = None) -> Message:

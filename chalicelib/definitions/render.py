@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import plans
+from chalicelib import drift, plans
 from chalicelib.definitions import templates
 from chalicelib.definitions.documents import BlueprintSpec
 from chalicelib.definitions.resolve import ConflictError, Fleet
@@ -73,7 +73,8 @@ def render_site(rollout_id: str, site: Site, machines: Sequence[Machine], bluepr
                          execution_id=Execution.make_id(rollout_id, site.site_id),
                          rollout_id=rollout_id, steps=plan_steps)
     desired = {machine_id: {"blueprint": blueprint, "revision": revision,
-                            "params": {k: v for k, v in values.items() if k in spec.params}}
+                            "params": {k: v for k, v in values.items() if k in spec.params},
+                            "expect": drift.expected_from(plan_steps, machine_id)}
                for machine_id, values in resolved.items()}
     return RenderedSite(plan, desired)
 

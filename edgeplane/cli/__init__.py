@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from edgeplane.cli import definitions, dev, params, rollouts, sites
+from edgeplane.cli import definitions, dev, drift, params, rollouts, sites
 from edgeplane.cli.client import ApiError
 from edgeplane.cli.config import ConfigMissing
 
@@ -17,6 +17,7 @@ app.add_typer(rollouts.app, name="rollout")
 app.add_typer(params.app, name="params")
 app.add_typer(dev.app, name="dev")
 definitions.register(app)
+app.command("drift")(drift.drift)
 
 
 def main() -> None:

@@ -162,6 +162,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fixed credential
             "AWS_DEFAULT_REGION": "us-east-1",
             "EDGEPLANE_DYNAMODB_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
+            "EDGEPLANE_EVENTS_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
             "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
             "EDGEPLANE_PUBLISHER": f"mqtt://{LOOPBACK}:{state.mqtt_port}",
             "EDGEPLANE_API_TOKEN": state.token,
