@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalice import Chalice
-from chalice.app import SQSEvent
+from chalice import Chalice, Rate
+from chalice.app import CloudWatchEvent, SQSEvent
 
-from chalicelib import __version__, auth, errors, ingest, settings
+from chalicelib import __version__, auth, engine, errors, ingest, publisher, settings
 from chalicelib.api.definitions import routes as definition_routes
 from chalicelib.api.drift import routes as drift_routes
 from chalicelib.api.rollouts import routes as rollout_routes
@@ -38,3 +38,9 @@ def health() -> dict[str, Any]:
 @app.on_sqs_message(queue=settings.ingest_queue_name(), batch_size=10)
 def ingest_reports(event: SQSEvent) -> None:
     ingest.handle_sqs_records(record.body for record in event)
+
+
+# Timeouts, expiry and windows that opened: what no result will trigger.
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def rollout_tick(event: CloudWatchEvent) -> None:
+    engine.tick(publisher.current())

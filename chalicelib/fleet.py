@@ -25,8 +25,10 @@ def put_site(site_id: str, body: SiteIn, clock: Callable[[], float] = time.time)
     now = clock()
     defaults: dict[str, object] = {"name": site_id, "tags": [], "timezone": DEFAULT_TIMEZONE}
     actions = [Site.created_at.set(Site.created_at | now), Site.updated_at.set(now)]
-    for field in ("name", "region", "tags", "timezone", "facts"):
+    for field in ("name", "region", "tags", "timezone", "facts", "maintenance_window"):
         attribute, value = getattr(Site, field), getattr(body, field)
+        if hasattr(value, "model_dump"):
+            value = value.model_dump()
         default = defaults.get(field)
         if field not in body.model_fields_set:  # left out: keep, or default if new
             if default is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import drift, rollouts, states
+from chalicelib import audit, drift, engine, events, publisher, states
 from chalicelib.errors import IngestFailed
 from chalicelib.models import Execution, Machine, MachineResult, Site, conditional_update
 from edgeplane import protocol
@@ -123,6 +123,10 @@ def on_presence(message: Presence, now: float) -> None:
              | ((Site.presence_session == session) & (Site.presence_rank < rank)))
     if conditional_update(Site(message.site), actions, later):
         LOG.info("site %s is %s", message.site, "online" if message.online else "offline")
+        events.emit(audit.SITE_PRESENCE, {
+            "site_id": message.site, "online": message.online, "session": session,
+            "gateway_version": message.gateway_version or None, "at": now},
+            resources=[f"site/{message.site}"])
     else:
         LOG.info("site %s: ignored a presence report older than the stored one", message.site)
 
@@ -180,7 +184,8 @@ def on_progress(message: Progress, now: float) -> None:
     if execution is None:
         return
     _record_machines(execution, message, now)
-    execution.move(ExecutionState.RUNNING)  # refused (and harmless) unless queued/sent
+    # Refused (and harmless) unless queued/sent.
+    engine.transition(execution, ExecutionState.RUNNING, lambda: now, started_at=now)
 
 
 def on_result(message: Result, now: float) -> None:
@@ -192,11 +197,30 @@ def on_result(message: Result, now: float) -> None:
     if execution is None:
         return
     _record_machines(execution, message, now)
-    if execution.move(ExecutionState(message.state), message=str(message.message)):
+    rollout = engine.get_rollout(execution.rollout_id)
+    policy = engine.policy_of(rollout)
+    retryable = _retryable(message)
+    if message.state == ExecutionState.FAILED and retryable and \
+            int(execution.attempt) <= policy.retries.max and \
+            rollout.state not in states.STOPPED_ROLLOUT_STATES:
+        if engine.requeue(execution, policy, str(message.message), lambda: now):
+            LOG.info("execution %s failed (retryable): queued again", execution.execution_id)
+    elif engine.transition(execution, ExecutionState(message.state), lambda: now,
+                           message=str(message.message),
+                           started_at=execution.started_at or now):
         LOG.info("execution %s %s: %s", execution.execution_id, message.state,
                  message.message)
+    elif execution.state in states.TERMINAL_EXECUTION_STATES:
+        engine.reconcile(rollout)  # a duplicate: make sure the first one was counted
     # Even for a duplicate: it completes the rollout if a crash came between the two moves.
-    rollouts.finish_if_done(execution.rollout_id)
+    engine.advance(execution.rollout_id, publisher.current(), lambda: now)
+
+
+def _retryable(message: Result) -> bool:
+    """True when every failed step says a later attempt may pass."""
+    failed = [step for machine in message.machines for step in machine.steps
+              if step.state == "failed"]
+    return bool(failed) and all(step.retryable is True for step in failed)
 
 
 def _record_machines(execution: Execution, message: Progress, now: float) -> None:
@@ -229,11 +253,16 @@ def _execution_for(message: Progress) -> Execution | None:
                   message.execution_id)
         return None
     try:
-        return Execution.get(rollout_id, site_id, consistent_read=True)
+        execution = Execution.get(rollout_id, site_id, consistent_read=True)
     except Execution.DoesNotExist:
         LOG.warning("site %s reported on unknown execution %s; dropped", message.site,
                     message.execution_id)
         return None
+    if execution.execution_id != message.execution_id:
+        LOG.info("site %s reported on %s, an earlier attempt than %s; dropped", message.site,
+                 message.execution_id, execution.execution_id)
+        return None
+    return execution
 
 
 # --- input checks the wire contract leaves to receivers --------------------------------

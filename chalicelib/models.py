@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, ClassVar
 
 from pynamodb.attributes import (
@@ -29,10 +28,10 @@ from pynamodb.attributes import (
 )
 from pynamodb.connection import TableConnection
 from pynamodb.exceptions import PynamoDBException, TableError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import settings, states
-from edgeplane.protocol import ExecutionState
+from chalicelib import settings
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class Site(EdgeplaneModel):
     tags = ListAttribute(of=UnicodeAttribute, null=True)
     timezone = UnicodeAttribute(null=True)
     facts = JSONAttribute(null=True)  # what templates read as site.facts
+    # {"days": ["mon", ...] (empty: every day), "start": "01:00", "end": "05:00"}, local time
+    maintenance_window = JSONAttribute(null=True)
     created_at = NumberAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     # Reported by the gateway (presence, inventory); never written by the API.
@@ -130,6 +131,18 @@ class Rollout(EdgeplaneModel):
     steps = JSONAttribute()  # [{"task": ..., "params": {...}}], params already validated
     blueprint = UnicodeAttribute(null=True)  # set: the steps are this blueprint revision's
     blueprint_revision = NumberAttribute(null=True)
+    policy = JSONAttribute(null=True)  # schemas.PolicyIn as stored (waves, limits, ...)
+    waves = ListAttribute(of=NumberAttribute, null=True)  # sites per wave, canary first
+    expires_at = NumberAttribute(null=True)
+    # Counters kept by atomic ADDs as executions move, so that nothing has to read every
+    # execution of a 10,000-site rollout to know where it stands.
+    total = NumberAttribute(default=0)
+    done = NumberAttribute(default=0)  # executions in a terminal state
+    in_flight = NumberAttribute(default=0)  # sent or running
+    current_wave = NumberAttribute(default=0)
+    rate_minute = NumberAttribute(default=0)  # the minute (epoch // 60) rate_count counts
+    rate_count = NumberAttribute(default=0)  # sites started in that minute
+    message = UnicodeAttribute(null=True)  # why it aborted, who canceled it
     target_tag = UnicodeAttribute(null=True)  # None: the sites were listed
     site_ids = ListAttribute(of=UnicodeAttribute)  # resolved; ~200 KB for 10,000 sites
     state = UnicodeAttribute()
@@ -138,14 +151,21 @@ class Rollout(EdgeplaneModel):
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
 
-    def move(self, target: states.RolloutState) -> bool:
-        """Conditionally enter ``target``; False if its current state does not allow it."""
-        allowed = states.sources(states.ROLLOUT_TRANSITIONS, target)
-        if not allowed:
-            return False
-        return conditional_update(
-            self, [Rollout.state.set(target), Rollout.updated_at.set(time.time())],
-            Rollout.state.is_in(*allowed))
+
+class QueuedIndex(GlobalSecondaryIndex):
+    """A rollout's queued executions, by wave and the time they may start (a sparse index:
+    only queued executions carry ``queue_key``)."""
+
+    class Meta:
+        index_name = "queued"
+        projection = AllProjection()
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    queue_key = UnicodeAttribute(range_key=True)
+
+
+def queue_key(wave: int, not_before: float, site_id: str) -> str:
+    return f"{wave:05d}#{int(not_before):012d}#{site_id}"
 
 
 class Execution(EdgeplaneModel):
@@ -156,48 +176,58 @@ class Execution(EdgeplaneModel):
 
     rollout_id = UnicodeAttribute(hash_key=True)
     site_id = UnicodeAttribute(range_key=True)
+    queue_key = UnicodeAttribute(null=True)  # set while queued: see QueuedIndex
+    queued = QueuedIndex()
     execution_id = UnicodeAttribute()
     state = UnicodeAttribute()
+    wave = NumberAttribute(default=0)
+    attempt = NumberAttribute(default=1)
+    not_before = NumberAttribute(null=True)  # a retry waits until then
     plan_message_id = UnicodeAttribute(null=True)
     sent_at = NumberAttribute(null=True)
+    started_at = NumberAttribute(null=True)  # first report from the site
+    finished_at = NumberAttribute(null=True)
     last_seq = NumberAttribute(null=True)
     message = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
 
     @staticmethod
-    def make_id(rollout_id: str, site_id: str) -> str:
-        return f"{rollout_id}.{site_id}"
+    def make_id(rollout_id: str, site_id: str, attempt: int = 1) -> str:
+        """``<rollout>.<site>``, and ``.<attempt>`` from the second attempt on: a retry is a
+        new execution for the gateway (it would only resend the result of a known one)."""
+        base = f"{rollout_id}.{site_id}"
+        return base if attempt <= 1 else f"{base}.{attempt}"
 
     @staticmethod
     def split_id(execution_id: str) -> tuple[str, str]:
         """(rollout_id, site_id); ValueError if it is not an id made by ``make_id``."""
-        rollout_id, dot, site_id = execution_id.partition(".")
-        if not dot or not rollout_id or not site_id:
+        rollout_id, dot, rest = execution_id.partition(".")
+        site_id, _, attempt = rest.partition(".")
+        if not dot or not rollout_id or not site_id or (attempt and not attempt.isdigit()):
             raise ValueError(f"execution id {execution_id!r} is not <rollout>.<site>")
         return rollout_id, site_id
-
-    def move(self, target: ExecutionState, message: str | None = None,
-             **fields: Any) -> bool:
-        """Conditionally enter ``target`` (see states.EXECUTION_TRANSITIONS).
-
-        Returns False, and writes nothing, when the execution is not in a state ``target``
-        may follow (a duplicate or late report).
-        """
-        allowed = states.sources(states.EXECUTION_TRANSITIONS, target)
-        if not allowed:  # an initial state: records are created in it, never moved to it
-            return False
-        actions = [Execution.state.set(target), Execution.updated_at.set(time.time())]
-        if message is not None:
-            actions.append(Execution.message.set(message))
-        actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
-        return conditional_update(self, actions, Execution.state.is_in(*allowed))
 
     def note_seq(self, seq: int) -> bool:
         """Record the highest report seq seen; False if a later one is already stored."""
         return conditional_update(
             self, [Execution.last_seq.set(seq)],
             Execution.last_seq.does_not_exist() | (Execution.last_seq < seq))
+
+
+class Wave(EdgeplaneModel):
+    """One wave of a rollout: its size and how many of its sites finished and failed."""
+
+    TABLE = "waves"
+
+    class Meta:
+        table_name = "edgeplane-waves"
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    wave = NumberAttribute(range_key=True)
+    size = NumberAttribute()
+    done = NumberAttribute(default=0)
+    failed = NumberAttribute(default=0)
 
 
 class MachineResult(EdgeplaneModel):
@@ -223,6 +253,21 @@ class MachineResult(EdgeplaneModel):
                 return False
             raise
         return True
+
+
+class RolloutEvent(EdgeplaneModel):
+    """The append-only log of a rollout: every state change and operator action."""
+
+    TABLE = "rollout-events"
+
+    class Meta:
+        table_name = "edgeplane-rollout-events"
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    event_key = UnicodeAttribute(range_key=True)  # "<ts>-<ns written>-<id>": time order
+    detail_type = UnicodeAttribute()
+    detail = JSONAttribute()
+    ts = NumberAttribute()
 
 
 class Definition(EdgeplaneModel):
@@ -259,7 +304,7 @@ class BlueprintRevision(EdgeplaneModel):
 
 
 MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, MachineResult,
-                                            Definition, BlueprintRevision)
+                                            Wave, Definition, BlueprintRevision, RolloutEvent)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The rollout engine: create a rollout, dispatch its plans, finish it, read it back.
+"""Creating a rollout, and reading rollouts back. Moving them is the engine's (engine.py).
 
 Deciding is separated from doing: ``create`` first resolves the target sites and renders
 every site's plan (which is where a rollout the fleet cannot run is refused), and only then
@@ -7,11 +7,8 @@ writes anything. Every write is idempotent, so a retried request, or the same
 second rollout:
 
 1. put the rollout, on condition that its id is new (the id derives from the client token);
-2. put one execution per site in state queued, on condition that it is new;
-3. dispatch: for each execution still queued, publish its plan (QoS 1) and move it to sent.
-
-This skeleton dispatches every site at once; waves will choose which queued executions to
-dispatch.
+2. put its waves and one queued execution per site (those that exist are kept);
+3. let the engine advance it: the first wave's plans go out within the policy's limits.
 """
 
 from __future__ import annotations
@@ -26,24 +23,24 @@ from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib import plans, states
+from chalicelib import audit, engine, plans, waves
 from chalicelib.definitions import catalog, render
 from chalicelib.definitions.documents import BlueprintSpec
 from chalicelib.definitions.resolve import Fleet
-from chalicelib.errors import BadRequest, Conflict, NotFound, PublishFailed
+from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.models import (
     Execution,
     Machine,
     MachineResult,
     Rollout,
     Site,
+    Wave,
     conditional_failed,
-    conditional_update,
+    queue_key,
 )
 from chalicelib.publisher import Publisher
 from chalicelib.schemas import RolloutIn
 from chalicelib.states import RolloutState
-from edgeplane import protocol
 from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
@@ -77,11 +74,15 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     rendered = render_all(rollout_id, site_ids, source)
 
     now = clock()
+    policy = body.policy
+    sizes = waves.wave_sizes(len(site_ids), policy)
     rollout = Rollout(
         rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
         site_ids=site_ids, state=RolloutState.RUNNING, client_token=body.client_token,
         request_hash=body.fingerprint(), created_at=now, updated_at=now,
         blueprint=source.blueprint, blueprint_revision=source.revision,
+        policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
+        expires_at=now + policy.expires_in,
     )
     try:
         rollout.save(condition=Rollout.rollout_id.does_not_exist())
@@ -90,11 +91,13 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
             raise
         # The same client token, in a request running concurrently with this one.
         return _resume(Rollout.get(rollout_id, consistent_read=True), body, publisher, clock)
-    LOG.info("rollout %s created: %d steps on %d sites", rollout_id, len(source.steps),
-             len(site_ids))
-    executions = ensure_executions(rollout, clock)
-    dispatch(rollout, executions, publisher, rendered, clock)
-    return Created(rollout, executions_of(rollout_id), new=True)
+    LOG.info("rollout %s created: %d steps on %d sites in waves %s", rollout_id,
+             len(source.steps), len(site_ids), sizes)
+    audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
+                                                   "waves": sizes}, now)
+    ensure_executions(rollout, clock)
+    engine.advance(rollout_id, publisher, clock, rendered)
+    return Created(engine.get_rollout(rollout_id), executions_of(rollout_id), new=True)
 
 
 def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:
@@ -102,9 +105,10 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
         raise Conflict(f"client_token {body.client_token!r} was already used for rollout "
                        f"{rollout.rollout_id!r} with a different request")
     LOG.info("rollout %s: same client_token again; resuming it", rollout.rollout_id)
-    executions = ensure_executions(rollout, clock)
-    dispatch(rollout, executions, publisher, {}, clock)
-    return Created(rollout, executions_of(rollout.rollout_id), new=False)
+    ensure_executions(rollout, clock)
+    engine.advance(rollout.rollout_id, publisher, clock)
+    return Created(engine.get_rollout(rollout.rollout_id), executions_of(rollout.rollout_id),
+                   new=False)
 
 
 def resolve_sites(body: RolloutIn) -> list[str]:
@@ -173,63 +177,28 @@ def render_all(rollout_id: str, site_ids: Sequence[str],
     return rendered
 
 
-def ensure_executions(rollout: Rollout, clock: Clock = time.time) -> list[Execution]:
-    executions = []
-    for site_id in rollout.site_ids:
-        now = clock()
-        execution = Execution(
-            rollout.rollout_id, site_id, state=ExecutionState.QUEUED,
-            execution_id=Execution.make_id(rollout.rollout_id, site_id),
-            created_at=now, updated_at=now,
-        )
-        try:
-            execution.save(condition=Execution.site_id.does_not_exist())
-        except PynamoDBException as exc:
-            if not conditional_failed(exc):
-                raise
-            execution = Execution.get(rollout.rollout_id, site_id, consistent_read=True)
-        executions.append(execution)
-    return executions
-
-
-def dispatch(rollout: Rollout, executions: Sequence[Execution], publisher: Publisher,
-             rendered: dict[str, render.RenderedSite], clock: Clock = time.time) -> None:
-    """Publish the plan of every queued execution and mark it sent.
-
-    A site whose plan cannot be published stays queued (with the reason in its message)
-    for a later dispatch; a site that can no longer run the rollout fails alone. For a
-    blueprint, the site's machines get their desired state as the plan goes out.
-    """
-    failed_any = False
-    source: Source | None = None
-    for execution in executions:
-        if execution.state != ExecutionState.QUEUED:
-            continue
-        site_id = execution.site_id
-        try:
-            if site_id not in rendered:
-                source = source or source_of_rollout(rollout)
-                rendered[site_id] = render_site(rollout.rollout_id, site_id, source)
-        except Conflict as exc:
-            failed_any |= execution.move(ExecutionState.FAILED, message=exc.message)
-            continue
-        plan, desired = rendered[site_id].plan, rendered[site_id].desired
-        try:
-            publisher.publish(protocol.plan_topic(site_id), plan.encode())
-        except PublishFailed as exc:
-            LOG.error("rollout %s: plan for site %s not sent: %s", rollout.rollout_id,
-                      site_id, exc.message)
-            conditional_update(execution,
-                               [Execution.message.set(f"plan not sent: {exc.message}")],
-                               Execution.state == ExecutionState.QUEUED)
-            continue
-        set_desired(rollout.rollout_id, site_id, desired, clock)
-        if not execution.move(ExecutionState.SENT, message="", plan_message_id=plan.id,
-                              sent_at=clock()):
-            LOG.info("execution %s moved past queued before it was marked sent",
-                     execution.execution_id)
-    if failed_any:
-        finish_if_done(rollout.rollout_id)
+def ensure_executions(rollout: Rollout, clock: Clock = time.time) -> None:
+    """One queued execution per site, in its wave; those that exist are left as they are
+    (a retried create completes a crashed one). Waves are consecutive slices of the target
+    in the order given (a tag's sites sorted by id)."""
+    sizes = [int(size) for size in rollout.waves or [len(rollout.site_ids)]]
+    have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
+    with Wave.batch_write() as batch:
+        for index, size in enumerate(sizes):
+            if index not in have:  # a wave's counters are never reset
+                batch.save(Wave(rollout.rollout_id, index, size=size))
+    wave_of = [index for index, size in enumerate(sizes) for _ in range(size)]
+    now = clock()
+    existing = {e.site_id for e in Execution.query(rollout.rollout_id,
+                                                   attributes_to_get=["site_id"])}
+    with Execution.batch_write() as batch:
+        for site_id, wave in zip(rollout.site_ids, wave_of, strict=True):
+            if site_id in existing:
+                continue
+            batch.save(Execution(
+                rollout.rollout_id, site_id, state=ExecutionState.QUEUED, wave=wave,
+                attempt=1, execution_id=Execution.make_id(rollout.rollout_id, site_id),
+                queue_key=queue_key(wave, 0, site_id), created_at=now, updated_at=now))
 
 
 def set_desired(rollout_id: str, site_id: str, desired: dict[str, dict[str, Any]],
@@ -238,23 +207,6 @@ def set_desired(rollout_id: str, site_id: str, desired: dict[str, dict[str, Any]
     for machine_id, state in desired.items():
         Machine(site_id, machine_id).update(actions=[
             Machine.desired.set({**state, "rollout": rollout_id, "set_at": clock()})])
-
-
-def finish_if_done(rollout_id: str) -> RolloutState | None:
-    """Move the rollout to succeeded/failed once every site's execution is terminal.
-
-    Safe to call any number of times and from racing writers: the move is conditional on
-    the rollout still running.
-    """
-    rollout = _get_or_none(rollout_id)
-    if rollout is None or rollout.state != RolloutState.RUNNING:
-        return None
-    by_site = {e.site_id: e.state for e in executions_of(rollout_id)}
-    outcome = states.rollout_outcome([by_site.get(site, ExecutionState.QUEUED)
-                                      for site in rollout.site_ids])
-    if outcome is not None and rollout.move(outcome):
-        LOG.info("rollout %s %s", rollout_id, outcome)
-    return outcome
 
 
 # --- reads -----------------------------------------------------------------------------

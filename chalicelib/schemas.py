@@ -42,6 +42,7 @@ class SiteIn(_Body):
     tags: list[str] | None = Field(default=None, max_length=50)
     timezone: str | None = None
     facts: dict[str, Any] | None = Field(default=None, max_length=100)
+    maintenance_window: WindowIn | None = None
 
     @field_validator("tags")
     @classmethod
@@ -61,6 +62,33 @@ class SiteIn(_Body):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{name!r} is not an IANA time zone (e.g. 'Europe/Paris')") from None
         return name
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class WindowIn(_Body):
+    """When a site may be worked on, in its own time zone. ``end`` before ``start`` crosses
+    midnight (a window that starts on a listed day may end on the next)."""
+
+    days: list[str] = Field(default_factory=list, max_length=7)  # empty: every day
+    start: str = Field(pattern=_CLOCK)
+    end: str = Field(pattern=_CLOCK)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        wrong = [d for d in days if d not in DAYS]
+        if wrong:
+            raise ValueError(f"unknown day(s) {', '.join(wrong)}; use {', '.join(DAYS)}")
+        return days
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WindowIn:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty")
+        return self
 
 
 class MachineIn(_Body):
@@ -113,6 +141,51 @@ class StepIn(_Body):
         return str(protocol.task_spec(self.task).capability)
 
 
+class CanaryIn(_Body):
+    """The first wave: ``sites`` sites, or ``percent`` of the target (at least one)."""
+
+    sites: int | None = Field(default=None, ge=1)
+    percent: float | None = Field(default=None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _one(self) -> CanaryIn:
+        if (self.sites is None) == (self.percent is None):
+            raise ValueError("give the canary as 'sites' or 'percent', one of them")
+        return self
+
+
+class AbortIn(_Body):
+    """Abort when, in the current wave, at least ``min_sample`` sites finished and at least
+    ``percent`` of them failed (or timed out)."""
+
+    percent: float = Field(default=20.0, gt=0, le=100)
+    min_sample: int = Field(default=5, ge=1)
+
+
+class RetryIn(_Body):
+    """Retries of failures the gateway marks retryable (BMC unreachable, timeouts, 5xx)."""
+
+    max: int = Field(default=0, ge=0, le=10)
+    backoff: float = Field(default=60.0, ge=0, le=86_400)  # seconds before the first retry
+    factor: float = Field(default=2.0, ge=1, le=10)
+
+
+class PolicyIn(_Body):
+    """How a rollout moves through the fleet. The defaults are for a small fleet: every site
+    in one wave, no limits; a fleet of thousands sets a canary and limits."""
+
+    canary: CanaryIn | None = None
+    first_wave: int | None = Field(default=None, ge=1)  # default: canary x growth, or all
+    growth: float = Field(default=2.0, ge=1, le=100)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    max_per_minute: int | None = Field(default=None, ge=1)
+    abort: AbortIn = Field(default_factory=AbortIn)
+    site_timeout: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    retries: RetryIn = Field(default_factory=RetryIn)
+    maintenance_windows: bool = True  # False: ignore the sites' windows
+    expires_in: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+
+
 class RolloutIn(_Body):
     """A rollout of ``steps`` given inline, or of a ``blueprint`` revision (its latest
     unless ``revision`` says which)."""
@@ -123,6 +196,7 @@ class RolloutIn(_Body):
     steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=50)
     blueprint: str | None = Field(default=None, min_length=1, max_length=SHORT)
     revision: int | None = Field(default=None, ge=1)
+    policy: PolicyIn = Field(default_factory=PolicyIn)
     client_token: str | None = Field(default=None, min_length=1, max_length=SHORT)
 
     @field_validator("sites")

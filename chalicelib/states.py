@@ -21,14 +21,19 @@ S = TypeVar("S", bound=enum.StrEnum)
 
 class RolloutState(enum.StrEnum):
     RUNNING = "running"
+    PAUSED = "paused"  # nothing new is dispatched; what runs, runs on
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # every site is done, some did not succeed
+    ABORTED = "aborted"  # failures passed the threshold: nothing more is dispatched
+    CANCELED = "canceled"  # an operator canceled it
 
 
 TERMINAL_EXECUTION_STATES = frozenset({
     ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.TIMED_OUT,
-    ExecutionState.CANCELED,
+    ExecutionState.CANCELED, ExecutionState.EXPIRED,
 })
+# The outcomes that count against a wave's abort threshold (expired is not the site's fault).
+FAILED_EXECUTION_STATES = frozenset({ExecutionState.FAILED, ExecutionState.TIMED_OUT})
 
 EXECUTION_TRANSITIONS: Mapping[ExecutionState, frozenset[ExecutionState]] = {
     ExecutionState.QUEUED: frozenset({ExecutionState.SENT, ExecutionState.RUNNING}
@@ -37,11 +42,18 @@ EXECUTION_TRANSITIONS: Mapping[ExecutionState, frozenset[ExecutionState]] = {
     ExecutionState.RUNNING: TERMINAL_EXECUTION_STATES,
     **{state: frozenset() for state in TERMINAL_EXECUTION_STATES},
 }
+# A retryable failure sends the execution back to queued for its next attempt instead.
+RETRY_SOURCES = (ExecutionState.SENT, ExecutionState.RUNNING)
 
-TERMINAL_ROLLOUT_STATES = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED})
+TERMINAL_ROLLOUT_STATES = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED,
+                                     RolloutState.ABORTED, RolloutState.CANCELED})
+# No new dispatch in these; executions already out still report and finish.
+STOPPED_ROLLOUT_STATES = frozenset({RolloutState.ABORTED, RolloutState.CANCELED})
 
 ROLLOUT_TRANSITIONS: Mapping[RolloutState, frozenset[RolloutState]] = {
-    RolloutState.RUNNING: TERMINAL_ROLLOUT_STATES,
+    RolloutState.RUNNING: frozenset({RolloutState.PAUSED} | TERMINAL_ROLLOUT_STATES),
+    RolloutState.PAUSED: frozenset({RolloutState.RUNNING, RolloutState.CANCELED,
+                                    RolloutState.ABORTED}),
     **{state: frozenset() for state in TERMINAL_ROLLOUT_STATES},
 }
 

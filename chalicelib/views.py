@@ -30,6 +30,7 @@ def site(item: Site) -> dict[str, Any]:
         "tags": list(item.tags or []),
         "timezone": item.timezone,
         "facts": dict(item.facts or {}),
+        "maintenance_window": item.maintenance_window,
         "created_at": iso(item.created_at),
         "updated_at": iso(item.updated_at),
         "online": bool(item.online),
@@ -70,11 +71,25 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
         "target": {"tag": item.target_tag} if item.target_tag else {"sites": list(item.site_ids)},
         "site_ids": list(item.site_ids),
         "client_token": item.client_token,
+        "message": item.message,
+        "policy": item.policy,
+        "waves": [int(size) for size in item.waves or []],
+        "current_wave": int(item.current_wave or 0),
+        "total": int(item.total or 0),
+        "done": int(item.done or 0),
+        "in_flight": int(item.in_flight or 0),
+        "expires_at": iso(item.expires_at),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.updated_at),
     }
     if executions is not None:
+        executions = list(executions)
         body["counts"] = dict(sorted(Counter(e.state for e in executions).items()))
+        by_wave: dict[int, Counter[str]] = {}
+        for e in executions:
+            by_wave.setdefault(int(e.wave or 0), Counter())[e.state] += 1
+        body["wave_counts"] = [dict(sorted(by_wave.get(i, Counter()).items()))
+                               for i in range(len(body["waves"]) or 1)]
     return body
 
 
@@ -84,9 +99,14 @@ def execution(item: Execution,
         "site_id": item.site_id,
         "execution_id": item.execution_id,
         "state": item.state,
+        "wave": int(item.wave or 0),
+        "attempt": int(item.attempt or 1),
         "message": item.message,
         "plan_message_id": item.plan_message_id,
+        "not_before": iso(item.not_before),
         "sent_at": iso(item.sent_at),
+        "started_at": iso(item.started_at),
+        "finished_at": iso(item.finished_at),
         "last_seq": int(item.last_seq) if item.last_seq is not None else None,
         "updated_at": iso(item.updated_at),
     }
@@ -113,6 +133,7 @@ def step_result(step: dict[str, Any]) -> dict[str, Any]:
         "message": step.get("message", ""),
         "started_at": iso(step.get("started_at")),
         "finished_at": iso(step.get("finished_at")),
+        "retryable": bool(step.get("retryable", False)),
     }
     if step.get("data") is not None:  # what a read task found (inventory, BIOS, SEL...)
         body["data"] = step["data"]

@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
@@ -26,6 +27,7 @@ from edge_gateway.observer import observe_machine
 from edge_gateway.pacing import PacedDriver, PacerRegistry
 from edge_gateway.transport import Transport
 from edgeplane.protocol import (
+    Cancel,
     ExecutionState,
     Inventory,
     MachineObservation,
@@ -72,6 +74,7 @@ class Gateway:
         self._worker: threading.Thread | None = None
         self._inventory_sent = False
         self._stopping = threading.Event()
+        self._canceled: set[str] = set()  # executions to stop (or never start)
         self._observer: threading.Thread | None = None
         self.idle = threading.Event()
         self.idle.set()
@@ -140,6 +143,11 @@ class Gateway:
         except ProtocolError as exc:
             LOG.error("site %s: dropped a message on %s: %s", self.site, topic, exc)
             return
+        if isinstance(message, Cancel):
+            LOG.info("site %s: execution %s canceled: %s", self.site, message.execution_id,
+                     message.reason)
+            self._canceled.add(message.execution_id)
+            return
         if not isinstance(message, Plan):
             LOG.warning("site %s: ignoring %s message on %s", self.site, message.KIND, topic)
             return
@@ -191,6 +199,15 @@ class Gateway:
     # --- running a plan --------------------------------------------------------------
 
     def run_plan(self, plan: Plan) -> Result:
+        """Run the plan (unless it expired or was canceled first) and send its result."""
+        if plan.expires_at is not None and time.time() >= plan.expires_at:
+            LOG.warning("site %s: execution %s expired before it started", self.site,
+                        plan.execution_id)
+            return self._finish(plan, [], ExecutionState.EXPIRED,
+                                "the plan expired before the site could start it")
+        if plan.execution_id in self._canceled:
+            return self._finish(plan, [], ExecutionState.CANCELED,
+                                "canceled before it started")
         LOG.info("site %s: running execution %s (%d steps on %d machines)", self.site,
                  plan.execution_id, len(plan.steps), len(plan.machines))
 
@@ -199,17 +216,22 @@ class Gateway:
                                 seq=self.journal.next_seq(plan.execution_id), machines=batch))
 
         batcher = ProgressBatcher(self.config.progress_interval, send_progress)
-        machines = self.executor.execute(plan, batcher.update)
+        machines = self.executor.execute(
+            plan, batcher.update, canceled=lambda: plan.execution_id in self._canceled)
         failed = [m.machine for m in machines if m.state != MachineState.SUCCEEDED]
-        result = Result(
-            site=self.site,
-            execution_id=plan.execution_id,
-            seq=self.journal.next_seq(plan.execution_id),
-            machines=machines,
-            state=ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
-            message=(f"{len(failed)} of {len(machines)} machines failed: {', '.join(failed)}"
-                     if failed else f"{len(machines)} machines succeeded"),
-        )
+        if plan.execution_id in self._canceled:
+            return self._finish(plan, machines, ExecutionState.CANCELED,
+                                "canceled: every machine stopped after its current step")
+        return self._finish(
+            plan, machines, ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
+            f"{len(failed)} of {len(machines)} machines failed: {', '.join(failed)}"
+            if failed else f"{len(machines)} machines succeeded")
+
+    def _finish(self, plan: Plan, machines: list[MachineResult], state: ExecutionState,
+                message: str) -> Result:
+        result = Result(site=self.site, execution_id=plan.execution_id,
+                        seq=self.journal.next_seq(plan.execution_id), machines=machines,
+                        state=state, message=message)
         payload = result.encode()
         self.journal.finish_plan(plan.execution_id, payload)
         self._send(result, payload=payload)

@@ -7,6 +7,7 @@ machines carry on. Each error names the site, machine, step, task, BMC and what 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import replace
 
 from edge_gateway.config import MachineConfig, SiteConfig
 from edge_gateway.drivers.base import Driver
-from edge_gateway.errors import GatewayError
+from edge_gateway.errors import BmcError, BmcUnreachableError, GatewayError
 from edge_gateway.tasks import TaskContext, run_task
 from edgeplane.protocol import (
     MachineResult,
@@ -28,6 +29,8 @@ from edgeplane.protocol import (
 )
 
 LOG = logging.getLogger(__name__)
+
+_SERVER_ERROR = re.compile(r"\bHTTP 5\d\d\b")
 
 DriverFactory = Callable[[MachineConfig], Driver]
 ReportFunction = Callable[[MachineResult], None]
@@ -44,15 +47,20 @@ class PlanExecutor:
         self.driver_factory = driver_factory
         self.sleep = sleep
 
-    def execute(self, plan: Plan, report: ReportFunction) -> list[MachineResult]:
-        """Run the plan; ``report`` gets a snapshot each time a machine's state changes."""
+    def execute(self, plan: Plan, report: ReportFunction,
+                canceled: Callable[[], bool] = lambda: False) -> list[MachineResult]:
+        """Run the plan; ``report`` gets a snapshot each time a machine's state changes.
+        Once ``canceled()`` is true, each machine finishes its current step and skips the
+        rest."""
         machines = plan.machines
         workers = max(1, min(self.config.max_parallel, len(machines)))
         with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.config.site}-exec") as pool:
-            futures = [pool.submit(self._run_machine, plan, m, report) for m in machines]
+            futures = [pool.submit(self._run_machine, plan, m, report, canceled)
+                       for m in machines]
             return [f.result() for f in futures]
 
-    def _run_machine(self, plan: Plan, machine_id: str, report: ReportFunction) -> MachineResult:
+    def _run_machine(self, plan: Plan, machine_id: str, report: ReportFunction,
+                     canceled: Callable[[], bool]) -> MachineResult:
         steps = [(i, s) for i, s in enumerate(plan.steps) if machine_id in s.machines]
         results = [StepResult(task=s.task) for _, s in steps]
         snapshot = MachineResult(machine=machine_id, state=MachineState.RUNNING, steps=results)
@@ -72,6 +80,10 @@ class PlanExecutor:
                     results[position] = replace(results[position], state=StepState.SKIPPED,
                                                 message="skipped: an earlier step failed")
                     continue
+                if canceled():
+                    results[position] = replace(results[position], state=StepState.SKIPPED,
+                                                message="skipped: the rollout was canceled")
+                    continue
                 started = now()
                 results[position] = replace(results[position], state=StepState.RUNNING,
                                             started_at=started)
@@ -87,7 +99,8 @@ class PlanExecutor:
                                f"{step.task}: {exc}")
                     LOG.warning("%s", message)
                     results[position] = replace(results[position], state=StepState.FAILED,
-                                                message=message, finished_at=now())
+                                                message=message, finished_at=now(),
+                                                retryable=is_retryable(exc))
                 except Exception as exc:  # a bug must fail the machine, not the gateway
                     LOG.exception("unexpected error on %s step %s", machine_id, index)
                     failed_already = True
@@ -144,3 +157,11 @@ class ProgressBatcher:
             self._pending.clear()
             self._last_sent = self.monotonic()
         self.send(batch)
+
+
+def is_retryable(exc: Exception) -> bool:
+    """A failure another attempt may not meet: the BMC did not answer, or answered 5xx.
+    Refusals (credentials, parameters, capabilities) will fail again the same way."""
+    if isinstance(exc, BmcUnreachableError):
+        return True
+    return isinstance(exc, BmcError) and bool(_SERVER_ERROR.search(exc.detail))

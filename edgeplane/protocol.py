@@ -8,6 +8,7 @@ Topics are per site so that a broker ACL or an AWS IoT policy can scope each gat
 own subtree (the MQTT client id is the site id):
 
     edgeplane/v1/sites/{site}/down/plan       cloud -> gateway   Plan
+    edgeplane/v1/sites/{site}/down/cancel     cloud -> gateway   Cancel
     edgeplane/v1/sites/{site}/up/presence     gateway -> cloud   Presence (retained, last will)
     edgeplane/v1/sites/{site}/up/inventory    gateway -> cloud   Inventory
     edgeplane/v1/sites/{site}/up/progress     gateway -> cloud   Progress
@@ -25,7 +26,9 @@ Version history:
          per-machine progress snapshots and final results.
          Additions within version 1 (optional, ignored by older receivers): every task of
          TASKS in plans; ``machine_class`` in inventory reports; the ``observed`` message
-         (observed state for drift). A cloud that predates ``observed`` drops it as an
+         (observed state for drift); the ``cancel`` message; plans honour ``expires_at``;
+         ``retryable`` on step results; execution states ``expired`` and ``canceled`` in
+         results. A cloud that predates ``observed`` drops it as an
          unknown kind and loses nothing else.
 """
 
@@ -119,6 +122,7 @@ class ExecutionState(enum.StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # the site did not start the plan before the rollout's expiry
 
 
 TERMINAL_MACHINE_STATES = frozenset({MachineState.SUCCEEDED, MachineState.FAILED})
@@ -318,6 +322,10 @@ def plan_topic(site: str) -> str:
     return f"{site_topic_root(site)}/down/plan"
 
 
+def cancel_topic(site: str) -> str:
+    return f"{site_topic_root(site)}/down/cancel"
+
+
 def down_filter(site: str) -> str:
     """What a gateway subscribes to: everything the cloud sends its site."""
     return f"{site_topic_root(site)}/down/#"
@@ -441,6 +449,17 @@ class Plan(Message):
 
 
 @dataclass(frozen=True)
+class Cancel(Message):
+    """The cloud canceled a rollout: drop the plan if it has not started; if it is running,
+    finish the current step and skip the rest. The gateway answers with a Result."""
+
+    KIND: ClassVar[str] = "cancel"
+
+    execution_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Presence(Message):
     """Whether a site's gateway is connected; also its last will (online=False).
 
@@ -505,6 +524,9 @@ class StepResult:
     started_at: float | None = None
     finished_at: float | None = None
     data: dict[str, Any] | None = None  # what a read task found (inventory, BIOS, SEL...)
+    # A failure that may pass if tried again later (BMC unreachable, timed out, 5xx), as
+    # opposed to one that will not (wrong credentials, refused parameters).
+    retryable: bool = False
 
 
 @dataclass(frozen=True)
@@ -602,7 +624,7 @@ class Observed(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (Plan, Presence, Inventory, Progress, Result, Observed)
+    cls.KIND: cls for cls in (Plan, Cancel, Presence, Inventory, Progress, Result, Observed)
 }
 UP_KINDS = frozenset({"presence", "inventory", "progress", "result", "observed"})
 

@@ -235,7 +235,7 @@ def test_get_a_rollout_with_its_results(api, published):
             "updated_at"],
         "steps": [{"task": "power.ensure", "state": "running", "changed": True,
                    "message": "ok", "started_at": "2023-11-14T22:13:20.000Z",
-                   "finished_at": "2023-11-14T22:13:21.500Z"}]}]
+                   "finished_at": "2023-11-14T22:13:21.500Z", "retryable": False}]}]
     assert (two["state"], two["message"]) == ("failed", "1 of 1 machines failed: srv-9")
 
     report(protocol.Result(site="shop-1", execution_id=f"{rollout_id}.shop-1", seq=3,

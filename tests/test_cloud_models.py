@@ -6,7 +6,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from chalicelib import models, states
-from chalicelib.models import Execution, MachineResult, Rollout, Site
+from chalicelib.engine import move_rollout, transition
+from chalicelib.models import Execution, MachineResult, Rollout, Site, Wave
 from chalicelib.states import RolloutState
 from edgeplane.dev.ports import free_port
 from edgeplane.protocol import ExecutionState
@@ -26,33 +27,40 @@ def test_create_tables_is_idempotent(aws):
     assert models.create_tables() == []
     assert {m.Meta.table_name for m in models.MODELS} == {
         "test-sites", "test-machines", "test-rollouts", "test-executions",
-        "test-machine-results", "test-definitions", "test-blueprint-revisions"}
+        "test-machine-results", "test-definitions", "test-blueprint-revisions",
+        "test-rollout-events", "test-waves"}
 
 
-def test_execution_moves_only_along_the_table(aws):
+def test_execution_moves_only_along_the_table_and_counts_once(aws):
+    Wave("r-1", 0, size=1).save()
     execution = new_execution()
-    assert execution.move(ExecutionState.SENT, plan_message_id="m-1", sent_at=2.0)
-    assert not execution.move(ExecutionState.QUEUED)  # nothing leads back to queued
-    assert not execution.move(ExecutionState.SENT)  # sent -> sent is not a transition
-    assert execution.move(ExecutionState.RUNNING)
-    assert execution.move(ExecutionState.FAILED, message="srv-1 failed")
+    assert transition(execution, ExecutionState.SENT, plan_message_id="m-1", sent_at=2.0)
+    assert not transition(execution, ExecutionState.QUEUED)  # nothing leads back to queued
+    assert not transition(execution, ExecutionState.SENT)  # sent -> sent is not a transition
+    assert transition(execution, ExecutionState.RUNNING)
+    assert transition(execution, ExecutionState.FAILED, message="srv-1 failed")
     for target in ExecutionState:
-        assert not execution.move(target)
+        assert not transition(execution, target)
     stored = Execution.get("r-1", "shop-1")
     assert (stored.state, stored.message, stored.plan_message_id) == ("failed", "srv-1 failed",
                                                                       "m-1")
+    counters = Rollout.get("r-1")
+    assert (counters.done, counters.in_flight) == (1, 0)
+    assert (Wave.get("r-1", 0).done, Wave.get("r-1", 0).failed) == (1, 1)
 
 
 def test_a_stale_copy_cannot_undo_a_newer_state(aws):
+    Wave("r-1", 0, size=1).save()
     fresh, stale = new_execution(), Execution.get("r-1", "shop-1")
-    assert fresh.move(ExecutionState.SUCCEEDED)
+    assert transition(fresh, ExecutionState.SUCCEEDED)
     assert stale.state == "queued"
-    assert not stale.move(ExecutionState.SENT)
+    assert not transition(stale, ExecutionState.SENT)
     assert Execution.get("r-1", "shop-1").state == "succeeded"
+    assert Rollout.get("r-1").done == 1, "counted once"
 
 
 def test_moving_a_missing_execution_creates_nothing(aws):
-    assert not Execution("r-1", "nowhere").move(ExecutionState.RUNNING)
+    assert not transition(Execution("r-1", "nowhere"), ExecutionState.RUNNING)
     assert list(Execution.query("r-1")) == []
 
 
@@ -81,8 +89,9 @@ def test_rollout_leaves_running_once(aws):
     rollout = Rollout("r-1", steps=[], target_tag="x", site_ids=["shop-1"],
                       state=RolloutState.RUNNING, created_at=1.0, updated_at=1.0)
     rollout.save()
-    assert rollout.move(RolloutState.FAILED)
-    assert not Rollout("r-1").move(RolloutState.SUCCEEDED)
+    stale = Rollout.get("r-1")
+    assert move_rollout(rollout, RolloutState.FAILED)
+    assert not move_rollout(stale, RolloutState.SUCCEEDED)
     assert Rollout.get("r-1").state == "failed"
 
 

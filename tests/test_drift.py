@@ -74,7 +74,7 @@ BLUEPRINT = {"kind": "blueprint", "name": "baseline", "spec": {
 @pytest.fixture
 def drift_events(aws):
     """An SQS queue receiving every Edgeplane event from the default bus (as the console's
-    subscription would)."""
+    subscription would); ``received()`` returns the drift events among them."""
     sqs = boto3.client("sqs", region_name=REGION)
     queue = sqs.create_queue(QueueName="drift-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
@@ -89,7 +89,8 @@ def drift_events(aws):
         for _ in range(5):
             batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
                                         WaitTimeSeconds=0).get("Messages", [])
-            found += [json.loads(m["Body"]) for m in batch]
+            found += [body for body in (json.loads(m["Body"]) for m in batch)
+                      if body["detail-type"].startswith("Machine Drift")]
             if not batch:
                 break
         return found

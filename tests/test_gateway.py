@@ -148,6 +148,7 @@ def test_duplicate_plan_does_not_run_twice_and_resends_the_result(site, recorder
     plan = power_on_pxe_plan()
     recorder.publish(protocol.plan_topic(SITE), plan.encode())
     recorder.wait_for(lambda ms: len(ms) == 1, Result)
+    assert site.gateway.idle.wait(10)  # the plan and the observation after it are done
     calls_before = len(site.machines["srv-1"].calls)
     again = dataclasses.replace(plan, id=protocol.new_id())
     recorder.publish(protocol.plan_topic(SITE), again.encode())
@@ -210,3 +211,50 @@ def test_results_survive_a_restart_while_the_broker_is_down(site, broker, record
         assert result.execution_id == "r1.shop-0001" and result.state == "succeeded"
     finally:
         late.close()
+
+
+def test_cancel_stops_a_running_plan_after_its_current_step(site, recorder):
+    site.machines["srv-1"].power_delay = 1.0  # the first step takes a while
+    site.start()
+    plan = power_on_pxe_plan(machines=("srv-1",))
+    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.wait_for(lambda ms: len(ms) >= 1, Progress)
+    recorder.publish(protocol.cancel_topic(SITE),
+                     protocol.Cancel(site=SITE, execution_id=plan.execution_id,
+                                     reason="operator").encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    assert result.state == "canceled"
+    steps = result.machines[0].steps
+    assert [s.state for s in steps] == ["succeeded", "skipped"]
+    assert steps[1].message == "skipped: the rollout was canceled"
+    assert site.machines["srv-1"].boot.target is None, "the skipped step did not run"
+
+
+def test_a_plan_past_its_expiry_is_not_run(site, recorder):
+    site.start()
+    expired = dataclasses.replace(power_on_pxe_plan(), expires_at=1.0)
+    recorder.publish(protocol.plan_topic(SITE), expired.encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    assert (result.state, result.machines) == ("expired", [])
+    assert site.machines["srv-1"].power == PowerState.OFF
+
+
+def test_an_unreachable_bmc_fails_as_retryable(site, recorder):
+    from edge_gateway.errors import BmcUnreachableError
+
+    def unreachable(*args, **kwargs):
+        raise BmcUnreachableError("10.0.0.2", "read power state", "timed out after 5 s")
+
+    site.start()
+    site.gateway.driver_factory = lambda m: _Broken(m, unreachable) if m.id == "srv-2" \
+        else SimulatedDriver(m.credentials, site.machines[m.id])
+    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    failed = {m.machine: m for m in result.machines}["srv-2"].steps[0]
+    assert failed.state == "failed" and failed.retryable is True
+
+
+class _Broken(SimulatedDriver):
+    def __init__(self, machine, fail) -> None:
+        super().__init__(machine.credentials, SimulatedMachine())
+        self.get_power_state = fail

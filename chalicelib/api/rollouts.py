@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import publisher, rollouts, views
+from chalicelib import audit, engine, publisher, rollouts, views
 from chalicelib.schemas import RolloutIn, parse
 
 routes = Blueprint(__name__)
@@ -32,8 +32,36 @@ def list_rollouts() -> dict[str, Any]:
 def get_rollout(rollout_id: str) -> dict[str, Any]:
     rollout = rollouts.get_rollout(rollout_id)
     executions = rollouts.executions_of(rollout_id)
+    # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
+    machines = (routes.current_request.query_params or {}).get("machines") != "false"
     return {
         "rollout": views.rollout(rollout, executions),
-        "executions": [views.execution(e, rollouts.results_of(e.execution_id))
-                       for e in executions],
+        "executions": [views.execution(e, rollouts.results_of(e.execution_id)
+                                       if machines else None) for e in executions],
     }
+
+
+def _actor() -> str:
+    """Who asked (the token is shared for now; a client may say who it is)."""
+    return routes.current_request.headers.get("x-edgeplane-actor") or "operator"
+
+
+@routes.route("/rollouts/{rollout_id}/pause", methods=["POST"])
+def pause(rollout_id: str) -> dict[str, Any]:
+    return {"rollout": views.rollout(engine.pause(rollout_id, _actor()))}
+
+
+@routes.route("/rollouts/{rollout_id}/resume", methods=["POST"])
+def resume(rollout_id: str) -> dict[str, Any]:
+    return {"rollout": views.rollout(engine.resume(rollout_id, publisher.current(), _actor()))}
+
+
+@routes.route("/rollouts/{rollout_id}/cancel", methods=["POST"])
+def cancel(rollout_id: str) -> dict[str, Any]:
+    return {"rollout": views.rollout(engine.cancel(rollout_id, publisher.current(), _actor()))}
+
+
+@routes.route("/rollouts/{rollout_id}/events", methods=["GET"])
+def events(rollout_id: str) -> dict[str, Any]:
+    engine.get_rollout(rollout_id)
+    return {"events": audit.log_of(rollout_id)}

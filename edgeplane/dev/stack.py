@@ -1,7 +1,8 @@
 """The whole of Edgeplane on one machine, with real parts, on 127.0.0.1 and free ports.
 
 ``up()`` starts, in this order: moto in server mode (DynamoDB, tables created), a mosquitto
-of our own, the Chalice app (``chalice local``), the ingest bridge (plays the IoT rule), and
+of our own, the Chalice app (``chalice local``), the ingest bridge (plays the IoT rule), the
+ticker (plays the engine's schedule), and
 for each site its emulated BMCs (one sushy-tools emulator holding the site's ``rf-N``
 machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's public-rackmount1 with
 BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N`` machine) and a real
@@ -200,6 +201,8 @@ class LocalStack:
                     cwd=PROJECT_ROOT)
         self._spawn("bridge", [sys.executable, "-m", "edgeplane.dev.bridge", "--port",
                                str(state.mqtt_port)], env=self._cloud_env())
+        self._spawn("ticker", [sys.executable, "-m", "edgeplane.dev.ticker", "--interval",
+                               "5"], env=self._cloud_env())
         wait_for_tcp(int(api_port), timeout=30)
 
     def _create_tables(self) -> None:

@@ -1,0 +1,441 @@
+"""The rollout engine: waves, limits, abort, timeouts, retries, windows, expiry, pause,
+resume and cancel, with state in DynamoDB.
+
+``waves.py`` decides; this module reads what the decision needs and does it. Every change
+is a conditional update on the exact state it starts from, and its bookkeeping (the
+rollout's and the wave's counters, the event log) is done only by the writer whose update
+took, so racing writers (a result and the schedule tick, two Lambda retries) neither lose
+nor double a change. Progress advances when results arrive — only when something can move
+(a wave completed, capacity freed, a threshold crossed) — and on a tick (``tick``, every
+minute from ``@app.schedule``) that catches timeouts, expiry and opening windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chalicelib import audit, states, waves
+from chalicelib.errors import Conflict, NotFound, PublishFailed
+from chalicelib.models import (
+    Execution,
+    Rollout,
+    Site,
+    Wave,
+    conditional_update,
+    queue_key,
+)
+from chalicelib.publisher import Publisher
+from chalicelib.schemas import PolicyIn
+from chalicelib.states import RolloutState
+from edgeplane import protocol
+from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+IN_FLIGHT = frozenset({ExecutionState.SENT, ExecutionState.RUNNING})
+DISPATCH_BATCH = 500  # queued executions read per query page
+
+
+def policy_of(rollout: Rollout) -> PolicyIn:
+    return PolicyIn.model_validate(rollout.policy or {})
+
+
+# --- executions move ---------------------------------------------------------------------
+
+
+def transition(execution: Execution, target: ExecutionState, clock: Clock = time.time,
+               message: str | None = None, **fields: Any) -> bool:
+    """Move one execution along the state table; False if it cannot (anymore).
+
+    The update is conditional on the state just read, so the source is known exactly and
+    the counters move once: a terminal state adds to the rollout's and the wave's ``done``
+    (and ``failed``), leaving sent/running frees a place in flight.
+    """
+    for _ in range(3):
+        if execution.state is None:  # only the key is known: read it
+            try:
+                execution.refresh(consistent_read=True)
+            except Execution.DoesNotExist:
+                return False
+        source = ExecutionState(execution.state)
+        if not states.can_move(states.EXECUTION_TRANSITIONS, source, target):
+            return False
+        now = clock()
+        actions = [Execution.state.set(target), Execution.updated_at.set(now)]
+        if message is not None:
+            actions.append(Execution.message.set(message))
+        if source == ExecutionState.QUEUED:
+            actions.append(Execution.queue_key.remove())
+        if target in states.TERMINAL_EXECUTION_STATES:
+            actions.append(Execution.finished_at.set(now))
+        actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
+        if conditional_update(execution, actions, Execution.state == source):
+            _count(execution, source, target, now)
+            return True
+        execution.refresh(consistent_read=True)
+    return False
+
+
+def _count(execution: Execution, source: ExecutionState, target: ExecutionState,
+           now: float) -> None:
+    rollout_actions = []
+    if target in IN_FLIGHT and source not in IN_FLIGHT:
+        rollout_actions.append(Rollout.in_flight.add(1))
+    if source in IN_FLIGHT and target not in IN_FLIGHT:
+        rollout_actions.append(Rollout.in_flight.add(-1))
+    if target in states.TERMINAL_EXECUTION_STATES:
+        rollout_actions.append(Rollout.done.add(1))
+        wave_actions = [Wave.done.add(1)]
+        if target in states.FAILED_EXECUTION_STATES:
+            wave_actions.append(Wave.failed.add(1))
+        Wave(execution.rollout_id, int(execution.wave)).update(actions=wave_actions)
+    if rollout_actions:
+        Rollout(execution.rollout_id).update(actions=rollout_actions)
+    audit.record(execution.rollout_id, audit.EXECUTION_STATE, {
+        "site_id": execution.site_id, "execution_id": execution.execution_id,
+        "state": str(target), "previous": str(source), "wave": int(execution.wave),
+        "attempt": int(execution.attempt), "message": execution.message}, now)
+
+
+def requeue(execution: Execution, policy: PolicyIn, reason: str,
+            clock: Clock = time.time) -> bool:
+    """Give a retryable failure its next attempt, after the policy's backoff. The next
+    attempt is a new execution id: the gateway would only resend a known one's result."""
+    source = ExecutionState(execution.state)
+    if source not in states.RETRY_SOURCES:
+        return False
+    attempt = int(execution.attempt) + 1
+    now = clock()
+    not_before = now + waves.retry_delay(policy, attempt - 1)
+    actions = [
+        Execution.state.set(ExecutionState.QUEUED), Execution.attempt.set(attempt),
+        Execution.execution_id.set(Execution.make_id(execution.rollout_id, execution.site_id,
+                                                     attempt)),
+        Execution.not_before.set(not_before),
+        Execution.queue_key.set(queue_key(int(execution.wave), not_before, execution.site_id)),
+        Execution.message.set(f"attempt {attempt - 1} failed, retrying after "
+                              f"{not_before - now:.0f} s: {reason}"),
+        Execution.updated_at.set(now),
+    ]
+    if not conditional_update(execution, actions, Execution.state == source):
+        return False
+    Rollout(execution.rollout_id).update(actions=[Rollout.in_flight.add(-1)])
+    audit.record(execution.rollout_id, audit.EXECUTION_STATE, {
+        "site_id": execution.site_id, "execution_id": execution.execution_id,
+        "state": "queued", "previous": str(source), "wave": int(execution.wave),
+        "attempt": attempt, "message": execution.message}, now)
+    return True
+
+
+# --- the rollout moves -------------------------------------------------------------------
+
+
+def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = None,
+                 actor: str | None = None, clock: Clock = time.time) -> bool:
+    source = RolloutState(rollout.state)
+    if not states.can_move(states.ROLLOUT_TRANSITIONS, source, target):
+        return False
+    now = clock()
+    actions = [Rollout.state.set(target), Rollout.updated_at.set(now)]
+    if message is not None:
+        actions.append(Rollout.message.set(message))
+    if not conditional_update(rollout, actions, Rollout.state == source):
+        return False
+    LOG.info("rollout %s %s -> %s%s", rollout.rollout_id, source, target,
+             f": {message}" if message else "")
+    audit.record(rollout.rollout_id, audit.ROLLOUT_STATE, {
+        "state": str(target), "previous": str(source), "message": message, "actor": actor},
+        now)
+    return True
+
+
+def get_rollout(rollout_id: str) -> Rollout:
+    try:
+        return Rollout.get(rollout_id, consistent_read=True)
+    except Rollout.DoesNotExist:
+        raise NotFound(kind="rollout", id=rollout_id) from None
+
+
+def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
+            rendered: dict[str, Any] | None = None) -> Rollout:
+    """Do whatever can be done now: abort, start the next wave, dispatch, finish."""
+    rollout = get_rollout(rollout_id)
+    if rollout.state in states.STOPPED_ROLLOUT_STATES:
+        cancel_queued(rollout, f"rollout {rollout.state}", clock)
+        return rollout
+    if rollout.state != RolloutState.RUNNING:
+        return rollout
+    policy = policy_of(rollout)
+    if _wave_gate(rollout, policy, clock):
+        _dispatch(rollout, policy, publisher, clock, rendered or {})
+    rollout.refresh(consistent_read=True)
+    finish_if_done(rollout, clock)
+    return rollout
+
+
+def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> bool:
+    """Abort or step to the next wave as the counters say; True if dispatch may go on."""
+    sizes = [int(size) for size in rollout.waves or []]
+    while True:
+        current = int(rollout.current_wave)
+        if current >= len(sizes):
+            return False
+        wave = Wave.get(rollout.rollout_id, current, consistent_read=True)
+        more = int(wave.done) < int(wave.size) or current + 1 < len(sizes)
+        reason = more and waves.abort_reason(current, current == 0 and policy.canary is not None,
+                                             int(wave.size), int(wave.done), int(wave.failed),
+                                             policy)
+        if reason:  # a wave that is the last and complete just finishes (failed)
+            if move_rollout(rollout, RolloutState.ABORTED, reason, clock=clock):
+                cancel_queued(rollout, f"rollout aborted: {reason}", clock)
+            return False
+        if int(wave.done) < int(wave.size):
+            return True
+        if current + 1 >= len(sizes):
+            return False
+        if conditional_update(rollout, [Rollout.current_wave.set(current + 1)],
+                              Rollout.current_wave == current):
+            audit.record(rollout.rollout_id, audit.WAVE_STARTED,
+                         {"wave": current + 1, "size": sizes[current + 1]}, clock())
+        rollout.refresh(consistent_read=True)
+
+
+def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher, clock: Clock,
+              rendered: dict[str, Any]) -> int:
+    """Send the plans of the current wave's due, in-window queued sites, within the limits."""
+    from chalicelib import rollouts  # rendering lives with rollout creation
+
+    now = clock()
+    minute = int(now // 60)
+    started = int(rollout.rate_count) if int(rollout.rate_minute) == minute else 0
+    room = waves.room(policy, int(rollout.in_flight), started)
+    if room <= 0:
+        return 0
+    wave = int(rollout.current_wave)
+    chosen = _due(rollout.rollout_id, wave, now, room, policy)
+    if not chosen:
+        return 0
+    source = None
+    sent = 0
+    for execution in chosen:
+        site_id = execution.site_id
+        try:
+            if site_id in rendered:
+                plan = rendered[site_id].plan
+                desired = rendered[site_id].desired
+            else:
+                source = source or rollouts.source_of_rollout(rollout)
+                found = rollouts.render_site(rollout.rollout_id, site_id, source)
+                plan, desired = found.plan, found.desired
+        except Conflict as exc:  # the site changed since the rollout was created
+            transition(execution, ExecutionState.FAILED, clock, message=exc.message)
+            continue
+        plan = dataclasses.replace(plan, execution_id=execution.execution_id,
+                                   expires_at=rollout.expires_at)
+        try:
+            publisher.publish(protocol.plan_topic(site_id), plan.encode())
+        except PublishFailed as exc:
+            LOG.error("rollout %s: plan for site %s not sent: %s", rollout.rollout_id,
+                      site_id, exc.message)
+            conditional_update(execution, [Execution.message.set(
+                f"plan not sent: {exc.message}")], Execution.state == ExecutionState.QUEUED)
+            continue
+        rollouts.set_desired(rollout.rollout_id, site_id, desired, clock)
+        if transition(execution, ExecutionState.SENT, clock, message="",
+                      plan_message_id=plan.id, sent_at=clock()):
+            sent += 1
+    if sent:
+        rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
+                [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
+        Rollout(rollout.rollout_id).update(actions=rate)
+    return sent
+
+
+def _due(rollout_id: str, wave: int, now: float, room: int,
+         policy: PolicyIn) -> list[Execution]:
+    """Up to ``room`` queued executions of ``wave`` whose time has come and whose site's
+    maintenance window is open (unless the policy ignores windows)."""
+    low, high = queue_key(wave, 0, ""), queue_key(wave, now, "~")
+    chosen: list[Execution] = []
+    page = Execution.queued.query(rollout_id, Execution.queue_key.between(low, high),
+                                  page_size=DISPATCH_BATCH)
+    batch: list[Execution] = []
+    for execution in page:
+        batch.append(execution)
+        if len(batch) >= DISPATCH_BATCH:
+            chosen += _open(batch, now, policy)[:room - len(chosen)]
+            batch = []
+            if len(chosen) >= room:
+                return chosen
+    chosen += _open(batch, now, policy)[:room - len(chosen)]
+    return chosen
+
+
+def _open(batch: list[Execution], now: float, policy: PolicyIn) -> list[Execution]:
+    if not batch or not policy.maintenance_windows:
+        return batch
+    sites = {site.site_id: site for site in Site.batch_get([e.site_id for e in batch])}
+    return [e for e in batch if e.site_id in sites and waves.in_window(
+        sites[e.site_id].maintenance_window, sites[e.site_id].timezone, now)]
+
+
+def finish_if_done(rollout: Rollout, clock: Clock = time.time) -> RolloutState | None:
+    """Succeeded or failed, once every execution is terminal (by the counters)."""
+    if rollout.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
+        return None
+    if int(rollout.done) < int(rollout.total):
+        return None
+    failed = sum(int(w.failed) for w in Wave.query(rollout.rollout_id, consistent_read=True))
+    succeeded = all_succeeded(rollout.rollout_id) if not failed else False
+    outcome = RolloutState.SUCCEEDED if succeeded else RolloutState.FAILED
+    move_rollout(rollout, outcome, clock=clock)
+    return outcome
+
+
+def all_succeeded(rollout_id: str) -> bool:
+    """Expired and canceled sites are not failures, but the rollout did not succeed there."""
+    return all(e.state == ExecutionState.SUCCEEDED
+               for e in Execution.query(rollout_id, attributes_to_get=["site_id", "state"]))
+
+
+# --- operator actions --------------------------------------------------------------------
+
+
+def pause(rollout_id: str, actor: str | None = None, clock: Clock = time.time) -> Rollout:
+    rollout = get_rollout(rollout_id)
+    if not move_rollout(rollout, RolloutState.PAUSED, actor=actor, clock=clock) and \
+            rollout.state != RolloutState.PAUSED:
+        raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a running rollout "
+                       "can be paused")
+    return get_rollout(rollout_id)
+
+
+def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
+           clock: Clock = time.time) -> Rollout:
+    rollout = get_rollout(rollout_id)
+    if not move_rollout(rollout, RolloutState.RUNNING, actor=actor, clock=clock) and \
+            rollout.state != RolloutState.RUNNING:
+        raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a paused rollout "
+                       "can be resumed")
+    return advance(rollout_id, publisher, clock)
+
+
+def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
+           clock: Clock = time.time) -> Rollout:
+    """Queued sites are canceled at once; sites with the plan are told to drop it (if they
+    have not started) or to stop after the current step; they answer with a result."""
+    rollout = get_rollout(rollout_id)
+    if not move_rollout(rollout, RolloutState.CANCELED, actor=actor, clock=clock) and \
+            rollout.state != RolloutState.CANCELED:
+        raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: it cannot be canceled")
+    cancel_queued(rollout, "rollout canceled", clock)
+    for execution in in_flight(rollout_id):
+        message = protocol.Cancel(site=execution.site_id, execution_id=execution.execution_id,
+                                  reason=f"rollout {rollout_id} canceled")
+        try:
+            publisher.publish(protocol.cancel_topic(execution.site_id), message.encode())
+        except PublishFailed as exc:  # the site will run the plan; its result still counts
+            LOG.error("cancel of %s not sent: %s", execution.execution_id, exc.message)
+    return get_rollout(rollout_id)
+
+
+def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
+    canceled = 0
+    for execution in Execution.queued.query(rollout.rollout_id):
+        canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason)
+    return canceled
+
+
+def in_flight(rollout_id: str) -> Iterable[Execution]:
+    return Execution.query(rollout_id, filter_condition=Execution.state.is_in(*IN_FLIGHT))
+
+
+# --- the tick ----------------------------------------------------------------------------
+
+
+def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
+    """Every minute: time out, expire and advance every rollout still moving."""
+    counts = {"rollouts": 0, "timed_out": 0, "expired": 0}
+    live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED))
+    for rollout in live:
+        counts["rollouts"] += 1
+        reconcile(rollout)
+        timed_out, expired = check_deadlines(rollout, clock)
+        counts["timed_out"] += timed_out
+        counts["expired"] += expired
+        advance(rollout.rollout_id, publisher, clock)
+    return counts
+
+
+def reconcile(rollout: Rollout) -> None:
+    """Recount the counters from the executions themselves.
+
+    The counters move right after the state change they count; a crash between the two
+    loses one ADD. The tick recounts every live rollout (one query of its executions), and
+    so does a duplicate report of an execution already terminal, so a lost ADD neither
+    leaves a rollout running forever nor holds a wave.
+    """
+    done = in_flight = 0
+    wave_done: dict[int, int] = {}
+    wave_failed: dict[int, int] = {}
+    for execution in Execution.query(rollout.rollout_id, consistent_read=True,
+                                     attributes_to_get=["site_id", "state", "wave"]):
+        wave = int(execution.wave or 0)
+        if execution.state in states.TERMINAL_EXECUTION_STATES:
+            done += 1
+            wave_done[wave] = wave_done.get(wave, 0) + 1
+            if execution.state in states.FAILED_EXECUTION_STATES:
+                wave_failed[wave] = wave_failed.get(wave, 0) + 1
+        elif execution.state in IN_FLIGHT:
+            in_flight += 1
+    if (done, in_flight) != (int(rollout.done), int(rollout.in_flight)):
+        LOG.warning("rollout %s: counters were done=%s in_flight=%s, recounted %s and %s",
+                    rollout.rollout_id, rollout.done, rollout.in_flight, done, in_flight)
+    Rollout(rollout.rollout_id).update(actions=[Rollout.done.set(done),
+                                                Rollout.in_flight.set(in_flight)])
+    for wave in Wave.query(rollout.rollout_id, consistent_read=True):
+        index = int(wave.wave)
+        counted = (wave_done.get(index, 0), wave_failed.get(index, 0))
+        if counted != (int(wave.done), int(wave.failed)):
+            wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
+
+
+def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, int]:
+    """Time out sites that took too long; expire those that never started before expiry.
+
+    A site that is offline with the plan waiting for it in the broker is not timed out: it
+    catches up when it returns, or expires. A timed-out site whose policy allows a retry is
+    queued again.
+    """
+    policy = policy_of(rollout)
+    now = clock()
+    expires_at = float(rollout.expires_at or float("inf"))
+    timed_out = expired = 0
+    flying = list(in_flight(rollout.rollout_id))
+    online = {s.site_id: bool(s.online) for s in Site.batch_get(
+        list({e.site_id for e in flying}))} if flying else {}
+    for execution in flying:
+        started = execution.started_at is not None
+        since = float(execution.started_at or execution.sent_at or execution.created_at)
+        if not started and now >= expires_at:
+            expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                  message="the site did not start the plan before the "
+                                  "rollout expired")
+        elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
+            reason = (f"no result {policy.site_timeout:.0f} s after the site "
+                      f"{'started' if started else 'was sent'} the plan")
+            if int(execution.attempt) <= policy.retries.max:
+                requeue(execution, policy, f"timed out: {reason}", clock)
+            else:
+                timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
+                                        message=reason)
+    if now >= expires_at:
+        for execution in Execution.queued.query(rollout.rollout_id):
+            expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                  message="the rollout expired before the site's turn came")
+    return timed_out, expired
