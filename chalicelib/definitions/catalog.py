@@ -39,7 +39,7 @@ from chalicelib.models import BlueprintRevision, Definition, Machine, Site, cond
 from chalicelib.schemas import SiteIn
 
 APPLY_ORDER = [Kind.GROUP, Kind.MACHINE_CLASS, Kind.SITE, Kind.BLUEPRINT, Kind.PROFILE]
-SITE_FIELDS = ("name", "region", "tags", "timezone", "facts")
+SITE_FIELDS = ("name", "region", "tags", "timezone", "facts", "maintenance_window")
 MAX_BATCH = 500
 
 Clock = Callable[[], float]
@@ -111,6 +111,8 @@ def _check(document: Document, spec: Any, view: View) -> None:
         try:
             checked = SiteIn(**{k: document.spec.get(k) for k in SITE_FIELDS})
             document.spec["tags"] = checked.tags or []  # stored sorted, without repeats
+            document.spec["maintenance_window"] = (checked.maintenance_window.model_dump()
+                                                   if checked.maintenance_window else None)
         except ValidationError as exc:
             raise BadRequest(f"{where}: " + "; ".join(
                 f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -273,7 +275,8 @@ def parse_kind(kind: str) -> Kind:
 
 def site_spec(site: Site) -> dict[str, Any]:
     return {"name": site.name, "region": site.region, "tags": list(site.tags or []),
-            "timezone": site.timezone, "facts": dict(site.facts or {})}
+            "timezone": site.timezone, "facts": dict(site.facts or {}),
+            "maintenance_window": site.maintenance_window}
 
 
 def get(kind: Kind, name: str, revision: int | None = None) -> dict[str, Any]:

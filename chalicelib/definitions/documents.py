@@ -188,6 +188,7 @@ class SiteSpec(_Spec):
     tags: list[str] = Field(default_factory=list, max_length=50)
     timezone: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
+    maintenance_window: dict[str, Any] | None = None  # checked as the API's WindowIn
 
 
 class MachineClassSpec(_Spec):
