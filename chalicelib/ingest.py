@@ -87,7 +87,11 @@ def handle_sqs_records(bodies: Iterable[str]) -> None:
 
 
 def unwrap_rule_record(body: str) -> tuple[str, bytes]:
-    """(topic, original message) from an IoT rule record: the message plus a "topic" field."""
+    """(topic, original message) from an IoT rule record: the message plus a "topic" field.
+
+    AWS IoT lifecycle events (``$aws/events/presence/connected|disconnected/<client id>``,
+    forwarded by a second rule) become the presence message a gateway would have sent.
+    """
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -95,7 +99,33 @@ def unwrap_rule_record(body: str) -> tuple[str, bytes]:
     if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
         raise ProtocolError("record body is not a JSON object with a string 'topic'")
     topic = data.pop("topic")
+    if topic.startswith(LIFECYCLE_PREFIX):
+        return presence_from_lifecycle(topic, data)
     return topic, json.dumps(data, separators=(",", ":")).encode()
+
+
+LIFECYCLE_PREFIX = "$aws/events/presence/"
+
+
+def presence_from_lifecycle(topic: str, event: dict[str, Any]) -> tuple[str, bytes]:
+    """An IoT Core lifecycle event as a presence report of the site (client id = site id).
+
+    IoT gives each connection of a client a ``versionNumber`` that grows, and its
+    disconnect event the same one: that is the presence ``session``, so a late disconnect
+    of an old connection never marks a reconnected site offline.
+    """
+    kind = event.get("eventType")
+    site = event.get("clientId")
+    version = event.get("versionNumber")
+    if kind not in ("connected", "disconnected") or not isinstance(site, str) or \
+            isinstance(version, bool) or not isinstance(version, int | float):
+        raise ProtocolError(f"lifecycle event on {topic} lacks eventType, clientId or "
+                            "versionNumber")
+    timestamp = event.get("timestamp")
+    message = Presence(site=site, online=kind == "connected", session=float(version),
+                       ts=float(timestamp) / 1000 if isinstance(timestamp, int | float)
+                       else time.time())
+    return protocol.up_topic(site, Presence.KIND), message.encode()
 
 
 # --- presence and inventory: the site's own facts --------------------------------------

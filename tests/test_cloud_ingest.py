@@ -288,6 +288,26 @@ def test_sqs_records_are_ingested(aws, monkeypatch):
     assert [m.machine_id for m in Machine.query("shop-2")] == ["srv-1"]
 
 
+def lifecycle(kind: str, version: int, site_id: str = SITE) -> str:
+    """An AWS IoT lifecycle event as its rule forwards it (SELECT *, topic() AS topic)."""
+    return json.dumps({"clientId": site_id, "timestamp": 1795550000000 + version,
+                       "eventType": kind, "sessionIdentifier": "a1b2", "principalIdentifier":
+                       "12345", "versionNumber": version,
+                       "topic": f"$aws/events/presence/{kind}/{site_id}"})
+
+
+def test_iot_lifecycle_events_are_presence_in_connection_order(aws):
+    ingest.handle_sqs_records([lifecycle("connected", 7)])
+    assert site().online is True
+    ingest.handle_sqs_records([lifecycle("disconnected", 6)])  # an older connection's, late
+    assert site().online is True
+    ingest.handle_sqs_records([lifecycle("disconnected", 7)])
+    assert site().online is False
+    ingest.handle_sqs_records([lifecycle("connected", 8), "{\"topic\": \"$aws/events/"
+                               "presence/connected/x\"}"])  # the second is malformed: dropped
+    assert site().online is True
+
+
 def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
     calls = []
 

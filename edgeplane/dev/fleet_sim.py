@@ -1,0 +1,315 @@
+"""A fleet of simulated sites in one process, each the real gateway core on simulated BMCs.
+
+``FleetSimulator`` builds one ``edge_gateway.agent.Gateway`` per site, each with its own MQTT
+session (client id = site id, persistent, QoS 1, last will) on one shared
+``MultiplexedMqtt`` loop thread, an in-memory journal and ``SimulatedDriver`` machines:
+
+    with FleetSimulator(mqtt_port=1883, sites=10_000) as fleet:
+        ...  # publish plans, or run a rollout from the cloud; fleet.stats()
+
+Machines are named like the local stack's (``rf-N`` configured as Redfish, ``ipmi-N`` as
+IPMI; the driver is simulated whatever the config says). Site ids are ``site-00001`` and
+on, which the cloud takes for sites it has not seen (it creates a minimal record).
+
+What it costs (see BENCHMARKS.md and ``benchmarks/fleet_sim_probe.py``): the core starts a
+plan worker thread per site and, per plan, a pool of up to ``max_parallel`` threads, so a
+plan to every site of a big fleet at once needs many threads; the kernel's limit
+(``/proc/sys/kernel/pid_max``, often 32,768) counts them all. Journals are in memory: a
+file journal takes up to three file descriptors per site.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_gateway.agent import Gateway
+from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
+from edge_gateway.drivers.base import BmcCredentials
+from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
+from edge_gateway.journal import Journal
+from edge_gateway.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
+from edgeplane import protocol
+from edgeplane.dev.ports import LOOPBACK
+from edgeplane.protocol import BmcProtocol, Plan, Result
+
+LOG = logging.getLogger(__name__)
+
+SMALL_THREAD_STACK = 256 * 1024  # what the CLI and the probe give each thread (default 8 MiB)
+BMC_USERNAME = "admin"
+BMC_PASSWORD = "password"  # noqa: S105 - simulated BMCs take any credential
+
+
+def site_ids(count: int, first: int = 1) -> list[str]:
+    """``site-00001``, ``site-00002``...: valid site ids, sorted as they are numbered."""
+    return [f"site-{n:05d}" for n in range(first, first + count)]
+
+
+def machine_configs(count: int, poll_interval: float = 0.02) -> tuple[MachineConfig, ...]:
+    """``count`` machines, the first half Redfish (``rf-N``), the rest IPMI (``ipmi-N``).
+
+    Frozen, so every site shares one tuple. No pacing (``min_interval=0``): a simulated BMC
+    needs no protection, and paced inventory calls would hold threads for nothing.
+    """
+    redfish = (count + 1) // 2
+
+    def config(index: int) -> MachineConfig:
+        if index < redfish:
+            machine_id, kind, address = (f"rf-{index + 1}", BmcProtocol.REDFISH,
+                                         f"https://10.0.0.{index + 1}")
+        else:
+            number = index - redfish + 1
+            machine_id, kind, address = f"ipmi-{number}", BmcProtocol.IPMI, f"10.0.1.{number}"
+        return MachineConfig(id=machine_id, protocol=kind,
+                             credentials=BmcCredentials(address, BMC_USERNAME, BMC_PASSWORD),
+                             timeout=5.0, power_timeout=30.0, poll_interval=poll_interval,
+                             min_interval=0.0)
+
+    return tuple(config(i) for i in range(count))
+
+
+@dataclass(frozen=True)
+class FleetStats:
+    sites: int
+    connected: int
+    plans_received: int  # plan messages delivered to the sites (duplicates included)
+    results_sent: int  # executions finished, one result each (resends not counted)
+    rss_mib: float  # this process
+    peak_rss_mib: float
+    threads: int
+
+    def line(self) -> str:
+        return (f"{self.connected}/{self.sites} connected, {self.plans_received} plans "
+                f"received, {self.results_sent} results sent; RSS {self.rss_mib:.0f} MiB "
+                f"(peak {self.peak_rss_mib:.0f}), {self.threads} threads")
+
+
+class SimulatedSite(Gateway):
+    """The gateway core as it is, counting the plans it receives and the results it sends."""
+
+    plans_received = 0  # written on the MQTT loop thread only
+    results_sent = 0  # written on the site's plan worker only
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        if topic == protocol.plan_topic(self.site):
+            self.plans_received += 1
+        super().handle_message(topic, payload)
+
+    def run_plan(self, plan: Plan) -> Result:
+        result = super().run_plan(plan)
+        self.results_sent += 1
+        return result
+
+
+class FleetSimulator:
+    """``sites`` gateways with ``machines_per_site`` simulated machines each, on one broker.
+
+    ``power_delay``: each machine takes a delay drawn from this range (seconds) before a
+    power change reads back. ``max_parallel``: machines a site works on at once (as the
+    real config). ``max_connecting``: sessions waiting for CONNACK at once (mosquitto's
+    listen backlog is 100). ``thread_stack_size``: set process-wide while the fleet runs.
+    """
+
+    def __init__(
+        self,
+        mqtt_port: int,
+        sites: list[str] | int,
+        machines_per_site: int = 4,
+        *,
+        host: str = LOOPBACK,
+        power_delay: tuple[float, float] = (0.0, 0.05),
+        max_parallel: int = SiteConfig.max_parallel,
+        progress_interval: float = 1.0,
+        max_connecting: int = 64,
+        keepalive: int = 60,
+        reconnect_delays: tuple[float, float] = (1.0, 30.0),
+        thread_stack_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
+        invalid = [s for s in self.site_ids if not protocol.SITE_ID_PATTERN.match(s)]
+        if invalid or len(set(self.site_ids)) != len(self.site_ids):
+            raise ValueError(f"site ids must be valid and distinct: {invalid[:5]}")
+        self.machine_configs = machine_configs(machines_per_site)
+        self.loop = MultiplexedMqtt(max_connecting=max_connecting)
+        self.gateways: dict[str, SimulatedSite] = {}
+        self.transports: dict[str, MultiplexedTransport] = {}
+        self.machines: dict[str, dict[str, SimulatedMachine]] = {}
+        self._mqtt = MqttSettings(host=host, port=mqtt_port, keepalive=keepalive,
+                                  reconnect_min_delay=reconnect_delays[0],
+                                  reconnect_max_delay=reconnect_delays[1])
+        self._power_delay = power_delay
+        self._max_parallel = max_parallel
+        self._progress_interval = progress_interval
+        self._thread_stack_size = thread_stack_size
+        self._previous_stack_size: int | None = None
+        self._random = random.Random(seed)
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self, timeout: float | None = 120.0,
+              progress: Callable[[FleetStats], None] | None = None) -> None:
+        """Build and start every site; with a timeout, return once all are connected."""
+        if self._started:
+            raise RuntimeError("the fleet simulator was started already")
+        self._started = True
+        if self._thread_stack_size:
+            self._previous_stack_size = threading.stack_size(self._thread_stack_size)
+        try:
+            self.loop.start()
+            for site in self.site_ids:  # the loop staggers the connects
+                gateway = self._build(site)
+                self.gateways[site] = gateway
+                gateway.start()
+            if timeout is not None:
+                self.wait_connected(timeout, progress)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every site (goodbye presence, clean disconnect), join threads, end the loop."""
+        self._wait_for_inventories(timeout=10)
+        gateways = list(self.gateways.values())
+        if gateways:
+            with ThreadPoolExecutor(min(32, len(gateways)),
+                                    thread_name_prefix="fleet-stop") as pool:
+                list(pool.map(self._stop_site, gateways))
+        self.gateways.clear()
+        self.transports.clear()
+        self.loop.stop()
+        if self._previous_stack_size is not None:
+            threading.stack_size(self._previous_stack_size)
+            self._previous_stack_size = None
+
+    def __enter__(self) -> FleetSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_connected(self, timeout: float,
+                       progress: Callable[[FleetStats], None] | None = None,
+                       sites: Iterable[str] | None = None) -> None:
+        """Wait until every site (or those named) is connected and subscribed."""
+        transports = [self.transports[s] for s in (sites or self.site_ids)]
+        deadline = time.monotonic() + timeout
+        while True:
+            connected = sum(t.connected.is_set() for t in transports)
+            if progress is not None:
+                progress(self.stats())
+            if connected == len(transports):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{connected} of {len(transports)} sites connected "
+                                   f"after {timeout:.0f} s")
+            time.sleep(0.2 if progress is None else 1.0)
+
+    # --- one site --------------------------------------------------------------------
+
+    def gateway(self, site: str) -> SimulatedSite:
+        return self.gateways[site]
+
+    def take_offline(self, site: str) -> None:
+        """The site's WAN goes down: the broker sends its last will and queues its plans."""
+        self.transports[site].go_offline()
+
+    def bring_online(self, site: str) -> None:
+        """The WAN is back: the site reconnects to its persistent session."""
+        self.transports[site].go_online()
+
+    def drop_connection(self, site: str) -> None:
+        """A blip: the connection drops (last will) and the site reconnects by itself."""
+        self.transports[site].drop_connection()
+
+    # --- numbers ---------------------------------------------------------------------
+
+    def stats(self) -> FleetStats:
+        gateways = list(self.gateways.values())
+        rss, peak = process_memory_mib()
+        return FleetStats(
+            sites=len(self.site_ids),
+            connected=sum(t.connected.is_set() for t in list(self.transports.values())),
+            plans_received=sum(g.plans_received for g in gateways),
+            results_sent=sum(g.results_sent for g in gateways),
+            rss_mib=rss, peak_rss_mib=peak, threads=threading.active_count(),
+        )
+
+    # --- internals -------------------------------------------------------------------
+
+    def _build(self, site: str) -> SimulatedSite:
+        low, high = self._power_delay
+        machines = {m.id: SimulatedMachine(power_delay=self._random.uniform(low, high),
+                                           serial=f"SIM-{site}-{m.id}")
+                    for m in self.machine_configs}
+        self.machines[site] = machines
+        config = SiteConfig(site=site, journal=Path(":memory:"),
+                            mqtt=self._mqtt, machines=self.machine_configs,
+                            max_parallel=self._max_parallel,
+                            progress_interval=self._progress_interval, observe_interval=0)
+
+        def transport(gateway: Gateway) -> MultiplexedTransport:
+            made = MultiplexedTransport(self.loop, config.mqtt, site, gateway.subscriptions,
+                                        gateway.will)
+            self.transports[site] = made
+            return made
+
+        def driver(machine: MachineConfig) -> SimulatedDriver:
+            return SimulatedDriver(machine.credentials, machines[machine.id],
+                                   timeout=machine.timeout)
+
+        return SimulatedSite(config, transport_factory=transport, journal=Journal(":memory:"),
+                             driver_factory=driver)
+
+    @staticmethod
+    def _stop_site(gateway: Gateway) -> None:
+        try:
+            gateway.stop()
+        except Exception:
+            LOG.exception("site %s did not stop cleanly", gateway.site)
+
+    def _wait_for_inventories(self, timeout: float) -> None:
+        """The core reports inventory from a thread of its own; let those end first."""
+        pattern = re.compile(r"^.+-(inventory|inv_\d+)$")
+        deadline = time.monotonic() + timeout
+        for thread in threading.enumerate():
+            if pattern.match(thread.name) and thread.name.split("-inv")[0] in self.gateways:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def process_memory_mib() -> tuple[float, float]:
+    """This process's resident memory now and at its peak (VmRSS, VmHWM), in MiB."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: the peak only
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return peak, peak
+    values = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.MULTILINE))
+    return int(values.get("VmRSS", 0)) / 1024, int(values.get("VmHWM", 0)) / 1024
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to the hard limit; return it.
+
+    Each site holds one socket. Child processes started afterwards (a broker) inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            LOG.warning("cannot raise the open-file limit above %d", soft)
+    return soft
