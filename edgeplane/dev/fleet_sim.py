@@ -151,7 +151,7 @@ class FleetSimulator:
         self._progress_interval = progress_interval
         self._thread_stack_size = thread_stack_size
         self._previous_stack_size: int | None = None
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 - simulated delays, not secrets
         self._started = False
 
     # --- lifecycle -------------------------------------------------------------------
@@ -279,11 +279,11 @@ class FleetSimulator:
             LOG.exception("site %s did not stop cleanly", gateway.site)
 
     def _wait_for_inventories(self, timeout: float) -> None:
-        """The core reports inventory from a thread of its own; let those end first."""
-        pattern = re.compile(r"^.+-(inventory|inv_\d+)$")
+        """The core reports inventory on a thread of its own; let those end first."""
+        names = {f"{site}-inventory" for site in self.gateways}
         deadline = time.monotonic() + timeout
         for thread in threading.enumerate():
-            if pattern.match(thread.name) and thread.name.split("-inv")[0] in self.gateways:
+            if thread.name in names:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
 
