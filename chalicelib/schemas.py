@@ -238,11 +238,11 @@ def parse(model: type[Body], raw_body: bytes | str | None) -> Body:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequest("invalid request body: " + "; ".join(
-            f"field {_location(err['loc']) or '(body)'!r}: {_reason(err)}"
+            f"field {location(err['loc']) or '(body)'!r}: {reason(err)}"
             for err in exc.errors())) from None
 
 
-def _location(loc: tuple[Any, ...]) -> str:
+def location(loc: tuple[Any, ...]) -> str:
     """('steps', 1, 'params') -> 'steps[1].params'."""
     text = ""
     for part in loc:
@@ -250,7 +250,7 @@ def _location(loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _reason(err: Any) -> str:
+def reason(err: Any) -> str:
     error = err.get("ctx", {}).get("error")
     return str(error) if isinstance(error, ValueError) else err["msg"]
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chalicelib.definitions import templates
 from chalicelib.errors import BadRequest
+from chalicelib.schemas import location, reason
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Param, ParamType, ProtocolError
 
@@ -243,17 +244,5 @@ def parse_document(data: Any, where: str = "document") -> tuple[Document, Any]:
 
 
 def _errors(exc: ValidationError, prefix: str = "") -> str:
-    return "; ".join(f"{_location((prefix, *err['loc']) if prefix else err['loc'])}: "
-                     f"{_reason(err)}" for err in exc.errors())
-
-
-def _location(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _reason(err: Any) -> str:
-    error = err.get("ctx", {}).get("error")
-    return str(error) if isinstance(error, ValueError) else err["msg"]
+    return "; ".join(f"{location((prefix, *err['loc']) if prefix else err['loc'])}: "
+                     f"{reason(err)}" for err in exc.errors())
