@@ -151,25 +151,45 @@ def source_of_rollout(rollout: Rollout) -> Source:
     return Source(rollout.steps, rollout.blueprint, revision, spec, catalog.load_fleet())
 
 
-def render_site(rollout_id: str, site_id: str, source: Source) -> render.RenderedSite:
+def render_site(rollout_id: str, site_id: str, source: Source,
+                machines: list[Machine] | None = None,
+                site: Site | None = None) -> render.RenderedSite:
     """One site's plan (and, for a blueprint, its machines' desired states)."""
-    machines = list(Machine.query(site_id, consistent_read=True))
+    if machines is None:
+        machines = list(Machine.query(site_id, consistent_read=True))
     if source.blueprint is None:
         return render.RenderedSite(plans.render(rollout_id, site_id, machines, source.steps),
                                    {})
     assert source.spec is not None and source.fleet is not None and source.revision
-    site = Site.get(site_id, consistent_read=True)
+    site = site or Site.get(site_id, consistent_read=True)
     return render.render_site(rollout_id, site, machines, source.blueprint, source.revision,
                               source.spec, source.fleet)
+
+
+# Above this many sites, one scan of the machines table costs less than a query per site.
+SCAN_ABOVE = 200
 
 
 def render_all(rollout_id: str, site_ids: Sequence[str],
                source: Source) -> dict[str, render.RenderedSite]:
     """Every site's plan, or one Conflict naming every site that cannot run the steps."""
+    machines: dict[str, list[Machine]] | None = None
+    sites: dict[str, Site] = {}
+    if len(site_ids) > SCAN_ABOVE:
+        wanted = set(site_ids)
+        machines = {site_id: [] for site_id in site_ids}
+        for machine in Machine.scan():
+            if machine.site_id in wanted:
+                machines[machine.site_id].append(machine)
+        if source.blueprint is not None:
+            sites = {site.site_id: site for site in Site.scan() if site.site_id in wanted}
     rendered, problems = {}, []
     for site_id in site_ids:
         try:
-            rendered[site_id] = render_site(rollout_id, site_id, source)
+            rendered[site_id] = render_site(
+                rollout_id, site_id, source,
+                machines.get(site_id, []) if machines is not None else None,
+                sites.get(site_id))
         except Conflict as exc:
             problems.append(exc.message)
     if problems:
