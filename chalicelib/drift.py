@@ -86,19 +86,24 @@ def _is_component(entry: dict[str, Any], wanted: str) -> bool:
 
 
 def on_observed(message: Observed, now: float) -> None:
+    valid = []
     for observation in message.machines:
         if not isinstance(observation.machine, str) or \
                 not protocol.MACHINE_ID_PATTERN.match(observation.machine):
             LOG.error("site %s: observed state names an invalid machine id %r; skipped",
                       message.site, observation.machine)
             continue
-        try:
-            machine = Machine.get(message.site, observation.machine, consistent_read=True)
-        except Machine.DoesNotExist:
+        valid.append(observation)
+    known = {m.machine_id: m for m in Machine.batch_get(
+        [(message.site, o.machine) for o in valid], consistent_read=True)} if valid else {}
+    for observation in valid:
+        machine = known.get(observation.machine)
+        if machine is None:
             LOG.warning("site %s: observed state of unknown machine %s; skipped",
                         message.site, observation.machine)
-            continue
-        _apply(machine, message, observation, now)
+        elif machine.desired or machine.drift or machine.observed is not None:
+            _apply(machine, message, observation, now)
+        # else: nothing is desired of it and nothing was stored: no write at all
 
 
 def _apply(machine: Machine, message: Observed, observation: MachineObservation,

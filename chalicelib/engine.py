@@ -237,23 +237,35 @@ def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher, clock: C
             continue
         plan = dataclasses.replace(plan, execution_id=execution.execution_id,
                                    expires_at=rollout.expires_at)
+        # Claim first: of two writers dispatching at once (a result and the tick), only the
+        # one whose queued -> sent update takes publishes the plan.
+        if not transition(execution, ExecutionState.SENT, clock, message="",
+                          plan_message_id=plan.id, sent_at=clock()):
+            continue
         try:
             publisher.publish(protocol.plan_topic(site_id), plan.encode())
         except PublishFailed as exc:
             LOG.error("rollout %s: plan for site %s not sent: %s", rollout.rollout_id,
                       site_id, exc.message)
-            conditional_update(execution, [Execution.message.set(
-                f"plan not sent: {exc.message}")], Execution.state == ExecutionState.QUEUED)
+            _unclaim(execution, f"plan not sent: {exc.message}", clock)
             continue
         rollouts.set_desired(rollout.rollout_id, site_id, desired, clock)
-        if transition(execution, ExecutionState.SENT, clock, message="",
-                      plan_message_id=plan.id, sent_at=clock()):
-            sent += 1
+        sent += 1
     if sent:
         rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
         Rollout(rollout.rollout_id).update(actions=rate)
     return sent
+
+
+def _unclaim(execution: Execution, message: str, clock: Clock) -> None:
+    """Back to queued after a plan could not be published (the next advance tries again)."""
+    now = clock()
+    actions = [Execution.state.set(ExecutionState.QUEUED), Execution.message.set(message),
+               Execution.queue_key.set(queue_key(int(execution.wave), now, execution.site_id)),
+               Execution.sent_at.remove(), Execution.updated_at.set(now)]
+    if conditional_update(execution, actions, Execution.state == ExecutionState.SENT):
+        Rollout(execution.rollout_id).update(actions=[Rollout.in_flight.add(-1)])
 
 
 def _due(rollout_id: str, wave: int, now: float, room: int,
