@@ -235,14 +235,17 @@ def on_result(message: Result, now: float) -> None:
             rollout.state not in states.STOPPED_ROLLOUT_STATES:
         if engine.requeue(execution, policy, str(message.message), lambda: now):
             LOG.info("execution %s failed (retryable): queued again", execution.execution_id)
-    elif engine.transition(execution, ExecutionState(message.state), lambda: now,
-                           message=str(message.message),
-                           started_at=execution.started_at or now):
+        return  # the tick dispatches it after the backoff
+    if engine.transition(execution, ExecutionState(message.state), lambda: now,
+                         message=str(message.message), started_at=execution.started_at or now):
         LOG.info("execution %s %s: %s", execution.execution_id, message.state,
                  message.message)
+        if not engine.needs_advance(rollout, policy, int(execution.wave)):
+            return
     elif execution.state in states.TERMINAL_EXECUTION_STATES:
-        engine.reconcile(rollout)  # a duplicate: make sure the first one was counted
-    # Even for a duplicate: it completes the rollout if a crash came between the two moves.
+        # A duplicate: make sure the first one was counted, and that the rollout did not
+        # stay running because a crash came between the two.
+        engine.reconcile(rollout)
     engine.advance(execution.rollout_id, publisher.current(), lambda: now)
 
 

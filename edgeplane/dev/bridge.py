@@ -7,8 +7,9 @@ Here one paho-mqtt client subscribes to the same filter and calls the same handl
 The session is persistent (MQTT 3.1.1, clean_session=False) so that reports published while
 the bridge is down are queued by the broker and delivered when it returns; it subscribes in
 on_connect so that every reconnect resubscribes; paho acknowledges a message (PUBACK) once
-the handler has returned, so a bridge killed mid-message gets it again. A handler that raises
-is logged with the topic and the bridge carries on with the next message.
+the handler has returned (manual acks), so a bridge killed mid-message gets it again. A
+handler that raises is logged with the topic and the bridge carries on with the next message.
+``--workers`` messages are handled at once.
 
 Run it with ``python -m edgeplane.dev.bridge --port 1883``.
 """
@@ -21,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,8 +46,21 @@ def _default_handler(topic: str, payload: bytes) -> None:
 
 
 class _Bridge:
-    def __init__(self, handler: Handler) -> None:
+    """Hands each message to one of ``workers`` threads and acknowledges it when handled.
+
+    Handlers are idempotent and order-free (conditional writes by seq, ts and session), so
+    messages may be handled in parallel; at most ``workers`` are in hand at once, and the
+    network thread waits for a free worker, so a backlog stays in the broker (bounded
+    admission, as SQS and the Lambda's reserved concurrency bound it in AWS).
+    """
+
+    def __init__(self, handler: Handler, workers: int = 1) -> None:
         self.handler = handler
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bridge")
+        self._free = threading.Semaphore(workers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                    properties: Any) -> None:
@@ -74,9 +89,20 @@ class _Bridge:
 
     def on_message(self, client: mqtt.Client, userdata: Any,
                    message: mqtt.MQTTMessage) -> None:
+        self._free.acquire()
+        self._pool.submit(self._handle_and_ack, client, message)
+
+    def _handle_and_ack(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.handle(message)
+        finally:
+            self._free.release()
+            # The PUBACK goes out once handled, as SQS deletes a record after the Lambda.
+            client.ack(message.mid, message.qos)
+
+    def handle(self, message: mqtt.MQTTMessage) -> None:
         # The handler drops what is malformed itself; what raises is a store failure, which
-        # may pass: retry a few times before giving the message up (the PUBACK goes out
-        # when this returns, as SQS would delete the record after the Lambda returned).
+        # may pass: retry a few times before giving the message up.
         for attempt, delay in enumerate((*HANDLER_RETRY_DELAYS, None), start=1):
             try:
                 self.handler(message.topic, message.payload)
@@ -94,12 +120,13 @@ class _Bridge:
 
 def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler = _default_handler,
                client_id: str = "edgeplane-bridge",
-               stop_event: threading.Event | None = None) -> None:
+               stop_event: threading.Event | None = None, workers: int = 1) -> None:
     """Forward every gateway report to ``handler`` until ``stop_event`` is set (or forever)."""
     stop_event = stop_event or threading.Event()
-    bridge = _Bridge(handler)
+    bridge = _Bridge(handler, workers)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311, clean_session=False)
+    client.manual_ack_set(True)
     client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
     client.on_connect = bridge.on_connect
     client.on_subscribe = bridge.on_subscribe
@@ -117,6 +144,7 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler = _default_handl
     finally:
         client.disconnect()
         client.loop_stop()
+        bridge.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,12 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--client-id", default="edgeplane-bridge")
+    parser.add_argument("--workers", type=int, default=8,
+                        help="messages handled at once (bounds what a backlog costs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    run_bridge(args.host, args.port, client_id=args.client_id, stop_event=stop)
+    run_bridge(args.host, args.port, client_id=args.client_id, stop_event=stop,
+               workers=args.workers)
 
 
 if __name__ == "__main__":
