@@ -1,0 +1,304 @@
+"""Fleet benchmark: a bare MQTT request/reply baseline, then a real rollout to the same number
+of simulated sites through the whole local stack.
+
+    python benchmarks/fleet.py --sites 1000 [--machines 4] [--write]
+
+(a) ``baseline``: N plain paho clients on one selectors loop (the fleet simulator's), each
+subscribed to its site's plan topic; one client publishes one 200-byte QoS 1 message per
+site, each site replies once; from the first publish to the last reply.
+(b) ``rollout``: the local stack (moto server for DynamoDB and EventBridge, mosquitto, the
+Chalice app, the ingest bridge, the ticker) and N simulated sites (every site the real
+gateway core on simulated BMCs, 4 machines); one rollout through the HTTPS API of a 5-step
+plan (power on, BIOS baseline, PXE once, wait until on, clear the SEL) with a 1% canary and
+waves growing 4x; from the POST to the rollout's end. Measured besides: time per wave (from
+the event log), MQTT payload bytes down and up per site, storage requests per site (the
+requests moto server logged during the rollout, DynamoDB and EventBridge), and peak memory
+(the simulator's process and the stack's).
+
+The last line printed is a JSON summary; ``--write`` replaces this benchmark's block in
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_gateway.transport_multiplex import MultiplexedMqtt  # noqa: E402
+from edgeplane import protocol  # noqa: E402
+from edgeplane.cli.client import ApiClient  # noqa: E402
+from edgeplane.dev.fleet_sim import (  # noqa: E402
+    SMALL_THREAD_STACK,
+    FleetSimulator,
+    raise_open_file_limit,
+    site_ids,
+)
+from edgeplane.dev.stack import LocalStack  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+STEPS = [
+    {"task": "power.ensure", "params": {"state": "on"}},
+    {"task": "bios.apply", "params": {"attributes": {"ProcTurboMode": "Disabled"}},
+     "select": {"capable": True}},
+    {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}},
+    {"task": "wait.for", "params": {"power": "on", "timeout": 60}},
+    {"task": "sel.clear", "params": {}, "select": {"capable": True}},
+]
+MARK_BEGIN = "<!-- benchmarks/fleet.py results: begin -->"
+MARK_END = "<!-- benchmarks/fleet.py results: end -->"
+
+
+def vm_hwm_mib(pid: int | str = "self") -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"^VmHWM:\s+(\d+)", text, re.MULTILINE)
+    return int(match[1]) / 1024 if match else 0.0
+
+
+class Counting:
+    """A client on every site topic: payload bytes down and up, and replies seen."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.down = self.up = 0
+        self.replies: set[str] = set()
+        self.last_reply = 0.0
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.on_connect = lambda c, *_: c.subscribe(f"{protocol.TOPIC_ROOT}/#", qos=1)
+        client.on_subscribe = lambda *_: ready.set()
+        client.on_message = self._on_message
+        client.connect(LOOPBACK, port)
+        client.loop_start()
+        if not ready.wait(10):
+            raise TimeoutError("counting client could not subscribe")
+        self.client = client
+
+    def _on_message(self, client, userdata, message) -> None:
+        site, direction, kind = protocol.parse_topic(message.topic)
+        with self._lock:
+            if direction == "down":
+                self.down += len(message.payload)
+            else:
+                self.up += len(message.payload)
+                if kind in ("result", "reply"):
+                    self.replies.add(site)
+                    self.last_reply = time.monotonic()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.down = self.up = 0
+            self.replies.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- (a) the bare baseline ------------------------------------------------------------------
+
+
+def baseline(port: int, count: int) -> dict:
+    """N plain clients: one message down each, one reply up each."""
+    sites = site_ids(count)
+    loop = MultiplexedMqtt(max_connecting=64).start()
+    connected = threading.Semaphore(0)
+    clients = []
+    try:
+        for site in sites:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{site}")
+            topic = protocol.plan_topic(site)
+            reply_topic = f"{protocol.TOPIC_ROOT}/{site}/up/reply"
+            client.on_connect = lambda c, *_, t=topic: c.subscribe(t, qos=1)
+            client.on_subscribe = lambda *_: connected.release()
+            client.on_message = lambda c, u, m, r=reply_topic: c.publish(r, b"ok" * 100, qos=1)
+            client.connect_async(LOOPBACK, port, keepalive=60)
+            loop.attach(client, site)
+            clients.append(client)
+        started = time.monotonic()
+        for _ in sites:
+            if not connected.acquire(timeout=120):
+                raise TimeoutError("bare clients did not all connect")
+        connect_s = time.monotonic() - started
+        counting = Counting(port, "bare-counter")
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-publisher")
+        publisher.max_inflight_messages_set(0)
+        publisher.connect(LOOPBACK, port)
+        publisher.loop_start()
+        payload = b"x" * 200
+        started = time.monotonic()
+        infos = [publisher.publish(protocol.plan_topic(s), payload, qos=1) for s in sites]
+        for info in infos:
+            info.wait_for_publish(60)
+        deadline = time.monotonic() + 300
+        while len(counting.replies) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        elapsed = counting.last_reply - started
+        replies = len(counting.replies)
+        publisher.disconnect()
+        publisher.loop_stop()
+        counting.close()
+    finally:
+        loop.stop()
+    return {"sites": count, "connect_s": round(connect_s, 2), "request_reply_s":
+            round(elapsed, 2), "replies": replies}
+
+
+# --- (b) the rollout through the stack --------------------------------------------------------
+
+
+def moto_requests(log: Path) -> int:
+    try:
+        return sum(1 for line in log.read_text().splitlines() if '"POST / HTTP' in line)
+    except OSError:
+        return 0
+
+
+def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
+    stack = LocalStack(stack_dir, [], ready_timeout=120)
+    state = stack.up()
+    api = ApiClient(state.context, timeout=120)
+    moto_log = stack_dir / "logs" / "moto.log"
+    try:
+        counting = Counting(state.mqtt_port, "bench-counter")
+        with FleetSimulator(state.mqtt_port, count, machines,
+                            thread_stack_size=SMALL_THREAD_STACK, max_parallel=machines) as fleet:
+            started = time.monotonic()
+            deadline = started + timeout
+            while sum(bool(s["online"]) for s in api.get("/sites")["sites"]) < count:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("sites did not all register")
+                time.sleep(1)
+            register_s = time.monotonic() - started
+            time.sleep(2)  # inventories settle
+            counting.reset()
+            requests_before = moto_requests(moto_log)
+            started = time.monotonic()
+            created = api.post("/rollouts", {
+                "name": f"bench {count}", "sites": fleet.site_ids, "steps": STEPS,
+                "policy": {"canary": {"percent": 1}, "growth": 4}})
+            create_s = time.monotonic() - started
+            rollout_id = created["rollout"]["rollout_id"]
+            while True:
+                data = api.get(f"/rollouts/{rollout_id}?machines=false")
+                if data["rollout"]["state"] != "running":
+                    break
+                if time.monotonic() > deadline + timeout:
+                    raise TimeoutError(f"rollout still running: {data['rollout']['counts']}")
+                time.sleep(1)
+            total_s = time.monotonic() - started
+            requests = moto_requests(moto_log) - requests_before
+            events = api.get(f"/rollouts/{rollout_id}/events")["events"]
+            stats = fleet.stats()
+        counting.close()
+        waves = wave_times(events, data["rollout"]["waves"])
+        stack_mib = sum(vm_hwm_mib(pid) for pid in state.processes.values())
+    finally:
+        stack.down()
+    return {
+        "sites": count, "machines_per_site": machines, "register_s": round(register_s, 1),
+        "create_s": round(create_s, 2), "rollout_s": round(total_s, 2),
+        "state": data["rollout"]["state"], "counts": data["rollout"]["counts"],
+        "waves": waves, "mqtt_down_bytes_per_site": round(counting.down / count),
+        "mqtt_up_bytes_per_site": round(counting.up / count),
+        "storage_requests_per_site": round(requests / count, 1),
+        "simulator_peak_rss_mib": round(stats.peak_rss_mib, 1),
+        "stack_peak_rss_mib": round(stack_mib, 1),
+    }
+
+
+def wave_times(events: list[dict], sizes: list[int]) -> list[dict]:
+    """Each wave's size and seconds from its first plan sent to its last site done."""
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for event in events:
+        if event["type"] != "Execution State Changed":
+            continue
+        wave, state = event["detail"]["wave"], event["detail"]["state"]
+        if state == "sent":
+            first[wave] = min(first.get(wave, event["ts"]), event["ts"])
+        elif state in ("succeeded", "failed", "timed_out", "expired", "canceled"):
+            last[wave] = max(last.get(wave, event["ts"]), event["ts"])
+    return [{"wave": i, "sites": size, "seconds": round(last.get(i, 0) - first.get(i, 0), 2)}
+            for i, size in enumerate(sizes)]
+
+
+def write(summary: dict, command: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text()
+    base, run = summary["baseline"], summary["rollout"]
+    block = "\n".join([
+        MARK_BEGIN,
+        f"Command: `{command}`  ",
+        f"Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 2 cores.",
+        "",
+        "| N | bare baseline | rollout end to end | ratio | create | down B/site | up B/site "
+        "| storage req/site | peak RSS sim / stack |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {run['sites']} | {base['request_reply_s']} s | {run['rollout_s']} s "
+        f"({run['state']}) | {run['rollout_s'] / max(base['request_reply_s'], 0.001):.0f}x | "
+        f"{run['create_s']} s | {run['mqtt_down_bytes_per_site']} | "
+        f"{run['mqtt_up_bytes_per_site']} | {run['storage_requests_per_site']} | "
+        f"{run['simulator_peak_rss_mib']} / {run['stack_peak_rss_mib']} MiB |",
+        "",
+        "Waves: " + ", ".join(f"{w['sites']} sites {w['seconds']} s" for w in run["waves"]),
+        MARK_END,
+    ])
+    if MARK_BEGIN in text:
+        before, rest = text.split(MARK_BEGIN, 1)
+        text = before + block + rest.split(MARK_END, 1)[1]
+    else:
+        text += "\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", type=int, default=1000)
+    parser.add_argument("--machines", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = parser.parse_args()
+    raise_open_file_limit()
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    with tempfile.TemporaryDirectory(prefix="edgeplane-fleet-") as tmp:
+        stack_dir = Path(tmp) / "dev"
+        # The baseline runs on the stack's own broker, before the rollout's sites connect.
+        probe_stack = LocalStack(Path(tmp) / "baseline", [])
+        probe_state = probe_stack.up()
+        try:
+            base = baseline(probe_state.mqtt_port, args.sites)
+        finally:
+            probe_stack.down()
+        print(f"baseline: {base}")
+        run = rollout(stack_dir, args.sites, args.machines, args.timeout)
+    print(f"rollout: {json.dumps(run)}")
+    summary = {"baseline": base, "rollout": run,
+               "ratio": round(run["rollout_s"] / max(base["request_reply_s"], 0.001), 1)}
+    if args.write:
+        write(summary, "python benchmarks/fleet.py " + " ".join(sys.argv[1:]))
+    counts = Counter(run["counts"])
+    print(f"{args.sites} sites: baseline {base['request_reply_s']} s, rollout "
+          f"{run['rollout_s']} s ({counts.get('succeeded', 0)} succeeded)")
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
