@@ -31,6 +31,7 @@ def record(rollout_id: str, detail_type: str, detail: dict[str, Any],
     events.emit(detail_type, body, resources=[f"rollout/{rollout_id}"])
 
 
-def log_of(rollout_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+def log_of(rollout_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The rollout's events, oldest first (all of them unless ``limit``)."""
     return [{"ts": item.ts, "type": item.detail_type, "detail": item.detail}
             for item in RolloutEvent.query(rollout_id, limit=limit)]
