@@ -71,6 +71,71 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command("sim")
+def sim(
+    sites: Annotated[int, typer.Option(help="how many simulated sites (site-00001...)")] = 100,
+    machines: Annotated[int, typer.Option(
+        help="simulated machines per site (half Redfish, half IPMI)")] = 4,
+    port: Annotated[int | None, typer.Option(
+        help="MQTT port on 127.0.0.1 (default: the broker of the running local stack)")] = None,
+    max_parallel: Annotated[int, typer.Option(
+        help="machines a site works on at once (threads per plan)")] = 4,
+    directory: StackDir = None,
+) -> None:
+    """Run N simulated sites, each the real gateway core on simulated BMCs, until Ctrl-C."""
+    import signal
+    import time
+
+    from edgeplane.dev.fleet_sim import SMALL_THREAD_STACK, FleetSimulator, raise_open_file_limit
+
+    if sites < 1 or machines < 1:
+        raise typer.BadParameter("a fleet needs at least one site with one machine")
+    if port is None:
+        from edgeplane.dev.processes import is_running
+        from edgeplane.dev.stack import load_state
+
+        path = _stack_dir(directory)
+        state = load_state(path)
+        broker = state.processes.get("mosquitto") if state else None
+        if state is None or broker is None or not is_running(broker):
+            raise typer.BadParameter(f"no local stack is running from {path}: start one "
+                                     "with `edgeplane dev up`, or give --port")
+        port = state.mqtt_port
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edge_gateway").setLevel(logging.ERROR)  # per-site noise, x N sites
+    limit = raise_open_file_limit()
+    if sites + 64 > limit:
+        console.print(f"[yellow]{sites} sites need {sites} sockets; the open-file limit is "
+                      f"{limit} (raise it with `ulimit -n`)[/yellow]")
+    fleet = FleetSimulator(port, sites, machines, max_parallel=max_parallel,
+                           thread_stack_size=SMALL_THREAD_STACK)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, as on Ctrl-C
+    console.print(f"starting {sites} simulated sites ({machines} machines each) against "
+                  f"127.0.0.1:{port}; Ctrl-C stops them")
+    started = time.monotonic()
+    try:
+        fleet.start(timeout=None)
+        fleet.wait_connected(timeout=max(60.0, sites / 100),
+                             progress=lambda stats: console.print(stats.line()))
+        console.print(f"all {sites} sites connected in {time.monotonic() - started:.1f} s")
+        last = ""
+        while True:
+            time.sleep(5)
+            line = fleet.stats().line()
+            if line != last:
+                console.print(line)
+                last = line
+    except KeyboardInterrupt:
+        pass
+    except TimeoutError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        console.print("stopping the simulated sites...")
+        fleet.stop()
+    console.print("simulated sites stopped")
+
+
 @bmc.command("redfish")
 def redfish(
     mockup: Annotated[Path | None, typer.Option(
