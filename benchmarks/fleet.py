@@ -117,6 +117,12 @@ class Counting:
 def baseline(port: int, count: int) -> dict:
     """N plain clients: one message down each, one reply up each."""
     sites = site_ids(count)
+    # paho's own loop (select()) fails on fds above 1,024: these two come before the sites.
+    counting = Counting(port, "bare-counter")
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-publisher")
+    publisher.max_inflight_messages_set(0)
+    publisher.connect(LOOPBACK, port)
+    publisher.loop_start()
     loop = MultiplexedMqtt(max_connecting=64).start()
     connected = threading.Semaphore(0)
     clients = []
@@ -136,11 +142,7 @@ def baseline(port: int, count: int) -> dict:
             if not connected.acquire(timeout=120):
                 raise TimeoutError("bare clients did not all connect")
         connect_s = time.monotonic() - started
-        counting = Counting(port, "bare-counter")
-        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-publisher")
-        publisher.max_inflight_messages_set(0)
-        publisher.connect(LOOPBACK, port)
-        publisher.loop_start()
+        counting.reset()
         payload = b"x" * 200
         started = time.monotonic()
         infos = [publisher.publish(protocol.plan_topic(s), payload, qos=1) for s in sites]
@@ -151,11 +153,11 @@ def baseline(port: int, count: int) -> dict:
             time.sleep(0.01)
         elapsed = counting.last_reply - started
         replies = len(counting.replies)
+    finally:
+        loop.stop()
         publisher.disconnect()
         publisher.loop_stop()
         counting.close()
-    finally:
-        loop.stop()
     return {"sites": count, "connect_s": round(connect_s, 2), "request_reply_s":
             round(elapsed, 2), "replies": replies}
 

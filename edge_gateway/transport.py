@@ -145,8 +145,9 @@ class MqttTransport:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        LOG.warning("disconnected from %s:%s: %s", self.settings.host, self.settings.port,
-                    reason_code)
+        LOG.log(logging.WARNING if reason_code.is_failure else logging.INFO,
+                "disconnected from %s:%s: %s", self.settings.host, self.settings.port,
+                reason_code)
         # The next connection is a new presence session, with a will that says so.
         self._session = time.time()
         self._set_will()

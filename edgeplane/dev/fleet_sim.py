@@ -46,6 +46,7 @@ from edge_gateway.journal import Journal
 from edge_gateway.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
 from edgeplane import protocol
 from edgeplane.dev.ports import LOOPBACK
+from edgeplane.dev.processes import raise_open_file_limit  # noqa: F401 - re-exported
 from edgeplane.protocol import BmcProtocol, Plan, Result
 
 LOG = logging.getLogger(__name__)
@@ -329,20 +330,3 @@ def enlarge_futex_hash(slots: int = FUTEX_HASH_SLOTS) -> bool:
         return libc.prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's soft limit on open files to the hard limit; return it.
-
-    Each site holds one socket. Child processes started afterwards (a broker) inherit it.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 1 << 20)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            LOG.warning("cannot raise the open-file limit above %d", soft)
-    return soft

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+LOG = logging.getLogger(__name__)
 
 
 def spawn(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
@@ -70,3 +74,20 @@ def _wait_gone(pid: int, timeout: float) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"process {pid} did not exit within {timeout} s")
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to the hard limit; return it.
+
+    Each site holds one socket. Child processes started afterwards (a broker) inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            LOG.warning("cannot raise the open-file limit above %d", soft)
+    return soft

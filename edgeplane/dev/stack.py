@@ -31,7 +31,7 @@ from typing import Any
 from edgeplane.cli.client import ApiClient, ApiError
 from edgeplane.cli.config import Context
 from edgeplane.dev.ports import LOOPBACK, free_port, wait_for_tcp
-from edgeplane.dev.processes import is_running, spawn, stop_group
+from edgeplane.dev.processes import is_running, raise_open_file_limit, spawn, stop_group
 
 LOG = logging.getLogger(__name__)
 
@@ -191,6 +191,7 @@ class LocalStack:
         self._spawn("moto", [str(BIN / "moto_server"), "-H", LOOPBACK, "-p",
                              str(state.moto_port)])
         config = write_config(self.directory / "mosquitto", state.mqtt_port)
+        raise_open_file_limit()  # the broker inherits it: one descriptor per site
         self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
         wait_for_tcp(state.moto_port, timeout=30)
         self._create_tables()
