@@ -35,6 +35,10 @@ class BmcCredentials:
     verify_tls: bool = False
 
 
+# What a BMC offers changes only with its firmware: drivers read it again after this long.
+CAPABILITIES_TTL = 300.0
+
+
 # --- value types ---------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pyghmi.ipmi.command import Command
 
 from edge_gateway.drivers.base import (
+    CAPABILITIES_TTL,
     BmcCredentials,
     BootOverride,
     Driver,
@@ -30,9 +31,6 @@ from edgeplane.protocol import (
     Capability,
     PowerState,
 )
-
-# What a BMC offers changes only with its firmware: ask again after this long.
-CAPABILITIES_TTL = 300.0
 
 
 class IpmiDriver(Driver):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from edge_gateway.drivers.base import (
+    CAPABILITIES_TTL,
     BiosSettings,
     BmcCredentials,
     BootOverride,
@@ -41,9 +42,6 @@ from edgeplane.protocol import (
     Capability,
     PowerState,
 )
-
-# What a BMC offers changes only with its firmware: read it again after this long.
-CAPABILITIES_TTL = 300.0
 
 
 class RedfishDriver(Driver):
