@@ -346,3 +346,17 @@ def test_a_bmc_without_bios_firmware_or_logs_says_so_and_still_works(tmp_path, i
                 machine.run("bios.read")
         finally:
             machine.driver.close()
+
+
+def test_bios_apply_overwrites_another_pending_value_of_a_wanted_attribute(redfish_sim, server):
+    # The mockup has ProcTurboMode Enabled in effect and Disabled pending (written by someone
+    # else): the reboot for PowerProfile would flip it unless bios.apply writes it too.
+    applied = server.run("bios.apply", attributes={"ProcTurboMode": "Enabled",
+                                                   "PowerProfile": "Balanced"},
+                         reboot=True, timeout=10)
+    assert "verified after a reboot" in applied.message
+    bios_path = next(iter(redfish_sim.bmc.systems.values())).bios_path
+    current = redfish_sim.bmc.resources.get(bios_path)["Attributes"]
+    assert (current["ProcTurboMode"], current["PowerProfile"]) == ("Enabled", "Balanced")
+    only_stale = server.run("bios.apply", attributes={"ProcTurboMode": "Enabled"})
+    assert not only_stale.changed, "nothing pending any more"

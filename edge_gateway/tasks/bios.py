@@ -32,26 +32,35 @@ def bios_apply(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
         raise GatewayError(f"BMC {ctx.driver.address}: BIOS settings refused before writing: "
                            + "; ".join(problems))
     differs = {k: v for k, v in wanted.items() if bios.current.get(k) != v}
-    if not differs:
+    # A wanted value already in effect, with another value pending (written earlier by
+    # someone else), would flip at the next reboot: write the wanted value over it.
+    overridden = {k: v for k, v in wanted.items()
+                  if k not in differs and k in bios.pending and bios.pending[k] != v}
+    if not differs and not overridden:
         return Outcome(changed=False, message=f"all {len(wanted)} attributes already in effect",
                        data={"applied": {}})
-    if any(bios.pending.get(k) != v for k, v in differs.items()):
-        ctx.driver.set_bios_pending(differs)
+    if overridden or any(bios.pending.get(k) != v for k, v in differs.items()):
+        ctx.driver.set_bios_pending({**differs, **overridden})
         after = ctx.driver.get_bios()
         missing = [k for k, v in differs.items()
                    if after.pending.get(k) != v and after.current.get(k) != v]
-        if missing:
-            raise ctx.fail("BIOS settings", f"accepted but does not show {', '.join(missing)} "
-                           "as pending")
+        stale = [k for k, v in overridden.items() if after.pending.get(k, v) != v]
+        if missing or stale:
+            raise ctx.fail("BIOS settings", f"accepted but does not show "
+                           f"{', '.join(missing + stale)} as pending")
+    if not differs:  # only stale pending values were replaced: nothing changes at reboot
+        names = ", ".join(f"{k}={v}" for k, v in sorted(overridden.items()))
+        return Outcome(changed=True, message=f"in effect; replaced other pending values: "
+                       f"{names}", data={"applied": {}, "pending_replaced": overridden})
     names = ", ".join(f"{k}={v}" for k, v in sorted(differs.items()))
     if not params.get("reboot"):
         return Outcome(changed=True, message=f"pending until the next reboot: {names}",
                        data={"pending": differs, "reboot_required": True})
     _reboot(ctx)
     timeout = params["timeout"]
-    if not ctx.wait_until(lambda: _in_effect(ctx, differs), timeout):
+    if not ctx.wait_until(lambda: _in_effect(ctx, wanted), timeout):
         current = ctx.driver.get_bios().current
-        wrong = {k: current.get(k) for k, v in differs.items() if current.get(k) != v}
+        wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         raise ctx.fail("BIOS settings", f"after the reboot these are not in effect: {wrong}")
     return Outcome(changed=True, message=f"applied and verified after a reboot: {names}",
                    data={"applied": differs})
