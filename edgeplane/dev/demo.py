@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeplane.cli import documents
 from edgeplane.cli.client import ApiClient
+from edgeplane.cli.drift import drift_table
 from edgeplane.cli.params import explain_table, variation_table
 from edgeplane.cli.render import (
     bios_table,
@@ -88,4 +89,16 @@ def _blueprint(api: ApiClient, timeout: float) -> bool:
     console.print(inventory_table(data))
     console.print(f"rollout {data['rollout']['state']} in "
                   f"{time.monotonic() - rollout_started:.1f} s")
+    console.print(drift_table(_observed(api)))
     return bool(data["rollout"]["state"] == "succeeded")
+
+
+def _observed(api: ApiClient, timeout: float = 15.0) -> dict:
+    """The drift report, once every machine's observed state after the plan has arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = api.get("/drift")
+        if all(m["observed"] is not None for m in report["machines"]) or \
+                time.monotonic() > deadline:
+            return report
+        time.sleep(0.5)
