@@ -96,6 +96,12 @@ def _count(execution: Execution, source: ExecutionState, target: ExecutionState,
         Wave(execution.rollout_id, int(execution.wave)).update(actions=wave_actions)
     if rollout_actions:
         Rollout(execution.rollout_id).update(actions=rollout_actions)
+    _log_execution(execution, source, target, now)
+
+
+def _log_execution(execution: Execution, source: ExecutionState, target: ExecutionState,
+                   now: float) -> None:
+    """The event of one execution's move (the item holds its values after the move)."""
     audit.record(execution.rollout_id, audit.EXECUTION_STATE, {
         "site_id": execution.site_id, "execution_id": execution.execution_id,
         "state": str(target), "previous": str(source), "wave": int(execution.wave),
@@ -125,10 +131,7 @@ def requeue(execution: Execution, policy: PolicyIn, reason: str,
     if not conditional_update(execution, actions, Execution.state == source):
         return False
     Rollout(execution.rollout_id).update(actions=[Rollout.in_flight.add(-1)])
-    audit.record(execution.rollout_id, audit.EXECUTION_STATE, {
-        "site_id": execution.site_id, "execution_id": execution.execution_id,
-        "state": "queued", "previous": str(source), "wave": int(execution.wave),
-        "attempt": attempt, "message": execution.message}, now)
+    _log_execution(execution, source, ExecutionState.QUEUED, now)
     return True
 
 

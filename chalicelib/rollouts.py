@@ -236,13 +236,6 @@ def list_rollouts() -> list[Rollout]:
     return sorted(Rollout.scan(), key=lambda r: r.created_at, reverse=True)
 
 
-def get_rollout(rollout_id: str) -> Rollout:
-    rollout = _get_or_none(rollout_id)
-    if rollout is None:
-        raise NotFound(kind="rollout", id=rollout_id)
-    return rollout
-
-
 def executions_of(rollout_id: str) -> list[Execution]:
     return list(Execution.query(rollout_id, consistent_read=True))
 

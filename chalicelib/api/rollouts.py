@@ -30,7 +30,7 @@ def list_rollouts() -> dict[str, Any]:
 
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
-    rollout = rollouts.get_rollout(rollout_id)
+    rollout = engine.get_rollout(rollout_id)
     executions = rollouts.executions_of(rollout_id)
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
     machines = (routes.current_request.query_params or {}).get("machines") != "false"
