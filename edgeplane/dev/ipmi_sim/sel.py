@@ -23,6 +23,7 @@ from edgeplane.dev.ipmi_sim.codes import (
     error,
     ok,
 )
+from edgeplane.dev.ipmi_sim.reservation import ReadRequest, Reserved
 
 SEL_VERSION = 0x51
 RECORD_SIZE = 16
@@ -36,7 +37,7 @@ ERASE_DONE = 0x01
 RESERVE_SUPPORTED = 0x02  # SEL info "operation support" bit
 
 
-class EventLog:
+class EventLog(Reserved):
     def __init__(self, capacity: int = 512, clock: Callable[[], float] = time.time) -> None:
         self.capacity = capacity
         self.clock = clock
@@ -75,16 +76,11 @@ class EventLog:
         return ok(struct.pack("<BHHIIB", SEL_VERSION, len(self.records), min(free, 0xFFFE),
                               self.last_add, self.last_erase, RESERVE_SUPPORTED))
 
-    def reserve(self, request: bytes) -> Answer:
-        self.reservation = self.reservation % 0xFFFF + 1
-        return ok(struct.pack("<H", self.reservation))
-
     def get_entry(self, request: bytes) -> Answer:
-        if len(request) < 6:
-            return error(CC_REQUEST_LENGTH_INVALID)
-        reservation, record_id, offset, count = struct.unpack_from("<HHBB", request)
-        if offset and reservation != self.reservation:
-            return error(CC_RESERVATION_CANCELED)  # a partial read needs the reservation
+        asked = self.read_request(request)
+        if not isinstance(asked, ReadRequest):
+            return asked
+        record_id, offset, count = asked.record_id, asked.offset, asked.count
         index = self._index(record_id)
         if index is None:
             return error(CC_NOT_PRESENT)

@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from edgeplane.dev.ipmi_sim.codes import (
     CC_NOT_PRESENT,
     CC_OUT_OF_RANGE,
-    CC_REQUEST_LENGTH_INVALID,
-    CC_RESERVATION_CANCELED,
     Answer,
     error,
     ok,
 )
+from edgeplane.dev.ipmi_sim.reservation import ReadRequest, Reserved
 
 SDR_VERSION = 0x51
 OWNER_BMC = 0x20
@@ -144,7 +143,7 @@ SCANNING = 0xC0
 UNAVAILABLE = 0x20
 
 
-class SdrRepository:
+class SdrRepository(Reserved):
     """Get SDR Repository Info, Reserve SDR Repository and Get SDR (IPMI 2.0 33.9-33.12)."""
 
     def __init__(self, records: list[bytes]) -> None:
@@ -155,16 +154,11 @@ class SdrRepository:
         return ok(struct.pack("<BHHIIB", SDR_VERSION, len(self.records), 0, SDR_CHANGED,
                               SDR_CHANGED, 0x02))  # operations: reserve supported
 
-    def reserve(self, request: bytes) -> Answer:
-        self.reservation = self.reservation % 0xFFFF + 1
-        return ok(struct.pack("<H", self.reservation))
-
     def get(self, request: bytes) -> Answer:
-        if len(request) < 6:
-            return error(CC_REQUEST_LENGTH_INVALID)
-        reservation, record_id, offset, count = struct.unpack_from("<HHBB", request)
-        if offset and reservation != self.reservation:
-            return error(CC_RESERVATION_CANCELED)  # a partial read needs the reservation
+        asked = self.read_request(request)
+        if not isinstance(asked, ReadRequest):
+            return asked
+        record_id, offset, count = asked.record_id, asked.offset, asked.count
         index = 0 if record_id == 0 else record_id - 1  # 0000h: the first record
         if not 0 <= index < len(self.records):
             return error(CC_NOT_PRESENT)
