@@ -1,19 +1,20 @@
 """The gateway core: one site's plans in, results out. No globals, so many can share a process.
 
-The core owns no sockets and no threads beyond its plan worker: the transport and the driver
-factory are given to it, which is what lets a fleet simulator run thousands of gateways in
-one process with simulated BMCs, and tests run one against a real broker.
+The core owns no sockets and no threads of its own: the transport, the driver factory and
+the worker pool are given to it (the pool defaults to the process's, see ``workers``), which
+is what lets a fleet simulator run thousands of gateways in one process with simulated BMCs,
+and tests run one against a real broker. A site's plans run one after another on a
+``SerialLane``: a pool thread is borrowed only while the site has plans queued.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import cast
 
 from edge_gateway import __version__
@@ -26,6 +27,7 @@ from edge_gateway.journal import Journal, PlanState
 from edge_gateway.observer import observe_machine
 from edge_gateway.pacing import PacedDriver, PacerRegistry
 from edge_gateway.transport import Transport
+from edge_gateway.workers import SerialLane, WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
     Cancel,
     ExecutionState,
@@ -61,6 +63,7 @@ class Gateway:
         journal: Journal | None = None,
         driver_factory: Callable[[MachineConfig], Driver] = default_driver_factory,
         version: str = __version__,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.config = config
         self.site = config.site
@@ -68,16 +71,16 @@ class Gateway:
         self.journal = journal or Journal(config.journal)
         self.pacers = PacerRegistry()
         self.driver_factory = driver_factory
-        self.executor = PlanExecutor(config, self.paced_driver)
+        self.pool = pool if pool is not None else default_pool()
+        self.executor = PlanExecutor(config, self.paced_driver, pool=self.pool)
         self.transport = transport_factory(self)
-        self._plans: queue.Queue[Plan | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._inventory_sent = False
+        self._plans: SerialLane[Plan] = SerialLane(self.pool, self._work,
+                                                   name=f"site {self.site} plans")
+        self._inventory: Future[Inventory | None] | None = None
         self._stopping = threading.Event()
         self._canceled: set[str] = set()  # executions to stop (or never start)
         self._observer: threading.Thread | None = None
-        self.idle = threading.Event()
-        self.idle.set()
+        self.idle = self._plans.idle  # set while no plan is queued or running
 
     def paced_driver(self, machine: MachineConfig) -> Driver:
         """The machine's driver, taking turns with every other call to the same BMC."""
@@ -98,10 +101,7 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume journaled work, then connect. Returns at once; work runs in threads."""
-        self._worker = threading.Thread(target=self._work, name=f"{self.site}-plans",
-                                        daemon=True)
-        self._worker.start()
+        """Resume journaled work, then connect. Returns at once; work runs on the pool."""
         for journaled in self.journal.unfinished_plans():
             LOG.info("resuming execution %s from the journal", journaled.execution_id)
             self._enqueue(Plan.from_dict(json.loads(journaled.payload)))
@@ -112,10 +112,10 @@ class Gateway:
             self._observer.start()
 
     def stop(self) -> None:
+        """Finish the plans queued (30 s at most; later ones resume from the journal), go."""
         self._stopping.set()
-        self._plans.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=30)
+        self._plans.close()
+        self._plans.idle.wait(timeout=30)
         # A clean disconnect does not fire the last will: say goodbye ourselves.
         self._send(Presence(site=self.site, online=False, session=self.transport.session,
                             gateway_version=self.version), retain=True)
@@ -129,10 +129,8 @@ class Gateway:
         for message in self.journal.pending():
             self.transport.publish(message.topic, message.payload, key=message.message_id,
                                    retain=message.retain)
-        if not self._inventory_sent:
-            self._inventory_sent = True
-            threading.Thread(target=self.report_inventory, name=f"{self.site}-inventory",
-                             daemon=True).start()
+        if self._inventory is None:
+            self._inventory = self.pool.submit(self._report_inventory_once)
 
     # --- incoming --------------------------------------------------------------------
 
@@ -166,24 +164,19 @@ class Gateway:
                      message.execution_id)
 
     def _enqueue(self, plan: Plan) -> None:
-        self.idle.clear()
-        self._plans.put(plan)
+        if not self._plans.put(plan):
+            LOG.info("site %s: stopping; execution %s resumes from the journal at restart",
+                     self.site, plan.execution_id)
 
-    def _work(self) -> None:
-        while True:
-            plan = self._plans.get()
-            if plan is None:
-                return
-            try:
-                self.run_plan(plan)
-                known = [m for m in plan.machines if self.config.machine(m) is not None]
-                if known:  # what the plan left behind, for the cloud's drift check
-                    self.observe(known, trigger="plan", execution_id=plan.execution_id)
-            except Exception:  # keep the worker alive for the next plan
-                LOG.exception("site %s: execution %s crashed", self.site, plan.execution_id)
-            finally:
-                if self._plans.empty():
-                    self.idle.set()
+    def _work(self, plan: Plan) -> None:
+        """One plan, then the observation of its machines; the lane runs the next after."""
+        try:
+            self.run_plan(plan)
+            known = [m for m in plan.machines if self.config.machine(m) is not None]
+            if known:  # what the plan left behind, for the cloud's drift check
+                self.observe(known, trigger="plan", execution_id=plan.execution_id)
+        except Exception:  # the next plan still runs
+            LOG.exception("site %s: execution %s crashed", self.site, plan.execution_id)
 
     def _observe_on_interval(self) -> None:
         """Every ``observe_interval`` seconds, observe every machine (between plans)."""
@@ -244,9 +237,8 @@ class Gateway:
         """Read what the machines are now (in parallel) and send it to the cloud."""
         machines = [m for m in self.config.machines
                     if machine_ids is None or m.id in machine_ids]
-        workers = max(1, min(self.config.max_parallel, len(machines)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.site}-obs") as pool:
-            observations = list(pool.map(self._observe, machines))
+        observations = run_bounded(self.pool, self._observe, machines,
+                                   max(1, self.config.max_parallel))
         message = Observed(site=self.site, trigger=trigger, execution_id=execution_id,
                            machines=observations)
         self._send(message)
@@ -261,11 +253,28 @@ class Gateway:
 
     # --- inventory -------------------------------------------------------------------
 
+    def wait_for_inventory(self, timeout: float | None = None) -> bool:
+        """True once the inventory sent on the first connect is done (sent or failed)."""
+        inventory = self._inventory
+        if inventory is None:
+            return False
+        try:
+            inventory.exception(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _report_inventory_once(self) -> Inventory | None:
+        try:
+            return self.report_inventory()
+        except Exception:
+            LOG.exception("site %s: reporting the inventory failed", self.site)
+            return None
+
     def report_inventory(self) -> Inventory:
         """Describe every machine (in parallel) and send the inventory to the cloud."""
-        workers = max(1, min(self.config.max_parallel, len(self.config.machines)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.site}-inv") as pool:
-            reports = list(pool.map(self._describe, self.config.machines))
+        reports = run_bounded(self.pool, self._describe, self.config.machines,
+                              max(1, self.config.max_parallel))
         inventory = Inventory(site=self.site, gateway_version=self.version, machines=reports)
         self._send(inventory)
         return inventory

@@ -11,13 +11,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from edge_gateway.config import MachineConfig, SiteConfig
 from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import BmcError, BmcUnreachableError, GatewayError
 from edge_gateway.tasks import TaskContext, run_task
+from edge_gateway.workers import WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
     MachineResult,
     MachineState,
@@ -37,27 +37,27 @@ ReportFunction = Callable[[MachineResult], None]
 
 
 class PlanExecutor:
+    """``pool``: where machines run (the process's ``default_pool()`` if not given)."""
+
     def __init__(
         self,
         config: SiteConfig,
         driver_factory: DriverFactory,
         sleep: Callable[[float], None] = time.sleep,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.config = config
         self.driver_factory = driver_factory
         self.sleep = sleep
+        self.pool = pool if pool is not None else default_pool()
 
     def execute(self, plan: Plan, report: ReportFunction,
                 canceled: Callable[[], bool] = lambda: False) -> list[MachineResult]:
         """Run the plan; ``report`` gets a snapshot each time a machine's state changes.
         Once ``canceled()`` is true, each machine finishes its current step and skips the
         rest."""
-        machines = plan.machines
-        workers = max(1, min(self.config.max_parallel, len(machines)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.config.site}-exec") as pool:
-            futures = [pool.submit(self._run_machine, plan, m, report, canceled)
-                       for m in machines]
-            return [f.result() for f in futures]
+        return run_bounded(self.pool, lambda m: self._run_machine(plan, m, report, canceled),
+                           plan.machines, max(1, self.config.max_parallel))
 
     def _run_machine(self, plan: Plan, machine_id: str, report: ReportFunction,
                      canceled: Callable[[], bool]) -> MachineResult:

@@ -44,6 +44,7 @@ from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
 from edge_gateway.journal import Journal
 from edge_gateway.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
+from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.dev.ports import LOOPBACK
 from edgeplane.dev.processes import raise_open_file_limit  # noqa: F401 - re-exported
@@ -144,6 +145,7 @@ class FleetSimulator:
         reconnect_delays: tuple[float, float] = (1.0, 30.0),
         thread_stack_size: int | None = None,
         seed: int = 0,
+        workers: int = 256,
     ) -> None:
         self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
         invalid = [s for s in self.site_ids if not protocol.SITE_ID_PATTERN.match(s)]
@@ -151,6 +153,7 @@ class FleetSimulator:
             raise ValueError(f"site ids must be valid and distinct: {invalid[:5]}")
         self.machine_configs = machine_configs(machines_per_site)
         self.loop = MultiplexedMqtt(max_connecting=max_connecting)
+        self.pool = WorkerPool(workers, idle_timeout=10.0, name="fleet-worker")
         self.gateways: dict[str, SimulatedSite] = {}
         self.transports: dict[str, MultiplexedTransport] = {}
         self.machines: dict[str, dict[str, SimulatedMachine]] = {}
@@ -204,6 +207,7 @@ class FleetSimulator:
         self.gateways.clear()
         self.transports.clear()
         self.loop.stop()
+        self.pool.shutdown()
         if self._previous_stack_size is not None:
             threading.stack_size(self._previous_stack_size)
             self._previous_stack_size = None
@@ -286,7 +290,7 @@ class FleetSimulator:
                                    timeout=machine.timeout)
 
         return SimulatedSite(config, transport_factory=transport, journal=Journal(":memory:"),
-                             driver_factory=driver)
+                             driver_factory=driver, pool=self.pool)
 
     @staticmethod
     def _stop_site(gateway: Gateway) -> None:
@@ -296,12 +300,10 @@ class FleetSimulator:
             LOG.exception("site %s did not stop cleanly", gateway.site)
 
     def _wait_for_inventories(self, timeout: float) -> None:
-        """The core reports inventory on a thread of its own; let those end first."""
-        names = {f"{site}-inventory" for site in self.gateways}
+        """The core reports inventory on the pool after connecting; let those end first."""
         deadline = time.monotonic() + timeout
-        for thread in threading.enumerate():
-            if thread.name in names:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for gateway in self.gateways.values():
+            gateway.wait_for_inventory(max(0.0, deadline - time.monotonic()))
 
 
 def process_memory_mib() -> tuple[float, float]:
