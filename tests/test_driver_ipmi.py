@@ -10,10 +10,12 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from pyghmi.ipmi.private import session as pyghmi_session
 
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.ipmi import IpmiDriver, parse_address, wait_for_calls
+from edge_gateway.drivers.ipmi.receive import receive_without_blocking
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError, ConfigError
 from edgeplane.dev.ipmi_sim import SimulatorProcess
 from edgeplane.dev.ports import free_port
@@ -218,6 +220,33 @@ def test_many_bmcs_from_many_threads_at_once(sim, make_driver):
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
+
+
+class SendComesBetween(socket.socket):
+    """A socket on which another thread's send always comes between pyghmi's making it
+    non-blocking and its read: every pyghmi send makes the socket blocking again."""
+
+    def setblocking(self, flag: bool) -> None:
+        super().setblocking(flag)
+        if not flag:
+            super().setblocking(True)
+
+
+def test_pyghmi_reads_a_socket_without_waiting_whatever_a_send_left_it_in():
+    """pyghmi's I/O thread drains every socket until a read finds it empty; a read that waits
+    instead silences every BMC on that thread (the simulator's, or the gateway's retries)."""
+    receive_without_blocking()
+    with SendComesBetween(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        read: list[object] = []
+        reader = threading.Thread(target=lambda: read.append(
+            pyghmi_session._io_recvfrom(sock, 3000)), daemon=True)
+        reader.start()
+        reader.join(timeout=2)
+        if reader.is_alive():  # it waits for a packet: give it one, then fail
+            sock.sendto(b"wake", sock.getsockname())
+            reader.join(timeout=2)
+        assert read == [None]
 
 
 @pytest.mark.parametrize(("address", "expected"), [

@@ -2,8 +2,9 @@
 concern.
 
 - ``link``: the BMC's session, shared per process and taken in turns, logins one at a time
-  behind a ping (``ping``), pyghmi's lost wakeup closed (``wakeup``), each call in a worker
-  thread under the driver's timeout, failures converted at one boundary (``errors``);
+  behind a ping (``ping``), pyghmi's lost wakeup closed (``wakeup``), its I/O thread kept
+  from blocking in a receive (``receive``), each call in a worker thread under the driver's
+  timeout, failures converted at one boundary (``errors``);
 - ``tables``: pyghmi's words and IPMI's numbers <-> Edgeplane's enums and words;
 - ``chassis`` (power, boot flags), ``inventory`` (device id, FRU 0, GUID), ``sensors``
   (health from the SDR), ``sel`` (event log), ``mc`` (capabilities, cold reset);

@@ -12,7 +12,8 @@ that costs three precautions:
   the packets of every session, and two loops at once trip over each other. A BMC must first
   answer a ping (``ping``), so a dead BMC fails at once instead of holding the lock through
   pyghmi's 5 s of retries;
-- ``wakeup.close_lost_wakeup`` fixes a race in pyghmi's waiting.
+- ``wakeup.close_lost_wakeup`` fixes a race in pyghmi's waiting, and
+  ``receive.receive_without_blocking`` one in its reading of the shared socket.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from edge_gateway.drivers.ipmi.errors import (
     convert_error,
 )
 from edge_gateway.drivers.ipmi.ping import ping
+from edge_gateway.drivers.ipmi.receive import receive_without_blocking
 from edge_gateway.drivers.ipmi.wakeup import close_lost_wakeup
 from edge_gateway.errors import BmcUnreachableError, ConfigError
 
@@ -137,6 +139,7 @@ class BmcLink:
     @classmethod
     def acquire(cls, host: str, port: int, credentials: BmcCredentials) -> BmcLink:
         close_lost_wakeup()
+        receive_without_blocking()
         key = (host, port, credentials.username.encode(), credentials.password.encode())
         with _LINKS_LOCK:
             link = _LINKS.get(key)

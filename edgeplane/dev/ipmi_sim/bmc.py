@@ -14,6 +14,7 @@ from typing import Any
 
 from pyghmi.ipmi import bmc
 
+from edge_gateway.drivers.ipmi.receive import receive_without_blocking
 from edgeplane.dev.ipmi_sim import session as sessions
 from edgeplane.dev.ipmi_sim.chassis import BOOT_PARAM_SIZES, BootFlags, Chassis
 from edgeplane.dev.ipmi_sim.codes import (
@@ -68,6 +69,9 @@ class SimulatedBmc(bmc.Bmc):
         if unknown:
             raise ValueError(f"unknown fault(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(FAULTS)}")
+        # pyghmi's one I/O thread reads the sockets of every BMC in the process: a reply sent
+        # while it reads could leave it waiting on one BMC's socket, and every BMC silent.
+        receive_without_blocking()
         super().__init__({username: password}, port=port, address=address)
         self.address = address
         self.power_delay = power_delay
