@@ -165,6 +165,19 @@ def test_good_credentials_still_work_after_bad_ones(sim, make_driver):
     assert make_driver(sim.addresses[4]).get_power_state() in set(PowerState)
 
 
+def test_a_login_after_a_failed_one_leaves_the_sessions_with_other_bmcs_alone(sim,
+                                                                             make_driver):
+    """A failed login leaves a half-open session on its BMC, which the next login there
+    replaces; the simulator, which tells clients apart by address and port, keeps this
+    client's sessions with its other BMCs."""
+    other = make_driver(sim.addresses[3], timeout=2)
+    assert other.get_power_state() in set(PowerState)
+    with pytest.raises(BmcAuthError):
+        make_driver(sim.addresses[4], password="wrong").get_power_state()
+    assert make_driver(sim.addresses[4]).get_power_state() in set(PowerState)
+    assert other.get_power_state() in set(PowerState)  # on the session it had
+
+
 def test_drivers_of_one_bmc_share_its_session_until_the_last_closes(sim, make_driver):
     first, second = make_driver(sim.addresses[4]), make_driver(sim.addresses[4])
     first.get_power_state()

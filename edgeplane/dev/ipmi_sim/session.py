@@ -39,6 +39,17 @@ class CipherSuite3Session(serversession.ServerSession):
         CipherSuite3Session(self.authdata, self.kg, self.sockaddr, self.socket, data,
                             self.uuid, bmc=self.bmc)
 
+    def _handle_ipmi_packet(self, data: bytearray, sockaddr: Any = None,
+                            qent: Any = None) -> Any:
+        # An IPMI 1.5 packet outside any session from this session's client: it starts over
+        # (a login begins with one). pyghmi then forgets every session of the client's address
+        # and port, with every BMC of the process: forget this one only, as a real BMC would.
+        if is_sessionless_ipmi15(data):
+            self.close_server_session()
+            self.bmc.sessionless_data(bytes(data), sockaddr)
+            return None
+        return super()._handle_ipmi_packet(data, sockaddr, qent)
+
     def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
         # pyghmi hands a packet queued for a session that has since closed to the session's
         # own sessionless_data, which only its IpmiServer has.
@@ -75,6 +86,12 @@ def proposes_suite_3(request: bytearray) -> bool:
         if request[offset + 3] and request[offset + 4] & 0x3F != 1:
             return False
     return True
+
+
+def is_sessionless_ipmi15(packet: bytearray) -> bool:
+    """An IPMI 1.5 packet (authentication type none or MD5) with session id and sequence 0."""
+    return (len(packet) >= 13 and packet[0] == 6 and packet[2:4] == b"\xff\x07"
+            and packet[4] in (0, 2) and not any(packet[5:13]))
 
 
 def is_open_session_request(packet: bytearray) -> bool:
