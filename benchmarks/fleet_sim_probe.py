@@ -1,18 +1,23 @@
 """Probe: N simulated sites on one mosquitto; connect, one plan each, every result back.
 
     python benchmarks/fleet_sim_probe.py --sites 10000 [--machines 4] [--max-parallel 4]
+                                         [--workers 256] [--processes 1]
 
 A quick measurement of ``edgeplane.dev.fleet_sim`` on this machine, not the benchmark. All
 on 127.0.0.1: a mosquitto of our own, the simulator in this process (every site the real
-gateway core on simulated BMCs, all sessions on one MQTT loop thread), and two plain paho
-clients standing in for the cloud: one publishes a power.ensure plan to every site, the
-other receives inventories and results. Measured:
+gateway core on simulated BMCs, all sessions on one MQTT loop thread; with ``--processes
+K`` in K child processes, each with its own loop), and two plain paho clients standing in
+for the cloud: one publishes a power.ensure plan to every site, the other receives
+inventories and results. Measured:
 
 - ``build_s``: building and starting every site (the loop connects them meanwhile);
   ``connect_s``: from the start until every site is connected and subscribed;
   ``inventory_s``: until every inventory has arrived;
 - ``plan_to_results_s``: from the first plan published until the last result arrived;
-- ``peak_rss_mib`` (this process's VmHWM), ``peak_threads`` (sampled every 20 ms),
+- ``plan_cpu_s``: CPU (user + system) the simulator's processes used meanwhile, and the
+  broker's ``broker_plan_cpu_s``;
+- ``peak_rss_mib`` (the simulator's VmHWM; with processes, the sum of theirs),
+  ``peak_threads`` (sampled every 20 ms, in this process and the simulator's),
   ``idle_threads`` (connected, between plans), and the broker's peak RSS.
 
 The last line printed is a JSON summary.
@@ -39,7 +44,7 @@ from edgeplane import protocol
 from edgeplane.dev.fleet_sim import (
     SMALL_THREAD_STACK,
     FleetSimulator,
-    process_memory_mib,
+    machine_configs,
     raise_open_file_limit,
 )
 from edgeplane.dev.mosquitto import Mosquitto
@@ -54,18 +59,36 @@ def proc_status(pid: int | str, key: str) -> int:
     return int(match[1]) if match else 0
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User plus system CPU a process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def threads_of(pids: list[int]) -> int:
+    """Threads of this process and of ``pids`` (those that still run)."""
+    total = proc_status("self", "Threads")
+    for pid in set(pids) - {os.getpid()}:
+        try:
+            total += proc_status(pid, "Threads")
+        except OSError:
+            pass
+    return total
+
+
 class ThreadSampler:
-    """The peak number of this process's threads, sampled."""
+    """The peak number of threads of this process and of the simulator's, sampled."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.peak = 0
+        self.pids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.peak = max(self.peak, proc_status("self", "Threads"))
+            self.peak = max(self.peak, threads_of(self.pids))
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,39 +152,44 @@ class Cloud:
 
 
 def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
-          timeout: float) -> dict:
+          timeout: float, workers: int = 256, processes: int = 1) -> dict:
     open_files = raise_open_file_limit()  # before the broker: it inherits the limit
-    machine_ids = [m.id for m in FleetSimulator(0, 1, machines).machine_configs]
+    machine_ids = [m.id for m in machine_configs(machines)]
     with tempfile.TemporaryDirectory(prefix="fleet-probe-") as directory, \
             Mosquitto(Path(directory) / "mosquitto") as broker:
         cloud = Cloud(broker.port)  # its sockets first: paho's own loop uses select()
         sampler = ThreadSampler()
         threads_before = set(threading.enumerate())
         fleet = FleetSimulator(broker.port, sites, machines, max_parallel=max_parallel,
-                               max_connecting=max_connecting,
+                               max_connecting=max_connecting, workers=workers,
+                               processes=processes,
                                thread_stack_size=SMALL_THREAD_STACK)
         try:
             started = time.monotonic()
             fleet.start(timeout=None)
             build_s = time.monotonic() - started
+            sampler.pids = pids = fleet.pids
             fleet.wait_connected(timeout)
             connect_s = time.monotonic() - started
             print(f"connected: {fleet.stats().line()} in {connect_s:.2f} s", flush=True)
             cloud.wait("inventories", sites, timeout)
             inventory_s = time.monotonic() - started
             time.sleep(1.0)  # let the inventory threads end
-            idle_threads = proc_status("self", "Threads")
-            idle_rss_mib = process_memory_mib()[0]
+            idle_threads = threads_of(pids)
+            idle_rss_mib = fleet.stats().rss_mib
 
             plans = [(protocol.plan_topic(site), Plan(
                 site=site, execution_id=f"probe.{site}", rollout_id="probe",
                 steps=[PlanStep("power.ensure", {"state": "on"}, machine_ids)]).encode())
                 for site in fleet.site_ids]
+            cpu_before = sum(map(cpu_seconds, pids)), cpu_seconds(broker.process.pid)
             published = time.monotonic()
             cloud.publish_plans(plans)
             publish_s = time.monotonic() - published
             cloud.wait("results", sites, timeout)
             plan_to_results_s = cloud.last_result_at - published
+            plan_cpu_s = sum(map(cpu_seconds, pids)) - cpu_before[0]
+            broker_plan_cpu_s = cpu_seconds(broker.process.pid) - cpu_before[1]
             stats = fleet.stats()
             print(f"results: {stats.line()} in {plan_to_results_s:.2f} s", flush=True)
             broker_peak_mib = proc_status(broker.process.pid, "VmHWM") / 1024
@@ -177,11 +205,15 @@ def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
         "machines_per_site": machines,
         "max_parallel": max_parallel,
         "max_connecting": max_connecting,
+        "workers": workers,
+        "processes": processes,
         "build_s": round(build_s, 2),
         "connect_s": round(connect_s, 2),
         "inventory_s": round(inventory_s, 2),
         "publish_s": round(publish_s, 2),
         "plan_to_results_s": round(plan_to_results_s, 2),
+        "plan_cpu_s": round(plan_cpu_s, 2),
+        "broker_plan_cpu_s": round(broker_plan_cpu_s, 2),
         "results": len(cloud.results),
         "results_succeeded": sum(s == "succeeded" for s in cloud.results.values()),
         "plans_received": stats.plans_received,
@@ -212,12 +244,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="machines a site works on at once (threads per plan)")
     parser.add_argument("--max-connecting", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--workers", type=int, default=256,
+                        help="threads the simulated sites share (per process)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="processes to split the simulated sites over")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # so that the broker is stopped too
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge_gateway").setLevel(logging.ERROR)
     summary = probe(args.sites, args.machines, args.max_parallel, args.max_connecting,
-                    args.timeout)
+                    args.timeout, args.workers, args.processes)
     print(json.dumps(summary))
 
 

@@ -59,13 +59,27 @@ class WorkerPool:
         return len(self._threads)
 
     def submit(self, function: Callable[..., R], *args: Any) -> Future[R]:
-        future: Future[R] = Future()
+        future = self._submit(function, args, only_if_free=False)
+        assert future is not None
+        return future
+
+    def submit_if_free(self, function: Callable[..., R], *args: Any) -> Future[R] | None:
+        """Like ``submit`` if a thread can start on it now; None if it would have to queue."""
+        return self._submit(function, args, only_if_free=True)
+
+    def _submit(self, function: Callable[..., R], args: tuple[Any, ...],
+                only_if_free: bool) -> Future[R] | None:
         with self._ready:
             if self._closed:
                 raise RuntimeError(f"worker pool {self.name} is shut down")
+            # Each idle thread takes one queued item; a thread is started for the rest.
+            idle = self._idle > len(self._queue)
+            can_start = len(self._threads) < self.max_workers
+            if only_if_free and not (idle or can_start):
+                return None
+            future: Future[R] = Future()
             self._queue.append((future, function, args))
-            # Each idle thread takes one queued item; start a thread for the rest.
-            if len(self._queue) > self._idle and len(self._threads) < self.max_workers:
+            if not idle and can_start:
                 self._start_thread()
             else:
                 self._ready.notify()
@@ -202,10 +216,12 @@ def run_bounded(pool: WorkerPool, function: Callable[[T], R], items: Iterable[T]
                 limit: int) -> list[R]:
     """``[function(item) for item in items]``, at most ``limit`` at once, results in order.
 
-    The calling thread takes items too and up to ``limit - 1`` pool threads help; helpers
-    that have not started when the caller runs out of items are canceled. So a caller that
-    itself runs on the pool never waits for a free thread (no deadlock on a full pool), and
-    a busy pool only makes the items run more one after another. Every item runs; if some
+    The calling thread takes items too and up to ``limit - 1`` pool threads help, as many
+    as the pool can start at once: on a busy pool, a helper queued behind other work would
+    mostly be canceled unstarted (as those still queued when the caller runs out of items
+    are), at the cost of thread hand-offs. So a caller that itself runs on the pool never
+    waits for a free thread (no deadlock on a full pool), and a busy pool only makes the
+    items run more one after another. Every item runs; if some
     raised, the first of them (in item order) is raised once all have ended.
     """
     work = list(items)
@@ -225,7 +241,12 @@ def run_bounded(pool: WorkerPool, function: Callable[[T], R], items: Iterable[T]
             except BaseException as exc:  # the others still run, as with pool.map
                 errors[position] = exc
 
-    helpers = [pool.submit(take) for _ in range(min(limit, len(work)) - 1)]
+    helpers = []
+    for _ in range(min(limit, len(work)) - 1):
+        helper = pool.submit_if_free(take)
+        if helper is None:
+            break
+        helpers.append(helper)
     take()
     for helper in helpers:
         if not helper.cancel():

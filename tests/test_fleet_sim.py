@@ -11,7 +11,13 @@ import pytest
 from edge_gateway.config import MqttSettings
 from edge_gateway.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
 from edgeplane import protocol
-from edgeplane.dev.fleet_sim import FleetSimulator, raise_open_file_limit, site_ids
+from edgeplane.dev.fleet_sim import (
+    FleetSimulator,
+    FleetStats,
+    raise_open_file_limit,
+    site_ids,
+    split,
+)
 from edgeplane.dev.recorder import Recorder
 from edgeplane.protocol import Inventory, Plan, PlanStep, PowerState, Presence, Result
 
@@ -191,3 +197,55 @@ def test_one_loop_drives_more_sessions_than_select_can_watch(broker, recorder):
         for transport in transports:
             transport.stop()
         assert loop.sessions == 0 and loop.connected == 0
+
+
+def test_split_shares_the_sites_out_in_order_and_evenly():
+    parts = split(site_ids(10), 3)
+    assert [len(p) for p in parts] == [4, 3, 3]
+    assert [s for p in parts for s in p] == site_ids(10)
+
+
+def test_fleet_stats_total_sums_every_field():
+    one = FleetStats(sites=2, connected=1, plans_received=3, results_sent=2, rss_mib=10.0,
+                     peak_rss_mib=12.0, threads=5)
+    two = dataclasses.replace(one, connected=2, threads=7)
+    assert FleetStats.total([one, two]) == FleetStats(4, 3, 6, 4, 20.0, 24.0, 12)
+
+
+def test_sites_split_over_processes_run_their_plans_and_obey_relayed_calls(broker, recorder):
+    fleet = FleetSimulator(broker.port, 12, processes=3, reconnect_delays=(0.2, 1.0))
+    try:
+        fleet.start(timeout=60)
+        pids = fleet.pids
+        assert len(set(pids)) == 3 and os.getpid() not in pids
+        recorder.wait_for(lambda ms: {m.site for m in ms} == set(fleet.site_ids), Inventory)
+        for site in fleet.site_ids:
+            recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+        results = recorder.wait_for(lambda ms: len(ms) == 12, Result)
+        assert {r.state for r in results} == {"succeeded"}
+        stats = fleet.stats()
+        assert (stats.sites, stats.connected, stats.plans_received, stats.results_sent) == (
+            12, 12, 12, 12)
+        with pytest.raises(RuntimeError):
+            fleet.gateway(fleet.site_ids[0])
+
+        site = fleet.site_ids[-1]  # in the last process
+        fleet.take_offline(site)
+        recorder.wait_for(lambda ms: not latest_presence(ms, site).online, Presence)
+        assert fleet.connected_count() == 11
+        fleet.bring_online(site)
+        fleet.wait_connected(30, sites=[site])
+        recorder.wait_for(lambda ms: latest_presence(ms, site).online, Presence)
+    finally:
+        fleet.stop()
+    assert all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in pids)
+    recorder.wait_for(  # every site said goodbye
+        lambda ms: all(not latest_presence(ms, s).online for s in fleet.site_ids), Presence)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

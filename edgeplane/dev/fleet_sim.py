@@ -11,22 +11,30 @@ Machines are named like the local stack's (``rf-N`` configured as Redfish, ``ipm
 IPMI; the driver is simulated whatever the config says). Site ids are ``site-00001`` and
 on, which the cloud takes for sites it has not seen (it creates a minimal record).
 
-Limits (measured with ``benchmarks/fleet_sim_probe.py``, 2 cores): the core starts a plan
-worker thread per site, idle until a plan comes, and per plan a pool of up to
-``max_parallel`` threads, and again per observation. Three things follow. Every blocked
-thread waits in the process's futex hash table, which Linux 6.16+ makes 16 buckets small;
-``start()`` enlarges it (``enlarge_futex_hash``), or every lock hand-off slows down with
-the number of sites. Each thread takes 3 memory maps, so ``vm.max_map_count`` (65,530)
-caps a process at ~21,800 threads: 10,000 sites with a plan each peak at ~15,000. And all
-of it runs under one GIL: ~3-8 ms of CPU per plan, so 10,000 plans at once take about a
-minute here. Journals are in memory: a file journal would take up to three file
-descriptors per site.
+Threads: the sites of a process share one ``WorkerPool`` of ``workers`` threads (started
+on demand, ended when idle), so an idle fleet holds a few threads, not one per site, and a
+busy one at most ``workers``: a site borrows a thread while it has a plan (and up to
+``max_parallel`` for its machines). Simulated BMCs answer at once but a power change reads
+back after ``power_delay``, during which the machine's thread sleeps between polls: the
+pool must be large enough for those sleeps, not for the CPU. Blocked threads wait in the
+process's futex hash table, which Linux 6.16+ makes 16 buckets small; ``start()``
+enlarges it (``enlarge_futex_hash``).
+
+Processes: every site of a process runs under one GIL, with its MQTT loop thread. With
+``processes=K`` the sites are split over K child processes (each with its own loop, pool
+and GIL; ``max_connecting`` is shared out among them) and this object only relays:
+``stats()`` sums theirs, ``take_offline`` and the like go to the site's process. The
+in-process views (``gateway()``, ``gateways``, ``machines``, ``transports``, ``pool``)
+exist only with one process. Journals are in memory (the real SQLite journal, without a
+file): a file journal would take up to three file descriptors per site.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
+import os
 import random
 import re
 import resource
@@ -35,8 +43,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from edge_gateway.agent import Gateway
 from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
@@ -94,9 +104,14 @@ class FleetStats:
     connected: int
     plans_received: int  # plan messages delivered to the sites (duplicates included)
     results_sent: int  # executions finished, one result each (resends not counted)
-    rss_mib: float  # this process
-    peak_rss_mib: float
+    rss_mib: float  # this process (or the sum of the fleet's processes)
+    peak_rss_mib: float  # likewise: with processes, the sum of each one's peak
     threads: int
+
+    @classmethod
+    def total(cls, parts: list[FleetStats]) -> FleetStats:
+        """The fleet's numbers from those of its processes: every field summed."""
+        return cls(**{f.name: sum(getattr(p, f.name) for p in parts) for f in fields(cls)})
 
     def line(self) -> str:
         return (f"{self.connected}/{self.sites} connected, {self.plans_received} plans "
@@ -128,6 +143,8 @@ class FleetSimulator:
     power change reads back. ``max_parallel``: machines a site works on at once (as the
     real config). ``max_connecting``: sessions waiting for CONNACK at once (mosquitto's
     listen backlog is 100). ``thread_stack_size``: set process-wide while the fleet runs.
+    ``workers``: threads the sites of a process share. ``processes``: child processes to
+    split the sites over (1: all in this process).
     """
 
     def __init__(
@@ -146,12 +163,26 @@ class FleetSimulator:
         thread_stack_size: int | None = None,
         seed: int = 0,
         workers: int = 256,
+        processes: int = 1,
     ) -> None:
         self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
         invalid = [s for s in self.site_ids if not protocol.SITE_ID_PATTERN.match(s)]
         if invalid or len(set(self.site_ids)) != len(self.site_ids):
             raise ValueError(f"site ids must be valid and distinct: {invalid[:5]}")
+        if processes < 1 or workers < 1:
+            raise ValueError("a fleet needs at least one process and one worker thread")
         self.machine_configs = machine_configs(machines_per_site)
+        self.processes = min(processes, max(1, len(self.site_ids)))
+        self._parts: list[FleetProcess] = []
+        if self.processes > 1:
+            options = dict(machines_per_site=machines_per_site, host=host,
+                           power_delay=power_delay, max_parallel=max_parallel,
+                           progress_interval=progress_interval,
+                           max_connecting=max(1, max_connecting // self.processes),
+                           keepalive=keepalive, reconnect_delays=reconnect_delays,
+                           thread_stack_size=thread_stack_size, workers=workers)
+            self._parts = [FleetProcess(mqtt_port, chunk, {**options, "seed": seed + n})
+                           for n, chunk in enumerate(split(self.site_ids, self.processes))]
         self.loop = MultiplexedMqtt(max_connecting=max_connecting)
         self.pool = WorkerPool(workers, idle_timeout=10.0, name="fleet-worker")
         self.gateways: dict[str, SimulatedSite] = {}
@@ -180,6 +211,9 @@ class FleetSimulator:
         if self._started:
             raise RuntimeError("the fleet simulator was started already")
         self._started = True
+        if self._parts:
+            self._start_processes(timeout, progress)
+            return
         if self._thread_stack_size:
             self._previous_stack_size = threading.stack_size(self._thread_stack_size)
         if len(self.site_ids) >= 1000 and not enlarge_futex_hash():
@@ -198,6 +232,8 @@ class FleetSimulator:
 
     def stop(self) -> None:
         """Stop every site (goodbye presence, clean disconnect), join threads, end the loop."""
+        for part in self._parts:
+            part.stop()
         self._wait_for_inventories(timeout=10)
         gateways = list(self.gateways.values())
         if gateways:
@@ -223,39 +259,69 @@ class FleetSimulator:
                        progress: Callable[[FleetStats], None] | None = None,
                        sites: Iterable[str] | None = None) -> None:
         """Wait until every site (or those named) is connected and subscribed."""
-        transports = [self.transports[s] for s in (sites or self.site_ids)]
+        wanted = list(sites or self.site_ids)
         deadline = time.monotonic() + timeout
         while True:
-            connected = sum(t.connected.is_set() for t in transports)
+            connected = self.connected_count(wanted)
             if progress is not None:
                 progress(self.stats())
-            if connected == len(transports):
+            if connected == len(wanted):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{connected} of {len(transports)} sites connected "
+                raise TimeoutError(f"{connected} of {len(wanted)} sites connected "
                                    f"after {timeout:.0f} s")
             time.sleep(0.2 if progress is None else 1.0)
+
+    def connected_count(self, sites: Iterable[str] | None = None) -> int:
+        """How many of the sites (all if not named) are connected and subscribed now."""
+        wanted = list(self.site_ids if sites is None else sites)
+        if self._parts:
+            return sum(part.call("connected_count", part.mine(wanted))
+                       for part in self._parts)
+        return sum(self.transports[s].connected.is_set() for s in wanted)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes the sites run in: this one, or the children with ``processes``."""
+        return [part.pid for part in self._parts] if self._parts else [os.getpid()]
 
     # --- one site --------------------------------------------------------------------
 
     def gateway(self, site: str) -> SimulatedSite:
+        if self._parts:
+            raise RuntimeError("with several processes the gateways live in those processes")
         return self.gateways[site]
 
     def take_offline(self, site: str) -> None:
         """The site's WAN goes down: the broker sends its last will and queues its plans."""
-        self.transports[site].go_offline()
+        if not self._relay("take_offline", site):
+            self.transports[site].go_offline()
 
     def bring_online(self, site: str) -> None:
         """The WAN is back: the site reconnects to its persistent session."""
-        self.transports[site].go_online()
+        if not self._relay("bring_online", site):
+            self.transports[site].go_online()
 
     def drop_connection(self, site: str) -> None:
         """A blip: the connection drops (last will) and the site reconnects by itself."""
-        self.transports[site].drop_connection()
+        if not self._relay("drop_connection", site):
+            self.transports[site].drop_connection()
+
+    def _relay(self, method: str, site: str) -> bool:
+        """Run ``method(site)`` in the site's process; False if the sites are in this one."""
+        if not self._parts:
+            return False
+        owner = next((p for p in self._parts if site in p.sites), None)
+        if owner is None:
+            raise KeyError(site)
+        owner.call(method, site)
+        return True
 
     # --- numbers ---------------------------------------------------------------------
 
     def stats(self) -> FleetStats:
+        if self._parts:
+            return FleetStats.total([part.call("stats") for part in self._parts])
         gateways = list(self.gateways.values())
         rss, peak = process_memory_mib()
         return FleetStats(
@@ -267,6 +333,19 @@ class FleetSimulator:
         )
 
     # --- internals -------------------------------------------------------------------
+
+    def _start_processes(self, timeout: float | None,
+                         progress: Callable[[FleetStats], None] | None) -> None:
+        try:
+            for part in self._parts:  # they build their sites at the same time
+                part.start()
+            for part in self._parts:
+                part.wait_started(timeout=600)
+            if timeout is not None:
+                self.wait_connected(timeout, progress)
+        except BaseException:
+            self.stop()
+            raise
 
     def _build(self, site: str) -> SimulatedSite:
         low, high = self._power_delay
@@ -304,6 +383,133 @@ class FleetSimulator:
         deadline = time.monotonic() + timeout
         for gateway in self.gateways.values():
             gateway.wait_for_inventory(max(0.0, deadline - time.monotonic()))
+
+
+def split(items: list[str], parts: int) -> list[list[str]]:
+    """``items`` in ``parts`` consecutive chunks whose sizes differ by one at most."""
+    size, extra = divmod(len(items), parts)
+    bounds = [n * size + min(n, extra) for n in range(parts + 1)]
+    return [items[bounds[n]:bounds[n + 1]] for n in range(parts)]
+
+
+class FleetProcess:
+    """Some of the fleet's sites in a child process: a ``FleetSimulator`` there, on a pipe.
+
+    The child runs ``serve_part``: it answers calls (method name and arguments) one at a
+    time, and stops its sites when told to or when the pipe closes (this process ended).
+    """
+
+    def __init__(self, mqtt_port: int, sites: list[str], options: dict[str, Any]) -> None:
+        self.sites = frozenset(sites)
+        self._args = (mqtt_port, sites, options, _log_levels())
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        if self._process is None or self._process.pid is None:
+            raise RuntimeError("the fleet process is not started")
+        return self._process.pid
+
+    def mine(self, sites: list[str]) -> list[str]:
+        return [s for s in sites if s in self.sites]
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        ours, theirs = context.Pipe()
+        self._process = context.Process(target=serve_part, args=(theirs, *self._args),
+                                        name="fleet-part", daemon=True)
+        self._process.start()
+        theirs.close()
+        self._conn = ours
+
+    def wait_started(self, timeout: float) -> None:
+        if self._conn is None or not self._conn.poll(timeout):
+            raise TimeoutError(f"a fleet process did not start its sites in {timeout:.0f} s")
+        self._answer(self._conn.recv())
+
+    def call(self, method: str, *args: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise RuntimeError("the fleet process is not running")
+            self._conn.send((method, args))
+            return self._answer(self._conn.recv())
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the child's sites (cleanly), then end it; kill it if it does not end."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.send(("stop", ()))
+                    conn.poll(timeout)
+                except (BrokenPipeError, EOFError, OSError):
+                    pass
+                conn.close()
+        if self._process is not None:
+            self._process.join(timeout)
+            if self._process.is_alive():
+                LOG.error("fleet process %s did not end; killing it", self._process.pid)
+                self._process.kill()
+                self._process.join(5)
+
+    @staticmethod
+    def _answer(reply: tuple[bool, Any]) -> Any:
+        ok, value = reply
+        if not ok:
+            raise RuntimeError(f"fleet process: {value}")
+        return value
+
+
+PART_METHODS = frozenset({"stats", "connected_count", "take_offline", "bring_online",
+                          "drop_connection"})
+
+
+def serve_part(conn: Connection, mqtt_port: int, sites: list[str], options: dict[str, Any],
+               log_levels: dict[str, int]) -> None:
+    """A child process's life: start its sites, answer calls, stop them at the end."""
+    _set_log_levels(log_levels)
+    fleet = FleetSimulator(mqtt_port, sites, **options)
+    try:
+        try:
+            fleet.start(timeout=None)
+        except Exception as exc:
+            conn.send((False, repr(exc)))
+            return
+        conn.send((True, None))
+        while True:
+            try:
+                method, args = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if method == "stop":
+                return
+            try:
+                if method not in PART_METHODS:
+                    raise ValueError(f"unknown call {method}")
+                conn.send((True, getattr(fleet, method)(*args)))
+            except Exception as exc:
+                conn.send((False, repr(exc)))
+    finally:
+        fleet.stop()
+        try:
+            conn.send((True, None))  # stopped
+        except OSError:
+            pass
+        conn.close()
+
+
+def _log_levels() -> dict[str, int]:
+    """What a child needs to log like this process: the root's and the gateway's levels."""
+    return {"": logging.getLogger().getEffectiveLevel(),
+            "edge_gateway": logging.getLogger("edge_gateway").getEffectiveLevel()}
+
+
+def _set_log_levels(levels: dict[str, int]) -> None:
+    logging.basicConfig(level=levels[""], format="%(levelname)s %(name)s: %(message)s")
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def process_memory_mib() -> tuple[float, float]:
