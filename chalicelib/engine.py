@@ -12,13 +12,15 @@ minute from ``@app.schedule``) that catches timeouts, expiry and opening windows
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib import audit, states, waves
+from chalicelib.changes import IN_FLIGHT, Changes
 from chalicelib.errors import Conflict, NotFound, PublishFailed
 from chalicelib.models import (
     Execution,
@@ -37,8 +39,9 @@ from edgeplane.protocol import ExecutionState
 LOG = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-IN_FLIGHT = frozenset({ExecutionState.SENT, ExecutionState.RUNNING})
 DISPATCH_BATCH = 500  # queued executions read per query page
+DISPATCH_WORKERS = 8  # claims and publishes in flight at once
+RECOUNT_QUIET = 60.0  # s without a move before a rollout's counters may be recounted
 
 
 def policy_of(rollout: Rollout) -> PolicyIn:
@@ -49,12 +52,15 @@ def policy_of(rollout: Rollout) -> PolicyIn:
 
 
 def transition(execution: Execution, target: ExecutionState, clock: Clock = time.time,
-               message: str | None = None, **fields: Any) -> bool:
+               message: str | None = None, changes: Changes | None = None,
+               **fields: Any) -> bool:
     """Move one execution along the state table; False if it cannot (anymore).
 
     The update is conditional on the state just read, so the source is known exactly and
-    the counters move once: a terminal state adds to the rollout's and the wave's ``done``
-    (and ``failed``), leaving sent/running frees a place in flight.
+    the move is counted once: a terminal state adds to the rollout's and the wave's ``done``
+    (and ``failed``), leaving sent/running frees a place in flight. With ``changes`` the
+    counting and logging wait for the caller's ``changes.flush()`` (a batch of moves);
+    without, they are written at once.
     """
     for _ in range(3):
         if execution.state is None:  # only the key is known: read it
@@ -75,41 +81,22 @@ def transition(execution: Execution, target: ExecutionState, clock: Clock = time
             actions.append(Execution.finished_at.set(now))
         actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
         if conditional_update(execution, actions, Execution.state == source):
-            _count(execution, source, target, now)
+            _moved(execution, source, target, now, changes)
             return True
         execution.refresh(consistent_read=True)
     return False
 
 
-def _count(execution: Execution, source: ExecutionState, target: ExecutionState,
-           now: float) -> None:
-    rollout_actions = []
-    if target in IN_FLIGHT and source not in IN_FLIGHT:
-        rollout_actions.append(Rollout.in_flight.add(1))
-    if source in IN_FLIGHT and target not in IN_FLIGHT:
-        rollout_actions.append(Rollout.in_flight.add(-1))
-    if target in states.TERMINAL_EXECUTION_STATES:
-        rollout_actions.append(Rollout.done.add(1))
-        wave_actions = [Wave.done.add(1)]
-        if target in states.FAILED_EXECUTION_STATES:
-            wave_actions.append(Wave.failed.add(1))
-        Wave(execution.rollout_id, int(execution.wave)).update(actions=wave_actions)
-    if rollout_actions:
-        Rollout(execution.rollout_id).update(actions=rollout_actions)
-    _log_execution(execution, source, target, now)
-
-
-def _log_execution(execution: Execution, source: ExecutionState, target: ExecutionState,
-                   now: float) -> None:
-    """The event of one execution's move (the item holds its values after the move)."""
-    audit.record(execution.rollout_id, audit.EXECUTION_STATE, {
-        "site_id": execution.site_id, "execution_id": execution.execution_id,
-        "state": str(target), "previous": str(source), "wave": int(execution.wave),
-        "attempt": int(execution.attempt), "message": execution.message}, now)
+def _moved(execution: Execution, source: ExecutionState, target: ExecutionState,
+           now: float, changes: Changes | None) -> None:
+    batch = changes if changes is not None else Changes()
+    batch.moved(execution, source, target, now)
+    if changes is None:
+        batch.flush()
 
 
 def requeue(execution: Execution, policy: PolicyIn, reason: str,
-            clock: Clock = time.time) -> bool:
+            clock: Clock = time.time, changes: Changes | None = None) -> bool:
     """Give a retryable failure its next attempt, after the policy's backoff. The next
     attempt is a new execution id: the gateway would only resend a known one's result."""
     source = ExecutionState(execution.state)
@@ -126,12 +113,12 @@ def requeue(execution: Execution, policy: PolicyIn, reason: str,
         Execution.queue_key.set(queue_key(int(execution.wave), not_before, execution.site_id)),
         Execution.message.set(f"attempt {attempt - 1} failed, retrying after "
                               f"{not_before - now:.0f} s: {reason}"),
-        Execution.updated_at.set(now),
+        Execution.updated_at.set(now), Execution.machines.set({}),
+        Execution.last_seq.remove(),
     ]
     if not conditional_update(execution, actions, Execution.state == source):
         return False
-    Rollout(execution.rollout_id).update(actions=[Rollout.in_flight.add(-1)])
-    _log_execution(execution, source, ExecutionState.QUEUED, now)
+    _moved(execution, source, ExecutionState.QUEUED, now, changes)
     return True
 
 
@@ -164,8 +151,7 @@ def get_rollout(rollout_id: str) -> Rollout:
         raise NotFound(kind="rollout", id=rollout_id) from None
 
 
-def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
-            rendered: dict[str, Any] | None = None) -> Rollout:
+def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> Rollout:
     """Do whatever can be done now: abort, start the next wave, dispatch, finish."""
     rollout = get_rollout(rollout_id)
     if rollout.state in states.STOPPED_ROLLOUT_STATES:
@@ -175,19 +161,22 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
         return rollout
     policy = policy_of(rollout)
     if _wave_gate(rollout, policy, clock):
-        _dispatch(rollout, policy, publisher, clock, rendered or {})
+        _dispatch(rollout, policy, publisher, clock)
     rollout.refresh(consistent_read=True)
     finish_if_done(rollout, clock)
     return rollout
 
 
-def needs_advance(rollout: Rollout, policy: PolicyIn, wave: int) -> bool:
-    """After a site finished: can anything move? (One read instead of a full advance for
-    each of the thousands of results that change nothing but a counter.)"""
+def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]) -> bool:
+    """After sites finished (in these waves): can anything move? (A read per wave instead
+    of a full advance for each batch of results that changes nothing but counters.)"""
     if rollout.state != RolloutState.RUNNING or policy.max_in_flight or policy.max_per_minute:
         return rollout.state == RolloutState.RUNNING  # a place in flight was freed
-    counters = Wave.get(rollout.rollout_id, wave, consistent_read=True)
-    return int(counters.done) >= int(counters.size) or int(counters.failed) > 0
+    for wave in finished_in:
+        counters = Wave.get(rollout.rollout_id, wave, consistent_read=True)
+        if int(counters.done) >= int(counters.size) or int(counters.failed) > 0:
+            return True
+    return False
 
 
 def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> bool:
@@ -217,52 +206,31 @@ def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> bool:
         rollout.refresh(consistent_read=True)
 
 
-def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher, clock: Clock,
-              rendered: dict[str, Any]) -> int:
-    """Send the plans of the current wave's due, in-window queued sites, within the limits."""
-    from chalicelib import rollouts  # rendering lives with rollout creation
+def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
+              clock: Clock) -> int:
+    """Send the plans of the current wave's due, in-window queued sites, within the limits.
 
+    Claims and publishes run ``DISPATCH_WORKERS`` at a time (each claim is one conditional
+    update, a round trip of its own); their counters and events are written once per round.
+    """
     now = clock()
     minute = int(now // 60)
     started = int(rollout.rate_count) if int(rollout.rate_minute) == minute else 0
     room = waves.room(policy, int(rollout.in_flight), started)
     if room <= 0:
         return 0
-    wave = int(rollout.current_wave)
-    chosen = _due(rollout.rollout_id, wave, now, room, policy)
+    chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
     if not chosen:
         return 0
-    source = None
-    sent = 0
-    for execution in chosen:
-        site_id = execution.site_id
-        try:
-            if site_id in rendered:
-                plan = rendered[site_id].plan
-                desired = rendered[site_id].desired
-            else:
-                source = source or rollouts.source_of_rollout(rollout)
-                found = rollouts.render_site(rollout.rollout_id, site_id, source)
-                plan, desired = found.plan, found.desired
-        except Conflict as exc:  # the site changed since the rollout was created
-            transition(execution, ExecutionState.FAILED, clock, message=exc.message)
-            continue
-        plan = dataclasses.replace(plan, execution_id=execution.execution_id,
-                                   expires_at=rollout.expires_at)
-        # Claim first: of two writers dispatching at once (a result and the tick), only the
-        # one whose queued -> sent update takes publishes the plan.
-        if not transition(execution, ExecutionState.SENT, clock, message="",
-                          plan_message_id=plan.id, sent_at=clock()):
-            continue
-        try:
-            publisher.publish(protocol.plan_topic(site_id), plan.encode())
-        except PublishFailed as exc:
-            LOG.error("rollout %s: plan for site %s not sent: %s", rollout.rollout_id,
-                      site_id, exc.message)
-            _unclaim(execution, f"plan not sent: {exc.message}", clock)
-            continue
-        rollouts.set_desired(rollout.rollout_id, site_id, desired, clock)
-        sent += 1
+    changes = Changes()
+    sender = _Sender(rollout, publisher, clock, changes)
+    if len(chosen) == 1:
+        sent = int(sender.send(chosen[0]))
+    else:
+        with ThreadPoolExecutor(min(DISPATCH_WORKERS, len(chosen)),
+                                thread_name_prefix="dispatch") as pool:
+            sent = sum(pool.map(sender.send, chosen))
+    changes.flush()
     if sent:
         rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
@@ -270,14 +238,73 @@ def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher, clock: C
     return sent
 
 
-def _unclaim(execution: Execution, message: str, clock: Clock) -> None:
+class _Sender:
+    """Claims one queued execution and publishes its plan (one per thread at a time)."""
+
+    def __init__(self, rollout: Rollout, publisher: Publisher, clock: Clock,
+                 changes: Changes) -> None:
+        self.rollout = rollout
+        self.publisher = publisher
+        self.clock = clock
+        self.changes = changes
+        self._source: Any = None
+        self._lock = threading.Lock()
+
+    def send(self, execution: Execution) -> bool:
+        site_id = execution.site_id
+        try:
+            steps, desired = self._plan_of(execution)
+        except Conflict as exc:  # a plan rendered now: the site changed since the create
+            transition(execution, ExecutionState.FAILED, self.clock, message=exc.message,
+                       changes=self.changes)
+            return False
+        plan = protocol.Plan(site=site_id, execution_id=execution.execution_id,
+                             rollout_id=self.rollout.rollout_id, steps=steps,
+                             expires_at=self.rollout.expires_at)
+        # Claim first: of two writers dispatching at once (a result and the tick), only the
+        # one whose queued -> sent update takes publishes the plan.
+        if not transition(execution, ExecutionState.SENT, self.clock, message="",
+                          changes=self.changes, plan_message_id=plan.id,
+                          sent_at=self.clock()):
+            return False
+        try:
+            self.publisher.publish(protocol.plan_topic(site_id), plan.encode())
+        except PublishFailed as exc:
+            LOG.error("rollout %s: plan for site %s not sent: %s", self.rollout.rollout_id,
+                      site_id, exc.message)
+            _unclaim(execution, f"plan not sent: {exc.message}", self.clock, self.changes)
+            return False
+        if desired:
+            from chalicelib import rollouts
+
+            rollouts.set_desired(self.rollout.rollout_id, site_id, desired, self.clock)
+        return True
+
+    def _plan_of(self, execution: Execution) -> tuple[list[protocol.PlanStep],
+                                                      dict[str, Any]]:
+        """The plan rendered when the rollout was created (stored on the execution), or,
+        for an execution stored without one, rendered now."""
+        if execution.plan_steps is not None:
+            return ([protocol.PlanStep(**step) for step in execution.plan_steps],
+                    execution.desired or {})
+        from chalicelib import rollouts  # rendering lives with rollout creation
+
+        with self._lock:
+            self._source = self._source or rollouts.source_of_rollout(self.rollout)
+        found = rollouts.render_site(self.rollout.rollout_id, execution.site_id,
+                                     self._source)
+        return found.plan.steps, found.desired
+
+
+def _unclaim(execution: Execution, message: str, clock: Clock, changes: Changes) -> None:
     """Back to queued after a plan could not be published (the next advance tries again)."""
     now = clock()
+    execution.message = message
     actions = [Execution.state.set(ExecutionState.QUEUED), Execution.message.set(message),
                Execution.queue_key.set(queue_key(int(execution.wave), now, execution.site_id)),
                Execution.sent_at.remove(), Execution.updated_at.set(now)]
     if conditional_update(execution, actions, Execution.state == ExecutionState.SENT):
-        Rollout(execution.rollout_id).update(actions=[Rollout.in_flight.add(-1)])
+        changes.moved(execution, ExecutionState.SENT, ExecutionState.QUEUED, now)
 
 
 def _due(rollout_id: str, wave: int, now: float, room: int,
@@ -370,8 +397,11 @@ def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
 
 def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
     canceled = 0
+    changes = Changes()
     for execution in Execution.queued.query(rollout.rollout_id):
-        canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason)
+        canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason,
+                               changes=changes)
+    changes.flush()
     return canceled
 
 
@@ -388,7 +418,7 @@ def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
     live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED))
     for rollout in live:
         counts["rollouts"] += 1
-        reconcile(rollout)
+        reconcile(rollout, clock)
         timed_out, expired = check_deadlines(rollout, clock)
         counts["timed_out"] += timed_out
         counts["expired"] += expired
@@ -396,19 +426,27 @@ def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
     return counts
 
 
-def reconcile(rollout: Rollout) -> None:
-    """Recount the counters from the executions themselves.
+def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
+    """Recount the counters from the executions themselves; False if it was too early.
 
-    The counters move right after the state change they count; a crash between the two
-    loses one ADD. The tick recounts every live rollout (one query of its executions), and
-    so does a duplicate report of an execution already terminal, so a lost ADD neither
-    leaves a rollout running forever nor holds a wave.
+    Counters move after the moves they count, once per batch (``changes.py``); a crash in
+    between loses those ADDs. The tick recounts every live rollout (one query of its
+    executions), and so does a duplicate report of an execution already terminal, so a lost
+    ADD neither leaves a rollout running forever nor holds a wave. A recount while a batch
+    is between its moves and its counters would count those moves twice, so it waits until
+    no execution of the rollout changed for ``RECOUNT_QUIET`` seconds: a rollout held up by
+    a lost count is quiet.
     """
+    executions = list(Execution.query(
+        rollout.rollout_id, consistent_read=True,
+        attributes_to_get=["site_id", "state", "wave", "updated_at"]))
+    latest = max((float(e.updated_at or 0) for e in executions), default=0.0)
+    if clock() - latest < RECOUNT_QUIET:
+        return False
     done = in_flight = 0
     wave_done: dict[int, int] = {}
     wave_failed: dict[int, int] = {}
-    for execution in Execution.query(rollout.rollout_id, consistent_read=True,
-                                     attributes_to_get=["site_id", "state", "wave"]):
+    for execution in executions:
         wave = int(execution.wave or 0)
         if execution.state in states.TERMINAL_EXECUTION_STATES:
             done += 1
@@ -420,13 +458,14 @@ def reconcile(rollout: Rollout) -> None:
     if (done, in_flight) != (int(rollout.done), int(rollout.in_flight)):
         LOG.warning("rollout %s: counters were done=%s in_flight=%s, recounted %s and %s",
                     rollout.rollout_id, rollout.done, rollout.in_flight, done, in_flight)
-    Rollout(rollout.rollout_id).update(actions=[Rollout.done.set(done),
-                                                Rollout.in_flight.set(in_flight)])
+        Rollout(rollout.rollout_id).update(actions=[Rollout.done.set(done),
+                                                    Rollout.in_flight.set(in_flight)])
     for wave in Wave.query(rollout.rollout_id, consistent_read=True):
         index = int(wave.wave)
         counted = (wave_done.get(index, 0), wave_failed.get(index, 0))
         if counted != (int(wave.done), int(wave.failed)):
             wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
+    return True
 
 
 def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, int]:
@@ -440,6 +479,7 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
     now = clock()
     expires_at = float(rollout.expires_at or float("inf"))
     timed_out = expired = 0
+    changes = Changes()
     flying = list(in_flight(rollout.rollout_id))
     online = {s.site_id: bool(s.online) for s in Site.batch_get(
         list({e.site_id for e in flying}))} if flying else {}
@@ -449,17 +489,19 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
         if not started and now >= expires_at:
             expired += transition(execution, ExecutionState.EXPIRED, clock,
                                   message="the site did not start the plan before the "
-                                  "rollout expired")
+                                  "rollout expired", changes=changes)
         elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
             reason = (f"no result {policy.site_timeout:.0f} s after the site "
                       f"{'started' if started else 'was sent'} the plan")
             if int(execution.attempt) <= policy.retries.max:
-                requeue(execution, policy, f"timed out: {reason}", clock)
+                requeue(execution, policy, f"timed out: {reason}", clock, changes)
             else:
                 timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
-                                        message=reason)
+                                        message=reason, changes=changes)
     if now >= expires_at:
         for execution in Execution.queued.query(rollout.rollout_id):
             expired += transition(execution, ExecutionState.EXPIRED, clock,
-                                  message="the rollout expired before the site's turn came")
+                                  message="the rollout expired before the site's turn came",
+                                  changes=changes)
+    changes.flush()
     return timed_out, expired

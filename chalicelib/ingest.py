@@ -1,15 +1,16 @@
 """Apply what gateways report (presence, inventory, progress, results, observed state) to
 the store.
 
-``handle_message(topic, payload)`` is called once per MQTT message, by the SQS consumer in
-the cloud (IoT rule -> SQS -> Lambda) and by the local bridge. Delivery is at least once and
-unordered, so every write here is conditional on being newer than what is stored:
+``handle_messages([(topic, payload), ...])`` is called with a batch of MQTT messages, by the
+SQS consumer in the cloud (IoT rule -> SQS -> Lambda) and by the local bridge
+(``handle_message`` for one). Delivery is at least once and unordered, so every write here
+is conditional on being newer than what is stored:
 
 - presence: ordered by the protocol's (session, offline-after-online), not by ``ts`` (a
   last will carries the ts of the connection it belongs to, not of the disconnect);
 - inventory: per machine, by the gateway's ``ts`` of the report;
 - progress/result: per machine, by ``seq``; execution states only move forward along
-  ``states.EXECUTION_TRANSITIONS`` and never leave a terminal state;
+  ``states.EXECUTION_TRANSITIONS`` and never leave a terminal state (``reports``);
 - observed state: per machine, by ``ts`` (see ``drift``).
 
 A message that does not follow the contract is logged and dropped (retrying cannot fix it).
@@ -22,22 +23,19 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from typing import Any
 
-from chalicelib import audit, drift, engine, events, publisher, states
+from chalicelib import audit, drift, events, reports
 from chalicelib.errors import IngestFailed
-from chalicelib.models import Execution, Machine, MachineResult, Site, conditional_update
+from chalicelib.models import Machine, Site, conditional_update
 from edgeplane import protocol
 from edgeplane.protocol import (
-    ExecutionState,
     Inventory,
     MachineReport,
     Observed,
     Presence,
     Progress,
     ProtocolError,
-    Result,
 )
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +44,25 @@ Clock = Callable[[], float]
 
 
 def handle_message(topic: str, payload: bytes, clock: Clock = time.time) -> None:
+    handle_messages([(topic, payload)], clock)
+
+
+def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.time) -> None:
+    """A batch of (topic, payload): site facts one by one, progress and results together
+    (``reports``: one conditional write per execution, the bookkeeping once per batch)."""
+    now = clock()
+    executions: list[Progress] = []
+    for topic, payload in messages:
+        message = _decode(topic, payload)
+        if isinstance(message, Progress):
+            executions.append(message)
+        elif message is not None:
+            _HANDLERS[type(message)](message, now)
+    if executions:
+        reports.apply(executions, now)
+
+
+def _decode(topic: str, payload: bytes) -> protocol.Message | None:
     try:
         message = protocol.decode(payload, topic)
         _, direction, _ = protocol.parse_topic(topic)
@@ -54,36 +71,42 @@ def handle_message(topic: str, payload: bytes, clock: Clock = time.time) -> None
         _check_types(message)
     except ProtocolError as exc:
         LOG.error("dropped a message on %s: %s", topic, exc)
-        return
-    handler = _HANDLERS.get(type(message))
-    if handler is None:
+        return None
+    if not isinstance(message, Progress) and type(message) not in _HANDLERS:
         LOG.warning("ignoring a %s message on %s: not a gateway report", message.KIND, topic)
-        return
-    handler(message, clock())
+        return None
+    return message
 
 
 def handle_sqs_records(bodies: Iterable[str]) -> None:
     """The SQS consumer: each body is what the IoT rule ``SELECT *, topic() AS topic`` made.
 
-    A record that is not such a body is dropped; if storing any record fails, the others
-    are still tried and then IngestFailed makes Lambda hand the batch back to SQS (the
-    records already stored are idempotent to process again).
+    A record that is not such a body is dropped. The records are stored as one batch; if
+    that fails, each is tried on its own (so one bad record cannot hold the rest back), and
+    if any still fails, IngestFailed makes Lambda hand the batch back to SQS (the records
+    already stored are idempotent to process again).
     """
-    total = failed = 0
+    records = []
     for body in bodies:
-        total += 1
         try:
-            topic, payload = unwrap_rule_record(body)
+            records.append(unwrap_rule_record(body))
         except ProtocolError as exc:
             LOG.error("dropped an SQS record: %s", exc)
-            continue
+    try:
+        handle_messages(records)
+        return
+    except Exception:
+        LOG.exception("storing a batch of %d records failed; trying them one by one",
+                      len(records))
+    failed = 0
+    for topic, payload in records:
         try:
             handle_message(topic, payload)
         except Exception:
             LOG.exception("storing a message on %s failed", topic)
             failed += 1
     if failed:
-        raise IngestFailed(failed=failed, total=total)
+        raise IngestFailed(failed=failed, total=len(records))
 
 
 def unwrap_rule_record(body: str) -> tuple[str, bytes]:
@@ -206,98 +229,6 @@ def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:
     return actions
 
 
-# --- progress and results: an execution's machines -------------------------------------
-
-
-def on_progress(message: Progress, now: float) -> None:
-    execution = _execution_for(message)
-    if execution is None:
-        return
-    _record_machines(execution, message, now)
-    # Refused (and harmless) unless queued/sent.
-    engine.transition(execution, ExecutionState.RUNNING, lambda: now, started_at=now)
-
-
-def on_result(message: Result, now: float) -> None:
-    if message.state not in states.TERMINAL_EXECUTION_STATES:
-        LOG.error("site %s: result for execution %s has state %r, not a final state; "
-                  "dropped", message.site, message.execution_id, message.state)
-        return
-    execution = _execution_for(message)
-    if execution is None:
-        return
-    _record_machines(execution, message, now)
-    rollout = engine.get_rollout(execution.rollout_id)
-    policy = engine.policy_of(rollout)
-    retryable = _retryable(message)
-    if message.state == ExecutionState.FAILED and retryable and \
-            int(execution.attempt) <= policy.retries.max and \
-            rollout.state not in states.STOPPED_ROLLOUT_STATES:
-        if engine.requeue(execution, policy, str(message.message), lambda: now):
-            LOG.info("execution %s failed (retryable): queued again", execution.execution_id)
-        return  # the tick dispatches it after the backoff
-    if engine.transition(execution, ExecutionState(message.state), lambda: now,
-                         message=str(message.message), started_at=execution.started_at or now):
-        LOG.info("execution %s %s: %s", execution.execution_id, message.state,
-                 message.message)
-        if not engine.needs_advance(rollout, policy, int(execution.wave)):
-            return
-    elif execution.state in states.TERMINAL_EXECUTION_STATES:
-        # A duplicate: make sure the first one was counted, and that the rollout did not
-        # stay running because a crash came between the two.
-        engine.reconcile(rollout)
-    engine.advance(execution.rollout_id, publisher.current(), lambda: now)
-
-
-def _retryable(message: Result) -> bool:
-    """True when every failed step says a later attempt may pass."""
-    failed = [step for machine in message.machines for step in machine.steps
-              if step.state == "failed"]
-    return bool(failed) and all(step.retryable is True for step in failed)
-
-
-def _record_machines(execution: Execution, message: Progress, now: float) -> None:
-    for machine in message.machines:
-        if not isinstance(machine.machine, str) or \
-                not protocol.MACHINE_ID_PATTERN.match(machine.machine):
-            LOG.error("execution %s: report names an invalid machine id %r; skipped",
-                      execution.execution_id, machine.machine)
-            continue
-        snapshot = MachineResult(
-            execution.execution_id, machine.machine, seq=message.seq,
-            state=str(machine.state), steps=[asdict(step) for step in machine.steps],
-            updated_at=now,
-        )
-        if not snapshot.save_if_newer():
-            LOG.debug("execution %s machine %s: seq %s is not newer; ignored",
-                      execution.execution_id, machine.machine, message.seq)
-    execution.note_seq(message.seq)
-
-
-def _execution_for(message: Progress) -> Execution | None:
-    """The execution a report is about, if it exists and belongs to the reporting site."""
-    try:
-        rollout_id, site_id = Execution.split_id(str(message.execution_id))
-    except ValueError as exc:
-        LOG.error("site %s: %s; report dropped", message.site, exc)
-        return None
-    if site_id != message.site:
-        LOG.error("site %s reported on execution %s of another site; dropped", message.site,
-                  message.execution_id)
-        return None
-    try:
-        execution = Execution.get(rollout_id, site_id, consistent_read=True)
-    except Execution.DoesNotExist:
-        LOG.warning("site %s reported on unknown execution %s; dropped", message.site,
-                    message.execution_id)
-        return None
-    if execution.execution_id != message.execution_id:
-        LOG.info("site %s reported on %s, an earlier attempt than %s; dropped", message.site,
-                 message.execution_id, execution.execution_id)
-        return None
-    return execution
-
-
 # --- input checks the wire contract leaves to receivers --------------------------------
 
 
@@ -324,7 +255,5 @@ def _number(value: object, name: str) -> None:
 _HANDLERS: dict[type, Callable[[Any, float], None]] = {
     Presence: on_presence,
     Inventory: on_inventory,
-    Progress: on_progress,
-    Result: on_result,
     Observed: drift.on_observed,
 }

@@ -14,6 +14,7 @@ while its presence changes), so the models carry no version attribute.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, ClassVar
@@ -187,10 +188,22 @@ class Execution(EdgeplaneModel):
     sent_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)  # first report from the site
     finished_at = NumberAttribute(null=True)
-    last_seq = NumberAttribute(null=True)
+    last_seq = NumberAttribute(null=True)  # the highest report seq applied
     message = UnicodeAttribute(null=True)
+    # The plan's steps and the machines' desired states, rendered when the rollout was
+    # created: dispatch sends what the create checked, without reading the site again.
+    plan_steps = JSONAttribute(null=True)
+    desired = JSONAttribute(null=True)
+    # The newest report of each machine: machine id -> JSON of protocol.MachineResult plus
+    # its "seq" and "at". Progress updates single entries; the final result replaces all.
+    machines = MapAttribute(null=True)
+    report_count = NumberAttribute(null=True)  # reports applied: the merge's version
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
+
+    def machine_reports(self) -> dict[str, dict[str, Any]]:
+        raw = self.machines.as_dict() if self.machines is not None else {}
+        return {machine: json.loads(report) for machine, report in sorted(raw.items())}
 
     @staticmethod
     def make_id(rollout_id: str, site_id: str, attempt: int = 1) -> str:
@@ -208,12 +221,6 @@ class Execution(EdgeplaneModel):
             raise ValueError(f"execution id {execution_id!r} is not <rollout>.<site>")
         return rollout_id, site_id
 
-    def note_seq(self, seq: int) -> bool:
-        """Record the highest report seq seen; False if a later one is already stored."""
-        return conditional_update(
-            self, [Execution.last_seq.set(seq)],
-            Execution.last_seq.does_not_exist() | (Execution.last_seq < seq))
-
 
 class Wave(EdgeplaneModel):
     """One wave of a rollout: its size and how many of its sites finished and failed."""
@@ -228,31 +235,6 @@ class Wave(EdgeplaneModel):
     size = NumberAttribute()
     done = NumberAttribute(default=0)
     failed = NumberAttribute(default=0)
-
-
-class MachineResult(EdgeplaneModel):
-    TABLE = "machine-results"
-
-    class Meta:
-        table_name = "edgeplane-machine-results"
-
-    execution_id = UnicodeAttribute(hash_key=True)
-    machine_id = UnicodeAttribute(range_key=True)
-    seq = NumberAttribute()
-    state = UnicodeAttribute()
-    steps = JSONAttribute()  # [protocol.StepResult as dict]
-    updated_at = NumberAttribute()
-
-    def save_if_newer(self) -> bool:
-        """Store this snapshot unless one with the same or a higher seq is there already."""
-        condition = MachineResult.seq.does_not_exist() | (MachineResult.seq < self.seq)
-        try:
-            self.save(condition=condition)
-        except PynamoDBException as exc:
-            if conditional_failed(exc):
-                return False
-            raise
-        return True
 
 
 class RolloutEvent(EdgeplaneModel):
@@ -303,8 +285,8 @@ class BlueprintRevision(EdgeplaneModel):
     created_at = NumberAttribute()
 
 
-MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, MachineResult,
-                                            Wave, Definition, BlueprintRevision, RolloutEvent)
+MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, Wave,
+                                            Definition, BlueprintRevision, RolloutEvent)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:

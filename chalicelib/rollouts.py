@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
@@ -31,7 +31,6 @@ from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.models import (
     Execution,
     Machine,
-    MachineResult,
     Rollout,
     Site,
     Wave,
@@ -95,8 +94,8 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
              len(source.steps), len(site_ids), sizes)
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
                                                    "waves": sizes}, now)
-    ensure_executions(rollout, clock)
-    engine.advance(rollout_id, publisher, clock, rendered)
+    ensure_executions(rollout, clock, rendered)
+    engine.advance(rollout_id, publisher, clock)
     return Created(engine.get_rollout(rollout_id), executions_of(rollout_id), new=True)
 
 
@@ -197,10 +196,13 @@ def render_all(rollout_id: str, site_ids: Sequence[str],
     return rendered
 
 
-def ensure_executions(rollout: Rollout, clock: Clock = time.time) -> None:
-    """One queued execution per site, in its wave; those that exist are left as they are
-    (a retried create completes a crashed one). Waves are consecutive slices of the target
-    in the order given (a tag's sites sorted by id)."""
+def ensure_executions(rollout: Rollout, clock: Clock = time.time,
+                      rendered: dict[str, render.RenderedSite] | None = None) -> None:
+    """One queued execution per site, in its wave, with its rendered plan; those that exist
+    are left as they are (a retried create completes a crashed one, and its executions
+    render their plan when dispatched). Waves are consecutive slices of the target in the
+    order given (a tag's sites sorted by id)."""
+    rendered = rendered or {}
     sizes = [int(size) for size in rollout.waves or [len(rollout.site_ids)]]
     have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
     with Wave.batch_write() as batch:
@@ -215,10 +217,13 @@ def ensure_executions(rollout: Rollout, clock: Clock = time.time) -> None:
         for site_id, wave in zip(rollout.site_ids, wave_of, strict=True):
             if site_id in existing:
                 continue
+            site = rendered.get(site_id)
             batch.save(Execution(
                 rollout.rollout_id, site_id, state=ExecutionState.QUEUED, wave=wave,
                 attempt=1, execution_id=Execution.make_id(rollout.rollout_id, site_id),
-                queue_key=queue_key(wave, 0, site_id), created_at=now, updated_at=now))
+                queue_key=queue_key(wave, 0, site_id), machines={},
+                plan_steps=[asdict(step) for step in site.plan.steps] if site else None,
+                desired=site.desired if site else None, created_at=now, updated_at=now))
 
 
 def set_desired(rollout_id: str, site_id: str, desired: dict[str, dict[str, Any]],
@@ -236,12 +241,15 @@ def list_rollouts() -> list[Rollout]:
     return sorted(Rollout.scan(), key=lambda r: r.created_at, reverse=True)
 
 
-def executions_of(rollout_id: str) -> list[Execution]:
-    return list(Execution.query(rollout_id, consistent_read=True))
+# What the API shows of an execution (not its stored plan).
+EXECUTION_FIELDS = ["site_id", "execution_id", "state", "wave", "attempt", "message",
+                    "plan_message_id", "not_before", "sent_at", "started_at", "finished_at",
+                    "last_seq", "updated_at"]
 
 
-def results_of(execution_id: str) -> list[MachineResult]:
-    return list(MachineResult.query(execution_id, consistent_read=True))
+def executions_of(rollout_id: str, with_machines: bool = False) -> list[Execution]:
+    fields = EXECUTION_FIELDS + (["machines"] if with_machines else [])
+    return list(Execution.query(rollout_id, consistent_read=True, attributes_to_get=fields))
 
 
 def _get_or_none(rollout_id: str) -> Rollout | None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from chalicelib.models import Execution, Machine, MachineResult, Rollout, Site
+from chalicelib.models import Execution, Machine, Rollout, Site
 
 
 def iso(ts: Any) -> str | None:
@@ -93,8 +93,7 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
     return body
 
 
-def execution(item: Execution,
-              results: Iterable[MachineResult] | None = None) -> dict[str, Any]:
+def execution(item: Execution, with_machines: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "site_id": item.site_id,
         "execution_id": item.execution_id,
@@ -110,18 +109,19 @@ def execution(item: Execution,
         "last_seq": int(item.last_seq) if item.last_seq is not None else None,
         "updated_at": iso(item.updated_at),
     }
-    if results is not None:
-        body["machines"] = [machine_result(r) for r in results]
+    if with_machines:
+        body["machines"] = [machine_result(machine, report)
+                            for machine, report in item.machine_reports().items()]
     return body
 
 
-def machine_result(item: MachineResult) -> dict[str, Any]:
+def machine_result(machine: str, report: dict[str, Any]) -> dict[str, Any]:
     return {
-        "machine": item.machine_id,
-        "state": item.state,
-        "seq": int(item.seq),
-        "updated_at": iso(item.updated_at),
-        "steps": [step_result(step) for step in item.steps or []],
+        "machine": machine,
+        "state": report.get("state"),
+        "seq": report.get("seq"),
+        "updated_at": iso(report.get("at")),
+        "steps": [step_result(step) for step in report.get("steps") or []],
     }
 
 

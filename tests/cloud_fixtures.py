@@ -91,6 +91,46 @@ def api(aws, published, monkeypatch) -> Iterator[Client]:
         yield client
 
 
+@pytest.fixture
+def bus_events(aws) -> Iterator[Callable[[str], list[dict]]]:
+    """An SQS queue receiving every Edgeplane event from the default bus (as the console's
+    subscription would); ``received(prefix)`` drains it and returns the events whose
+    detail-type starts with ``prefix``."""
+    import json
+
+    import boto3
+
+    from chalicelib import events
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="edgeplane-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    bus = boto3.client("events", region_name=REGION)
+    bus.put_rule(Name="edgeplane-all", EventPattern=json.dumps({"source": ["edgeplane"]}))
+    bus.put_targets(Rule="edgeplane-all", Targets=[{"Id": "q", "Arn": arn}])
+    events.forget_client()
+
+    def received(prefix: str) -> list[dict]:
+        found = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                        WaitTimeSeconds=0).get("Messages", [])
+            if not batch:
+                return found
+            for message in batch:
+                body = json.loads(message["Body"])
+                if body["detail-type"].startswith(prefix):
+                    found.append(body)
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    yield received
+    bus.remove_targets(Rule="edgeplane-all", Ids=["q"])
+    bus.delete_rule(Name="edgeplane-all")
+    sqs.delete_queue(QueueUrl=queue)
+    events.forget_client()
+
+
 def call(client: Client, method: str, path: str, body: object = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict]:
     """One request with the test token; returns (status, decoded JSON body)."""

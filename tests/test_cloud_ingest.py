@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from chalice.test import Client
 
-from chalicelib import ingest, rollouts
+from chalicelib import audit, engine, ingest, rollouts
 from chalicelib.errors import IngestFailed
-from chalicelib.models import Execution, Machine, MachineResult, Rollout, Site
+from chalicelib.models import Execution, Machine, Rollout, Site, Wave
 from chalicelib.schemas import RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
 from tests.cloud_fixtures import (
     ROOT,
     aws,
+    bus_events,
     machine_result,
     moto_dynamodb,
     published,
     up,
 )
 
-FIXTURES = (aws, moto_dynamodb, published)
+FIXTURES = (aws, bus_events, moto_dynamodb, published)
 SITE = "shop-1"
 
 
@@ -136,8 +138,14 @@ def execution(rollout: Rollout, site_id: str = SITE) -> Execution:
 
 
 def results(rollout: Rollout, site_id: str = SITE) -> dict[str, tuple[int, str]]:
-    execution_id = Execution.make_id(rollout.rollout_id, site_id)
-    return {r.machine_id: (r.seq, r.state) for r in MachineResult.query(execution_id)}
+    reports = execution(rollout, site_id).machine_reports()
+    return {machine: (report["seq"], report["state"]) for machine, report in reports.items()}
+
+
+def stored(rollout: Rollout, site_id: str = SITE) -> dict[str, object]:
+    """Every stored value of the execution (its machines' reports decoded)."""
+    item = execution(rollout, site_id)
+    return {**item.attribute_values, "machines": item.machine_reports()}
 
 
 def progress(rollout: Rollout, seq: int, site_id: str = SITE, **states: str) -> Progress:
@@ -163,9 +171,9 @@ def test_progress_moves_the_execution_to_running(rollout):
 def test_the_same_result_twice_changes_nothing_the_second_time(rollout):
     final = result(rollout, 5, **{"srv-1": "succeeded", "srv-2": "succeeded"})
     send(final)
-    first = (execution(rollout).attribute_values, results(rollout))
+    first = stored(rollout)
     send(final)
-    assert (execution(rollout).attribute_values, results(rollout)) == first
+    assert stored(rollout) == first
     assert execution(rollout).state == "succeeded"
     assert Rollout.get(rollout.rollout_id).state == "running"  # shop-2 is not done
 
@@ -221,8 +229,49 @@ def test_a_duplicate_result_completes_a_rollout_left_running_by_a_crash(rollout)
     # As if the consumer stored this execution's end and crashed before the rollout's.
     Execution(rollout.rollout_id, SITE).update(actions=[Execution.state.set("succeeded")])
     assert Rollout.get(rollout.rollout_id).state == "running"
-    send(final)  # SQS delivers it again
+    send(final)  # delivered again at once: a batch may be between its moves and counters
+    assert Rollout.get(rollout.rollout_id).state == "running"
+    later = time.time() + engine.RECOUNT_QUIET
+    ingest.handle_message(*up(final), clock=lambda: later)  # SQS delivers it again, later
     assert Rollout.get(rollout.rollout_id).state == "succeeded"
+
+
+# --- batches: what a Lambda gets from SQS, what the bridge takes from the broker ---------
+
+
+def test_a_batch_counts_each_execution_once_and_puts_its_moves_in_one_event(rollout,
+                                                                           bus_events):
+    bus_events("")  # what the rollout's creation put on the bus
+    first = result(rollout, 2, **{"srv-1": "succeeded", "srv-2": "succeeded"})
+    ingest.handle_messages([
+        up(progress(rollout, 1, **{"srv-1": "running"})),
+        up(first),
+        up(result(rollout, 2, site_id="shop-2", state="failed", **{"srv-1": "failed"})),
+        up(first),  # the same report twice in one batch
+    ])
+    assert (execution(rollout).state, execution(rollout, "shop-2").state) == \
+        ("succeeded", "failed")
+    assert results(rollout) == {"srv-1": (2, "succeeded"), "srv-2": (2, "succeeded")}, \
+        "the result supersedes the progress before it"
+    stored = Rollout.get(rollout.rollout_id)
+    assert (stored.done, stored.in_flight, stored.state) == (2, 0, "failed")
+    assert Wave.get(rollout.rollout_id, 0).done == 2
+
+    (moves,) = bus_events("Execution States Changed")
+    changes = [(c["site_id"], c["previous"], c["state"]) for c in moves["detail"]["changes"]]
+    assert sorted(changes) == [(SITE, "sent", "succeeded"), ("shop-2", "sent", "failed")]
+    log = [(e["detail"]["site_id"], e["detail"]["state"]) for e in
+           audit.log_of(rollout.rollout_id) if e["type"] == "Execution State Changed"]
+    assert sorted(log) == [(SITE, "sent"), (SITE, "succeeded"), ("shop-2", "failed"),
+                           ("shop-2", "sent")], "the log has one entry per move"
+
+
+def test_progress_reports_in_one_batch_merge_per_machine(rollout):
+    ingest.handle_messages([up(progress(rollout, 4, **{"srv-1": "succeeded"})),
+                            up(progress(rollout, 2, **{"srv-1": "running",
+                                                       "srv-2": "running"}))])
+    assert results(rollout) == {"srv-1": (4, "succeeded"), "srv-2": (2, "running")}
+    assert (execution(rollout).state, execution(rollout).last_seq) == ("running", 4)
 
 
 # --- what is dropped, and said so ------------------------------------------------------
@@ -309,15 +358,21 @@ def test_iot_lifecycle_events_are_presence_in_connection_order(aws):
 
 
 def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
-    calls = []
+    batches, calls = [], []
+
+    def failing_batch(messages, clock=None) -> None:
+        batches.append(list(messages))
+        raise RuntimeError("DynamoDB throttled")
 
     def flaky(topic: str, payload: bytes) -> None:
         calls.append(topic)
         if len(calls) == 1:
             raise RuntimeError("DynamoDB throttled")
 
+    monkeypatch.setattr(ingest, "handle_messages", failing_batch)
     monkeypatch.setattr(ingest, "handle_message", flaky)
     with pytest.raises(IngestFailed, match="1 of 2 messages could not be stored"):
         ingest.handle_sqs_records([rule_record(Presence(site=SITE)),
                                    rule_record(Presence(site="shop-2"))])
-    assert len(calls) == 2  # the rest of the batch was still tried
+    assert len(batches[0]) == 2, "the records were tried as one batch first"
+    assert len(calls) == 2, "then one by one: the rest of the batch was still tried"

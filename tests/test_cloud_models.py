@@ -7,7 +7,7 @@ from moto.server import ThreadedMotoServer
 
 from chalicelib import models, states
 from chalicelib.engine import move_rollout, transition
-from chalicelib.models import Execution, MachineResult, Rollout, Site, Wave
+from chalicelib.models import Execution, Rollout, Site, Wave
 from chalicelib.states import RolloutState
 from edgeplane.dev.ports import free_port
 from edgeplane.protocol import ExecutionState
@@ -27,7 +27,7 @@ def test_create_tables_is_idempotent(aws):
     assert models.create_tables() == []
     assert {m.Meta.table_name for m in models.MODELS} == {
         "test-sites", "test-machines", "test-rollouts", "test-executions",
-        "test-machine-results", "test-definitions", "test-blueprint-revisions",
+        "test-definitions", "test-blueprint-revisions",
         "test-rollout-events", "test-waves"}
 
 
@@ -62,27 +62,6 @@ def test_a_stale_copy_cannot_undo_a_newer_state(aws):
 def test_moving_a_missing_execution_creates_nothing(aws):
     assert not transition(Execution("r-1", "nowhere"), ExecutionState.RUNNING)
     assert list(Execution.query("r-1")) == []
-
-
-def test_last_seq_only_grows(aws):
-    execution = new_execution()
-    assert execution.note_seq(3)
-    assert not execution.note_seq(3)
-    assert not execution.note_seq(2)
-    assert execution.note_seq(4)
-    assert Execution.get("r-1", "shop-1").last_seq == 4
-
-
-def test_machine_result_keeps_the_highest_seq(aws):
-    def snapshot(seq: int, state: str) -> MachineResult:
-        return MachineResult("r-1.shop-1", "srv-1", seq=seq, state=state, steps=[],
-                             updated_at=1.0)
-
-    assert snapshot(2, "running").save_if_newer()
-    assert snapshot(5, "succeeded").save_if_newer()
-    assert not snapshot(3, "running").save_if_newer()
-    assert not snapshot(5, "failed").save_if_newer()
-    assert MachineResult.get("r-1.shop-1", "srv-1").state == "succeeded"
 
 
 def test_rollout_leaves_running_once(aws):

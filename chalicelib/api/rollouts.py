@@ -31,13 +31,12 @@ def list_rollouts() -> dict[str, Any]:
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
     rollout = engine.get_rollout(rollout_id)
-    executions = rollouts.executions_of(rollout_id)
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
     machines = (routes.current_request.query_params or {}).get("machines") != "false"
+    executions = rollouts.executions_of(rollout_id, with_machines=machines)
     return {
         "rollout": views.rollout(rollout, executions),
-        "executions": [views.execution(e, rollouts.results_of(e.execution_id)
-                                       if machines else None) for e in executions],
+        "executions": [views.execution(e, with_machines=machines) for e in executions],
     }
 
 

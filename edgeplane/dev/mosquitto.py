@@ -34,7 +34,12 @@ def write_config(directory: Path, port: int) -> Path:
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {directory}/",
-        "max_queued_messages 10000",
+        # A site's plans and the ingest bridge's backlog wait here: after an outage of
+        # 10,000 sites the bridge's session holds several messages per site.
+        "max_queued_messages 1000000",
+        # Unacknowledged QoS 1 messages to one client (default 20): the bridge takes
+        # batches of up to 100 in each of its workers.
+        "max_inflight_messages 1000",
         "log_dest stdout",
         "log_type error",
         "log_type warning",
