@@ -81,13 +81,14 @@ class Changes:
         """Write the counters, then the log and the events; forget what was written."""
         while self._by_rollout:
             rollout_id, counts = self._by_rollout.popitem()
-            actions = []
+            if not counts.moves:
+                continue
+            actions = [Rollout.moved_at.set(max(move["at"] for move in counts.moves))]
             if counts.in_flight:
                 actions.append(Rollout.in_flight.add(counts.in_flight))
             if counts.done:
                 actions.append(Rollout.done.add(counts.done))
-            if actions:
-                Rollout(rollout_id).update(actions=actions)
+            Rollout(rollout_id).update(actions=actions)
             for wave, done in counts.wave_done.items():
                 wave_actions = [Wave.done.add(done)]
                 if counts.wave_failed[wave]:

@@ -86,18 +86,26 @@ def _is_component(entry: dict[str, Any], wanted: str) -> bool:
 
 
 def on_observed(message: Observed, now: float) -> None:
-    valid = []
-    for observation in message.machines:
-        if not isinstance(observation.machine, str) or \
-                not protocol.MACHINE_ID_PATTERN.match(observation.machine):
-            LOG.error("site %s: observed state names an invalid machine id %r; skipped",
-                      message.site, observation.machine)
-            continue
-        valid.append(observation)
-    known = {m.machine_id: m for m in Machine.batch_get(
-        [(message.site, o.machine) for o in valid], consistent_read=True)} if valid else {}
-    for observation in valid:
-        machine = known.get(observation.machine)
+    on_observed_batch([message], now)
+
+
+def on_observed_batch(messages: list[Observed], now: float) -> None:
+    """Reports of many sites: their machines are read together (BatchGetItem), and only a
+    machine with something desired or stored is written."""
+    valid: list[tuple[Observed, MachineObservation]] = []
+    for message in messages:
+        for observation in message.machines:
+            if not isinstance(observation.machine, str) or \
+                    not protocol.MACHINE_ID_PATTERN.match(observation.machine):
+                LOG.error("site %s: observed state names an invalid machine id %r; skipped",
+                          message.site, observation.machine)
+                continue
+            valid.append((message, observation))
+    keys = sorted({(message.site, o.machine) for message, o in valid})
+    known = {(m.site_id, m.machine_id): m for m in Machine.batch_get(
+        keys, consistent_read=True)} if keys else {}
+    for message, observation in sorted(valid, key=lambda pair: pair[0].ts):
+        machine = known.get((message.site, observation.machine))
         if machine is None:
             LOG.warning("site %s: observed state of unknown machine %s; skipped",
                         message.site, observation.machine)

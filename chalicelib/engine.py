@@ -437,6 +437,8 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
     no execution of the rollout changed for ``RECOUNT_QUIET`` seconds: a rollout held up by
     a lost count is quiet.
     """
+    if clock() - float(rollout.moved_at or 0) < RECOUNT_QUIET:
+        return False  # known without reading the executions
     executions = list(Execution.query(
         rollout.rollout_id, consistent_read=True,
         attributes_to_get=["site_id", "state", "wave", "updated_at"]))
@@ -478,6 +480,8 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
     policy = policy_of(rollout)
     now = clock()
     expires_at = float(rollout.expires_at or float("inf"))
+    if now < expires_at and now - float(rollout.created_at) < policy.site_timeout:
+        return 0, 0  # no site can have been sent its plan longer ago than the timeout
     timed_out = expired = 0
     changes = Changes()
     flying = list(in_flight(rollout.rollout_id))

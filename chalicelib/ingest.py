@@ -52,14 +52,19 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
     (``reports``: one conditional write per execution, the bookkeeping once per batch)."""
     now = clock()
     executions: list[Progress] = []
+    observed: list[Observed] = []
     for topic, payload in messages:
         message = _decode(topic, payload)
         if isinstance(message, Progress):
             executions.append(message)
+        elif isinstance(message, Observed):
+            observed.append(message)
         elif message is not None:
             _HANDLERS[type(message)](message, now)
     if executions:
         reports.apply(executions, now)
+    if observed:
+        drift.on_observed_batch(observed, now)
 
 
 def _decode(topic: str, payload: bytes) -> protocol.Message | None:

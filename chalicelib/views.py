@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from chalicelib.models import Execution, Machine, Rollout, Site
+from chalicelib.models import Execution, Machine, Rollout, Site, Wave
 
 
 def iso(ts: Any) -> str | None:
@@ -91,6 +91,11 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
         body["wave_counts"] = [dict(sorted(by_wave.get(i, Counter()).items()))
                                for i in range(len(body["waves"]) or 1)]
     return body
+
+
+def wave(item: Wave) -> dict[str, Any]:
+    return {"wave": int(item.wave), "size": int(item.size), "done": int(item.done or 0),
+            "failed": int(item.failed or 0)}
 
 
 def execution(item: Execution, with_machines: bool = False) -> dict[str, Any]:

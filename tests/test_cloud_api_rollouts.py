@@ -51,7 +51,7 @@ def test_create_publishes_one_plan_per_site_and_marks_it_sent(api, published):
 
     topics = [topic for topic, _ in published.sent]
     assert sorted(topics) == [protocol.plan_topic("shop-1"), protocol.plan_topic("shop-2")]
-    plan = published.plans()[0]
+    (plan,) = [p for p in published.plans() if p.site == "shop-1"]
     assert isinstance(plan, protocol.Plan)
     assert plan.execution_id == f"{rollout_id}.shop-1" and plan.rollout_id == rollout_id
     assert [(s.task, s.params, s.machines) for s in plan.steps] == [
@@ -243,6 +243,11 @@ def test_get_a_rollout_with_its_results(api, published):
     _, body = call(api, "GET", f"/rollouts/{rollout_id}")
     assert body["rollout"]["state"] == "failed"
     assert body["rollout"]["counts"] == {"failed": 1, "succeeded": 1}
+
+    _, body = call(api, "GET", f"/rollouts/{rollout_id}?executions=false")
+    assert "executions" not in body and "counts" not in body["rollout"]
+    assert (body["rollout"]["done"], body["rollout"]["total"]) == (2, 2)
+    assert body["waves"] == [{"wave": 0, "size": 2, "done": 2, "failed": 1}]
 
 
 def test_get_unknown_rollout_is_404(api):

@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib import audit, engine, publisher, rollouts, views
+from chalicelib.models import Wave
 from chalicelib.schemas import RolloutIn, parse
 
 routes = Blueprint(__name__)
@@ -31,8 +32,12 @@ def list_rollouts() -> dict[str, Any]:
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
     rollout = engine.get_rollout(rollout_id)
+    params = routes.current_request.query_params or {}
+    if params.get("executions") == "false":  # the counters only: one read per wave
+        return {"rollout": views.rollout(rollout), "waves": [
+            views.wave(w) for w in Wave.query(rollout_id, consistent_read=True)]}
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
-    machines = (routes.current_request.query_params or {}).get("machines") != "false"
+    machines = params.get("machines") != "false"
     executions = rollouts.executions_of(rollout_id, with_machines=machines)
     return {
         "rollout": views.rollout(rollout, executions),
