@@ -1,7 +1,7 @@
 """Probe: N simulated sites on one mosquitto; connect, one plan each, every result back.
 
     python benchmarks/fleet_sim_probe.py --sites 10000 [--machines 4] [--max-parallel 4]
-                                         [--workers 256] [--processes 1]
+                                         [--workers 64] [--processes 1]
 
 A quick measurement of ``edgeplane.dev.fleet_sim`` on this machine, not the benchmark. All
 on 127.0.0.1: a mosquitto of our own, the simulator in this process (every site the real
@@ -152,7 +152,7 @@ class Cloud:
 
 
 def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
-          timeout: float, workers: int = 256, processes: int = 1) -> dict:
+          timeout: float, workers: int = 64, processes: int = 1) -> dict:
     open_files = raise_open_file_limit()  # before the broker: it inherits the limit
     machine_ids = [m.id for m in machine_configs(machines)]
     with tempfile.TemporaryDirectory(prefix="fleet-probe-") as directory, \
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="machines a site works on at once (threads per plan)")
     parser.add_argument("--max-connecting", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--workers", type=int, default=256,
+    parser.add_argument("--workers", type=int, default=64,
                         help="threads the simulated sites share (per process)")
     parser.add_argument("--processes", type=int, default=1,
                         help="processes to split the simulated sites over")

@@ -1,10 +1,10 @@
 """The gateway core: one site's plans in, results out. No globals, so many can share a process.
 
-The core owns no sockets and no threads of its own: the transport, the driver factory and
-the worker pool are given to it (the pool defaults to the process's, see ``workers``), which
-is what lets a fleet simulator run thousands of gateways in one process with simulated BMCs,
-and tests run one against a real broker. A site's plans run one after another on a
-``SerialLane``: a pool thread is borrowed only while the site has plans queued.
+The core owns no sockets and no threads but the interval observer's: the transport, the
+driver factory and the worker pool are given to it (the pool defaults to the process's, see
+``workers``), which is what lets a fleet simulator run thousands of gateways in one process
+with simulated BMCs, and tests run one against a real broker. A site's plans run one after
+another on a ``SerialLane``: a pool thread is borrowed only while the site has plans queued.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ pool must be large enough for those sleeps, not for the CPU. Blocked threads wai
 process's futex hash table, which Linux 6.16+ makes 16 buckets small; ``start()``
 enlarges it (``enlarge_futex_hash``).
 
+Measured with ``benchmarks/fleet_sim_probe.py`` (2 cores, 4 machines a site): ~3 ms of
+CPU per plan in all (the gateway core about 2, its MQTT client most of the rest); more
+than ~64 busy threads in a process cost more in GIL hand-offs than their sleeps gain.
+
 Processes: every site of a process runs under one GIL, with its MQTT loop thread. With
 ``processes=K`` the sites are split over K child processes (each with its own loop, pool
 and GIL; ``max_connecting`` is shared out among them) and this object only relays:
@@ -162,7 +166,7 @@ class FleetSimulator:
         reconnect_delays: tuple[float, float] = (1.0, 30.0),
         thread_stack_size: int | None = None,
         seed: int = 0,
-        workers: int = 256,
+        workers: int = 64,
         processes: int = 1,
     ) -> None:
         self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
