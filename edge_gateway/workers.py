@@ -102,11 +102,17 @@ class WorkerPool:
         self.shutdown()
 
     def _start_thread(self) -> None:
+        """Start a thread for the item just queued; if none can start, take the item back."""
         thread = threading.Thread(target=self._work, name=f"{self.name}-{next(self._numbers)}",
                                   daemon=True)
         self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread": out of memory maps or pids
+            self._threads.discard(thread)
+            self._queue.pop()
+            raise
         self.peak_threads = max(self.peak_threads, len(self._threads))
-        thread.start()
 
     def _work(self) -> None:
         while True:

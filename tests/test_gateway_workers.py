@@ -177,3 +177,16 @@ def test_run_bounded_raises_the_first_failure_after_every_item_ran(pool):
 def test_run_bounded_of_nothing_is_nothing(pool):
     assert run_bounded(pool, lambda n: n, [], limit=4) == []
     assert pool.threads == 0
+
+
+def test_a_thread_that_cannot_start_fails_the_submit_and_the_pool_stays_usable(pool,
+                                                                             monkeypatch):
+    def refuse(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError, match="can't start"):
+            pool.submit(lambda: None)
+    assert pool.threads == 0
+    assert pool.submit(lambda: "ran").result(5) == "ran"
