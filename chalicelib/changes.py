@@ -30,6 +30,7 @@ class _RolloutChanges:
     done: int = 0
     wave_done: Counter[int] = field(default_factory=Counter)
     wave_failed: Counter[int] = field(default_factory=Counter)
+    states: Counter[str] = field(default_factory=Counter)  # executions per state, +/-
     moves: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -62,6 +63,8 @@ class Changes:
     def _moved(self, execution: Execution, source: ExecutionState, target: ExecutionState,
                now: float) -> None:
         counts = self._by_rollout[execution.rollout_id]
+        counts.states[str(source)] -= 1
+        counts.states[str(target)] += 1
         if target in IN_FLIGHT and source not in IN_FLIGHT:
             counts.in_flight += 1
         if source in IN_FLIGHT and target not in IN_FLIGHT:
@@ -88,6 +91,8 @@ class Changes:
                 actions.append(Rollout.in_flight.add(counts.in_flight))
             if counts.done:
                 actions.append(Rollout.done.add(counts.done))
+            actions += [Rollout.state_counts[state].add(delta)
+                        for state, delta in sorted(counts.states.items()) if delta]
             Rollout(rollout_id).update(actions=actions)
             for wave, done in counts.wave_done.items():
                 wave_actions = [Wave.done.add(done)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -446,6 +447,7 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
     if clock() - latest < RECOUNT_QUIET:
         return False
     done = in_flight = 0
+    by_state = Counter(str(e.state) for e in executions)
     wave_done: dict[int, int] = {}
     wave_failed: dict[int, int] = {}
     for execution in executions:
@@ -457,11 +459,15 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
                 wave_failed[wave] = wave_failed.get(wave, 0) + 1
         elif execution.state in IN_FLIGHT:
             in_flight += 1
-    if (done, in_flight) != (int(rollout.done), int(rollout.in_flight)):
-        LOG.warning("rollout %s: counters were done=%s in_flight=%s, recounted %s and %s",
-                    rollout.rollout_id, rollout.done, rollout.in_flight, done, in_flight)
-        Rollout(rollout.rollout_id).update(actions=[Rollout.done.set(done),
-                                                    Rollout.in_flight.set(in_flight)])
+    stored = {k: int(v) for k, v in (rollout.state_counts.as_dict()
+                                     if rollout.state_counts else {}).items() if int(v)}
+    if (done, in_flight, dict(by_state)) != (int(rollout.done), int(rollout.in_flight), stored):
+        LOG.warning("rollout %s: counters were done=%s in_flight=%s %s, recounted %s, %s "
+                    "and %s", rollout.rollout_id, rollout.done, rollout.in_flight, stored,
+                    done, in_flight, dict(by_state))
+        Rollout(rollout.rollout_id).update(actions=[
+            Rollout.done.set(done), Rollout.in_flight.set(in_flight),
+            Rollout.state_counts.set(dict(by_state))])
     for wave in Wave.query(rollout.rollout_id, consistent_read=True):
         index = int(wave.wave)
         counted = (wave_done.get(index, 0), wave_failed.get(index, 0))

@@ -142,6 +142,7 @@ class Rollout(EdgeplaneModel):
     in_flight = NumberAttribute(default=0)  # sent or running
     current_wave = NumberAttribute(default=0)
     moved_at = NumberAttribute(null=True)  # when an execution last moved (see reconcile)
+    state_counts = MapAttribute(null=True)  # executions per state: {"queued": 9990, ...}
     rate_minute = NumberAttribute(default=0)  # the minute (epoch // 60) rate_count counts
     rate_count = NumberAttribute(default=0)  # sites started in that minute
     message = UnicodeAttribute(null=True)  # why it aborted, who canceled it

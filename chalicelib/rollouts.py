@@ -81,6 +81,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
         request_hash=body.fingerprint(), created_at=now, updated_at=now,
         blueprint=source.blueprint, blueprint_revision=source.revision,
         policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
+        state_counts={ExecutionState.QUEUED.value: len(site_ids)},
         expires_at=now + policy.expires_in,
     )
     try:

@@ -78,6 +78,9 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
         "total": int(item.total or 0),
         "done": int(item.done or 0),
         "in_flight": int(item.in_flight or 0),
+        # executions per state, by the counters (no execution read)
+        "state_counts": {state: int(n) for state, n in sorted(
+            (item.state_counts.as_dict() if item.state_counts else {}).items()) if int(n)},
         "expires_at": iso(item.expires_at),
         "created_at": iso(item.created_at),
         "updated_at": iso(item.updated_at),

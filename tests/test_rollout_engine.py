@@ -145,6 +145,7 @@ def test_a_canary_then_growing_waves(aws, published, clock):
     status, body = call_view(rollout_id)
     assert body["rollout"]["wave_counts"] == [{"succeeded": 1}, {"succeeded": 2},
                                               {"succeeded": 4}, {"succeeded": 3}]
+    assert body["rollout"]["state_counts"] == body["rollout"]["counts"] == {"succeeded": 10}
 
 
 def call_view(rollout_id: str):

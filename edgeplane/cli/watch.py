@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -14,46 +15,60 @@ from edgeplane.cli.client import ApiClient
 from edgeplane.cli.render import console
 
 TERMINAL = frozenset({"succeeded", "failed", "aborted", "canceled"})
-FINISHED = frozenset({"succeeded", "failed", "timed_out", "canceled", "expired"})
+
+
+# Up to this many sites every look also counts the offline ones (a read of every execution
+# and every site); above, one look in OFFLINE_EVERY does, the others read only counters.
+DETAIL_UP_TO = 2000
+OFFLINE_EVERY = 10
 
 
 def follow(api: ApiClient, rollout_id: str, interval: float, timeout: float) -> str:
     """Redraw until the rollout ends; returns its final state."""
     deadline = time.monotonic() + timeout
+    offline: int | None = None
     with Live(console=console, refresh_per_second=4, transient=False) as live:
-        while True:
-            data = api.get(f"/rollouts/{rollout_id}?machines=false")
-            sites = {s["site_id"]: s for s in api.get("/sites")["sites"]}
-            live.update(render(data, sites))
-            state = data["rollout"]["state"]
+        for look in itertools.count():
+            data = api.get(f"/rollouts/{rollout_id}?executions=false")
+            rollout = data["rollout"]
+            state = rollout["state"]
+            if int(rollout.get("total") or 0) <= DETAIL_UP_TO or look % OFFLINE_EVERY == 0 \
+                    or state in TERMINAL:
+                offline = offline_sites(api, rollout_id)
+            live.update(render(rollout, data.get("waves") or [], offline))
             if state in TERMINAL or time.monotonic() > deadline:
                 return str(state)
             time.sleep(interval)
+    raise AssertionError("unreachable")
 
 
-def render(data: dict[str, Any], sites: dict[str, dict[str, Any]]) -> Table:
-    rollout = data["rollout"]
-    executions = data["executions"]
+def offline_sites(api: ApiClient, rollout_id: str) -> int:
+    """Sites whose plan waits (queued or sent) while their gateway is offline."""
+    executions = api.get(f"/rollouts/{rollout_id}?machines=false")["executions"]
+    online = {s["site_id"]: bool(s.get("online")) for s in api.get("/sites")["sites"]}
+    return sum(1 for e in executions if e["state"] in ("queued", "sent")
+               and not online.get(e["site_id"]))
+
+
+def render(rollout: dict[str, Any], waves: list[dict[str, Any]],
+           offline: int | None) -> Table:
     bars = Progress(TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.completed:.0f}/{task.total:.0f}"), console=console)
-    sizes = rollout.get("waves") or [len(executions)]
-    per_wave = rollout.get("wave_counts") or []
-    for index, size in enumerate(sizes):
-        wave = per_wave[index] if index < len(per_wave) else {}
-        done = sum(n for state, n in wave.items() if state in FINISHED)
+    for wave in waves:
+        index = int(wave["wave"])
         label = "canary" if index == 0 and (rollout.get("policy") or {}).get("canary") \
             else f"wave {index}"
         marker = " <" if index == rollout.get("current_wave") else ""
-        bars.add_task(f"{label}{marker}", total=size, completed=done)
-    counts = Counter(rollout.get("counts") or {})
-    offline = sum(1 for e in executions if e["state"] in ("queued", "sent")
-                  and not sites.get(e["site_id"], {}).get("online"))
+        failed = f" ({wave['failed']} failed)" if wave.get("failed") else ""
+        bars.add_task(f"{label}{marker}{failed}", total=wave["size"], completed=wave["done"])
+    counts = Counter(rollout.get("state_counts") or {})
     table = Table.grid(padding=(0, 2))
     table.add_row(f"rollout {rollout['rollout_id']}: [bold]{rollout['state']}[/]"
                   + (f" — {rollout['message']}" if rollout.get("message") else ""))
     table.add_row(bars)
     table.add_row(f"succeeded {counts['succeeded']}  failed "
                   f"{counts['failed'] + counts['timed_out']}  pending "
-                  f"{counts['queued'] + counts['sent'] + counts['running']}  offline {offline}"
+                  f"{counts['queued'] + counts['sent'] + counts['running']}  offline "
+                  f"{'?' if offline is None else offline}"
                   f"  expired {counts['expired']}  canceled {counts['canceled']}")
     return table
