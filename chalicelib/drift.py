@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any
 
 from chalicelib import events
-from chalicelib.models import Machine, conditional_update
+from chalicelib.models import Machine, Site, conditional_update
 from edgeplane import protocol
 from edgeplane.protocol import BootMode, MachineObservation, Observed, PlanStep
 
@@ -90,8 +90,9 @@ def on_observed(message: Observed, now: float) -> None:
 
 
 def on_observed_batch(messages: list[Observed], now: float) -> None:
-    """Reports of many sites: their machines are read together (BatchGetItem), and only a
-    machine with something desired or stored is written."""
+    """Reports of many sites: their sites are read together (BatchGetItem), then the
+    machines of those with a desired state, and only a machine with something desired or
+    stored is written. A site no rollout gave a desired state costs one item read."""
     valid: list[tuple[Observed, MachineObservation]] = []
     for message in messages:
         for observation in message.machines:
@@ -101,6 +102,10 @@ def on_observed_batch(messages: list[Observed], now: float) -> None:
                           message.site, observation.machine)
                 continue
             valid.append((message, observation))
+    sites = sorted({message.site for message, _ in valid})
+    judged = {site.site_id for site in Site.batch_get(
+        sites, attributes_to_get=["site_id", "has_desired"]) if site.has_desired}
+    valid = [(message, o) for message, o in valid if message.site in judged]
     keys = sorted({(message.site, o.machine) for message, o in valid})
     known = {(m.site_id, m.machine_id): m for m in Machine.batch_get(
         keys, consistent_read=True)} if keys else {}

@@ -83,6 +83,9 @@ class Site(EdgeplaneModel):
     presence_changed_at = NumberAttribute(null=True)
     gateway_version = UnicodeAttribute(null=True)
     last_seen_at = NumberAttribute(null=True)
+    # Set once a rollout gave one of its machines a desired state: only then can an observed
+    # report of the site be drift (see drift.on_observed_batch).
+    has_desired = BooleanAttribute(null=True)
 
 
 class Machine(EdgeplaneModel):

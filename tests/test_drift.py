@@ -60,6 +60,21 @@ def test_differences_are_named_and_unread_fields_are_not_judged():
     assert drift.compare(expect, MachineObservation(machine="a", power="on")) == []
 
 
+def test_observed_state_is_judged_only_where_a_rollout_desired_something(aws):
+    from chalicelib import rollouts
+    from chalicelib.models import Machine
+
+    for site in ("shop-1", "shop-2"):
+        Machine(site, "srv-1", protocol="redfish", address="x").save()
+    rollouts.set_desired("r-1", "shop-2", {"srv-1": {"expect": {"power": "on"}}})
+    reports = [protocol.Observed(site=site, ts=10.0, trigger="plan", machines=[
+        MachineObservation(machine="srv-1", power="off")]) for site in ("shop-1", "shop-2")]
+    ingest.handle_messages([(protocol.up_topic(r.site, r.KIND), r.encode()) for r in reports])
+    assert Machine.get("shop-1", "srv-1").observed is None, "nothing desired: nothing written"
+    judged = Machine.get("shop-2", "srv-1")
+    assert judged.drift == [{"field": "power", "desired": "on", "observed": "off"}]
+
+
 # --- end to end: API, real gateway, simulators, EventBridge --------------------------------
 
 
