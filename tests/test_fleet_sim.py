@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import threading
 
 import pytest
@@ -249,3 +250,16 @@ def _zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_fleet_process_that_dies_is_reported_and_the_fleet_still_stops(broker):
+    fleet = FleetSimulator(broker.port, 4, processes=2)
+    try:
+        fleet.start(timeout=60)
+        survivor, victim = fleet.pids
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="fleet process ended"):
+            fleet.stats()
+    finally:
+        fleet.stop()
+    assert _zombie(survivor) and _zombie(victim), "both processes ended and were reaped"

@@ -431,14 +431,24 @@ class FleetProcess:
     def wait_started(self, timeout: float) -> None:
         if self._conn is None or not self._conn.poll(timeout):
             raise TimeoutError(f"a fleet process did not start its sites in {timeout:.0f} s")
-        self._answer(self._conn.recv())
+        self._answer(self._receive(self._conn))
 
     def call(self, method: str, *args: Any) -> Any:
         with self._lock:
             if self._conn is None:
                 raise RuntimeError("the fleet process is not running")
-            self._conn.send((method, args))
-            return self._answer(self._conn.recv())
+            try:
+                self._conn.send((method, args))
+            except OSError:  # the child is gone; _receive says how
+                pass
+            return self._answer(self._receive(self._conn))
+
+    def _receive(self, conn: Connection) -> tuple[bool, Any]:
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            code = self._process.exitcode if self._process is not None else None
+            return False, f"the fleet process ended (exit code {code})"
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the child's sites (cleanly), then end it; kill it if it does not end."""
