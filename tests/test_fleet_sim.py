@@ -239,12 +239,13 @@ def test_sites_split_over_processes_run_their_plans_and_obey_relayed_calls(broke
         recorder.wait_for(lambda ms: latest_presence(ms, site).online, Presence)
     finally:
         fleet.stop()
-    assert all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in pids)
+    assert all(_ended(pid) for pid in pids)
     recorder.wait_for(  # every site said goodbye
         lambda ms: all(not latest_presence(ms, s).online for s in fleet.site_ids), Presence)
 
 
-def _zombie(pid: int) -> bool:
+def _ended(pid: int) -> bool:
+    """Gone (reaped), or a zombie: the process runs no more."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
@@ -262,4 +263,4 @@ def test_a_fleet_process_that_dies_is_reported_and_the_fleet_still_stops(broker)
             fleet.stats()
     finally:
         fleet.stop()
-    assert _zombie(survivor) and _zombie(victim), "both processes ended and were reaped"
+    assert _ended(survivor) and _ended(victim), "both processes ended and were reaped"
