@@ -1,4 +1,5 @@
-"""A fleet of simulated sites in one process, each the real gateway core on simulated BMCs.
+"""A fleet of simulated sites in one process (or a few), each the real gateway core on
+simulated BMCs.
 
 ``FleetSimulator`` builds one ``edge_gateway.agent.Gateway`` per site, each with its own MQTT
 session (client id = site id, persistent, QoS 1, last will) on one shared
@@ -127,7 +128,7 @@ class SimulatedSite(Gateway):
     """The gateway core as it is, counting the plans it receives and the results it sends."""
 
     plans_received = 0  # written on the MQTT loop thread only
-    results_sent = 0  # written on the site's plan worker only
+    results_sent = 0  # written by the site's plan lane only, one plan at a time
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         if topic == protocol.plan_topic(self.site):
@@ -541,9 +542,10 @@ def enlarge_futex_hash(slots: int = FUTEX_HASH_SLOTS) -> bool:
     """Give this process a futex hash table of ``slots`` buckets; False if the kernel can't.
 
     Linux 6.16+ gives a process a private table of 16 buckets with its second thread, and
-    every thread blocked on a lock waits in one of them: with a plan worker per site idle,
-    each lock hand-off walks ~600 waiters. Measured here: 25 us a hand-off with 1,000 idle
-    threads, 113-135 us with 10,000; 25 us with 10,000 and 65,536 buckets (4 MiB).
+    every thread blocked on a lock waits in one of them. Measured here when each site had a
+    plan thread of its own: 25 us a hand-off with 1,000 idle threads, 113-135 us with
+    10,000; 25 us with 10,000 and 65,536 buckets (4 MiB). Sites now share a pool, so few
+    threads wait, but a fleet given a big pool still gains from it.
     """
     if not sys.platform.startswith("linux"):
         return False
