@@ -31,10 +31,19 @@ def cloud(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli-rollouts")
     stack = LocalStack(home / "dev", [])
     state = stack.up()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-sites")
+    try:
+        yield from _registered(home, state, client)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        stack.down()
+
+
+def _registered(home: Path, state, client: mqtt.Client):
     env = {**os.environ, "EDGEPLANE_API_URL": state.api_url, "EDGEPLANE_TOKEN": state.token,
            "EDGEPLANE_HOME": str(home), "COLUMNS": "120"}
     api = ApiClient(state.context)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-sites")
     client.connect("127.0.0.1", state.mqtt_port)
     client.loop_start()
     for site in SITES:  # each site's gateway announces its machine
@@ -51,12 +60,7 @@ def cloud(tmp_path_factory):
             except ApiError:  # not registered yet
                 pass
             time.sleep(0.2)
-    try:
-        yield env, api, client
-    finally:
-        client.disconnect()
-        client.loop_stop()
-        stack.down()
+    yield env, api, client
 
 
 def edgeplane(env, *args: str) -> subprocess.CompletedProcess:
