@@ -12,14 +12,19 @@ live rollout from its executions (``engine.reconcile``), as it did for a lost si
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pynamodb.exceptions import PynamoDBException
+
 from chalicelib import audit, states
 from chalicelib.models import Execution, Rollout, Wave
 from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
 
 IN_FLIGHT = frozenset({ExecutionState.SENT, ExecutionState.RUNNING})
 
@@ -91,9 +96,18 @@ class Changes:
                 actions.append(Rollout.in_flight.add(counts.in_flight))
             if counts.done:
                 actions.append(Rollout.done.add(counts.done))
-            actions += [Rollout.state_counts[state].add(delta)
-                        for state, delta in sorted(counts.states.items()) if delta]
-            Rollout(rollout_id).update(actions=actions)
+            per_state = [Rollout.state_counts[state].add(delta)
+                         for state, delta in sorted(counts.states.items()) if delta]
+            try:
+                Rollout(rollout_id).update(actions=actions + per_state)
+            except PynamoDBException as exc:
+                if exc.cause_response_code != "ValidationException":
+                    raise
+                # A rollout stored without per-state counts: the rest still counts, and
+                # the next recount writes them.
+                LOG.warning("rollout %s has no state_counts; counted without them",
+                            rollout_id)
+                Rollout(rollout_id).update(actions=actions)
             for wave, done in counts.wave_done.items():
                 wave_actions = [Wave.done.add(done)]
                 if counts.wave_failed[wave]:

@@ -29,6 +29,7 @@ from chalicelib.models import (
     Site,
     Wave,
     conditional_update,
+    conditional_write,
     queue_key,
 )
 from chalicelib.publisher import Publisher
@@ -81,7 +82,16 @@ def transition(execution: Execution, target: ExecutionState, clock: Clock = time
         if target in states.TERMINAL_EXECUTION_STATES:
             actions.append(Execution.finished_at.set(now))
         actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
-        if conditional_update(execution, actions, Execution.state == source):
+        if conditional_write(execution, actions, Execution.state == source):
+            execution.state, execution.updated_at = target, now  # what was written
+            if message is not None:
+                execution.message = message
+            if source == ExecutionState.QUEUED:
+                execution.queue_key = None
+            if target in states.TERMINAL_EXECUTION_STATES:
+                execution.finished_at = now
+            for name, value in fields.items():
+                setattr(execution, name, value)
             _moved(execution, source, target, now, changes)
             return True
         execution.refresh(consistent_read=True)

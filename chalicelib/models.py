@@ -305,6 +305,20 @@ def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:
     return True
 
 
+def conditional_write(item: Model, actions: list[Any], condition: Any) -> bool:
+    """``conditional_update`` that asks for nothing back (ReturnValues NONE): the caller
+    knows what it wrote. For hot paths: the store serializes no item into the answer."""
+    hash_key, range_key = item._get_hash_range_key_serialized_values()
+    try:
+        item._get_connection().update_item(hash_key, range_key, actions=actions,
+                                           condition=condition, return_values="NONE")
+    except PynamoDBException as exc:
+        if conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
 def configure(endpoint: str | None, prefix: str, region: str) -> None:
     """Point every model at ``endpoint`` (None: AWS, or in-process moto) and ``prefix``."""
     global _configured
