@@ -165,6 +165,18 @@ def baseline(port: int, count: int) -> dict:
 # --- (b) the rollout through the stack --------------------------------------------------------
 
 
+def wait_until_quiet(log: Path, quiet_s: float, deadline: float) -> None:
+    """Until moto server logged almost no request (the ticker's) for ``quiet_s`` seconds."""
+    mark = moto_requests(log)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = moto_requests(log)
+        if now - mark <= 3:
+            return
+        mark = now
+    raise TimeoutError("the sites did not finish registering")
+
+
 def moto_requests(log: Path) -> int:
     try:
         return sum(1 for line in log.read_text().splitlines() if '"POST / HTTP' in line)
@@ -183,13 +195,13 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
                             thread_stack_size=SMALL_THREAD_STACK, max_parallel=machines) as fleet:
             started = time.monotonic()
             deadline = started + timeout
-            # Listing the sites is a scan of the table: look seldom, so that the looking does
-            # not slow the registering (a 10,000-site scan takes seconds on moto server).
-            look_every = max(1.0, count / 1000)
-            while sum(bool(s["online"]) for s in api.get("/sites")["sites"]) < count:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("sites did not all register")
-                time.sleep(look_every)
+            # Registered once the store has been quiet for a while (listing the sites to
+            # see is a scan: seconds on moto server for 10,000 sites, which would slow the
+            # registering it watches), then checked with one listing.
+            wait_until_quiet(moto_log, quiet_s=5, deadline=deadline)
+            online = sum(bool(s["online"]) for s in api.get("/sites")["sites"])
+            if online < count:
+                raise TimeoutError(f"{online} of {count} sites registered")
             register_s = time.monotonic() - started
             time.sleep(2)  # inventories settle
             counting.reset()
