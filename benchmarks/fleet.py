@@ -187,7 +187,7 @@ def moto_requests(log: Path) -> int:
 def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
     stack = LocalStack(stack_dir, [], ready_timeout=120)
     state = stack.up()
-    api = ApiClient(state.context, timeout=120)
+    api = ApiClient(state.context, timeout=900)  # a 10,000-site create takes minutes on moto
     moto_log = stack_dir / "logs" / "moto.log"
     try:
         counting = Counting(state.mqtt_port, "bench-counter")

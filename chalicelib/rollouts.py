@@ -50,8 +50,20 @@ Clock = Callable[[], float]
 @dataclass
 class Created:
     rollout: Rollout
-    executions: list[Execution]
+    executions: list[Execution] | None  # None above LIST_EXECUTIONS_UP_TO sites
     new: bool  # False: an earlier request with the same client_token made it
+
+
+# The answer to a create lists the executions up to this many sites; above, it has the
+# counters only (reading 10,000 executions back would cost more than creating them).
+LIST_EXECUTIONS_UP_TO = 1000
+
+
+def _created(rollout_id: str, new: bool) -> Created:
+    rollout = engine.get_rollout(rollout_id)
+    listed = executions_of(rollout_id) if int(rollout.total) <= LIST_EXECUTIONS_UP_TO \
+        else None
+    return Created(rollout, listed, new)
 
 
 def rollout_id_for(client_token: str | None) -> str:
@@ -97,7 +109,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
                                                    "waves": sizes}, now)
     ensure_executions(rollout, clock, rendered)
     engine.advance(rollout_id, publisher, clock)
-    return Created(engine.get_rollout(rollout_id), executions_of(rollout_id), new=True)
+    return _created(rollout_id, new=True)
 
 
 def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:
@@ -107,8 +119,7 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
     LOG.info("rollout %s: same client_token again; resuming it", rollout.rollout_id)
     ensure_executions(rollout, clock)
     engine.advance(rollout.rollout_id, publisher, clock)
-    return Created(engine.get_rollout(rollout.rollout_id), executions_of(rollout.rollout_id),
-                   new=False)
+    return _created(rollout.rollout_id, new=False)
 
 
 def resolve_sites(body: RolloutIn) -> list[str]:

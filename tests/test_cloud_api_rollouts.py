@@ -60,6 +60,21 @@ def test_create_publishes_one_plan_per_site_and_marks_it_sent(api, published):
     assert body["executions"][0]["plan_message_id"] == plan.id
 
 
+def test_a_large_rollout_is_answered_with_its_counters_not_its_executions(api, published,
+                                                                          monkeypatch):
+    from chalicelib import rollouts
+
+    monkeypatch.setattr(rollouts, "LIST_EXECUTIONS_UP_TO", 1)
+    add_site(api, "shop-1")
+    add_site(api, "shop-2", machines=("srv-9",))
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1", "shop-2"],
+                                                   "steps": [POWER_ON]})
+    assert status == 201 and "executions" not in body
+    assert body["rollout"]["state_counts"] == {"sent": 2} and body["rollout"]["total"] == 2
+    _, listed = call(api, "GET", f"/rollouts/{body['rollout']['rollout_id']}")
+    assert len(listed["executions"]) == 2
+
+
 def test_plans_carry_the_params_given_and_the_gateway_fills_the_defaults(api, published):
     add_site(api, "shop-1")
     status, body = call(api, "POST", "/rollouts", {

@@ -17,11 +17,10 @@ routes = Blueprint(__name__)
 def create_rollout() -> Response:
     body = parse(RolloutIn, routes.current_request.raw_body)
     created = rollouts.create(body, publisher.current())
-    return Response(
-        body={"rollout": views.rollout(created.rollout, created.executions),
-              "executions": [views.execution(e) for e in created.executions]},
-        status_code=201 if created.new else 200,
-    )
+    body: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions)}
+    if created.executions is not None:
+        body["executions"] = [views.execution(e) for e in created.executions]
+    return Response(body=body, status_code=201 if created.new else 200)
 
 
 @routes.route("/rollouts", methods=["GET"])
