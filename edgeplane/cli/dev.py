@@ -80,6 +80,8 @@ def sim(
         help="MQTT port on 127.0.0.1 (default: the broker of the running local stack)")] = None,
     max_parallel: Annotated[int, typer.Option(
         help="machines a site works on at once (threads per plan)")] = 4,
+    processes: Annotated[int, typer.Option(
+        help="processes to spread the sites over (one per core is plenty)")] = 1,
     directory: StackDir = None,
 ) -> None:
     """Run N simulated sites, each the real gateway core on simulated BMCs, until Ctrl-C."""
@@ -90,6 +92,8 @@ def sim(
 
     if sites < 1 or machines < 1:
         raise typer.BadParameter("a fleet needs at least one site with one machine")
+    if processes < 1:
+        raise typer.BadParameter("--processes must be at least 1")
     if port is None:
         from edgeplane.dev.processes import is_running
         from edgeplane.dev.stack import load_state
@@ -108,7 +112,7 @@ def sim(
         console.print(f"[yellow]{sites} sites need {sites} sockets; the open-file limit is "
                       f"{limit} (raise it with `ulimit -n`)[/yellow]")
     fleet = FleetSimulator(port, sites, machines, max_parallel=max_parallel,
-                           thread_stack_size=SMALL_THREAD_STACK)
+                           thread_stack_size=SMALL_THREAD_STACK, processes=processes)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, as on Ctrl-C
     console.print(f"starting {sites} simulated sites ({machines} machines each) against "
                   f"127.0.0.1:{port}; Ctrl-C stops them")
