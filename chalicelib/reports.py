@@ -74,17 +74,18 @@ def apply(messages: list[Progress], now: float) -> None:
             _apply_result(report, report.result, now, batch)
         else:
             _apply_progress(report, now, batch)
-    moved = batch.changes.rollout_ids
     finished = {rollout_id: batch.changes.waves_finished_in(rollout_id)
-                for rollout_id in moved}
+                for rollout_id in batch.changes.rollout_ids}
     batch.changes.flush()
     for rollout_id in sorted(set(finished) | batch.recount):
+        if rollout_id not in batch.recount and not finished[rollout_id]:
+            continue  # nothing finished: nothing can move
         rollout = engine.get_rollout(rollout_id)
         if rollout_id in batch.recount:
             engine.reconcile(rollout, lambda: now)
-        elif not finished.get(rollout_id) or not engine.needs_advance(
-                rollout, engine.policy_of(rollout), finished[rollout_id]):
-            continue  # nothing finished (or nothing can move): no advance
+        elif not engine.needs_advance(rollout, engine.policy_of(rollout),
+                                      finished[rollout_id]):
+            continue
         engine.advance(rollout_id, publisher.current(), lambda: now)
 
 
