@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ LOG = logging.getLogger(__name__)
 Clock = Callable[[], float]
 DISPATCH_BATCH = 500  # queued executions read per query page
 DISPATCH_WORKERS = 8  # claims and publishes in flight at once
+DISPATCH_LEASE = 60.0  # s one writer may advance a rollout before another may take over
+DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
 RECOUNT_QUIET = 60.0  # s without a move before a rollout's counters may be recounted
 
 
@@ -163,19 +166,61 @@ def get_rollout(rollout_id: str) -> Rollout:
 
 
 def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> Rollout:
-    """Do whatever can be done now: abort, start the next wave, dispatch, finish."""
+    """Do whatever can be done now: abort, start the next wave, dispatch, finish.
+
+    One writer at a time does it for a rollout (a lease on the rollout): when a wave ends,
+    every ingest batch that finished one of its sites, the tick and the create may all
+    want to dispatch the next one, and each would query the queue and race for the same
+    claims. One that finds the lease taken asks its holder for one more round instead
+    (``advance_wanted``), so nothing it would have done is lost.
+    """
     rollout = get_rollout(rollout_id)
     if rollout.state in states.STOPPED_ROLLOUT_STATES:
         cancel_queued(rollout, f"rollout {rollout.state}", clock)
         return rollout
     if rollout.state != RolloutState.RUNNING:
         return rollout
-    policy = policy_of(rollout)
-    if _wave_gate(rollout, policy, clock):
-        _dispatch(rollout, policy, publisher, clock)
-    rollout.refresh(consistent_read=True)
-    finish_if_done(rollout, clock)
-    return rollout
+    token = _take_lease(rollout, clock)
+    if token is None:
+        return rollout
+    while True:
+        policy = policy_of(rollout)
+        sent = _dispatch(rollout, policy, publisher, clock) \
+            if _wave_gate(rollout, policy, clock) else 0
+        rollout.refresh(consistent_read=True)
+        if sent >= DISPATCH_ROUND:  # more may be due: keep the lease for another round
+            if not conditional_write(rollout, [Rollout.lease_until.set(
+                    clock() + DISPATCH_LEASE)], Rollout.lease_token == token):
+                return rollout  # taken over (this round took longer than the lease)
+            continue
+        finish_if_done(rollout, clock)
+        if _release_lease(rollout, token):
+            return rollout
+        rollout.refresh(consistent_read=True)  # asked for another round while dispatching
+
+
+def _take_lease(rollout: Rollout, clock: Clock) -> str | None:
+    """The lease's token, or None (after asking its holder for another round)."""
+    now = clock()
+    token = uuid.uuid4().hex
+    free = Rollout.lease_until.does_not_exist() | (Rollout.lease_until < now)
+    if conditional_write(rollout, [Rollout.lease_token.set(token),
+                                   Rollout.lease_until.set(now + DISPATCH_LEASE),
+                                   Rollout.advance_wanted.remove()], free):
+        return token
+    if not conditional_write(rollout, [Rollout.advance_wanted.set(True)],
+                             Rollout.lease_until >= now):
+        return _take_lease(rollout, clock)  # released meanwhile: take it
+    return None
+
+
+def _release_lease(rollout: Rollout, token: str) -> bool:
+    """False while another writer asked for a round (the request is then taken)."""
+    ours = Rollout.lease_token == token
+    if conditional_write(rollout, [Rollout.lease_until.remove(), Rollout.lease_token.remove()],
+                         ours & Rollout.advance_wanted.does_not_exist()):
+        return True
+    return not conditional_write(rollout, [Rollout.advance_wanted.remove()], ours)
 
 
 def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]) -> bool:
@@ -227,7 +272,7 @@ def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     now = clock()
     minute = int(now // 60)
     started = int(rollout.rate_count) if int(rollout.rate_minute) == minute else 0
-    room = waves.room(policy, int(rollout.in_flight), started)
+    room = min(waves.room(policy, int(rollout.in_flight), started), DISPATCH_ROUND)
     if room <= 0:
         return 0
     chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)

@@ -146,6 +146,11 @@ class Rollout(EdgeplaneModel):
     current_wave = NumberAttribute(default=0)
     moved_at = NumberAttribute(null=True)  # when an execution last moved (see reconcile)
     state_counts = MapAttribute(null=True)  # executions per state: {"queued": 9990, ...}
+    # Who advances it now (engine.advance), until when, and whether another writer asked
+    # for one more round meanwhile.
+    lease_token = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    advance_wanted = BooleanAttribute(null=True)
     rate_minute = NumberAttribute(default=0)  # the minute (epoch // 60) rate_count counts
     rate_count = NumberAttribute(default=0)  # sites started in that minute
     message = UnicodeAttribute(null=True)  # why it aborted, who canceled it

@@ -188,6 +188,41 @@ def test_sites_in_flight_are_limited(aws, published, clock):
     assert Rollout.get(rollout_id).in_flight == 2
 
 
+def test_one_writer_advances_a_rollout_and_a_second_gets_its_round_done(aws, published,
+                                                                       clock):
+    sites = make_sites(4)
+    rollout_id = start(published, clock, sites, max_in_flight=1)
+    holder = Rollout.get(rollout_id)
+    token = engine._take_lease(holder, clock)
+    assert token is not None
+    finish(rollout_id, "shop-000", clock)  # its advance finds the lease taken
+    assert len(sent_sites(published)) == 1, "the holder dispatches, not the second writer"
+    assert Rollout.get(rollout_id).advance_wanted is True
+    assert not engine._release_lease(holder, token), "asked for one more round"
+    assert engine._release_lease(holder, token)
+    engine.advance(rollout_id, published, clock)
+    assert len(sent_sites(published)) == 2
+
+
+def test_a_lease_left_by_a_crashed_writer_expires(aws, published, clock):
+    sites = make_sites(2)
+    rollout_id = start(published, clock, sites, max_in_flight=1)
+    assert engine._take_lease(Rollout.get(rollout_id), clock) is not None  # never released
+    finish(rollout_id, "shop-000", clock)
+    assert len(sent_sites(published)) == 1
+    clock.now += engine.DISPATCH_LEASE + 1
+    engine.tick(published, clock)
+    assert len(sent_sites(published)) == 2
+
+
+def test_a_large_wave_is_dispatched_in_rounds(aws, published, clock, monkeypatch):
+    monkeypatch.setattr(engine, "DISPATCH_ROUND", 2)
+    sites = make_sites(5)
+    rollout_id = start(published, clock, sites)
+    assert sorted(sent_sites(published)) == sites, "every round in one advance"
+    assert Rollout.get(rollout_id).lease_token is None, "and the lease released"
+
+
 def test_sites_started_per_minute_are_limited(aws, published, clock):
     sites = make_sites(5)
     rollout_id = start(published, clock, sites, max_per_minute=2)
