@@ -21,7 +21,7 @@ from typing import Any
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import audit, states
-from chalicelib.models import Execution, Rollout, Wave
+from chalicelib.models import Execution, Rollout, Wave, conditional_write
 from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Changes:
             per_state = [Rollout.state_counts[state].add(delta)
                          for state, delta in sorted(counts.states.items()) if delta]
             try:
-                Rollout(rollout_id).update(actions=actions + per_state)
+                conditional_write(Rollout(rollout_id), actions + per_state)
             except PynamoDBException as exc:
                 if exc.cause_response_code != "ValidationException":
                     raise
@@ -107,7 +107,7 @@ class Changes:
                 # the next recount writes them.
                 LOG.warning("rollout %s has no state_counts; counted without them",
                             rollout_id)
-                Rollout(rollout_id).update(actions=actions)
+                conditional_write(Rollout(rollout_id), actions)
             for wave, done in counts.wave_done.items():
                 wave_actions = [Wave.done.add(done)]
                 if counts.wave_failed[wave]:

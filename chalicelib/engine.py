@@ -44,6 +44,8 @@ LOG = logging.getLogger(__name__)
 Clock = Callable[[], float]
 DISPATCH_BATCH = 500  # queued executions read per query page
 DISPATCH_WORKERS = 8  # claims and publishes in flight at once
+# Every attribute of a rollout but its site ids (see get_rollout).
+ENGINE_FIELDS = sorted(name for name in Rollout.get_attributes() if name != "site_ids")
 DISPATCH_LEASE = 60.0  # s one writer may advance a rollout before another may take over
 DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
 RECOUNT_QUIET = 60.0  # s without a move before a rollout's counters may be recounted
@@ -148,8 +150,11 @@ def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = N
     actions = [Rollout.state.set(target), Rollout.updated_at.set(now)]
     if message is not None:
         actions.append(Rollout.message.set(message))
-    if not conditional_update(rollout, actions, Rollout.state == source):
+    if not conditional_write(rollout, actions, Rollout.state == source):
         return False
+    rollout.state, rollout.updated_at = str(target), now
+    if message is not None:
+        rollout.message = message
     LOG.info("rollout %s %s -> %s%s", rollout.rollout_id, source, target,
              f": {message}" if message else "")
     audit.record(rollout.rollout_id, audit.ROLLOUT_STATE, {
@@ -158,9 +163,12 @@ def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = N
     return True
 
 
-def get_rollout(rollout_id: str) -> Rollout:
+def get_rollout(rollout_id: str, with_sites: bool = False) -> Rollout:
+    """The rollout; without ``site_ids`` unless asked (10,000 ids are ~200 KB the engine
+    never needs: reading them on every advance would cost more than the advance)."""
     try:
-        return Rollout.get(rollout_id, consistent_read=True)
+        return Rollout.get(rollout_id, consistent_read=True,
+                           attributes_to_get=None if with_sites else ENGINE_FIELDS)
     except Rollout.DoesNotExist:
         raise NotFound(kind="rollout", id=rollout_id) from None
 
@@ -185,9 +193,9 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> 
         return rollout
     while True:
         policy = policy_of(rollout)
-        sent = _dispatch(rollout, policy, publisher, clock) \
-            if _wave_gate(rollout, policy, clock) else 0
-        rollout.refresh(consistent_read=True)
+        go, rollout = _wave_gate(rollout, policy, clock)
+        sent = _dispatch(rollout, policy, publisher, clock) if go else 0
+        rollout = get_rollout(rollout_id)
         if sent >= DISPATCH_ROUND:  # more may be due: keep the lease for another round
             if not conditional_write(rollout, [Rollout.lease_until.set(
                     clock() + DISPATCH_LEASE)], Rollout.lease_token == token):
@@ -196,7 +204,7 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> 
         finish_if_done(rollout, clock)
         if _release_lease(rollout, token):
             return rollout
-        rollout.refresh(consistent_read=True)  # asked for another round while dispatching
+        rollout = get_rollout(rollout_id)  # asked for another round while dispatching
 
 
 def _take_lease(rollout: Rollout, clock: Clock) -> str | None:
@@ -235,13 +243,14 @@ def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]
     return False
 
 
-def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> bool:
-    """Abort or step to the next wave as the counters say; True if dispatch may go on."""
+def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, Rollout]:
+    """Abort or step to the next wave as the counters say; (True if dispatch may go on,
+    the rollout as it is now)."""
     sizes = [int(size) for size in rollout.waves or []]
     while True:
         current = int(rollout.current_wave)
         if current >= len(sizes):
-            return False
+            return False, rollout
         wave = Wave.get(rollout.rollout_id, current, consistent_read=True)
         more = int(wave.done) < int(wave.size) or current + 1 < len(sizes)
         reason = more and waves.abort_reason(current, current == 0 and policy.canary is not None,
@@ -250,16 +259,16 @@ def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> bool:
         if reason:  # a wave that is the last and complete just finishes (failed)
             if move_rollout(rollout, RolloutState.ABORTED, reason, clock=clock):
                 cancel_queued(rollout, f"rollout aborted: {reason}", clock)
-            return False
+            return False, rollout
         if int(wave.done) < int(wave.size):
-            return True
+            return True, rollout
         if current + 1 >= len(sizes):
-            return False
-        if conditional_update(rollout, [Rollout.current_wave.set(current + 1)],
-                              Rollout.current_wave == current):
+            return False, rollout
+        if conditional_write(rollout, [Rollout.current_wave.set(current + 1)],
+                             Rollout.current_wave == current):
             audit.record(rollout.rollout_id, audit.WAVE_STARTED,
                          {"wave": current + 1, "size": sizes[current + 1]}, clock())
-        rollout.refresh(consistent_read=True)
+        rollout = get_rollout(rollout.rollout_id)
 
 
 def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
@@ -290,7 +299,7 @@ def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     if sent:
         rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
-        Rollout(rollout.rollout_id).update(actions=rate)
+        conditional_write(Rollout(rollout.rollout_id), rate)
     return sent
 
 
@@ -419,7 +428,7 @@ def pause(rollout_id: str, actor: str | None = None, clock: Clock = time.time) -
             rollout.state != RolloutState.PAUSED:
         raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a running rollout "
                        "can be paused")
-    return get_rollout(rollout_id)
+    return get_rollout(rollout_id, with_sites=True)
 
 
 def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
@@ -429,7 +438,8 @@ def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
             rollout.state != RolloutState.RUNNING:
         raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a paused rollout "
                        "can be resumed")
-    return advance(rollout_id, publisher, clock)
+    advance(rollout_id, publisher, clock)
+    return get_rollout(rollout_id, with_sites=True)
 
 
 def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
@@ -448,7 +458,7 @@ def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
             publisher.publish(protocol.cancel_topic(execution.site_id), message.encode())
         except PublishFailed as exc:  # the site will run the plan; its result still counts
             LOG.error("cancel of %s not sent: %s", execution.execution_id, exc.message)
-    return get_rollout(rollout_id)
+    return get_rollout(rollout_id, with_sites=True)
 
 
 def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
@@ -471,7 +481,8 @@ def in_flight(rollout_id: str) -> Iterable[Execution]:
 def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
     """Every minute: time out, expire and advance every rollout still moving."""
     counts = {"rollouts": 0, "timed_out": 0, "expired": 0}
-    live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED))
+    live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED),
+                        attributes_to_get=ENGINE_FIELDS)
     for rollout in live:
         counts["rollouts"] += 1
         reconcile(rollout, clock)
@@ -520,7 +531,7 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
         LOG.warning("rollout %s: counters were done=%s in_flight=%s %s, recounted %s, %s "
                     "and %s", rollout.rollout_id, rollout.done, rollout.in_flight, stored,
                     done, in_flight, dict(by_state))
-        Rollout(rollout.rollout_id).update(actions=[
+        conditional_write(Rollout(rollout.rollout_id), [
             Rollout.done.set(done), Rollout.in_flight.set(in_flight),
             Rollout.state_counts.set(dict(by_state))])
     for wave in Wave.query(rollout.rollout_id, consistent_read=True):

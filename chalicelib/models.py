@@ -310,7 +310,7 @@ def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:
     return True
 
 
-def conditional_write(item: Model, actions: list[Any], condition: Any) -> bool:
+def conditional_write(item: Model, actions: list[Any], condition: Any = None) -> bool:
     """``conditional_update`` that asks for nothing back (ReturnValues NONE): the caller
     knows what it wrote. For hot paths: the store serializes no item into the answer."""
     hash_key, range_key = item._get_hash_range_key_serialized_values()

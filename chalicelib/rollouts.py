@@ -60,7 +60,7 @@ LIST_EXECUTIONS_UP_TO = 1000
 
 
 def _created(rollout_id: str, new: bool) -> Created:
-    rollout = engine.get_rollout(rollout_id)
+    rollout = engine.get_rollout(rollout_id, with_sites=True)
     listed = executions_of(rollout_id) if int(rollout.total) <= LIST_EXECUTIONS_UP_TO \
         else None
     return Created(rollout, listed, new)

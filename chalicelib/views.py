@@ -68,8 +68,9 @@ def rollout(item: Rollout, executions: Iterable[Execution] | None = None) -> dic
         "steps": item.steps,
         "blueprint": ({"name": item.blueprint, "revision": int(item.blueprint_revision)}
                       if item.blueprint else None),
-        "target": {"tag": item.target_tag} if item.target_tag else {"sites": list(item.site_ids)},
-        "site_ids": list(item.site_ids),
+        "target": {"tag": item.target_tag} if item.target_tag else
+        {"sites": list(item.site_ids)} if item.site_ids is not None else {},
+        "site_ids": list(item.site_ids) if item.site_ids is not None else None,
         "client_token": item.client_token,
         "message": item.message,
         "policy": item.policy,

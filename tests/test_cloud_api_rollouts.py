@@ -261,6 +261,7 @@ def test_get_a_rollout_with_its_results(api, published):
 
     _, body = call(api, "GET", f"/rollouts/{rollout_id}?executions=false")
     assert "executions" not in body and "counts" not in body["rollout"]
+    assert body["rollout"]["site_ids"] is None, "the counters only, not the site ids"
     assert (body["rollout"]["done"], body["rollout"]["total"]) == (2, 2)
     assert body["rollout"]["state_counts"] == {"failed": 1, "succeeded": 1}, \
         "the counters agree with the executions"

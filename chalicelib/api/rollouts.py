@@ -30,9 +30,10 @@ def list_rollouts() -> dict[str, Any]:
 
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
-    rollout = engine.get_rollout(rollout_id)
     params = routes.current_request.query_params or {}
-    if params.get("executions") == "false":  # the counters only: one read per wave
+    counters_only = params.get("executions") == "false"
+    rollout = engine.get_rollout(rollout_id, with_sites=not counters_only)
+    if counters_only:  # one read of the rollout (without its site ids), one of its waves
         return {"rollout": views.rollout(rollout), "waves": [
             views.wave(w) for w in Wave.query(rollout_id, consistent_read=True)]}
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
