@@ -3,12 +3,7 @@ Redfish and IPMI simulators read, the cloud computes drift and emits an event.""
 
 from __future__ import annotations
 
-import json
-
-import boto3
-import pytest
-
-from chalicelib import drift, events, ingest
+from chalicelib import drift, ingest
 from edge_gateway.agent import Gateway
 from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
 from edge_gateway.drivers.base import BmcCredentials
@@ -26,9 +21,9 @@ from edgeplane.protocol import (
     PlanStep,
     Result,
 )
-from tests.cloud_fixtures import REGION, api, aws, call, moto_dynamodb, published
+from tests.cloud_fixtures import api, aws, bus_events, call, moto_dynamodb, published
 
-FIXTURES = (api, aws, moto_dynamodb, published)
+FIXTURES = (api, aws, bus_events, moto_dynamodb, published)
 SITE = "shop-0042"
 
 
@@ -86,35 +81,7 @@ BLUEPRINT = {"kind": "blueprint", "name": "baseline", "spec": {
                           "reboot": True}}]}}
 
 
-@pytest.fixture
-def drift_events(aws):
-    """An SQS queue receiving every Edgeplane event from the default bus (as the console's
-    subscription would); ``received()`` returns the drift events among them."""
-    sqs = boto3.client("sqs", region_name=REGION)
-    queue = sqs.create_queue(QueueName="drift-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    bus = boto3.client("events", region_name=REGION)
-    bus.put_rule(Name="edgeplane-all", EventPattern=json.dumps({"source": ["edgeplane"]}))
-    bus.put_targets(Rule="edgeplane-all", Targets=[{"Id": "q", "Arn": arn}])
-    events.forget_client()
-
-    def received() -> list[dict]:
-        found = []
-        for _ in range(5):
-            batch = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
-                                        WaitTimeSeconds=0).get("Messages", [])
-            found += [body for body in (json.loads(m["Body"]) for m in batch)
-                      if body["detail-type"].startswith("Machine Drift")]
-            if not batch:
-                break
-        return found
-
-    yield received
-    events.forget_client()
-
-
-def test_drift_from_a_real_gateway_against_the_simulators(api, published, drift_events,
+def test_drift_from_a_real_gateway_against_the_simulators(api, published, bus_events,
                                                          broker, tmp_path):
     with RedfishSimulator(options=BmcOptions(power_delay=0.2)) as redfish, \
             SimulatorProcess(power_delay=0.2) as ipmi:
@@ -157,7 +124,7 @@ def test_drift_from_a_real_gateway_against_the_simulators(api, published, drift_
             assert report["drifted"] == 0
             assert {r["machine_id"]: r["in_sync"] for r in report["machines"]} == \
                 {"srv-1": True, "ipmi-1": True}
-            assert drift_events() == [], "no drift, no event"
+            assert bus_events("Machine Drift") == [], "no drift, no event"
 
             # Someone changes the BIOS at the site, behind Edgeplane's back.
             system = next(iter(redfish.bmc.systems.values()))
@@ -177,7 +144,7 @@ def test_drift_from_a_real_gateway_against_the_simulators(api, published, drift_
         ("srv-1", "baseline", 1)
     assert drifted["drift"] == [{"field": "bios.PowerProfile", "desired": "Balanced",
                                  "observed": "PowerSaver"}]
-    sent = drift_events()
+    sent = bus_events("Machine Drift")
     assert [e["detail-type"] for e in sent] == [drift.DRIFT_DETECTED]
     assert sent[0]["source"] == "edgeplane"
     assert sent[0]["detail"]["site_id"] == SITE and sent[0]["detail"]["machine_id"] == "srv-1"

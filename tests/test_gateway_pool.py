@@ -16,6 +16,7 @@ from edge_gateway.journal import Journal
 from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Cancel, Plan, PlanStep, PowerState
+from tests.test_gateway_workers import wait_until
 
 MACHINES = ["m1", "m2", "m3", "m4"]
 
@@ -146,7 +147,7 @@ def test_a_site_works_on_at_most_max_parallel_machines_and_sites_share_the_pool(
     assert all(s.gateway.idle.wait(10) for s in sites)
     assert [s.busy.peak for s in sites] == [2, 2, 2]
     assert pool.peak_threads <= 6
-    assert _wait_until(lambda: pool.threads == 0), "the threads end once the sites are idle"
+    assert wait_until(lambda: pool.threads == 0), "the threads end once the sites are idle"
 
 
 def test_a_canceled_plan_stops_and_the_next_plan_of_the_site_still_runs(sites):
@@ -171,12 +172,3 @@ def test_a_plan_arriving_after_stop_stays_journaled_for_the_restart(pool):
     site.plan("late.shop-0009")
     assert [p.execution_id for p in journal.unfinished_plans()] == ["late.shop-0009"]
     assert "result" not in site.transport.kinds()
-
-
-def _wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
