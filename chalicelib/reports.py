@@ -27,14 +27,12 @@ from typing import Any
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import engine, publisher, states
-from chalicelib.changes import Changes
+from chalicelib.changes import IN_FLIGHT, Changes
 from chalicelib.models import Execution, conditional_failed, conditional_update
 from edgeplane import protocol
 from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
 
 LOG = logging.getLogger(__name__)
-
-IN_FLIGHT = (ExecutionState.SENT, ExecutionState.RUNNING)
 
 
 @dataclass
