@@ -173,7 +173,8 @@ def get_rollout(rollout_id: str, with_sites: bool = False) -> Rollout:
         raise NotFound(kind="rollout", id=rollout_id) from None
 
 
-def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> Rollout:
+def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
+            lease: str | None = None) -> Rollout:
     """Do whatever can be done now: abort, start the next wave, dispatch, finish.
 
     One writer at a time does it for a rollout (a lease on the rollout): when a wave ends,
@@ -188,7 +189,7 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time) -> 
         return rollout
     if rollout.state != RolloutState.RUNNING:
         return rollout
-    token = _take_lease(rollout, clock)
+    token = lease or _take_lease(rollout, clock)  # a new rollout is created with its lease
     if token is None:
         return rollout
     while True:

@@ -95,6 +95,9 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
         policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
         state_counts={ExecutionState.QUEUED.value: len(site_ids)},
         expires_at=now + policy.expires_in,
+        # Held by this create until its first advance, so that the tick cannot start the
+        # rollout before its executions are written.
+        lease_token=uuid.uuid4().hex, lease_until=now + engine.DISPATCH_LEASE,
     )
     try:
         rollout.save(condition=Rollout.rollout_id.does_not_exist())
@@ -108,7 +111,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
                                                    "waves": sizes}, now)
     ensure_executions(rollout, clock, rendered)
-    engine.advance(rollout_id, publisher, clock)
+    engine.advance(rollout_id, publisher, clock, lease=rollout.lease_token)
     return _created(rollout_id, new=True)
 
 

@@ -42,6 +42,9 @@ def test_a_canaried_rollout_to_200_simulated_sites(stack):
         # Sites announce themselves (presence, inventory) and the cloud registers them.
         assert wait_for(lambda: sum(bool(s["online"]) for s in api.get("/sites")["sites"])
                         == SITES, timeout=120)
+        # A site is online once its presence is in; its inventory may come a batch later.
+        assert all(wait_for(lambda site=site: api.get(f"/sites/{site}/machines")["machines"],
+                            timeout=60) for site in fleet.site_ids)
         offline = fleet.site_ids[-1]  # in the last wave
         fleet.take_offline(offline)
         assert wait_for(lambda: not api.get(f"/sites/{offline}")["site"]["online"], 30)
