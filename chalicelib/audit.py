@@ -54,8 +54,8 @@ def _event_key(now: float) -> str:
     return f"{now:017.6f}-{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
 
 
-def log_of(rollout_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The rollout's events, oldest first, one entry per change (all unless ``limit``)."""
+def log_of(rollout_id: str) -> list[dict[str, Any]]:
+    """The rollout's events, oldest first, one entry per change."""
     entries: list[dict[str, Any]] = []
     for item in RolloutEvent.query(rollout_id):
         if item.detail_type == EXECUTION_STATES:
@@ -66,7 +66,5 @@ def log_of(rollout_id: str, limit: int | None = None) -> list[dict[str, Any]]:
                                 "detail": detail})
         else:
             entries.append({"ts": item.ts, "type": item.detail_type, "detail": item.detail})
-        if limit is not None and len(entries) >= limit:
-            break
     entries.sort(key=lambda entry: entry["ts"])  # stable: a chunk keeps its order
-    return entries[:limit] if limit is not None else entries
+    return entries
