@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.items - args.items % 100
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
+    server = subprocess.Popen([sys.executable, "-m", "edgeplane.dev.moto_server", "-H",
                                LOOPBACK, "-p", str(port)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

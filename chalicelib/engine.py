@@ -252,7 +252,10 @@ def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, 
         current = int(rollout.current_wave)
         if current >= len(sizes):
             return False, rollout
-        wave = Wave.get(rollout.rollout_id, current, consistent_read=True)
+        try:
+            wave = Wave.get(rollout.rollout_id, current, consistent_read=True)
+        except Wave.DoesNotExist:  # the create is still writing the rollout's waves
+            return False, rollout
         more = int(wave.done) < int(wave.size) or current + 1 < len(sizes)
         reason = more and waves.abort_reason(current, current == 0 and policy.canary is not None,
                                              int(wave.size), int(wave.done), int(wave.failed),
@@ -481,16 +484,21 @@ def in_flight(rollout_id: str) -> Iterable[Execution]:
 
 def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
     """Every minute: time out, expire and advance every rollout still moving."""
-    counts = {"rollouts": 0, "timed_out": 0, "expired": 0}
+    counts = {"rollouts": 0, "timed_out": 0, "expired": 0, "failed": 0}
     live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED),
                         attributes_to_get=ENGINE_FIELDS)
     for rollout in live:
         counts["rollouts"] += 1
-        reconcile(rollout, clock)
-        timed_out, expired = check_deadlines(rollout, clock)
-        counts["timed_out"] += timed_out
-        counts["expired"] += expired
-        advance(rollout.rollout_id, publisher, clock)
+        try:
+            reconcile(rollout, clock)
+            timed_out, expired = check_deadlines(rollout, clock)
+            counts["timed_out"] += timed_out
+            counts["expired"] += expired
+            advance(rollout.rollout_id, publisher, clock)
+        except Exception:  # one rollout's failure must not hold up the others
+            LOG.exception("tick: rollout %s failed; the next tick tries again",
+                          rollout.rollout_id)
+            counts["failed"] += 1
     return counts
 
 
@@ -503,15 +511,19 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
     ADD neither leaves a rollout running forever nor holds a wave. A recount while a batch
     is between its moves and its counters would count those moves twice, so it waits until
     no execution of the rollout changed for ``RECOUNT_QUIET`` seconds: a rollout held up by
-    a lost count is quiet.
+    a lost count is quiet. Nor is a rollout recounted while a writer holds its lease (a
+    dispatch round, or the create writing its executions) or before all its executions
+    exist: counting a half-written rollout would zero the counts the create wrote.
     """
-    if clock() - float(rollout.moved_at or 0) < RECOUNT_QUIET:
+    now = clock()
+    if now - max(float(rollout.moved_at or 0), float(rollout.created_at or 0)) < RECOUNT_QUIET \
+            or float(rollout.lease_until or 0) > now:
         return False  # known without reading the executions
     executions = list(Execution.query(
         rollout.rollout_id, consistent_read=True,
         attributes_to_get=["site_id", "state", "wave", "updated_at"]))
     latest = max((float(e.updated_at or 0) for e in executions), default=0.0)
-    if clock() - latest < RECOUNT_QUIET:
+    if now - latest < RECOUNT_QUIET or len(executions) < int(rollout.total):
         return False
     done = in_flight = 0
     by_state = Counter(str(e.state) for e in executions)

@@ -62,7 +62,7 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
         elif message is not None:
             _HANDLERS[type(message)](message, now)
     if executions:
-        reports.apply(executions, now)
+        reports.apply(executions, clock)
     if observed:
         drift.on_observed_batch(observed, now)
 

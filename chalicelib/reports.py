@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,8 +65,15 @@ class _Batch:
     recount: set[str] = field(default_factory=set)  # rollouts that got a duplicate result
 
 
-def apply(messages: list[Progress], now: float) -> None:
-    """Store a batch of progress and result reports, then advance the rollouts touched."""
+def apply(messages: list[Progress], clock: engine.Clock = time.time) -> None:
+    """Store a batch of progress and result reports, then advance the rollouts touched.
+
+    The reports are stored at the batch's time; the engine is given the clock itself, not
+    that time: an advance may wait for its turn and hold the rollout for several rounds, and
+    what it does must be stamped when it is done (a wave started with the batch's time would
+    be logged before the last sends of the wave it follows).
+    """
+    now = clock()
     batch = _Batch()
     for report in _group(messages):
         if report.result is not None:
@@ -80,11 +88,11 @@ def apply(messages: list[Progress], now: float) -> None:
             continue  # nothing finished: nothing can move
         rollout = engine.get_rollout(rollout_id)
         if rollout_id in batch.recount:
-            engine.reconcile(rollout, lambda: now)
+            engine.reconcile(rollout, clock)
         elif not engine.needs_advance(rollout, engine.policy_of(rollout),
                                       finished[rollout_id]):
             continue
-        engine.advance(rollout_id, publisher.current(), lambda: now)
+        engine.advance(rollout_id, publisher.current(), clock)
 
 
 def _group(messages: list[Progress]) -> list[_Report]:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib import engine, ingest, rollouts, waves
+from chalicelib import audit, engine, ingest, rollouts, waves
 from chalicelib.models import Execution, Machine, Rollout, Site
 from chalicelib.schemas import PolicyIn, RolloutIn
 from edgeplane import protocol
@@ -213,6 +213,73 @@ def test_a_lease_left_by_a_crashed_writer_expires(aws, published, clock):
     clock.now += engine.DISPATCH_LEASE + 1
     engine.tick(published, clock)
     assert len(sent_sites(published)) == 2
+
+
+def test_a_tick_during_the_create_leaves_its_counters_alone(aws, published, clock,
+                                                           monkeypatch):
+    sites = make_sites(3)
+    write_executions = rollouts.ensure_executions
+    late = Clock(clock.now + engine.DISPATCH_LEASE + engine.RECOUNT_QUIET)
+
+    def tick_first(*args, **kwargs):  # the tick comes while the create writes executions
+        engine.tick(published, late)
+        write_executions(*args, **kwargs)
+
+    monkeypatch.setattr(rollouts, "ensure_executions", tick_first)
+    rollout_id = start(published, clock, sites, canary={"sites": 1})
+    stored = Rollout.get(rollout_id, consistent_read=True)
+    assert stored.state_counts.as_dict() == {"queued": 2, "sent": 1}
+    assert (stored.done, stored.in_flight) == (0, 1)
+
+
+def test_the_tick_recounts_what_a_crash_did_not_count_once_the_rollout_is_quiet(
+        aws, published, clock):
+    sites = make_sites(2)
+    rollout_id = start(published, clock, sites)
+    finish(rollout_id, "shop-000", clock)
+    # as if the consumer had stored the move and crashed before counting it
+    Execution(rollout_id, "shop-001").update(actions=[Execution.state.set("succeeded")])
+    engine.tick(published, clock)
+    assert state_of(rollout_id) == "running", "too early: a batch may be counting it"
+    clock.now += engine.RECOUNT_QUIET
+    engine.tick(published, clock)
+    stored = Rollout.get(rollout_id, consistent_read=True)
+    assert (stored.done, stored.in_flight, stored.state) == (2, 0, "succeeded")
+    assert stored.state_counts.as_dict() == {"succeeded": 2}
+
+
+def test_a_broken_rollout_does_not_hold_up_the_tick_for_the_others(aws, published, clock,
+                                                                  caplog):
+    sites = make_sites(2)
+    broken = start(published, clock, sites[:1], site_timeout=600)
+    healthy = start(published, clock, sites[1:], site_timeout=600)
+    Rollout(broken).update(actions=[Rollout.policy.set({"growth": "fast"})])
+    clock.now += 601
+    assert engine.tick(published, clock)["failed"] == 1
+    assert execution(healthy, sites[1]).state == "timed_out"
+    assert f"rollout {broken} failed" in caplog.text
+
+
+class MovingClock(Clock):
+    """Every reading is a second after the one before."""
+
+    def __call__(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def test_a_wave_started_by_a_batch_of_results_is_logged_after_them(aws, published):
+    clock = MovingClock()
+    sites = make_sites(2)
+    rollout_id = start(published, clock, sites, canary={"sites": 1})
+    finish(rollout_id, "shop-000", clock)
+    log = [(e["type"], e["detail"].get("site_id"), e["detail"].get("state"), e["ts"])
+           for e in audit.log_of(rollout_id)]
+    canary_done = next(ts for _, site, state, ts in log if (site, state) == ("shop-000",
+                                                                            "succeeded"))
+    started = next(ts for kind, *_, ts in log if kind == "Rollout Wave Started")
+    sent = next(ts for _, site, state, ts in log if (site, state) == ("shop-001", "sent"))
+    assert canary_done < started <= sent, "stamped when done, not with the batch's time"
 
 
 def test_a_large_wave_is_dispatched_in_rounds(aws, published, clock, monkeypatch):

@@ -188,8 +188,8 @@ class LocalStack:
         from edgeplane.dev.mosquitto import mosquitto_binary, write_config
 
         state = self._state
-        self._spawn("moto", [str(BIN / "moto_server"), "-H", LOOPBACK, "-p",
-                             str(state.moto_port)])
+        self._spawn("moto", [sys.executable, "-m", "edgeplane.dev.moto_server", "-H", LOOPBACK,
+                             "-p", str(state.moto_port)])
         config = write_config(self.directory / "mosquitto", state.mqtt_port)
         raise_open_file_limit()  # the broker inherits it: one descriptor per site
         self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
