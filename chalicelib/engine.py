@@ -44,8 +44,6 @@ LOG = logging.getLogger(__name__)
 Clock = Callable[[], float]
 DISPATCH_BATCH = 500  # queued executions read per query page
 DISPATCH_WORKERS = 8  # claims and publishes in flight at once
-# Every attribute of a rollout but its site ids (see get_rollout).
-ENGINE_FIELDS = sorted(name for name in Rollout.get_attributes() if name != "site_ids")
 DISPATCH_LEASE = 60.0  # s one writer may advance a rollout before another may take over
 DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
 RECOUNT_QUIET = 60.0  # s without a move before a rollout's counters may be recounted
@@ -163,12 +161,9 @@ def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = N
     return True
 
 
-def get_rollout(rollout_id: str, with_sites: bool = False) -> Rollout:
-    """The rollout; without ``site_ids`` unless asked (10,000 ids are ~200 KB the engine
-    never needs: reading them on every advance would cost more than the advance)."""
+def get_rollout(rollout_id: str) -> Rollout:
     try:
-        return Rollout.get(rollout_id, consistent_read=True,
-                           attributes_to_get=None if with_sites else ENGINE_FIELDS)
+        return Rollout.get(rollout_id, consistent_read=True)
     except Rollout.DoesNotExist:
         raise NotFound(kind="rollout", id=rollout_id) from None
 
@@ -432,7 +427,7 @@ def pause(rollout_id: str, actor: str | None = None, clock: Clock = time.time) -
             rollout.state != RolloutState.PAUSED:
         raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a running rollout "
                        "can be paused")
-    return get_rollout(rollout_id, with_sites=True)
+    return get_rollout(rollout_id)
 
 
 def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
@@ -443,7 +438,7 @@ def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
         raise Conflict(f"rollout {rollout_id!r} is {rollout.state}: only a paused rollout "
                        "can be resumed")
     advance(rollout_id, publisher, clock)
-    return get_rollout(rollout_id, with_sites=True)
+    return get_rollout(rollout_id)
 
 
 def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
@@ -462,7 +457,7 @@ def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
             publisher.publish(protocol.cancel_topic(execution.site_id), message.encode())
         except PublishFailed as exc:  # the site will run the plan; its result still counts
             LOG.error("cancel of %s not sent: %s", execution.execution_id, exc.message)
-    return get_rollout(rollout_id, with_sites=True)
+    return get_rollout(rollout_id)
 
 
 def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
@@ -485,8 +480,7 @@ def in_flight(rollout_id: str) -> Iterable[Execution]:
 def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
     """Every minute: time out, expire and advance every rollout still moving."""
     counts = {"rollouts": 0, "timed_out": 0, "expired": 0, "failed": 0}
-    live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED),
-                        attributes_to_get=ENGINE_FIELDS)
+    live = Rollout.scan(Rollout.state.is_in(RolloutState.RUNNING, RolloutState.PAUSED))
     for rollout in live:
         counts["rollouts"] += 1
         try:

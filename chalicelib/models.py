@@ -155,7 +155,9 @@ class Rollout(EdgeplaneModel):
     rate_count = NumberAttribute(default=0)  # sites started in that minute
     message = UnicodeAttribute(null=True)  # why it aborted, who canceled it
     target_tag = UnicodeAttribute(null=True)  # None: the sites were listed
-    site_ids = ListAttribute(of=UnicodeAttribute)  # resolved; ~200 KB for 10,000 sites
+    # The resolved site ids live in RolloutTarget items named by this (see targets.py): a
+    # DynamoDB item holds 400 KB, and 10,000 ids would be half of that, read on every read.
+    target_ref = UnicodeAttribute()
     state = UnicodeAttribute()
     client_token = UnicodeAttribute(null=True)
     request_hash = UnicodeAttribute(null=True)  # tells a retry from a reuse of client_token
@@ -247,6 +249,20 @@ class Wave(EdgeplaneModel):
     failed = NumberAttribute(default=0)
 
 
+class RolloutTarget(EdgeplaneModel):
+    """One part of a rollout's resolved target: up to ``targets.PART_SIZE`` site ids, in
+    the target's order. ``part`` is ``<ref>-<index>``; the rollout names its ``ref``."""
+
+    TABLE = "rollout-targets"
+
+    class Meta:
+        table_name = "edgeplane-rollout-targets"
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)
+    site_ids = ListAttribute(of=UnicodeAttribute)
+
+
 class RolloutEvent(EdgeplaneModel):
     """The append-only log of a rollout: every state change and operator action."""
 
@@ -295,8 +311,8 @@ class BlueprintRevision(EdgeplaneModel):
     created_at = NumberAttribute()
 
 
-MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, Execution, Wave,
-                                            Definition, BlueprintRevision, RolloutEvent)
+MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, RolloutTarget, Execution,
+                                            Wave, Definition, BlueprintRevision, RolloutEvent)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:

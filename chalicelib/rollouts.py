@@ -23,7 +23,7 @@ from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib import audit, engine, plans, waves
+from chalicelib import audit, engine, plans, targets, waves
 from chalicelib.definitions import catalog, render
 from chalicelib.definitions.documents import BlueprintSpec
 from chalicelib.definitions.resolve import Fleet
@@ -50,6 +50,7 @@ Clock = Callable[[], float]
 @dataclass
 class Created:
     rollout: Rollout
+    site_ids: list[str]
     executions: list[Execution] | None  # None above LIST_EXECUTIONS_UP_TO sites
     new: bool  # False: an earlier request with the same client_token made it
 
@@ -59,11 +60,11 @@ class Created:
 LIST_EXECUTIONS_UP_TO = 1000
 
 
-def _created(rollout_id: str, new: bool) -> Created:
-    rollout = engine.get_rollout(rollout_id, with_sites=True)
+def _created(rollout_id: str, site_ids: list[str], new: bool) -> Created:
+    rollout = engine.get_rollout(rollout_id)
     listed = executions_of(rollout_id) if int(rollout.total) <= LIST_EXECUTIONS_UP_TO \
         else None
-    return Created(rollout, listed, new)
+    return Created(rollout, site_ids, listed, new)
 
 
 def rollout_id_for(client_token: str | None) -> str:
@@ -87,9 +88,10 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     now = clock()
     policy = body.policy
     sizes = waves.wave_sizes(len(site_ids), policy)
+    target_ref = targets.write(rollout_id, site_ids)  # before the rollout that names it
     rollout = Rollout(
         rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
-        site_ids=site_ids, state=RolloutState.RUNNING, client_token=body.client_token,
+        target_ref=target_ref, state=RolloutState.RUNNING, client_token=body.client_token,
         request_hash=body.fingerprint(), created_at=now, updated_at=now,
         blueprint=source.blueprint, blueprint_revision=source.revision,
         policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
@@ -110,9 +112,9 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
              len(source.steps), len(site_ids), sizes)
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
                                                    "waves": sizes}, now)
-    ensure_executions(rollout, clock, rendered)
+    ensure_executions(rollout, site_ids, clock, rendered)
     engine.advance(rollout_id, publisher, clock, lease=rollout.lease_token)
-    return _created(rollout_id, new=True)
+    return _created(rollout_id, site_ids, new=True)
 
 
 def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:
@@ -120,9 +122,14 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
         raise Conflict(f"client_token {body.client_token!r} was already used for rollout "
                        f"{rollout.rollout_id!r} with a different request")
     LOG.info("rollout %s: same client_token again; resuming it", rollout.rollout_id)
-    ensure_executions(rollout, clock)
-    engine.advance(rollout.rollout_id, publisher, clock)
-    return _created(rollout.rollout_id, new=False)
+    site_ids = targets.read(rollout)
+    ensure_executions(rollout, site_ids, clock)
+    # A create that crashed before its first advance left its lease held: the retry takes
+    # its place rather than wait for it to expire (should that create still be running, two
+    # writers race for the same claims, and a claim is conditional).
+    lease = rollout.lease_token if rollout.moved_at is None else None
+    engine.advance(rollout.rollout_id, publisher, clock, lease=lease)
+    return _created(rollout.rollout_id, site_ids, new=False)
 
 
 def resolve_sites(body: RolloutIn) -> list[str]:
@@ -215,14 +222,14 @@ def render_all(rollout_id: str, site_ids: Sequence[str],
     return rendered
 
 
-def ensure_executions(rollout: Rollout, clock: Clock = time.time,
+def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = time.time,
                       rendered: dict[str, render.RenderedSite] | None = None) -> None:
     """One queued execution per site, in its wave, with its rendered plan; those that exist
     are left as they are (a retried create completes a crashed one, and its executions
     render their plan when dispatched). Waves are consecutive slices of the target in the
     order given (a tag's sites sorted by id)."""
     rendered = rendered or {}
-    sizes = [int(size) for size in rollout.waves or [len(rollout.site_ids)]]
+    sizes = [int(size) for size in rollout.waves or [len(site_ids)]]
     have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
     with Wave.batch_write() as batch:
         for index, size in enumerate(sizes):
@@ -233,7 +240,7 @@ def ensure_executions(rollout: Rollout, clock: Clock = time.time,
     existing = {e.site_id for e in Execution.query(rollout.rollout_id,
                                                    attributes_to_get=["site_id"])}
     with Execution.batch_write() as batch:
-        for site_id, wave in zip(rollout.site_ids, wave_of, strict=True):
+        for site_id, wave in zip(site_ids, wave_of, strict=True):
             if site_id in existing:
                 continue
             site = rendered.get(site_id)

@@ -197,6 +197,39 @@ def test_the_same_client_token_gives_back_the_same_rollout(api, published):
     assert "client_token 'deploy-42' was already used" in other["error"]["message"]
 
 
+def test_a_create_that_crashed_is_completed_by_its_retry_from_the_stored_target(
+        api, published, monkeypatch):
+    from chalicelib import rollouts, targets
+    from chalicelib.models import Rollout
+
+    monkeypatch.setattr(targets, "PART_SIZE", 2)  # 5 sites: 3 parts
+    sites = [f"shop-{n}" for n in (5, 3, 1, 4, 2)]  # listed in the operator's order
+    for site in sites:
+        add_site(api, site)
+    write_executions = rollouts.ensure_executions
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the Lambda was stopped")
+
+    monkeypatch.setattr(rollouts, "ensure_executions", crash)
+    request = {"sites": sites, "steps": [POWER_ON], "client_token": "crash-1",
+               "policy": {"canary": {"sites": 1}, "growth": 2}}
+    assert call(api, "POST", "/rollouts", request)[0] == 500
+    monkeypatch.setattr(rollouts, "ensure_executions", write_executions)
+    status, body = call(api, "POST", "/rollouts", request)
+    assert status == 200, body
+    rollout_id = body["rollout"]["rollout_id"]
+    assert body["rollout"]["site_ids"] == sites
+    assert [(e["site_id"], e["wave"], e["state"]) for e in
+            sorted(body["executions"], key=lambda e: sites.index(e["site_id"]))] == [
+        ("shop-5", 0, "sent"), ("shop-3", 1, "queued"), ("shop-1", 1, "queued"),
+        ("shop-4", 2, "queued"), ("shop-2", 2, "queued")]
+    assert call(api, "GET", f"/rollouts/{rollout_id}")[1]["rollout"]["target"] == \
+        {"sites": sites}
+    stored = Rollout._get_connection().get_item(rollout_id)["Item"]
+    assert "shop-3" not in str(stored), "the rollout item does not carry its site ids"
+
+
 def test_a_plan_that_cannot_be_published_stays_queued_and_a_retry_sends_it(api, published):
     add_site(api, "shop-1")
     add_site(api, "shop-2")

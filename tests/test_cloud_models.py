@@ -28,7 +28,7 @@ def test_create_tables_is_idempotent(aws):
     assert {m.Meta.table_name for m in models.MODELS} == {
         "test-sites", "test-machines", "test-rollouts", "test-executions",
         "test-definitions", "test-blueprint-revisions",
-        "test-rollout-events", "test-waves"}
+        "test-rollout-events", "test-rollout-targets", "test-waves"}
 
 
 def test_execution_moves_only_along_the_table_and_counts_once(aws):
@@ -65,7 +65,7 @@ def test_moving_a_missing_execution_creates_nothing(aws):
 
 
 def test_rollout_leaves_running_once(aws):
-    rollout = Rollout("r-1", steps=[], target_tag="x", site_ids=["shop-1"],
+    rollout = Rollout("r-1", steps=[], target_tag="x", target_ref="t-1",
                       state=RolloutState.RUNNING, created_at=1.0, updated_at=1.0)
     rollout.save()
     stale = Rollout.get("r-1")

@@ -6,8 +6,8 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import audit, engine, publisher, rollouts, views
-from chalicelib.models import Wave
+from chalicelib import audit, engine, publisher, rollouts, targets, views
+from chalicelib.models import Rollout, Wave
 from chalicelib.schemas import RolloutIn, parse
 
 routes = Blueprint(__name__)
@@ -17,7 +17,8 @@ routes = Blueprint(__name__)
 def create_rollout() -> Response:
     body = parse(RolloutIn, routes.current_request.raw_body)
     created = rollouts.create(body, publisher.current())
-    body: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions)}
+    body: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions,
+                                                     created.site_ids)}
     if created.executions is not None:
         body["executions"] = [views.execution(e) for e in created.executions]
     return Response(body=body, status_code=201 if created.new else 200)
@@ -32,17 +33,21 @@ def list_rollouts() -> dict[str, Any]:
 def get_rollout(rollout_id: str) -> dict[str, Any]:
     params = routes.current_request.query_params or {}
     counters_only = params.get("executions") == "false"
-    rollout = engine.get_rollout(rollout_id, with_sites=not counters_only)
-    if counters_only:  # one read of the rollout (without its site ids), one of its waves
+    rollout = engine.get_rollout(rollout_id)
+    if counters_only:  # one read of the rollout, one of its waves
         return {"rollout": views.rollout(rollout), "waves": [
             views.wave(w) for w in Wave.query(rollout_id, consistent_read=True)]}
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
     machines = params.get("machines") != "false"
     executions = rollouts.executions_of(rollout_id, with_machines=machines)
     return {
-        "rollout": views.rollout(rollout, executions),
+        "rollout": views.rollout(rollout, executions, targets.read(rollout)),
         "executions": [views.execution(e, with_machines=machines) for e in executions],
     }
+
+
+def _one(rollout: Rollout) -> dict[str, Any]:
+    return {"rollout": views.rollout(rollout, site_ids=targets.read(rollout))}
 
 
 def _actor() -> str:
@@ -52,17 +57,17 @@ def _actor() -> str:
 
 @routes.route("/rollouts/{rollout_id}/pause", methods=["POST"])
 def pause(rollout_id: str) -> dict[str, Any]:
-    return {"rollout": views.rollout(engine.pause(rollout_id, _actor()))}
+    return _one(engine.pause(rollout_id, _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/resume", methods=["POST"])
 def resume(rollout_id: str) -> dict[str, Any]:
-    return {"rollout": views.rollout(engine.resume(rollout_id, publisher.current(), _actor()))}
+    return _one(engine.resume(rollout_id, publisher.current(), _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/cancel", methods=["POST"])
 def cancel(rollout_id: str) -> dict[str, Any]:
-    return {"rollout": views.rollout(engine.cancel(rollout_id, publisher.current(), _actor()))}
+    return _one(engine.cancel(rollout_id, publisher.current(), _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/events", methods=["GET"])
