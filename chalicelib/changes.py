@@ -41,11 +41,18 @@ class _RolloutChanges:
 
 class Changes:
     """Execution moves that took, to be counted and logged together: one per dispatch
-    round or ingest batch (``moved`` may be called from several threads)."""
+    round or ingest batch (``moved`` may be called from several threads). As a context
+    manager, it flushes on the way out, raised or not."""
 
     def __init__(self) -> None:
         self._by_rollout: dict[str, _RolloutChanges] = defaultdict(_RolloutChanges)
         self._lock = threading.Lock()
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()  # what took is counted and logged, even when the batch raised
 
     def __bool__(self) -> bool:
         return bool(self._by_rollout)

@@ -187,6 +187,18 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
     token = lease or _take_lease(rollout, clock)  # a new rollout is created with its lease
     if token is None:
         return rollout
+    try:
+        return _advance_holding(rollout, token, publisher, clock)
+    except Exception:  # free the rollout for the next writer now, not when the lease ends
+        conditional_write(Rollout(rollout_id), [Rollout.lease_until.remove(),
+                                                Rollout.lease_token.remove()],
+                          Rollout.lease_token == token)
+        raise
+
+
+def _advance_holding(rollout: Rollout, token: str, publisher: Publisher,
+                     clock: Clock) -> Rollout:
+    rollout_id = rollout.rollout_id
     while True:
         policy = policy_of(rollout)
         go, rollout = _wave_gate(rollout, policy, clock)
@@ -286,15 +298,14 @@ def _dispatch(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
     if not chosen:
         return 0
-    changes = Changes()
-    sender = _Sender(rollout, publisher, clock, changes)
-    if len(chosen) == 1:
-        sent = int(sender.send(chosen[0]))
-    else:
-        with ThreadPoolExecutor(min(DISPATCH_WORKERS, len(chosen)),
-                                thread_name_prefix="dispatch") as pool:
-            sent = sum(pool.map(sender.send, chosen))
-    changes.flush()
+    with Changes() as changes:
+        sender = _Sender(rollout, publisher, clock, changes)
+        if len(chosen) == 1:
+            sent = int(sender.send(chosen[0]))
+        else:
+            with ThreadPoolExecutor(min(DISPATCH_WORKERS, len(chosen)),
+                                    thread_name_prefix="dispatch") as pool:
+                sent = sum(pool.map(sender.send, chosen))
     if sent:
         rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
@@ -338,6 +349,9 @@ class _Sender:
                       site_id, exc.message)
             _unclaim(execution, f"plan not sent: {exc.message}", self.clock, self.changes)
             return False
+        except Exception as exc:  # not a refusal we know: give the claim back, then raise
+            _unclaim(execution, f"plan not sent: {exc}", self.clock, self.changes)
+            raise
         if desired:
             from chalicelib import rollouts
 
@@ -462,11 +476,10 @@ def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
 
 def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
     canceled = 0
-    changes = Changes()
-    for execution in Execution.queued.query(rollout.rollout_id):
-        canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason,
-                               changes=changes)
-    changes.flush()
+    with Changes() as changes:
+        for execution in Execution.queued.query(rollout.rollout_id):
+            canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason,
+                                   changes=changes)
     return canceled
 
 
@@ -562,29 +575,28 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
     if now < expires_at and now - float(rollout.created_at) < policy.site_timeout:
         return 0, 0  # no site can have been sent its plan longer ago than the timeout
     timed_out = expired = 0
-    changes = Changes()
-    flying = list(in_flight(rollout.rollout_id))
-    online = {s.site_id: bool(s.online) for s in Site.batch_get(
-        list({e.site_id for e in flying}))} if flying else {}
-    for execution in flying:
-        started = execution.started_at is not None
-        since = float(execution.started_at or execution.sent_at or execution.created_at)
-        if not started and now >= expires_at:
-            expired += transition(execution, ExecutionState.EXPIRED, clock,
-                                  message="the site did not start the plan before the "
-                                  "rollout expired", changes=changes)
-        elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
-            reason = (f"no result {policy.site_timeout:.0f} s after the site "
-                      f"{'started' if started else 'was sent'} the plan")
-            if int(execution.attempt) <= policy.retries.max:
-                requeue(execution, policy, f"timed out: {reason}", clock, changes)
-            else:
-                timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
-                                        message=reason, changes=changes)
-    if now >= expires_at:
-        for execution in Execution.queued.query(rollout.rollout_id):
-            expired += transition(execution, ExecutionState.EXPIRED, clock,
-                                  message="the rollout expired before the site's turn came",
-                                  changes=changes)
-    changes.flush()
+    with Changes() as changes:
+        flying = list(in_flight(rollout.rollout_id))
+        online = {s.site_id: bool(s.online) for s in Site.batch_get(
+            list({e.site_id for e in flying}))} if flying else {}
+        for execution in flying:
+            started = execution.started_at is not None
+            since = float(execution.started_at or execution.sent_at or execution.created_at)
+            if not started and now >= expires_at:
+                expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                      message="the site did not start the plan before the "
+                                      "rollout expired", changes=changes)
+            elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
+                reason = (f"no result {policy.site_timeout:.0f} s after the site "
+                          f"{'started' if started else 'was sent'} the plan")
+                if int(execution.attempt) <= policy.retries.max:
+                    requeue(execution, policy, f"timed out: {reason}", clock, changes)
+                else:
+                    timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
+                                            message=reason, changes=changes)
+        if now >= expires_at:
+            for execution in Execution.queued.query(rollout.rollout_id):
+                expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                      message="the rollout expired before the site's turn came",
+                                      changes=changes)
     return timed_out, expired

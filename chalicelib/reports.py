@@ -75,14 +75,14 @@ def apply(messages: list[Progress], clock: engine.Clock = time.time) -> None:
     """
     now = clock()
     batch = _Batch()
-    for report in _group(messages):
-        if report.result is not None:
-            _apply_result(report, report.result, now, batch)
-        else:
-            _apply_progress(report, now, batch)
-    finished = {rollout_id: batch.changes.waves_finished_in(rollout_id)
-                for rollout_id in batch.changes.rollout_ids}
-    batch.changes.flush()
+    with batch.changes:  # a report that raises leaves the moves before it counted
+        for report in _group(messages):
+            if report.result is not None:
+                _apply_result(report, report.result, now, batch)
+            else:
+                _apply_progress(report, now, batch)
+        finished = {rollout_id: batch.changes.waves_finished_in(rollout_id)
+                    for rollout_id in batch.changes.rollout_ids}
     for rollout_id in sorted(set(finished) | batch.recount):
         if rollout_id not in batch.recount and not finished[rollout_id]:
             continue  # nothing finished: nothing can move

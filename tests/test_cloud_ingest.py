@@ -376,3 +376,32 @@ def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
                                    rule_record(Presence(site="shop-2"))])
     assert len(batches[0]) == 2, "the records were tried as one batch first"
     assert len(calls) == 2, "then one by one: the rest of the batch was still tried"
+
+
+def test_a_batch_that_fails_half_way_counts_what_it_stored_and_its_retry_the_rest(
+        rollout, monkeypatch):
+    from chalicelib import reports
+
+    update = reports._update
+
+    def throttled_on_shop_2(report, actions, condition):
+        if report.site == "shop-2":
+            raise RuntimeError("DynamoDB throttled")
+        return update(report, actions, condition)
+
+    batch = [up(result(rollout, 2, **{"srv-1": "succeeded"})),
+             up(result(rollout, 2, site_id="shop-2", **{"srv-1": "succeeded"}))]
+    monkeypatch.setattr(reports, "_update", throttled_on_shop_2)
+    with pytest.raises(RuntimeError, match="throttled"):
+        ingest.handle_messages(batch)
+    stored = Rollout.get(rollout.rollout_id, consistent_read=True)
+    assert (stored.done, stored.in_flight) == (1, 1), "the stored move is counted"
+    monkeypatch.setattr(reports, "_update", update)
+    for message in batch:  # SQS, or the bridge, hands them over again one by one
+        ingest.handle_messages([message])
+    stored = Rollout.get(rollout.rollout_id, consistent_read=True)
+    assert (stored.done, stored.in_flight, stored.state) == (2, 0, "succeeded")
+    moves = [(e["detail"]["site_id"], e["detail"]["state"]) for e in
+             audit.log_of(rollout.rollout_id) if e["type"] == "Execution State Changed"]
+    assert sorted(moves) == [(SITE, "sent"), (SITE, "succeeded"), ("shop-2", "sent"),
+                             ("shop-2", "succeeded")], "each move logged once"

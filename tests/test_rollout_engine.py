@@ -282,6 +282,31 @@ def test_a_wave_started_by_a_batch_of_results_is_logged_after_them(aws, publishe
     assert canary_done < started <= sent, "stamped when done, not with the batch's time"
 
 
+def test_a_dispatch_that_raises_half_way_logs_what_it_sent_and_frees_the_rollout(
+        aws, published, clock, monkeypatch):
+    sites = make_sites(3)
+    publish = published.publish
+
+    def breaks_on_the_last(topic: str, payload: bytes) -> None:
+        if "shop-002" in topic:
+            raise RuntimeError("connection reset by peer")
+        publish(topic, payload)
+
+    monkeypatch.setattr(published, "publish", breaks_on_the_last)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        start(published, clock, sites)
+    (rollout,) = Rollout.scan(consistent_read=True)
+    assert rollout.lease_token is None, "the next writer need not wait for the lease to end"
+    log = {(e["detail"]["site_id"], e["detail"]["state"]) for e in
+           audit.log_of(rollout.rollout_id) if e["type"] == "Execution State Changed"}
+    assert {("shop-000", "sent"), ("shop-001", "sent")} <= log, "what was sent is logged"
+    assert execution(rollout.rollout_id, "shop-002").state == "queued", "and the claim given back"
+    assert rollout.state_counts.as_dict() == {"queued": 1, "sent": 2}
+    monkeypatch.setattr(published, "publish", publish)
+    engine.advance(rollout.rollout_id, published, clock)
+    assert sorted(sent_sites(published)) == sites
+
+
 def test_a_large_wave_is_dispatched_in_rounds(aws, published, clock, monkeypatch):
     monkeypatch.setattr(engine, "DISPATCH_ROUND", 2)
     sites = make_sites(5)
