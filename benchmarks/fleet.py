@@ -25,6 +25,7 @@ import argparse
 import json
 import re
 import resource
+import signal
 import sys
 import tempfile
 import threading
@@ -293,6 +294,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
+    # A SIGTERM unwinds like ^C, so the stack and the simulated fleet are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     raise_open_file_limit()
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
     with tempfile.TemporaryDirectory(prefix="edgeplane-fleet-") as tmp:
