@@ -574,29 +574,34 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
     expires_at = float(rollout.expires_at or float("inf"))
     if now < expires_at and now - float(rollout.created_at) < policy.site_timeout:
         return 0, 0  # no site can have been sent its plan longer ago than the timeout
-    timed_out = expired = 0
     with Changes() as changes:
-        flying = list(in_flight(rollout.rollout_id))
-        online = {s.site_id: bool(s.online) for s in Site.batch_get(
-            list({e.site_id for e in flying}))} if flying else {}
-        for execution in flying:
-            started = execution.started_at is not None
-            since = float(execution.started_at or execution.sent_at or execution.created_at)
-            if not started and now >= expires_at:
-                expired += transition(execution, ExecutionState.EXPIRED, clock,
-                                      message="the site did not start the plan before the "
-                                      "rollout expired", changes=changes)
-            elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
-                reason = (f"no result {policy.site_timeout:.0f} s after the site "
-                          f"{'started' if started else 'was sent'} the plan")
-                if int(execution.attempt) <= policy.retries.max:
-                    requeue(execution, policy, f"timed out: {reason}", clock, changes)
-                else:
-                    timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
-                                            message=reason, changes=changes)
-        if now >= expires_at:
-            for execution in Execution.queued.query(rollout.rollout_id):
-                expired += transition(execution, ExecutionState.EXPIRED, clock,
-                                      message="the rollout expired before the site's turn came",
-                                      changes=changes)
+        return _time_out_and_expire(rollout, policy, now, expires_at, clock, changes)
+
+
+def _time_out_and_expire(rollout: Rollout, policy: PolicyIn, now: float, expires_at: float,
+                         clock: Clock, changes: Changes) -> tuple[int, int]:
+    timed_out = expired = 0
+    flying = list(in_flight(rollout.rollout_id))
+    online = {s.site_id: bool(s.online) for s in Site.batch_get(
+        list({e.site_id for e in flying}))} if flying else {}
+    for execution in flying:
+        started = execution.started_at is not None
+        since = float(execution.started_at or execution.sent_at or execution.created_at)
+        if not started and now >= expires_at:
+            expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                  message="the site did not start the plan before the "
+                                  "rollout expired", changes=changes)
+        elif (started or online.get(execution.site_id)) and now - since >= policy.site_timeout:
+            reason = (f"no result {policy.site_timeout:.0f} s after the site "
+                      f"{'started' if started else 'was sent'} the plan")
+            if int(execution.attempt) <= policy.retries.max:
+                requeue(execution, policy, f"timed out: {reason}", clock, changes)
+            else:
+                timed_out += transition(execution, ExecutionState.TIMED_OUT, clock,
+                                        message=reason, changes=changes)
+    if now >= expires_at:
+        for execution in Execution.queued.query(rollout.rollout_id):
+            expired += transition(execution, ExecutionState.EXPIRED, clock,
+                                  message="the rollout expired before the site's turn came",
+                                  changes=changes)
     return timed_out, expired

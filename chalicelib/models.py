@@ -156,7 +156,8 @@ class Rollout(EdgeplaneModel):
     message = UnicodeAttribute(null=True)  # why it aborted, who canceled it
     target_tag = UnicodeAttribute(null=True)  # None: the sites were listed
     # The resolved site ids live in RolloutTarget items named by this (see targets.py): a
-    # DynamoDB item holds 400 KB, and 10,000 ids would be half of that, read on every read.
+    # DynamoDB item holds 400 KB, 10,000 ids are ~150 KB, and this item is read by every
+    # advance.
     target_ref = UnicodeAttribute()
     state = UnicodeAttribute()
     client_token = UnicodeAttribute(null=True)
