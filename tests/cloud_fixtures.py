@@ -11,13 +11,17 @@ finds fixtures by name in the test module) and keep the names referenced
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chalice.test import Client
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib import models, publisher
 from chalicelib.errors import PublishFailed
@@ -32,6 +36,25 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
 
 
+@contextmanager
+def one_request_at_a_time() -> Iterator[None]:
+    """In-process moto applies one request at a time, as the local stack's moto server does
+    (``edgeplane/dev/moto_server.py``): its backends have no lock, so two threads' conditional
+    updates of one item could both take (the bridge's workers, dispatch's senders)."""
+    process = BotocoreStubber.process_request
+    lock = threading.RLock()
+
+    def serialized(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    BotocoreStubber.process_request = serialized  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BotocoreStubber.process_request = process  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="module")
 def moto_dynamodb() -> Iterator[None]:
     """In-process moto for one test module (mock_aws also fakes the credentials).
@@ -39,7 +62,7 @@ def moto_dynamodb() -> Iterator[None]:
     Configured once per module: each configure builds new botocore clients (~0.15 s per
     table), while dropping and creating the tables again takes milliseconds.
     """
-    with mock_aws():
+    with mock_aws(), one_request_at_a_time():
         models.configure(None, "test-", REGION)
         yield
     models.forget_configuration()

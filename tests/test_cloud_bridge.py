@@ -119,7 +119,7 @@ def test_the_bridge_resubscribes_after_the_broker_restarts(aws, mosquitto):
 
 def test_a_reconnect_storm_is_taken_a_bounded_batch_at_a_time_and_stored_once(
         aws, mosquitto, bus_events):
-    sites = [f"shop-{n:04d}" for n in range(600)]
+    sites = [f"shop-{n:04d}" for n in range(300)]
     with bridge(mosquitto.port, client_id="storm-bridge"):
         # once a report goes through, the bridge's persistent session is subscribed: the
         # broker keeps what comes next while the bridge is down
