@@ -1,7 +1,7 @@
 """A rollout's resolved target: its site ids, in order, stored beside the rollout.
 
 The rollout item holds counters that every advance reads and every batch updates; 10,000
-site ids would make it ~200 KB (DynamoDB's limit is 400 KB an item, so 25,000 sites with
+site ids would make it ~150 KB (DynamoDB's limit is 400 KB an item, so 25,000 sites with
 longer names could not be created at all). The ids are written in parts of ``PART_SIZE``
 under a reference of the create that wrote them, before the rollout item that names it:
 a rollout never exists without its target, and two racing creates of one client token
