@@ -8,11 +8,12 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
-from chalicelib import __version__, auth, engine, errors, ingest, publisher, settings
+from chalicelib import __version__, auth, errors, ingest, publisher, settings
 from chalicelib.api.definitions import routes as definition_routes
 from chalicelib.api.drift import routes as drift_routes
 from chalicelib.api.rollouts import routes as rollout_routes
 from chalicelib.api.sites import sites as site_routes
+from chalicelib.rollouts import tick
 from edgeplane.protocol import PROTOCOL_VERSION
 
 app = Chalice(app_name="edgeplane")
@@ -43,4 +44,4 @@ def ingest_reports(event: SQSEvent) -> None:
 # Timeouts, expiry and windows that opened: what no result will trigger.
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def rollout_tick(event: CloudWatchEvent) -> None:
-    engine.tick(publisher.current())
+    tick.tick(publisher.current())

@@ -33,7 +33,7 @@ from chalicelib.definitions.resolve import Fleet, Profile  # noqa: E402
 from chalicelib.definitions.variation import SiteTags, report  # noqa: E402
 from chalicelib.models import Machine, Site  # noqa: E402
 from edgeplane import protocol  # noqa: E402
-from edgeplane.cli import documents  # noqa: E402
+from edgeplane_cli import documents  # noqa: E402
 
 
 def generated_fleet(sites: int, seed: int = 7) -> tuple[Fleet, list[SiteTags]]:

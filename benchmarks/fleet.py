@@ -39,16 +39,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_gateway.transport_multiplex import MultiplexedMqtt  # noqa: E402
 from edgeplane import protocol  # noqa: E402
-from edgeplane.cli.client import ApiClient  # noqa: E402
-from edgeplane.dev.fleet_sim import (  # noqa: E402
+from edgeplane_cli.client import ApiClient  # noqa: E402
+from edgeplane_dev.fleet_sim import (  # noqa: E402
     SMALL_THREAD_STACK,
     FleetSimulator,
     raise_open_file_limit,
     site_ids,
 )
-from edgeplane.dev.stack import LocalStack  # noqa: E402
+from edgeplane_dev.stack import LocalStack  # noqa: E402
+from edgeplane_dev.transport_multiplex import MultiplexedMqtt  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 STEPS = [

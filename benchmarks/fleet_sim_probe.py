@@ -3,7 +3,7 @@
     python benchmarks/fleet_sim_probe.py --sites 10000 [--machines 4] [--max-parallel 4]
                                          [--workers 64] [--processes 1]
 
-A quick measurement of ``edgeplane.dev.fleet_sim`` on this machine, not the benchmark. All
+A quick measurement of ``edgeplane_dev.fleet_sim`` on this machine, not the benchmark. All
 on 127.0.0.1: a mosquitto of our own, the simulator in this process (every site the real
 gateway core on simulated BMCs, all sessions on one MQTT loop thread; with ``--processes
 K`` in K child processes, each with its own loop), and two plain paho clients standing in
@@ -41,14 +41,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeplane import protocol
-from edgeplane.dev.fleet_sim import (
+from edgeplane.protocol import Plan, PlanStep
+from edgeplane_dev.fleet_sim import (
     SMALL_THREAD_STACK,
     FleetSimulator,
     machine_configs,
     raise_open_file_limit,
 )
-from edgeplane.dev.mosquitto import Mosquitto
-from edgeplane.protocol import Plan, PlanStep
+from edgeplane_dev.mosquitto import Mosquitto
 
 LOOPBACK = "127.0.0.1"
 

@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeplane import protocol
-from edgeplane.dev.mosquitto import Mosquitto
-from edgeplane.dev.ports import LOOPBACK
-from edgeplane.dev.processes import spawn, stop
-from edgeplane.dev.recorder import Recorder
 from edgeplane.protocol import Inventory, Plan, PlanStep, Presence, Result
+from edgeplane_dev.mosquitto import Mosquitto
+from edgeplane_dev.ports import LOOPBACK
+from edgeplane_dev.processes import spawn, stop
+from edgeplane_dev.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -157,7 +157,7 @@ def wait_for_line(process: subprocess.Popen, log: Path, prefix: str, timeout: fl
 @contextmanager
 def simulator(count: int, settings: Settings, log: Path) -> Iterator[tuple[int, list[int]]]:
     """``count`` simulated BMCs in one process on ports the OS picks; (pid, ports)."""
-    args = [sys.executable, "-m", "edgeplane.dev.redfish_sim", *["--port", "0"] * count,
+    args = [sys.executable, "-m", "edgeplane_dev.redfish_sim", *["--port", "0"] * count,
             "--latency", str(settings.latency), "--power-delay", str(settings.power_delay),
             "--username", USERNAME, "--password", PASSWORD]
     with child(args, log) as process:
@@ -169,7 +169,7 @@ def simulator(count: int, settings: Settings, log: Path) -> Iterator[tuple[int, 
 
 
 def gateway_config(site: str, mqtt_port: int, ports: list[int], settings: Settings) -> str:
-    """The site's TOML, as ``edgeplane.dev.stack`` writes it, one machine per BMC port."""
+    """The site's TOML, as ``edgeplane_dev.stack`` writes it, one machine per BMC port."""
     lines = [
         f"site = {json.dumps(site)}",
         'journal = "journal.db"',

@@ -26,7 +26,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeplane.dev.ports import LOOPBACK, free_port, wait_for_tcp  # noqa: E402
+from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp  # noqa: E402
 
 TABLE = "costs"
 
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.items - args.items % 100
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "edgeplane.dev.moto_server", "-H",
+    server = subprocess.Popen([sys.executable, "-m", "edgeplane_dev.moto_server", "-H",
                                LOOPBACK, "-p", str(port)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

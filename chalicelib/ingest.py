@@ -25,9 +25,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from chalicelib import audit, drift, events, reports
+from chalicelib import audit, drift, events
+from chalicelib.clock import Clock
 from chalicelib.errors import IngestFailed
 from chalicelib.models import Machine, Site, conditional_update
+from chalicelib.rollouts import reports
 from edgeplane import protocol
 from edgeplane.protocol import (
     Inventory,
@@ -40,7 +42,7 @@ from edgeplane.protocol import (
 
 LOG = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
+
 
 
 def handle_message(topic: str, payload: bytes, clock: Clock = time.time) -> None:

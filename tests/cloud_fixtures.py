@@ -26,8 +26,8 @@ from moto.core.botocore_stubber import BotocoreStubber
 from chalicelib import models, publisher
 from chalicelib.errors import PublishFailed
 from edgeplane import protocol
-from edgeplane.dev.mosquitto import mosquitto_binary
-from edgeplane.dev.ports import LOOPBACK, free_port, wait_for_tcp
+from edgeplane_dev.mosquitto import mosquitto_binary
+from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -39,7 +39,7 @@ JSON = {**AUTH, "Content-Type": "application/json"}
 @contextmanager
 def one_request_at_a_time() -> Iterator[None]:
     """In-process moto applies one request at a time, as the local stack's moto server does
-    (``edgeplane/dev/moto_server.py``): its backends have no lock, so two threads' conditional
+    (``edgeplane_dev/moto_server.py``): its backends have no lock, so two threads' conditional
     updates of one item could both take (the bridge's workers, dispatch's senders)."""
     process = BotocoreStubber.process_request
     lock = threading.RLock()

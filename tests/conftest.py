@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from edgeplane.dev.mosquitto import Mosquitto
-from edgeplane.dev.ports import LOOPBACK
+from edgeplane_dev.mosquitto import Mosquitto
+from edgeplane_dev.ports import LOOPBACK
 
 
 @pytest.fixture

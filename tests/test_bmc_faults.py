@@ -10,9 +10,9 @@ from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.executor import PlanExecutor
-from edgeplane.dev.ports import LOOPBACK, free_port
-from edgeplane.dev.redfish_sim import BmcOptions, Fault, RedfishSimulator
 from edgeplane.protocol import BmcProtocol, MachineState, Plan, PlanStep
+from edgeplane_dev.ports import LOOPBACK, free_port
+from edgeplane_dev.redfish_sim import BmcOptions, Fault, RedfishSimulator
 
 SITE = "shop-0042"
 MACHINES = ("srv-ok", "srv-bad")

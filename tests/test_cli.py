@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from edgeplane.cli.config import Context, config_path, load_context, save_context
-from edgeplane.cli.rollouts import parse_step
+from edgeplane_cli.config import Context, config_path, load_context, save_context
+from edgeplane_cli.rollouts import parse_step
 
 BIN = Path(sys.executable).parent
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeplane.cli.client import ApiClient
-from edgeplane.dev.stack import LocalStack
+from edgeplane_cli.client import ApiClient
+from edgeplane_dev.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

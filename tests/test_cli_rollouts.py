@@ -16,8 +16,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeplane import protocol
-from edgeplane.cli.client import ApiClient, ApiError
-from edgeplane.dev.stack import LocalStack
+from edgeplane_cli.client import ApiClient, ApiError
+from edgeplane_dev.stack import LocalStack
 from tests.cloud_fixtures import machine_result
 
 pytestmark = pytest.mark.e2e

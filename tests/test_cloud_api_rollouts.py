@@ -62,9 +62,9 @@ def test_create_publishes_one_plan_per_site_and_marks_it_sent(api, published):
 
 def test_a_large_rollout_is_answered_with_its_counters_not_its_executions(api, published,
                                                                           monkeypatch):
-    from chalicelib import rollouts
+    from chalicelib.rollouts import create
 
-    monkeypatch.setattr(rollouts, "LIST_EXECUTIONS_UP_TO", 1)
+    monkeypatch.setattr(create, "LIST_EXECUTIONS_UP_TO", 1)
     add_site(api, "shop-1")
     add_site(api, "shop-2", machines=("srv-9",))
     status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1", "shop-2"],
@@ -199,23 +199,23 @@ def test_the_same_client_token_gives_back_the_same_rollout(api, published):
 
 def test_a_create_that_crashed_is_completed_by_its_retry_from_the_stored_target(
         api, published, monkeypatch):
-    from chalicelib import rollouts, targets
     from chalicelib.models import Rollout
+    from chalicelib.rollouts import create, targets
 
     monkeypatch.setattr(targets, "PART_SIZE", 2)  # 5 sites: 3 parts
     sites = [f"shop-{n}" for n in (5, 3, 1, 4, 2)]  # listed in the operator's order
     for site in sites:
         add_site(api, site)
-    write_executions = rollouts.ensure_executions
+    write_executions = create.ensure_executions
 
     def crash(*args, **kwargs):
         raise RuntimeError("the Lambda was stopped")
 
-    monkeypatch.setattr(rollouts, "ensure_executions", crash)
+    monkeypatch.setattr(create, "ensure_executions", crash)
     request = {"sites": sites, "steps": [POWER_ON], "client_token": "crash-1",
                "policy": {"canary": {"sites": 1}, "growth": 2}}
     assert call(api, "POST", "/rollouts", request)[0] == 500
-    monkeypatch.setattr(rollouts, "ensure_executions", write_executions)
+    monkeypatch.setattr(create, "ensure_executions", write_executions)
     status, body = call(api, "POST", "/rollouts", request)
     assert status == 200, body
     rollout_id = body["rollout"]["rollout_id"]

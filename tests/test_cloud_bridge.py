@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from chalicelib.ingest import handle_message, handle_messages
 from chalicelib.models import Machine, Site
 from edgeplane import protocol
-from edgeplane.dev.bridge import run_bridge
+from edgeplane_dev.bridge import run_bridge
 from tests.cloud_fixtures import aws, bus_events, mosquitto, moto_dynamodb, up, wait_until
 
 FIXTURES = (aws, bus_events, mosquitto, moto_dynamodb)

@@ -13,9 +13,10 @@ import time
 import pytest
 from chalice.test import Client
 
-from chalicelib import audit, engine, ingest, rollouts
+from chalicelib import audit, ingest
 from chalicelib.errors import IngestFailed
 from chalicelib.models import Execution, Machine, Rollout, Site, Wave
+from chalicelib.rollouts import create, tick
 from chalicelib.schemas import RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
@@ -127,7 +128,7 @@ def rollout(aws, published) -> Rollout:
     """A rollout on two sites, their plans sent."""
     for name in (SITE, "shop-2"):
         send(Inventory(site=name, machines=[report("srv-1"), report("srv-2")]))
-    created = rollouts.create(RolloutIn.model_validate({
+    created = create.create(RolloutIn.model_validate({
         "sites": [SITE, "shop-2"],
         "steps": [{"task": "power.ensure", "params": {"state": "on"}}]}), published)
     return created.rollout
@@ -231,7 +232,7 @@ def test_a_duplicate_result_completes_a_rollout_left_running_by_a_crash(rollout)
     assert Rollout.get(rollout.rollout_id).state == "running"
     send(final)  # delivered again at once: a batch may be between its moves and counters
     assert Rollout.get(rollout.rollout_id).state == "running"
-    later = time.time() + engine.RECOUNT_QUIET
+    later = time.time() + tick.RECOUNT_QUIET
     ingest.handle_message(*up(final), clock=lambda: later)  # SQS delivers it again, later
     assert Rollout.get(rollout.rollout_id).state == "succeeded"
 
@@ -380,7 +381,7 @@ def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
 
 def test_a_batch_that_fails_half_way_counts_what_it_stored_and_its_retry_the_rest(
         rollout, monkeypatch):
-    from chalicelib import reports
+    from chalicelib.rollouts import reports
 
     update = reports._update
 

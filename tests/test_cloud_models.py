@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from moto.server import ThreadedMotoServer
 
-from chalicelib import models, states
-from chalicelib.engine import move_rollout, transition
+from chalicelib import models
 from chalicelib.models import Execution, Rollout, Site, Wave
-from chalicelib.states import RolloutState
-from edgeplane.dev.ports import free_port
+from chalicelib.rollouts import states
+from chalicelib.rollouts.moves import move_rollout, transition
+from chalicelib.rollouts.states import RolloutState
 from edgeplane.protocol import ExecutionState
+from edgeplane_dev.ports import free_port
 from tests.cloud_fixtures import REGION, aws, moto_dynamodb
 
 FIXTURES = (aws, moto_dynamodb)

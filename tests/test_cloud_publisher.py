@@ -16,7 +16,7 @@ from chalicelib import publisher
 from chalicelib.errors import NotConfigured, PublishFailed
 from chalicelib.publisher import IotDataPublisher, MqttPublisher
 from edgeplane import protocol
-from edgeplane.dev.ports import free_port
+from edgeplane_dev.ports import free_port
 from tests.cloud_fixtures import (
     REGION,
     api,

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from edgeplane.dev.ports import LOOPBACK, free_port, wait_for_tcp
-from edgeplane.dev.processes import spawn, stop
+from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
+from edgeplane_dev.processes import spawn, stop
 
 ITEMS = 120
 WRITERS = 8
@@ -20,7 +20,7 @@ WRITERS = 8
 @pytest.fixture
 def endpoint(tmp_path):
     port = free_port()
-    server = spawn([sys.executable, "-m", "edgeplane.dev.moto_server", "-H", LOOPBACK,
+    server = spawn([sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
                     "-p", str(port)], tmp_path / "moto.log")
     try:
         wait_for_tcp(port, timeout=60)

@@ -10,9 +10,6 @@ from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.journal import Journal
 from edge_gateway.transport import MqttTransport
 from edgeplane import protocol
-from edgeplane.dev.ipmi_sim import SimulatorProcess
-from edgeplane.dev.recorder import Recorder
-from edgeplane.dev.redfish_sim import BmcOptions, RedfishSimulator
 from edgeplane.protocol import (
     BmcProtocol,
     Inventory,
@@ -21,6 +18,9 @@ from edgeplane.protocol import (
     PlanStep,
     Result,
 )
+from edgeplane_dev.ipmi_sim import SimulatorProcess
+from edgeplane_dev.recorder import Recorder
+from edgeplane_dev.redfish_sim import BmcOptions, RedfishSimulator
 from tests.cloud_fixtures import api, aws, bus_events, call, moto_dynamodb, published
 
 FIXTURES = (api, aws, bus_events, moto_dynamodb, published)
@@ -56,12 +56,12 @@ def test_differences_are_named_and_unread_fields_are_not_judged():
 
 
 def test_observed_state_is_judged_only_where_a_rollout_desired_something(aws):
-    from chalicelib import rollouts
     from chalicelib.models import Machine
+    from chalicelib.rollouts import rendering
 
     for site in ("shop-1", "shop-2"):
         Machine(site, "srv-1", protocol="redfish", address="x").save()
-    rollouts.set_desired("r-1", "shop-2", {"srv-1": {"expect": {"power": "on"}}})
+    rendering.set_desired("r-1", "shop-2", {"srv-1": {"expect": {"power": "on"}}})
     reports = [protocol.Observed(site=site, ts=10.0, trigger="plan", machines=[
         MachineObservation(machine="srv-1", power="off")]) for site in ("shop-1", "shop-2")]
     ingest.handle_messages([(protocol.up_topic(r.site, r.KIND), r.encode()) for r in reports])

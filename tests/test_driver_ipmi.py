@@ -17,9 +17,9 @@ from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.ipmi import IpmiDriver, parse_address, wait_for_calls
 from edge_gateway.drivers.ipmi.receive import receive_without_blocking
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError, ConfigError
-from edgeplane.dev.ipmi_sim import SimulatorProcess
-from edgeplane.dev.ports import free_port
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
+from edgeplane_dev.ipmi_sim import SimulatorProcess
+from edgeplane_dev.ports import free_port
 
 POWER_DELAY = 0.2  # the simulated chassis takes this long to read back a power change
 LEGACY, UEFI = BootFirmwareMode.LEGACY, BootFirmwareMode.UEFI

@@ -18,9 +18,9 @@ from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.redfish import RedfishDriver
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
 from edge_gateway.probe import probe
-from edgeplane.dev.ports import LOOPBACK, free_port
-from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
+from edgeplane_dev.ports import LOOPBACK, free_port
+from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 
 USERNAME, PASSWORD = "admin", "emulator-pw"
 POWER_WAIT = 30.0  # the emulator applies a power change 1-11 s after the request

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from edgeplane.dev.processes import is_running
-from edgeplane.dev.stack import BMC_PASSWORD, BMC_USERNAME, LocalStack, load_state
+from edgeplane_dev.processes import is_running
+from edgeplane_dev.stack import BMC_PASSWORD, BMC_USERNAME, LocalStack, load_state
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from itertools import pairwise
 
 import pytest
 
-from edgeplane.cli.client import ApiClient
-from edgeplane.dev.fleet_sim import FleetSimulator
-from edgeplane.dev.stack import LocalStack
+from edgeplane_cli.client import ApiClient
+from edgeplane_dev.fleet_sim import FleetSimulator
+from edgeplane_dev.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -10,17 +10,17 @@ import threading
 import pytest
 
 from edge_gateway.config import MqttSettings
-from edge_gateway.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
 from edgeplane import protocol
-from edgeplane.dev.fleet_sim import (
+from edgeplane.protocol import Inventory, Plan, PlanStep, PowerState, Presence, Result
+from edgeplane_dev.fleet_sim import (
     FleetSimulator,
     FleetStats,
     raise_open_file_limit,
     site_ids,
     split,
 )
-from edgeplane.dev.recorder import Recorder
-from edgeplane.protocol import Inventory, Plan, PlanStep, PowerState, Presence, Result
+from edgeplane_dev.recorder import Recorder
+from edgeplane_dev.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
 
 MACHINES = ["rf-1", "rf-2", "ipmi-1", "ipmi-2"]
 

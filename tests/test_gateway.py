@@ -9,11 +9,9 @@ import pytest
 from edge_gateway.agent import Gateway
 from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
-from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
 from edge_gateway.journal import Journal
 from edge_gateway.transport import MqttTransport
 from edgeplane import protocol
-from edgeplane.dev.recorder import Recorder
 from edgeplane.protocol import (
     BmcProtocol,
     BootMode,
@@ -27,6 +25,8 @@ from edgeplane.protocol import (
     Progress,
     Result,
 )
+from edgeplane_dev.recorder import Recorder
+from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
 
 SITE = "shop-0001"
 

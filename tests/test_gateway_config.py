@@ -6,7 +6,7 @@ import pytest
 
 from edge_gateway.config import load_config
 from edge_gateway.errors import ConfigError
-from edgeplane.dev.stack import gateway_config
+from edgeplane_dev.stack import gateway_config
 
 GOOD = """
 site = "shop-0042"

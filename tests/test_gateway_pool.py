@@ -11,11 +11,11 @@ import pytest
 from edge_gateway.agent import Gateway
 from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
 from edge_gateway.drivers.base import BmcCredentials
-from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
 from edge_gateway.journal import Journal
 from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Cancel, Plan, PlanStep, PowerState
+from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
 from tests.test_gateway_workers import wait_until
 
 MACHINES = ["m1", "m2", "m3", "m4"]

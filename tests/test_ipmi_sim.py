@@ -13,7 +13,7 @@ import pytest
 
 from edge_gateway.drivers.ipmi.errors import NoAnswer
 from edge_gateway.drivers.ipmi.ping import ping
-from edgeplane.dev.ipmi_sim import SimulatorProcess
+from edgeplane_dev.ipmi_sim import SimulatorProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None,
                                 reason="ipmitool is not installed (apt-get install ipmitool)")

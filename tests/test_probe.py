@@ -11,10 +11,10 @@ import pytest
 
 from edge_gateway.errors import BmcError, BmcUnreachableError, ConfigError
 from edge_gateway.probe import parse_bmc_url, probe
-from edgeplane.dev.ipmi_sim import SimulatorProcess
-from edgeplane.dev.ports import LOOPBACK, free_port
-from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
 from edgeplane.protocol import BmcProtocol, PowerState
+from edgeplane_dev.ipmi_sim import SimulatorProcess
+from edgeplane_dev.ports import LOOPBACK, free_port
+from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 
 SYSTEM = FakeSystem(name="probed", power_state=PowerState.ON)
 

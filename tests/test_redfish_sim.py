@@ -13,8 +13,8 @@ import time
 import pytest
 import requests
 
-from edgeplane.dev.ports import free_port
-from edgeplane.dev.redfish_sim import SHIPPED, BmcOptions, Mockup, MockupError, RedfishSimulator
+from edgeplane_dev.ports import free_port
+from edgeplane_dev.redfish_sim import SHIPPED, BmcOptions, Mockup, MockupError, RedfishSimulator
 from tests.mockups import two_system_mockup
 
 AUTH = ("admin", "password")
@@ -324,7 +324,7 @@ def test_the_shipped_mockup_carries_its_licence():
 
 def test_run_as_a_command_it_says_ready_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "edgeplane.dev.redfish_sim", "--port",
+    process = subprocess.Popen([sys.executable, "-m", "edgeplane_dev.redfish_sim", "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout.readline().decode().split() == ["ready", str(port)]
@@ -335,7 +335,7 @@ def test_run_as_a_command_it_says_ready_and_stops_on_sigterm(tmp_path):
         process.stdout.close()
         process.stderr.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
-    bad = subprocess.run([sys.executable, "-m", "edgeplane.dev.redfish_sim", "--port",
+    bad = subprocess.run([sys.executable, "-m", "edgeplane_dev.redfish_sim", "--port",
                           str(free_port()), "--mockup", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "is not a Redfish mockup" in bad.stderr

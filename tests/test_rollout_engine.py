@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chalicelib import audit, engine, ingest, rollouts, waves
+from chalicelib import audit, ingest
 from chalicelib.models import Execution, Machine, Rollout, Site
+from chalicelib.rollouts import advance, control, create, dispatch, read, tick
+from chalicelib.rollouts import policy as rules
 from chalicelib.schemas import PolicyIn, RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Presence, Result, StepResult
@@ -46,7 +48,7 @@ def make_sites(count: int, **site_fields) -> list[str]:
 
 def start(published, clock, sites, **policy) -> str:
     body = RolloutIn.model_validate({"sites": sites, "steps": POWER_ON, "policy": policy})
-    return rollouts.create(body, published, clock).rollout.rollout_id
+    return create.create(body, published, clock).rollout.rollout_id
 
 
 def sent_sites(published) -> list[str]:
@@ -77,12 +79,12 @@ def execution(rollout_id: str, site: str) -> Execution:
 
 
 def test_wave_sizes():
-    assert waves.wave_sizes(10, PolicyIn()) == [10]
-    assert waves.wave_sizes(10, PolicyIn(canary={"sites": 1})) == [1, 2, 4, 3]
-    assert waves.wave_sizes(1000, PolicyIn(canary={"percent": 1}, growth=4)) == \
+    assert rules.wave_sizes(10, PolicyIn()) == [10]
+    assert rules.wave_sizes(10, PolicyIn(canary={"sites": 1})) == [1, 2, 4, 3]
+    assert rules.wave_sizes(1000, PolicyIn(canary={"percent": 1}, growth=4)) == \
         [10, 40, 160, 640, 150]
-    assert waves.wave_sizes(7, PolicyIn(first_wave=3, growth=1)) == [3, 3, 1]
-    assert sum(waves.wave_sizes(10_000, PolicyIn(canary={"sites": 5}))) == 10_000
+    assert rules.wave_sizes(7, PolicyIn(first_wave=3, growth=1)) == [3, 3, 1]
+    assert sum(rules.wave_sizes(10_000, PolicyIn(canary={"sites": 5}))) == 10_000
 
 
 @pytest.mark.parametrize("local, zone, window, expected", [
@@ -96,7 +98,7 @@ def test_wave_sizes():
 ])
 def test_maintenance_windows_in_local_time(local, zone, window, expected):
     moment = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
-    assert waves.in_window(window, zone, moment.timestamp()) is expected
+    assert rules.in_window(window, zone, moment.timestamp()) is expected
 
 
 def test_windows_follow_daylight_saving_time():
@@ -104,22 +106,22 @@ def test_windows_follow_daylight_saving_time():
     # 2026-03-29: Berlin goes from 02:00 CET to 03:00 CEST. 00:30 UTC is 01:30 CET (open);
     # 02:30 UTC is 04:30 CEST (closed) although it is only 3.5 hours after local 01:00.
     spring = datetime(2026, 3, 29, tzinfo=UTC).timestamp()
-    assert waves.in_window(window, "Europe/Berlin", spring + 0.5 * 3600)
-    assert not waves.in_window(window, "Europe/Berlin", spring + 2.5 * 3600)
+    assert rules.in_window(window, "Europe/Berlin", spring + 0.5 * 3600)
+    assert not rules.in_window(window, "Europe/Berlin", spring + 2.5 * 3600)
     # 2026-10-25: back from 03:00 CEST to 02:00 CET: 02:30 UTC is 03:30 CET (still open)
     autumn = datetime(2026, 10, 25, tzinfo=UTC).timestamp()
-    assert waves.in_window(window, "Europe/Berlin", autumn + 2.5 * 3600)
+    assert rules.in_window(window, "Europe/Berlin", autumn + 2.5 * 3600)
     # and New York, a different date for the same change
     spring_ny = datetime(2026, 3, 8, 7, 30, tzinfo=UTC).timestamp()  # 03:30 EDT
-    assert waves.in_window(window, "America/New_York", spring_ny)
+    assert rules.in_window(window, "America/New_York", spring_ny)
 
 
 def test_abort_threshold_needs_its_minimum_sample():
     policy = PolicyIn(abort={"percent": 30, "min_sample": 4})
-    assert waves.abort_reason(1, False, 10, done=3, failed=3, policy=policy) is None
-    assert "2 of 4 finished sites failed" in waves.abort_reason(1, False, 10, 4, 2, policy)
-    assert waves.abort_reason(1, False, 10, 4, 1, policy) is None
-    assert "the canary failed" in waves.abort_reason(0, True, 2, 1, 1, policy)
+    assert rules.abort_reason(1, False, 10, done=3, failed=3, policy=policy) is None
+    assert "2 of 4 finished sites failed" in rules.abort_reason(1, False, 10, 4, 2, policy)
+    assert rules.abort_reason(1, False, 10, 4, 1, policy) is None
+    assert "the canary failed" in rules.abort_reason(0, True, 2, 1, 1, policy)
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def test_a_canary_then_growing_waves(aws, published, clock):
 def call_view(rollout_id: str):
     from chalicelib import views
     rollout = Rollout.get(rollout_id, consistent_read=True)
-    return 200, {"rollout": views.rollout(rollout, rollouts.executions_of(rollout_id))}
+    return 200, {"rollout": views.rollout(rollout, read.executions_of(rollout_id))}
 
 
 def test_a_failed_canary_aborts_and_nothing_else_moves(aws, published, clock):
@@ -193,39 +195,39 @@ def test_one_writer_advances_a_rollout_and_a_second_gets_its_round_done(aws, pub
     sites = make_sites(4)
     rollout_id = start(published, clock, sites, max_in_flight=1)
     holder = Rollout.get(rollout_id)
-    token = engine._take_lease(holder, clock)
+    token = advance._take_lease(holder, clock)
     assert token is not None
     finish(rollout_id, "shop-000", clock)  # its advance finds the lease taken
     assert len(sent_sites(published)) == 1, "the holder dispatches, not the second writer"
     assert Rollout.get(rollout_id).advance_wanted is True
-    assert not engine._release_lease(holder, token), "asked for one more round"
-    assert engine._release_lease(holder, token)
-    engine.advance(rollout_id, published, clock)
+    assert not advance._release_lease(holder, token), "asked for one more round"
+    assert advance._release_lease(holder, token)
+    advance.advance(rollout_id, published, clock)
     assert len(sent_sites(published)) == 2
 
 
 def test_a_lease_left_by_a_crashed_writer_expires(aws, published, clock):
     sites = make_sites(2)
     rollout_id = start(published, clock, sites, max_in_flight=1)
-    assert engine._take_lease(Rollout.get(rollout_id), clock) is not None  # never released
+    assert advance._take_lease(Rollout.get(rollout_id), clock) is not None  # never released
     finish(rollout_id, "shop-000", clock)
     assert len(sent_sites(published)) == 1
-    clock.now += engine.DISPATCH_LEASE + 1
-    engine.tick(published, clock)
+    clock.now += advance.DISPATCH_LEASE + 1
+    tick.tick(published, clock)
     assert len(sent_sites(published)) == 2
 
 
 def test_a_tick_during_the_create_leaves_its_counters_alone(aws, published, clock,
                                                            monkeypatch):
     sites = make_sites(3)
-    write_executions = rollouts.ensure_executions
-    late = Clock(clock.now + engine.DISPATCH_LEASE + engine.RECOUNT_QUIET)
+    write_executions = create.ensure_executions
+    late = Clock(clock.now + advance.DISPATCH_LEASE + tick.RECOUNT_QUIET)
 
     def tick_first(*args, **kwargs):  # the tick comes while the create writes executions
-        engine.tick(published, late)
+        tick.tick(published, late)
         write_executions(*args, **kwargs)
 
-    monkeypatch.setattr(rollouts, "ensure_executions", tick_first)
+    monkeypatch.setattr(create, "ensure_executions", tick_first)
     rollout_id = start(published, clock, sites, canary={"sites": 1})
     stored = Rollout.get(rollout_id, consistent_read=True)
     assert stored.state_counts.as_dict() == {"queued": 2, "sent": 1}
@@ -239,10 +241,10 @@ def test_the_tick_recounts_what_a_crash_did_not_count_once_the_rollout_is_quiet(
     finish(rollout_id, "shop-000", clock)
     # as if the consumer had stored the move and crashed before counting it
     Execution(rollout_id, "shop-001").update(actions=[Execution.state.set("succeeded")])
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert state_of(rollout_id) == "running", "too early: a batch may be counting it"
-    clock.now += engine.RECOUNT_QUIET
-    engine.tick(published, clock)
+    clock.now += tick.RECOUNT_QUIET
+    tick.tick(published, clock)
     stored = Rollout.get(rollout_id, consistent_read=True)
     assert (stored.done, stored.in_flight, stored.state) == (2, 0, "succeeded")
     assert stored.state_counts.as_dict() == {"succeeded": 2}
@@ -255,7 +257,7 @@ def test_a_broken_rollout_does_not_hold_up_the_tick_for_the_others(aws, publishe
     healthy = start(published, clock, sites[1:], site_timeout=600)
     Rollout(broken).update(actions=[Rollout.policy.set({"growth": "fast"})])
     clock.now += 601
-    assert engine.tick(published, clock)["failed"] == 1
+    assert tick.tick(published, clock)["failed"] == 1
     assert execution(healthy, sites[1]).state == "timed_out"
     assert f"rollout {broken} failed" in caplog.text
 
@@ -303,12 +305,12 @@ def test_a_dispatch_that_raises_half_way_logs_what_it_sent_and_frees_the_rollout
     assert execution(rollout.rollout_id, "shop-002").state == "queued", "and the claim given back"
     assert rollout.state_counts.as_dict() == {"queued": 1, "sent": 2}
     monkeypatch.setattr(published, "publish", publish)
-    engine.advance(rollout.rollout_id, published, clock)
+    advance.advance(rollout.rollout_id, published, clock)
     assert sorted(sent_sites(published)) == sites
 
 
 def test_a_large_wave_is_dispatched_in_rounds(aws, published, clock, monkeypatch):
-    monkeypatch.setattr(engine, "DISPATCH_ROUND", 2)
+    monkeypatch.setattr(dispatch, "DISPATCH_ROUND", 2)
     sites = make_sites(5)
     rollout_id = start(published, clock, sites)
     assert sorted(sent_sites(published)) == sites, "every round in one advance"
@@ -320,10 +322,10 @@ def test_sites_started_per_minute_are_limited(aws, published, clock):
     rollout_id = start(published, clock, sites, max_per_minute=2)
     assert len(sent_sites(published)) == 2
     clock.now += 30
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert len(sent_sites(published)) == 2, "the same minute"
     clock.now += 31
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert len(sent_sites(published)) == 4
     assert state_of(rollout_id) == "running"
 
@@ -333,22 +335,22 @@ def test_a_silent_site_times_out_and_a_retry_gets_a_new_execution_id(aws, publis
     rollout_id = start(published, clock, [site], site_timeout=600,
                        retries={"max": 1, "backoff": 120})
     clock.now += 599
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert execution(rollout_id, site).state == "sent"
     clock.now += 2
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     retry = execution(rollout_id, site)
     assert (retry.state, retry.attempt) == ("queued", 2)
     assert "retrying after 120 s" in retry.message
     clock.now += 121
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     plans = [p for p in published.plans() if isinstance(p, protocol.Plan)]
     assert [p.execution_id for p in plans] == [f"{rollout_id}.{site}",
                                               f"{rollout_id}.{site}.2"]
     finish(rollout_id, site, clock, "succeeded", attempt=1)  # the first attempt, late
     assert execution(rollout_id, site).state == "sent", "an old attempt's result is ignored"
     clock.now += 601
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert execution(rollout_id, site).state == "timed_out", "no retries left"
     assert state_of(rollout_id) == "failed"
 
@@ -361,7 +363,7 @@ def test_retryable_failures_are_retried_and_others_are_not(aws, published, clock
     assert execution(rollout_id, sites[0]).state == "queued"
     assert execution(rollout_id, sites[1]).state == "failed"
     clock.now += 11
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     finish(rollout_id, sites[0], clock, "succeeded", attempt=2)
     assert execution(rollout_id, sites[0]).state == "succeeded"
     assert state_of(rollout_id) == "failed", "one site failed for good"
@@ -374,7 +376,7 @@ def test_a_site_outside_its_window_waits_for_it(aws, published, clock):
     rollout_id = start(published, clock, [site])  # 12:00 UTC is 21:00 in Tokyo
     assert sent_sites(published) == []
     clock.now += 5 * 3600 + 30 * 60  # 17:30 UTC = 02:30 Tokyo
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert sent_sites(published) == [site]
     finish(rollout_id, site, clock)
     assert state_of(rollout_id) == "succeeded"
@@ -383,12 +385,12 @@ def test_a_site_outside_its_window_waits_for_it(aws, published, clock):
 def test_pause_resume_and_cancel(aws, published, clock):
     sites = make_sites(6)
     rollout_id = start(published, clock, sites, canary={"sites": 1})
-    engine.pause(rollout_id, "ops")
+    control.pause(rollout_id, "ops")
     finish(rollout_id, "shop-000", clock)
     assert len(sent_sites(published)) == 1, "paused: the next wave waits"
-    engine.resume(rollout_id, published, "ops", clock)
+    control.resume(rollout_id, published, "ops", clock)
     assert sorted(sent_sites(published)[1:]) == ["shop-001", "shop-002"]
-    engine.cancel(rollout_id, published, "ops", clock)
+    control.cancel(rollout_id, published, "ops", clock)
     assert state_of(rollout_id) == "canceled"
     cancels = [protocol.decode(payload, topic) for topic, payload in published.sent
                if topic.endswith("/down/cancel")]
@@ -397,7 +399,7 @@ def test_pause_resume_and_cancel(aws, published, clock):
     finish(rollout_id, "shop-001", clock, "canceled")
     assert execution(rollout_id, "shop-001").state == "canceled"
     with pytest.raises(Exception, match="cannot be canceled|is canceled"):
-        engine.resume(rollout_id, published, "ops", clock)
+        control.resume(rollout_id, published, "ops", clock)
 
 
 def test_an_offline_site_is_not_timed_out_but_expires(aws, published, clock):
@@ -406,11 +408,11 @@ def test_an_offline_site_is_not_timed_out_but_expires(aws, published, clock):
                           clock=clock)
     rollout_id = start(published, clock, sites, site_timeout=600, expires_in=3600)
     clock.now += 700
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     assert execution(rollout_id, sites[0]).state == "timed_out"
     assert execution(rollout_id, sites[1]).state == "sent", "offline: its plan waits for it"
     clock.now += 3000
-    engine.tick(published, clock)
+    tick.tick(published, clock)
     expired = execution(rollout_id, sites[1])
     assert expired.state == "expired" and "before the rollout expired" in expired.message
     assert state_of(rollout_id) == "failed"

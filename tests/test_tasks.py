@@ -8,10 +8,10 @@ import pytest
 
 from edge_gateway.config import MachineConfig
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
-from edge_gateway.drivers.simulated import SimulatedDriver, SimulatedMachine
 from edge_gateway.errors import BmcError, GatewayError
 from edge_gateway.tasks import TaskContext, run_task
 from edgeplane.protocol import BmcProtocol, BootMode, BootTarget, PowerState, ProtocolError
+from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
 
 
 @pytest.fixture

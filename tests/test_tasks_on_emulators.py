@@ -13,10 +13,10 @@ from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import BmcError, GatewayError
 from edge_gateway.tasks import TaskContext, run_task
-from edgeplane.dev.ipmi_sim import SimulatorProcess
-from edgeplane.dev.redfish_sim import BmcOptions, RedfishSimulator
-from edgeplane.dev.sushy_emulator import FakeSystem, SushyEmulator
 from edgeplane.protocol import BmcProtocol, Capability, PowerState
+from edgeplane_dev.ipmi_sim import SimulatorProcess
+from edgeplane_dev.redfish_sim import BmcOptions, RedfishSimulator
+from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 from tests.mockups import two_system_mockup
 
 FAST = BmcOptions(power_delay=0.2, update_seconds=0.5, reset_seconds=0.5)

@@ -6,8 +6,9 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import audit, engine, publisher, rollouts, targets, views
+from chalicelib import audit, publisher, views
 from chalicelib.models import Rollout, Wave
+from chalicelib.rollouts import control, create, moves, read, targets
 from chalicelib.schemas import RolloutIn, parse
 
 routes = Blueprint(__name__)
@@ -16,7 +17,7 @@ routes = Blueprint(__name__)
 @routes.route("/rollouts", methods=["POST"])
 def create_rollout() -> Response:
     body = parse(RolloutIn, routes.current_request.raw_body)
-    created = rollouts.create(body, publisher.current())
+    created = create.create(body, publisher.current())
     body: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions,
                                                      created.site_ids)}
     if created.executions is not None:
@@ -26,20 +27,20 @@ def create_rollout() -> Response:
 
 @routes.route("/rollouts", methods=["GET"])
 def list_rollouts() -> dict[str, Any]:
-    return {"rollouts": [views.rollout(r) for r in rollouts.list_rollouts()]}
+    return {"rollouts": [views.rollout(r) for r in read.list_rollouts()]}
 
 
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
     params = routes.current_request.query_params or {}
     counters_only = params.get("executions") == "false"
-    rollout = engine.get_rollout(rollout_id)
+    rollout = moves.get_rollout(rollout_id)
     if counters_only:  # one read of the rollout, one of its waves
         return {"rollout": views.rollout(rollout), "waves": [
             views.wave(w) for w in Wave.query(rollout_id, consistent_read=True)]}
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
     machines = params.get("machines") != "false"
-    executions = rollouts.executions_of(rollout_id, with_machines=machines)
+    executions = read.executions_of(rollout_id, with_machines=machines)
     return {
         "rollout": views.rollout(rollout, executions, targets.read(rollout)),
         "executions": [views.execution(e, with_machines=machines) for e in executions],
@@ -57,20 +58,20 @@ def _actor() -> str:
 
 @routes.route("/rollouts/{rollout_id}/pause", methods=["POST"])
 def pause(rollout_id: str) -> dict[str, Any]:
-    return _one(engine.pause(rollout_id, _actor()))
+    return _one(control.pause(rollout_id, _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/resume", methods=["POST"])
 def resume(rollout_id: str) -> dict[str, Any]:
-    return _one(engine.resume(rollout_id, publisher.current(), _actor()))
+    return _one(control.resume(rollout_id, publisher.current(), _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/cancel", methods=["POST"])
 def cancel(rollout_id: str) -> dict[str, Any]:
-    return _one(engine.cancel(rollout_id, publisher.current(), _actor()))
+    return _one(control.cancel(rollout_id, publisher.current(), _actor()))
 
 
 @routes.route("/rollouts/{rollout_id}/events", methods=["GET"])
 def events(rollout_id: str) -> dict[str, Any]:
-    engine.get_rollout(rollout_id)
+    moves.get_rollout(rollout_id)
     return {"events": audit.log_of(rollout_id)}

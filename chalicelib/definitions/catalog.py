@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import fleet as sites
+from chalicelib.clock import Clock
 from chalicelib.definitions.documents import (
     BlueprintSpec,
     Document,
@@ -42,7 +43,7 @@ APPLY_ORDER = [Kind.GROUP, Kind.MACHINE_CLASS, Kind.SITE, Kind.BLUEPRINT, Kind.P
 SITE_FIELDS = ("name", "region", "tags", "timezone", "facts", "maintenance_window")
 MAX_BATCH = 500
 
-Clock = Callable[[], float]
+
 
 
 def spec_hash(spec: dict[str, Any]) -> str:

@@ -1,0 +1,124 @@
+"""What a batch of execution moves does besides the moves themselves: counters and events.
+
+A dispatch round claims hundreds of executions and an ingest batch finishes as many. Each
+move is its own conditional update (that is what makes it happen once), but its bookkeeping
+need not cost requests of its own: ``Changes`` collects the moves that took and ``flush``
+writes, per rollout, one ADD of the rollout's counters, one ADD per wave touched, and one
+event-log item and one EventBridge event per ``EVENT_CHUNK`` moves.
+
+A crash between the moves and the flush loses counts (never moves): the tick recounts every
+live rollout from its executions (``tick.reconcile``), as it did for a lost single ADD.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib import audit
+from chalicelib.models import Execution, Rollout, Wave, conditional_write
+from chalicelib.rollouts import states
+from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
+
+IN_FLIGHT = frozenset({ExecutionState.SENT, ExecutionState.RUNNING})
+
+
+@dataclass
+class _RolloutChanges:
+    in_flight: int = 0
+    done: int = 0
+    wave_done: Counter[int] = field(default_factory=Counter)
+    wave_failed: Counter[int] = field(default_factory=Counter)
+    states: Counter[str] = field(default_factory=Counter)  # executions per state, +/-
+    moves: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Changes:
+    """Execution moves that took, to be counted and logged together: one per dispatch
+    round or ingest batch (``moved`` may be called from several threads). As a context
+    manager, it flushes on the way out, raised or not."""
+
+    def __init__(self) -> None:
+        self._by_rollout: dict[str, _RolloutChanges] = defaultdict(_RolloutChanges)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()  # what took is counted and logged, even when the batch raised
+
+    def __bool__(self) -> bool:
+        return bool(self._by_rollout)
+
+    @property
+    def rollout_ids(self) -> list[str]:
+        return list(self._by_rollout)
+
+    def waves_finished_in(self, rollout_id: str) -> set[int]:
+        """The waves in which some execution reached a terminal state."""
+        found = self._by_rollout.get(rollout_id)
+        return set(found.wave_done) if found else set()
+
+    def moved(self, execution: Execution, source: ExecutionState, target: ExecutionState,
+              now: float) -> None:
+        """``execution`` (its values after the move) went from ``source`` to ``target``."""
+        with self._lock:
+            self._moved(execution, source, target, now)
+
+    def _moved(self, execution: Execution, source: ExecutionState, target: ExecutionState,
+               now: float) -> None:
+        counts = self._by_rollout[execution.rollout_id]
+        counts.states[str(source)] -= 1
+        counts.states[str(target)] += 1
+        if target in IN_FLIGHT and source not in IN_FLIGHT:
+            counts.in_flight += 1
+        if source in IN_FLIGHT and target not in IN_FLIGHT:
+            counts.in_flight -= 1
+        wave = int(execution.wave or 0)
+        if target in states.TERMINAL_EXECUTION_STATES:
+            counts.done += 1
+            counts.wave_done[wave] += 1
+            if target in states.FAILED_EXECUTION_STATES:
+                counts.wave_failed[wave] += 1
+        counts.moves.append({
+            "site_id": execution.site_id, "execution_id": execution.execution_id,
+            "state": str(target), "previous": str(source), "wave": wave,
+            "attempt": int(execution.attempt or 1), "message": execution.message, "at": now})
+
+    def flush(self) -> None:
+        """Write the counters, then the log and the events; forget what was written."""
+        while self._by_rollout:
+            rollout_id, counts = self._by_rollout.popitem()
+            if not counts.moves:
+                continue
+            actions = [Rollout.moved_at.set(max(move["at"] for move in counts.moves))]
+            if counts.in_flight:
+                actions.append(Rollout.in_flight.add(counts.in_flight))
+            if counts.done:
+                actions.append(Rollout.done.add(counts.done))
+            per_state = [Rollout.state_counts[state].add(delta)
+                         for state, delta in sorted(counts.states.items()) if delta]
+            try:
+                conditional_write(Rollout(rollout_id), actions + per_state)
+            except PynamoDBException as exc:
+                if exc.cause_response_code != "ValidationException":
+                    raise
+                # A rollout stored without per-state counts: the rest still counts, and
+                # the next recount writes them.
+                LOG.warning("rollout %s has no state_counts; counted without them",
+                            rollout_id)
+                conditional_write(Rollout(rollout_id), actions)
+            for wave, done in counts.wave_done.items():
+                wave_actions = [Wave.done.add(done)]
+                if counts.wave_failed[wave]:
+                    wave_actions.append(Wave.failed.add(counts.wave_failed[wave]))
+                Wave(rollout_id, wave).update(actions=wave_actions)
+            audit.record_moves(rollout_id, counts.moves)

@@ -1,0 +1,164 @@
+"""Creating a rollout.
+
+Deciding is separated from doing: ``create`` first resolves the target sites and renders
+every site's plan (which is where a rollout the fleet cannot run is refused), and only then
+writes anything. Every write is idempotent, so a retried request, or the same
+``client_token`` again, completes a creation that crashed half way instead of starting a
+second rollout:
+
+1. write the target's site ids, then put the rollout, on condition that its id is new (the
+   id derives from the client token);
+2. put its waves and one queued execution per site (those that exist are kept);
+3. advance it: the first wave's plans go out within the policy's limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib import audit
+from chalicelib.clock import Clock
+from chalicelib.definitions import render
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.models import Execution, Rollout, Site, Wave, conditional_failed, queue_key
+from chalicelib.publisher import Publisher
+from chalicelib.rollouts import targets
+from chalicelib.rollouts.advance import DISPATCH_LEASE, advance
+from chalicelib.rollouts.moves import get_rollout
+from chalicelib.rollouts.policy import wave_sizes
+from chalicelib.rollouts.read import executions_of, get_or_none
+from chalicelib.rollouts.rendering import render_all, source_of
+from chalicelib.rollouts.states import RolloutState
+from chalicelib.schemas import RolloutIn
+from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Created:
+    rollout: Rollout
+    site_ids: list[str]
+    executions: list[Execution] | None  # None above LIST_EXECUTIONS_UP_TO sites
+    new: bool  # False: an earlier request with the same client_token made it
+
+# The answer to a create lists the executions up to this many sites; above, it has the
+# counters only (reading 10,000 executions back would cost more than creating them).
+LIST_EXECUTIONS_UP_TO = 1000
+
+def _created(rollout_id: str, site_ids: list[str], new: bool) -> Created:
+    rollout = get_rollout(rollout_id)
+    listed = executions_of(rollout_id) if int(rollout.total) <= LIST_EXECUTIONS_UP_TO \
+        else None
+    return Created(rollout, site_ids, listed, new)
+
+def rollout_id_for(client_token: str | None) -> str:
+    """Derived from the client token when there is one: a retry puts the same id again."""
+    if client_token:
+        return "r-" + hashlib.sha256(client_token.encode()).hexdigest()[:24]
+    return "r-" + uuid.uuid4().hex[:24]
+
+def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> Created:
+    rollout_id = rollout_id_for(body.client_token)
+    if body.client_token:
+        existing = get_or_none(rollout_id)
+        if existing is not None:
+            return _resume(existing, body, publisher, clock)
+
+    site_ids = resolve_sites(body)
+    source = source_of(body)
+    rendered = render_all(rollout_id, site_ids, source)
+
+    now = clock()
+    policy = body.policy
+    sizes = wave_sizes(len(site_ids), policy)
+    target_ref = targets.write(rollout_id, site_ids)  # before the rollout that names it
+    rollout = Rollout(
+        rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
+        target_ref=target_ref, state=RolloutState.RUNNING, client_token=body.client_token,
+        request_hash=body.fingerprint(), created_at=now, updated_at=now,
+        blueprint=source.blueprint, blueprint_revision=source.revision,
+        policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
+        state_counts={ExecutionState.QUEUED.value: len(site_ids)},
+        expires_at=now + policy.expires_in,
+        # Held by this create until its first advance, so that the tick cannot start the
+        # rollout before its executions are written.
+        lease_token=uuid.uuid4().hex, lease_until=now + DISPATCH_LEASE,
+    )
+    try:
+        rollout.save(condition=Rollout.rollout_id.does_not_exist())
+    except PynamoDBException as exc:
+        if not conditional_failed(exc):
+            raise
+        # The same client token, in a request running concurrently with this one.
+        return _resume(Rollout.get(rollout_id, consistent_read=True), body, publisher, clock)
+    LOG.info("rollout %s created: %d steps on %d sites in waves %s", rollout_id,
+             len(source.steps), len(site_ids), sizes)
+    audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
+                                                   "waves": sizes}, now)
+    ensure_executions(rollout, site_ids, clock, rendered)
+    advance(rollout_id, publisher, clock, lease=rollout.lease_token)
+    return _created(rollout_id, site_ids, new=True)
+
+def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:
+    if rollout.request_hash != body.fingerprint():
+        raise Conflict(f"client_token {body.client_token!r} was already used for rollout "
+                       f"{rollout.rollout_id!r} with a different request")
+    LOG.info("rollout %s: same client_token again; resuming it", rollout.rollout_id)
+    site_ids = targets.read(rollout)
+    ensure_executions(rollout, site_ids, clock)
+    # A create that crashed before its first advance left its lease held: the retry takes
+    # its place rather than wait for it to expire (should that create still be running, two
+    # writers race for the same claims, and a claim is conditional).
+    lease = rollout.lease_token if rollout.moved_at is None else None
+    advance(rollout.rollout_id, publisher, clock, lease=lease)
+    return _created(rollout.rollout_id, site_ids, new=False)
+
+def resolve_sites(body: RolloutIn) -> list[str]:
+    """The target's site ids: each named site must exist, a tag must match at least one."""
+    if body.sites is not None:
+        found = {site.site_id for site in Site.batch_get(body.sites, attributes_to_get=["site_id"])}
+        missing = [site_id for site_id in body.sites if site_id not in found]
+        if missing:
+            raise NotFound(f"site(s) {', '.join(map(repr, missing))} do not exist")
+        return list(body.sites)
+    site_ids = sorted(site.site_id for site in Site.scan(Site.tags.contains(body.tag)))
+    if not site_ids:
+        raise BadRequest(f"tag {body.tag!r} matches no site")
+    return site_ids
+
+def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = time.time,
+                      rendered: dict[str, render.RenderedSite] | None = None) -> None:
+    """One queued execution per site, in its wave, with its rendered plan; those that exist
+    are left as they are (a retried create completes a crashed one, and its executions
+    render their plan when dispatched). Waves are consecutive slices of the target in the
+    order given (a tag's sites sorted by id)."""
+    rendered = rendered or {}
+    sizes = [int(size) for size in rollout.waves or [len(site_ids)]]
+    have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
+    with Wave.batch_write() as batch:
+        for index, size in enumerate(sizes):
+            if index not in have:  # a wave's counters are never reset
+                batch.save(Wave(rollout.rollout_id, index, size=size))
+    wave_of = [index for index, size in enumerate(sizes) for _ in range(size)]
+    now = clock()
+    existing = {e.site_id for e in Execution.query(rollout.rollout_id,
+                                                   attributes_to_get=["site_id"])}
+    with Execution.batch_write() as batch:
+        for site_id, wave in zip(site_ids, wave_of, strict=True):
+            if site_id in existing:
+                continue
+            site = rendered.get(site_id)
+            batch.save(Execution(
+                rollout.rollout_id, site_id, state=ExecutionState.QUEUED, wave=wave,
+                attempt=1, execution_id=Execution.make_id(rollout.rollout_id, site_id),
+                queue_key=queue_key(wave, 0, site_id), machines={},
+                plan_steps=[asdict(step) for step in site.plan.steps] if site else None,
+                desired=site.desired if site else None, created_at=now, updated_at=now))

@@ -1,0 +1,161 @@
+"""Sending plans: the current wave's due, in-window queued sites, within the limits.
+
+A site's plan is claimed before it is published (queued -> sent, conditional), so of two
+writers dispatching at once only one sends it; a plan that could not be published is given
+back to the queue for the next advance.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from chalicelib.clock import Clock
+from chalicelib.errors import Conflict, PublishFailed
+from chalicelib.models import (
+    Execution,
+    Rollout,
+    Site,
+    conditional_update,
+    conditional_write,
+    queue_key,
+)
+from chalicelib.publisher import Publisher
+from chalicelib.rollouts import policy as rules
+from chalicelib.rollouts import rendering
+from chalicelib.rollouts.bookkeeping import Changes
+from chalicelib.rollouts.moves import transition
+from chalicelib.schemas import PolicyIn
+from edgeplane import protocol
+from edgeplane.protocol import ExecutionState
+
+LOG = logging.getLogger(__name__)
+
+DISPATCH_BATCH = 500  # queued executions read per query page
+DISPATCH_WORKERS = 8  # claims and publishes in flight at once
+DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
+
+
+def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
+              clock: Clock) -> int:
+    """Send the plans of the current wave's due, in-window queued sites, within the limits.
+
+    Claims and publishes run ``DISPATCH_WORKERS`` at a time (each claim is one conditional
+    update, a round trip of its own); their counters and events are written once per round.
+    """
+    now = clock()
+    minute = int(now // 60)
+    started = int(rollout.rate_count) if int(rollout.rate_minute) == minute else 0
+    room = min(rules.room(policy, int(rollout.in_flight), started), DISPATCH_ROUND)
+    if room <= 0:
+        return 0
+    chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
+    if not chosen:
+        return 0
+    with Changes() as changes:
+        sender = _Sender(rollout, publisher, clock, changes)
+        if len(chosen) == 1:
+            sent = int(sender.send(chosen[0]))
+        else:
+            with ThreadPoolExecutor(min(DISPATCH_WORKERS, len(chosen)),
+                                    thread_name_prefix="dispatch") as pool:
+                sent = sum(pool.map(sender.send, chosen))
+    if sent:
+        rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
+                [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
+        conditional_write(Rollout(rollout.rollout_id), rate)
+    return sent
+
+class _Sender:
+    """Claims one queued execution and publishes its plan (one per thread at a time)."""
+
+    def __init__(self, rollout: Rollout, publisher: Publisher, clock: Clock,
+                 changes: Changes) -> None:
+        self.rollout = rollout
+        self.publisher = publisher
+        self.clock = clock
+        self.changes = changes
+        self._source: Any = None
+        self._lock = threading.Lock()
+
+    def send(self, execution: Execution) -> bool:
+        site_id = execution.site_id
+        try:
+            steps, desired = self._plan_of(execution)
+        except Conflict as exc:  # a plan rendered now: the site changed since the create
+            transition(execution, ExecutionState.FAILED, self.clock, message=exc.message,
+                       changes=self.changes)
+            return False
+        plan = protocol.Plan(site=site_id, execution_id=execution.execution_id,
+                             rollout_id=self.rollout.rollout_id, steps=steps,
+                             expires_at=self.rollout.expires_at)
+        # Claim first: of two writers dispatching at once (a result and the tick), only the
+        # one whose queued -> sent update takes publishes the plan.
+        if not transition(execution, ExecutionState.SENT, self.clock, message="",
+                          changes=self.changes, plan_message_id=plan.id,
+                          sent_at=self.clock()):
+            return False
+        try:
+            self.publisher.publish(protocol.plan_topic(site_id), plan.encode())
+        except PublishFailed as exc:
+            LOG.error("rollout %s: plan for site %s not sent: %s", self.rollout.rollout_id,
+                      site_id, exc.message)
+            _unclaim(execution, f"plan not sent: {exc.message}", self.clock, self.changes)
+            return False
+        except Exception as exc:  # not a refusal we know: give the claim back, then raise
+            _unclaim(execution, f"plan not sent: {exc}", self.clock, self.changes)
+            raise
+        if desired:
+            rendering.set_desired(self.rollout.rollout_id, site_id, desired, self.clock)
+        return True
+
+    def _plan_of(self, execution: Execution) -> tuple[list[protocol.PlanStep],
+                                                      dict[str, Any]]:
+        """The plan rendered when the rollout was created (stored on the execution), or,
+        for an execution stored without one, rendered now."""
+        if execution.plan_steps is not None:
+            return ([protocol.PlanStep(**step) for step in execution.plan_steps],
+                    execution.desired or {})
+        with self._lock:
+            self._source = self._source or rendering.source_of_rollout(self.rollout)
+        found = rendering.render_site(self.rollout.rollout_id, execution.site_id,
+                                     self._source)
+        return found.plan.steps, found.desired
+
+def _unclaim(execution: Execution, message: str, clock: Clock, changes: Changes) -> None:
+    """Back to queued after a plan could not be published (the next advance tries again)."""
+    now = clock()
+    execution.message = message
+    actions = [Execution.state.set(ExecutionState.QUEUED), Execution.message.set(message),
+               Execution.queue_key.set(queue_key(int(execution.wave), now, execution.site_id)),
+               Execution.sent_at.remove(), Execution.updated_at.set(now)]
+    if conditional_update(execution, actions, Execution.state == ExecutionState.SENT):
+        changes.moved(execution, ExecutionState.SENT, ExecutionState.QUEUED, now)
+
+def _due(rollout_id: str, wave: int, now: float, room: int,
+         policy: PolicyIn) -> list[Execution]:
+    """Up to ``room`` queued executions of ``wave`` whose time has come and whose site's
+    maintenance window is open (unless the policy ignores windows)."""
+    low, high = queue_key(wave, 0, ""), queue_key(wave, now, "~")
+    chosen: list[Execution] = []
+    page = Execution.queued.query(rollout_id, Execution.queue_key.between(low, high),
+                                  page_size=DISPATCH_BATCH)
+    batch: list[Execution] = []
+    for execution in page:
+        batch.append(execution)
+        if len(batch) >= DISPATCH_BATCH:
+            chosen += _open(batch, now, policy)[:room - len(chosen)]
+            batch = []
+            if len(chosen) >= room:
+                return chosen
+    chosen += _open(batch, now, policy)[:room - len(chosen)]
+    return chosen
+
+def _open(batch: list[Execution], now: float, policy: PolicyIn) -> list[Execution]:
+    if not batch or not policy.maintenance_windows:
+        return batch
+    sites = {site.site_id: site for site in Site.batch_get([e.site_id for e in batch])}
+    return [e for e in batch if e.site_id in sites and rules.in_window(
+        sites[e.site_id].maintenance_window, sites[e.site_id].timezone, now)]

@@ -1,3 +1,0 @@
-from edgeplane.cli import main
-
-main()

@@ -1,0 +1,31 @@
+"""``edgeplane``: the operator's command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgeplane_cli import definitions, dev, drift, params, rollouts, sites
+from edgeplane_cli.client import ApiError
+from edgeplane_cli.config import ConfigMissing
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Edgeplane: the physical layer of large edge fleets.")
+app.add_typer(sites.app, name="sites")
+app.add_typer(rollouts.app, name="rollout")
+app.add_typer(params.app, name="params")
+app.add_typer(dev.app, name="dev")
+definitions.register(app)
+app.command("drift")(drift.drift)
+
+
+def main() -> None:
+    from edgeplane_dev.mosquitto import MosquittoMissing
+    from edgeplane_dev.stack import StackError
+
+    try:
+        app()
+    except (ApiError, ConfigMissing, StackError, MosquittoMissing, TimeoutError) as exc:
+        print(f"edgeplane: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,3 @@
+from edgeplane_cli import main
+
+main()

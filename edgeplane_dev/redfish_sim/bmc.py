@@ -1,0 +1,296 @@
+"""One simulated Redfish BMC: a mockup's resources with the behaviour of a real service.
+
+Nothing here knows the ids or paths of a particular mockup: systems are the members of the
+root's ``Systems``, the BIOS is what a system's ``Bios`` links to, actions are dispatched by
+the ``target`` the documents advertise, and so on, as a client would find them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeplane_dev.redfish_sim.auth import Auth
+from edgeplane_dev.redfish_sim.faults import FaultBook
+from edgeplane_dev.redfish_sim.logs import Logs
+from edgeplane_dev.redfish_sim.media import Media
+from edgeplane_dev.redfish_sim.replies import RedfishError, Reply, bad_value, not_allowed, not_found
+from edgeplane_dev.redfish_sim.resources import (
+    ROOT,
+    SHIPPED,
+    SHIPPED_REGISTRIES,
+    Document,
+    Mockup,
+    Resources,
+    etag,
+    normalize,
+)
+from edgeplane_dev.redfish_sim.system import System
+from edgeplane_dev.redfish_sim.update import Updates
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_USERNAME = "admin"
+DEFAULT_PASSWORD = "password"  # noqa: S105 - the simulator's well-known demo credential
+
+
+@dataclass(frozen=True)
+class BmcOptions:
+    """How one simulated BMC behaves (every field has a realistic-but-quick default)."""
+
+    username: str = DEFAULT_USERNAME
+    password: str = DEFAULT_PASSWORD
+    power_delay: float = 1.0  # seconds before a power change reads back
+    acpi: bool = True  # False: the OS ignores GracefulShutdown
+    update_seconds: float = 3.0  # how long a firmware update runs
+    update_stalls_at: int | None = None  # a percentage where updates stop forever
+    monitor_style: str = "standard"  # see update.MONITOR_STYLES
+    reset_seconds: float = 2.0  # how long the BMC is gone after Manager.Reset
+    latency: float = 0.0  # seconds added to every Redfish request
+
+
+DEFAULT_OPTIONS = BmcOptions()
+
+
+@dataclass(frozen=True)
+class _Action:
+    owner: str  # the document advertising it
+    name: str  # e.g. "ComputerSystem.Reset"
+    spec: Document  # the action's object (target, AllowableValues, ActionInfo)
+
+
+class RedfishBmc:
+    def __init__(self, mockup: Mockup, options: BmcOptions = DEFAULT_OPTIONS,
+                 registries: list[Document] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.clock = clock
+        self.resources = Resources(mockup)
+        self.metadata = mockup.metadata
+        self.faults = FaultBook()
+        self.received: list[tuple[str, str, Any]] = []  # (method, path, body) of each request
+        self._lock = threading.RLock()
+        self._down_until = 0.0
+        for registry in registries or []:
+            self._publish_registry(registry)
+        self.auth = Auth(self.resources, options.username, options.password)
+        self.logs = Logs(self.resources)
+        self.media = Media(self.resources)
+        self.updates = Updates(self.resources, clock, options.update_seconds,
+                               options.monitor_style, options.update_stalls_at)
+        root = self.resources.get_raw(ROOT) or {}
+        self.systems = {
+            path: System(self.resources, path, clock, options.power_delay, options.acpi,
+                         self._system_event)
+            for path in self.resources.members(self.resources.link(root, "Systems"))
+        }
+        self._actions = self._find_actions()
+        self._slots = self._find_media_slots()
+
+    # --- discovery -----------------------------------------------------------------
+
+    def _find_actions(self) -> dict[str, _Action]:
+        actions = {}
+        for path in self.resources.paths():
+            document = self.resources.get_raw(path) or {}
+            for key, spec in (document.get("Actions") or {}).items():
+                if key.startswith("#") and isinstance(spec, dict) and spec.get("target"):
+                    actions[normalize(spec["target"])] = _Action(path, key[1:], spec)
+        return actions
+
+    def _find_media_slots(self) -> set[str]:
+        slots: set[str] = set()
+        owners = list(self.systems)
+        root = self.resources.get_raw(ROOT) or {}
+        owners += self.resources.members(self.resources.link(root, "Managers"))
+        for owner in owners:
+            collection = self.resources.link(self.resources.get_raw(owner), "VirtualMedia")
+            slots.update(self.resources.members(collection))
+        return slots
+
+    def _publish_registry(self, registry: Document) -> None:
+        """List an attribute registry the mockup names but does not carry."""
+        root = self.resources.get_raw(ROOT) or {}
+        collection = self.resources.link(root, "Registries")
+        registry_id = registry.get("Id")
+        if not collection or not isinstance(registry_id, str):
+            return
+        for path in self.resources.members(collection):
+            if (self.resources.get_raw(path) or {}).get("Id") == registry_id:
+                return  # the mockup has its own
+        file_path = f"{collection}/{registry_id}"
+        uri = f"{file_path}.json"
+        self.resources.put(uri, registry)
+        self.resources.add_member(collection, file_path, {
+            "@odata.type": "#MessageRegistryFile.v1_1_5.MessageRegistryFile",
+            "@odata.id": file_path, "Id": registry_id, "Registry": registry_id,
+            "Name": f"{registry_id} registry file", "Languages": ["en"],
+            "Location": [{"Language": "en", "Uri": uri}],
+        })
+
+    def bios_registry(self, system: System) -> dict[str, Document] | None:
+        """The attribute entries of the registry the system's Bios names, if published."""
+        bios = self.resources.get_raw(system.bios_path or "") or {}
+        name = bios.get("AttributeRegistry")
+        root = self.resources.get_raw(ROOT) or {}
+        for path in self.resources.members(self.resources.link(root, "Registries")):
+            file = self.resources.get_raw(path) or {}
+            if name not in (file.get("Id"), file.get("Registry")):
+                continue
+            for location in file.get("Location") or []:
+                document = self.resources.get_raw(location.get("Uri") or "")
+                entries = ((document or {}).get("RegistryEntries") or {}).get("Attributes")
+                if isinstance(entries, list):
+                    return {e["AttributeName"]: e for e in entries if "AttributeName" in e}
+        return None
+
+    # --- state over time -----------------------------------------------------------
+
+    @property
+    def down(self) -> bool:
+        """True while the BMC restarts after Manager.Reset."""
+        return self.clock() < self._down_until
+
+    def settle(self) -> None:
+        with self._lock:
+            for system in self.systems.values():
+                system.settle()
+            self.updates.settle()
+
+    def _system_event(self, system: str, severity: str, message: str) -> None:
+        self.logs.record(self.logs.service_for(system), severity, message)
+
+    # --- requests ------------------------------------------------------------------
+
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str],
+               body: bytes) -> Reply:
+        path = normalize(raw_path)
+        try:
+            document = json.loads(body) if body.strip() else {}
+        except ValueError:
+            document = None
+        with self._lock:
+            self.received.append((method, path, document))
+            try:
+                self.auth.check(method, path, headers)
+                if document is None or not isinstance(document, dict):
+                    raise RedfishError(400, "MalformedJSON",
+                                       "The request body is not a JSON object.")
+                self.settle()
+                return self._dispatch(method, path, headers, document)
+            except RedfishError as exc:
+                return exc.reply()
+
+    def _dispatch(self, method: str, path: str, headers: Mapping[str, str],
+                  body: Document) -> Reply:
+        if method in ("GET", "HEAD"):
+            return self._get(path)
+        if method == "POST":
+            return self._post(path, body)
+        if method == "PATCH":
+            return self._patch(path, headers, body)
+        if method == "DELETE":
+            if self.auth.is_session(path):
+                return self.auth.logout(path)
+            if path in self.resources:
+                raise not_allowed(method, path)
+            raise not_found(path)
+        raise not_allowed(method, path)
+
+    def _get(self, path: str) -> Reply:
+        if path == "/redfish":
+            return Reply(200, {"v1": f"{ROOT}/"})
+        if path == f"{ROOT}/$metadata" and self.metadata is not None:
+            return Reply(200, self.metadata, {"Content-Type": "application/xml"})
+        if self.updates.is_monitor(path):
+            return self.updates.monitor(path)
+        document = self.resources.get(path)
+        if document is None:
+            raise not_found(path)
+        return Reply(200, document, {"ETag": etag(document)})
+
+    def _post(self, path: str, body: Document) -> Reply:
+        if path == self.auth.sessions:
+            return self.auth.login(body)
+        action = self._actions.get(path)
+        if action is None:
+            if path in self.resources:
+                raise not_allowed("POST", path)
+            raise not_found(path)
+        LOG.info("action %s on %s: %s", action.name, action.owner, body)
+        if action.name == "ComputerSystem.Reset" and action.owner in self.systems:
+            self.systems[action.owner].reset(body, self._allowed(action, "ResetType"))
+        elif action.name == "VirtualMedia.InsertMedia":
+            self.media.insert(action.owner, body)
+        elif action.name == "VirtualMedia.EjectMedia":
+            self.media.eject(action.owner)
+        elif action.name == "UpdateService.SimpleUpdate":
+            info = self.resources.get_raw(action.spec.get("@Redfish.ActionInfo") or "")
+            return self.updates.simple_update(body, info)
+        elif action.name == "LogService.ClearLog":
+            self.logs.clear(action.owner)
+        elif action.name == "Manager.Reset":
+            self._reset_manager(body, self._allowed(action, "ResetType"))
+        else:
+            raise RedfishError(400, "ActionNotSupported",
+                               f"The action {action.name} is not supported by the service.")
+        return Reply(204)
+
+    def _allowed(self, action: _Action, parameter: str) -> list[str] | None:
+        allowed = action.spec.get(f"{parameter}@Redfish.AllowableValues")
+        if isinstance(allowed, list):
+            return allowed
+        info = self.resources.get_raw(action.spec.get("@Redfish.ActionInfo") or "")
+        for entry in (info or {}).get("Parameters") or []:
+            if entry.get("Name") == parameter and isinstance(entry.get("AllowableValues"),
+                                                              list):
+                return entry["AllowableValues"]
+        return None
+
+    def _reset_manager(self, body: Document, allowed: list[str] | None) -> None:
+        kind = body.get("ResetType", "GracefulRestart")
+        if allowed is not None and kind not in allowed:
+            raise bad_value("ResetType", kind, allowed)
+        self._down_until = self.clock() + self.options.reset_seconds
+        self.auth.forget_sessions()
+        LOG.info("BMC restarting (%s) for %.1f s", kind, self.options.reset_seconds)
+
+    def _patch(self, path: str, headers: Mapping[str, str], body: Document) -> Reply:
+        current = self.resources.get_raw(path)
+        if current is None:
+            raise not_found(path)
+        wanted = headers.get("If-Match")
+        if wanted and wanted != "*" and wanted != etag(current):
+            raise RedfishError(412, "PreconditionFailed",
+                               f"The ETag {wanted} does not match the resource's current "
+                               "ETag; read it again.")
+        system = self.systems.get(path)
+        settings_of = [s for s in self.systems.values() if s.settings_path == path]
+        if system is not None:
+            system.patch(body)
+        elif settings_of:
+            settings_of[0].patch_bios_settings(body, self.bios_registry(settings_of[0]))
+        elif path in self._slots:
+            self.media.patch(path, body)
+        else:
+            raise not_allowed("PATCH", path)
+        return Reply(204)
+
+
+def load_registries(directory: Path = SHIPPED_REGISTRIES) -> list[Document]:
+    """The attribute registries shipped beside the simulator (for mockups that lack them)."""
+    return [json.loads(file.read_text(encoding="utf-8"))
+            for file in sorted(directory.glob("*.json"))]
+
+
+def shipped_bmc(options: BmcOptions = DEFAULT_OPTIONS, mockup: Path | None = None,
+                clock: Callable[[], float] = time.monotonic) -> RedfishBmc:
+    """A BMC on ``mockup`` (default: the shipped public-rackmount1), with the shipped
+    registries published where the mockup lacks them."""
+    return RedfishBmc(Mockup.load(mockup or SHIPPED), options, load_registries(), clock)

@@ -1,0 +1,275 @@
+"""Serving simulated Redfish BMCs over HTTP on loopback ports, one BMC per port.
+
+Besides the Redfish service, each port answers a small control API for tests and
+operators (no auth, loopback only):
+
+- ``GET /_sim/requests``: every request received, ``[[method, path, body], ...]``;
+  ``DELETE /_sim/requests`` forgets them;
+- ``POST /_sim/faults`` with a fault (or a list of them, see ``faults``); ``GET`` lists
+  them, ``DELETE`` clears them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edgeplane_dev.ports import LOOPBACK
+from edgeplane_dev.redfish_sim.bmc import (
+    DEFAULT_OPTIONS,
+    BmcOptions,
+    RedfishBmc,
+    load_registries,
+)
+from edgeplane_dev.redfish_sim.faults import Fault
+from edgeplane_dev.redfish_sim.replies import Reply
+from edgeplane_dev.redfish_sim.resources import SHIPPED, Mockup, MockupError
+from edgeplane_dev.redfish_sim.update import MONITOR_STYLES
+
+LOG = logging.getLogger(__name__)
+CONTROL = "/_sim/"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, bmc: RedfishBmc, stopping: threading.Event) -> None:
+        self.bmc = bmc
+        self.stopping = stopping
+        super().__init__((LOOPBACK, port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as BMCs and sushy use it
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        LOG.debug("%s " + format, self.server.server_address[1], *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve("HEAD")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._serve("PATCH")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        bmc = self.server.bmc
+        if self.path.startswith(CONTROL):
+            self._send(self._control(method, self.path[len(CONTROL):].rstrip("/"), body))
+            return
+        if bmc.down:  # restarting after Manager.Reset: nobody answers
+            self._drop()
+            return
+        faults = bmc.faults.take(method, self.path.split("?", 1)[0])
+        delay = bmc.options.latency + sum(f.seconds for f in faults if f.kind == "latency")
+        if delay > 0 and self.server.stopping.wait(delay):
+            self._drop()
+            return
+        for fault in faults:
+            if fault.kind == "drop":
+                self._drop()
+                return
+            if fault.kind == "hang":
+                self.server.stopping.wait(fault.seconds)
+                self._drop()
+                return
+            if fault.kind == "error":
+                self._send(_error(fault.status))
+                return
+        reply = bmc.handle(method, self.path, self.headers, body)
+        if any(f.kind == "malformed" for f in faults):
+            self._send(Reply(200, b'{"@odata.id": "' + self.path.encode() + b'", "Name": '))
+            return
+        self._send(reply, head_only=method == "HEAD")
+
+    def _control(self, method: str, what: str, body: bytes) -> Reply:
+        bmc = self.server.bmc
+        try:
+            if what == "requests" and method == "GET":
+                return Reply(200, [list(r) for r in bmc.received])
+            if what == "requests" and method == "DELETE":
+                bmc.received.clear()
+                return Reply(204)
+            if what == "faults" and method == "GET":
+                return Reply(200, bmc.faults.listing())
+            if what == "faults" and method == "DELETE":
+                bmc.faults.clear()
+                return Reply(204)
+            if what == "faults" and method == "POST":
+                data = json.loads(body or b"null")
+                items = data if isinstance(data, list) else [data]
+                faults = [Fault.from_dict(item) for item in items]  # all valid, or none
+                return Reply(201, [bmc.faults.add(f).as_dict() for f in faults])
+        except (ValueError, TypeError) as exc:
+            return Reply(400, {"error": {"message": f"bad fault: {exc}"}})
+        return Reply(404, {"error": {"message": f"no control endpoint {method} {CONTROL}{what}"
+                                                "; there are requests and faults"}})
+
+    def _send(self, reply: Reply, head_only: bool = False) -> None:
+        if isinstance(reply.body, bytes):
+            payload = reply.body
+            content_type = reply.headers.pop("Content-Type", "application/json")
+        elif reply.body is None:
+            payload, content_type = b"", None
+        else:
+            payload = json.dumps(reply.body).encode()
+            content_type = "application/json; charset=utf-8"
+        self.send_response(reply.status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("OData-Version", "4.0")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:  # the client asked to close (sushy does): say we will
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if payload and not head_only:
+            self.wfile.write(payload)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+
+def _error(status: int) -> Reply:
+    text = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}.get(status, "Error")
+    return Reply(status, {"error": {"code": "Base.1.15.GeneralError",
+                                    "message": f"{status} {text} (injected fault)"}})
+
+
+class RedfishSimulator:
+    """Simulated BMCs in this process, one per port, each on its own copy of the mockup;
+    a context manager. ``bmcs[i]`` is the BMC on ``ports[i]``."""
+
+    def __init__(self, ports: Sequence[int] = (0,), mockup: Path | str | None = None,
+                 options: BmcOptions = DEFAULT_OPTIONS, registries: bool = True) -> None:
+        shared = Mockup.load(mockup or SHIPPED)
+        extra = load_registries() if registries else []
+        self.bmcs = [RedfishBmc(shared, options, extra) for _ in ports]
+        self._stopping = threading.Event()
+        self._servers = [_Server(port, bmc, self._stopping)
+                         for port, bmc in zip(ports, self.bmcs, strict=True)]
+        self.ports = [server.server_address[1] for server in self._servers]
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{LOOPBACK}:{port}" for port in self.ports]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def bmc(self) -> RedfishBmc:
+        return self.bmcs[0]
+
+    def start(self) -> RedfishSimulator:
+        for server in self._servers:
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                      name=f"redfish-sim-{server.server_address[1]}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # hung and slow requests end now
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> RedfishSimulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def serve(ports: Sequence[int], mockup: Path | str | None = None,
+          options: BmcOptions = DEFAULT_OPTIONS) -> None:
+    """Serve one BMC per port until SIGTERM or Ctrl-C; prints ``ready <port> ...`` once
+    listening. Raises OSError if a port is taken, MockupError for a bad mockup."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    with RedfishSimulator(ports, mockup, options) as simulator:
+        LOG.info("Redfish simulator on %s, port(s) %s, user %s, mockup %s", LOOPBACK,
+                 ", ".join(map(str, simulator.ports)), options.username, mockup or SHIPPED)
+        print("ready", *simulator.ports, flush=True)
+        while not stop.wait(0.5):
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgeplane_dev.redfish_sim",
+        description="Simulate stateful Redfish BMCs from a DMTF mockup on loopback ports.")
+    parser.add_argument("--port", type=int, action="append", required=True,
+                        help="TCP port of one simulated BMC (repeat for more)")
+    parser.add_argument("--mockup", type=Path, default=None,
+                        help="a DMTF mockup directory (default: the shipped public-rackmount1)")
+    parser.add_argument("--username", default=BmcOptions.username)
+    parser.add_argument("--password", default=BmcOptions.password)
+    parser.add_argument("--power-delay", type=float, default=BmcOptions.power_delay,
+                        help="seconds before a power change reads back")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds added to every Redfish request")
+    parser.add_argument("--update-seconds", type=float, default=BmcOptions.update_seconds,
+                        help="how long a firmware update task runs")
+    parser.add_argument("--update-stalls-at", type=int, default=None, metavar="PERCENT",
+                        help="firmware update tasks stop at this percentage forever")
+    parser.add_argument("--monitor-style", choices=MONITOR_STYLES, default="standard",
+                        help="how the firmware task monitor answers")
+    parser.add_argument("--no-acpi", action="store_true",
+                        help="the OS ignores GracefulShutdown")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = BmcOptions(username=args.username, password=args.password,
+                         power_delay=args.power_delay, latency=args.latency,
+                         update_seconds=args.update_seconds,
+                         update_stalls_at=args.update_stalls_at,
+                         monitor_style=args.monitor_style, acpi=not args.no_acpi)
+    try:
+        serve(args.port, args.mockup, options)
+    except (OSError, MockupError) as exc:
+        print(f"redfish_sim: {exc}", file=sys.stderr)
+        return 1
+    return 0
+

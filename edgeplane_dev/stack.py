@@ -1,0 +1,332 @@
+"""The whole of Edgeplane on one machine, with real parts, on 127.0.0.1 and free ports.
+
+``up()`` starts, in this order: moto in server mode (DynamoDB, tables created), a mosquitto
+of our own, the Chalice app (``chalice local``), the ingest bridge (plays the IoT rule), the
+ticker (plays the engine's schedule), and
+for each site its emulated BMCs (one sushy-tools emulator holding the site's ``rf-N``
+machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's public-rackmount1 with
+BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N`` machine) and a real
+``edge-gateway`` process.
+Sites are registered through the HTTPS API; their machines arrive through the gateways'
+inventory reports. ``up()`` returns once every site is online with its machines known.
+
+Every process runs in its own process group and is listed in ``stack.json`` in the stack's
+directory, so ``down()`` (also from another process: ``edgeplane dev down``) stops all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeplane_cli.client import ApiClient, ApiError
+from edgeplane_cli.config import Context
+from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
+from edgeplane_dev.processes import is_running, raise_open_file_limit, spawn, stop_group
+
+LOG = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+BMC_USERNAME = "admin"
+BMC_PASSWORD = "password"  # noqa: S105 - the emulators' well-known demo credential
+TIMEZONES = ("Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Australia/Sydney",
+             "America/Sao_Paulo")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class SitePlan:
+    """One emulated site: its id and the machines behind its gateway."""
+
+    site_id: str
+    timezone: str
+    redfish: list[str]  # on sushy-tools' emulator (power, boot, media)
+    ipmi: list[str]  # on the IPMI simulator
+    servers: list[str] = field(default_factory=list)  # on the Redfish mockup simulator
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def machine_count(self) -> int:
+        return len(self.redfish) + len(self.ipmi) + len(self.servers)
+
+
+@dataclass
+class StackState:
+    directory: str
+    api_url: str
+    token: str
+    mqtt_port: int
+    moto_port: int
+    sites: list[dict[str, Any]]
+    processes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def context(self) -> Context:
+        return Context(self.api_url, self.token)
+
+
+def plan_sites(count: int, redfish_per_site: int = 1, ipmi_per_site: int = 1,
+               servers_per_site: int = 1) -> list[SitePlan]:
+    return [
+        SitePlan(
+            site_id=f"site-{n:03d}",
+            timezone=TIMEZONES[(n - 1) % len(TIMEZONES)],
+            redfish=[f"rf-{i}" for i in range(1, redfish_per_site + 1)],
+            ipmi=[f"ipmi-{i}" for i in range(1, ipmi_per_site + 1)],
+            servers=[f"srv-{i}" for i in range(1, servers_per_site + 1)],
+            tags=["dev", "even" if n % 2 == 0 else "odd"],
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def state_file(directory: Path) -> Path:
+    return directory / "stack.json"
+
+
+def load_state(directory: Path) -> StackState | None:
+    try:
+        return StackState(**json.loads(state_file(directory).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+class LocalStack:
+    def __init__(self, directory: Path, sites: list[SitePlan],
+                 ready_timeout: float = 120.0) -> None:
+        self.directory = directory
+        self.sites = sites
+        self.ready_timeout = ready_timeout
+        self.state: StackState | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def up(self) -> StackState:
+        existing = load_state(self.directory)
+        if existing and any(is_running(pid) for pid in existing.processes.values()):
+            raise StackError(f"a local stack is already running from {self.directory}; "
+                             "run `edgeplane dev down` first")
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        self.state = StackState(
+            directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
+            token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
+            sites=[asdict(s) for s in self.sites],
+        )
+        try:
+            self._start_cloud()
+            for site in self.sites:
+                self._start_site(site)
+            self._wait_until_sites_ready()
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def down(self) -> None:
+        state = self.state or load_state(self.directory)
+        if state is None:
+            return
+        # Gateways first (they say goodbye through the broker), the broker and AWS last.
+        for name, pid in reversed(list(state.processes.items())):
+            LOG.debug("stopping %s (pid %s)", name, pid)
+            stop_group(pid)
+        state.processes.clear()
+        self._save(state)
+
+    def __enter__(self) -> StackState:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # --- parts -----------------------------------------------------------------------
+
+    def _cloud_env(self) -> dict[str, str]:
+        state = self._state
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fixed credential
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "EDGEPLANE_DYNAMODB_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
+            "EDGEPLANE_EVENTS_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
+            "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
+            "EDGEPLANE_PUBLISHER": f"mqtt://{LOOPBACK}:{state.mqtt_port}",
+            "EDGEPLANE_API_TOKEN": state.token,
+        }
+
+    @property
+    def _state(self) -> StackState:
+        if self.state is None:
+            raise StackError("the stack is not up")
+        return self.state
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> None:
+        process = spawn(args, self.directory / "logs" / f"{name}.log", env=env, cwd=cwd)
+        self._state.processes[name] = process.pid
+        self._save(self._state)
+
+    def _save(self, state: StackState) -> None:
+        state_file(Path(state.directory)).write_text(json.dumps(asdict(state), indent=2))
+
+    def _start_cloud(self) -> None:
+        from edgeplane_dev.mosquitto import mosquitto_binary, write_config
+
+        state = self._state
+        self._spawn("moto", [sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
+                             "-p", str(state.moto_port)])
+        config = write_config(self.directory / "mosquitto", state.mqtt_port)
+        raise_open_file_limit()  # the broker inherits it: one descriptor per site
+        self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
+        wait_for_tcp(state.moto_port, timeout=30)
+        self._create_tables()
+        wait_for_tcp(state.mqtt_port, timeout=10)
+        api_port = state.api_url.rsplit(":", 1)[1]
+        self._spawn("api", [str(BIN / "chalice"), "local", "--host", LOOPBACK, "--port",
+                            api_port, "--no-autoreload"], env=self._cloud_env(),
+                    cwd=PROJECT_ROOT)
+        self._spawn("bridge", [sys.executable, "-m", "edgeplane_dev.bridge", "--port",
+                               str(state.mqtt_port)], env=self._cloud_env())
+        self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
+                               "5"], env=self._cloud_env())
+        wait_for_tcp(int(api_port), timeout=30)
+
+    def _create_tables(self) -> None:
+        saved = {k: os.environ.get(k) for k in self._cloud_env()}
+        os.environ.update(self._cloud_env())
+        try:
+            from chalicelib import models
+
+            models.configure(os.environ["EDGEPLANE_DYNAMODB_ENDPOINT"],
+                             os.environ["EDGEPLANE_TABLE_PREFIX"], "us-east-1")
+            models.create_tables()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _start_site(self, site: SitePlan) -> None:
+        state = self._state
+        client = ApiClient(state.context)
+        client.put(f"/sites/{site.site_id}", {"name": f"Dev site {site.site_id}",
+                                              "region": "local", "tags": site.tags,
+                                              "timezone": site.timezone})
+        site_dir = self.directory / "sites" / site.site_id
+        machines: list[dict[str, Any]] = []
+        if site.redfish:
+            machines += self._start_redfish(site, site_dir)
+        for machine_id in site.servers:
+            port = free_port()
+            self._spawn(f"{site.site_id}-{machine_id}", [
+                sys.executable, "-m", "edgeplane_dev.redfish_sim", "--port", str(port),
+                "--username", BMC_USERNAME, "--password", BMC_PASSWORD,
+                "--power-delay", "1.0"])
+            wait_for_tcp(port, timeout=20)
+            machines.append({"id": machine_id, "protocol": "redfish",
+                             "address": f"http://{LOOPBACK}:{port}",
+                             "class": "rackmount-3500"})
+        for machine_id in site.ipmi:
+            port = free_port(socket.SOCK_DGRAM)  # IPMI is UDP
+            self._spawn(f"{site.site_id}-{machine_id}", [
+                sys.executable, "-m", "edgeplane_dev.ipmi_sim", "--port", str(port),
+                "--username", BMC_USERNAME, "--password", BMC_PASSWORD])
+            machines.append({"id": machine_id, "protocol": "ipmi",
+                             "address": f"{LOOPBACK}:{port}", "class": "edge-1u"})
+        config = site_dir / "gateway.toml"
+        config.write_text(gateway_config(site.site_id, state.mqtt_port, machines))
+        self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
+                                                str(config)])
+
+    def _start_redfish(self, site: SitePlan, site_dir: Path) -> list[dict[str, Any]]:
+        from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
+
+        emulator = SushyEmulator([FakeSystem(name=f"{site.site_id}-{m}") for m in site.redfish],
+                                 state_dir=site_dir / "redfish")
+        emulator.start()
+        assert emulator.process is not None
+        self._state.processes[f"{site.site_id}-redfish"] = emulator.process.pid
+        self._save(self._state)
+        return [{"id": m, "protocol": "redfish", "address": emulator.url, "system_id": sid}
+                for m, sid in zip(site.redfish, emulator.system_ids, strict=True)]
+
+    def _wait_until_sites_ready(self) -> None:
+        client = ApiClient(self._state.context, timeout=5)
+        deadline = time.monotonic() + self.ready_timeout
+        waiting = {s.site_id: s.machine_count for s in self.sites}
+        while waiting:
+            for site_id, machine_count in list(waiting.items()):
+                try:
+                    data = client.get(f"/sites/{site_id}")
+                except ApiError:
+                    continue
+                if data["site"].get("online") and len(data["machines"]) >= machine_count:
+                    del waiting[site_id]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"sites not ready after {self.ready_timeout:.0f} s: "
+                    f"{', '.join(sorted(waiting))}; see the logs in {self.directory / 'logs'}")
+            self._check_processes()
+            time.sleep(0.3)
+
+    def _check_processes(self) -> None:
+        for name, pid in self._state.processes.items():
+            if not is_running(pid):
+                log = self.directory / "logs" / f"{name}.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise StackError(f"{name} exited during start-up; its log ends:\n{tail}")
+
+
+def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]]) -> str:
+    """The TOML a real site would have: broker, journal, and its machines with credentials."""
+    lines = [
+        f"site = {json.dumps(site_id)}",
+        'journal = "journal.db"',
+        "progress_interval = 0.5",
+        "",
+        "[mqtt]",
+        f"host = {json.dumps(LOOPBACK)}",
+        f"port = {mqtt_port}",
+        "reconnect_max_delay = 5",
+    ]
+    # Machine classes (examples/fleet/machine-classes.yaml): timeouts per kind of server.
+    classes = sorted({machine["class"] for machine in machines if machine.get("class")})
+    for name in classes:
+        lines += ["", f"[classes.{json.dumps(name)}]",
+                  "power_timeout = 90" if name == "rackmount-3500" else "power_timeout = 60"]
+    for machine in machines:
+        lines += [
+            "",
+            "[[machines]]",
+            f"id = {json.dumps(machine['id'])}",
+            f"protocol = {json.dumps(machine['protocol'])}",
+            f"address = {json.dumps(machine['address'])}",
+            f"username = {json.dumps(BMC_USERNAME)}",
+            f"password = {json.dumps(BMC_PASSWORD)}",
+            "poll_interval = 0.5",
+        ]
+        if not machine.get("class"):
+            lines.append("power_timeout = 60")
+        if machine.get("system_id"):
+            lines.append(f"system_id = {json.dumps(machine['system_id'])}")
+        if machine.get("class"):
+            lines.append(f"class = {json.dumps(machine['class'])}")
+    return "\n".join(lines) + "\n"
