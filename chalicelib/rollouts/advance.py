@@ -26,6 +26,7 @@ from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
 
+
 DISPATCH_LEASE = 60.0  # s one writer may advance a rollout before another may take over
 
 
@@ -56,6 +57,7 @@ def advance(rollout_id: str, publisher: Publisher, clock: Clock = time.time,
                           Rollout.lease_token == token)
         raise
 
+
 def _advance_holding(rollout: Rollout, token: str, publisher: Publisher,
                      clock: Clock) -> Rollout:
     rollout_id = rollout.rollout_id
@@ -74,6 +76,7 @@ def _advance_holding(rollout: Rollout, token: str, publisher: Publisher,
             return rollout
         rollout = get_rollout(rollout_id)  # asked for another round while dispatching
 
+
 def _take_lease(rollout: Rollout, clock: Clock) -> str | None:
     """The lease's token, or None (after asking its holder for another round)."""
     now = clock()
@@ -88,6 +91,7 @@ def _take_lease(rollout: Rollout, clock: Clock) -> str | None:
         return _take_lease(rollout, clock)  # released meanwhile: take it
     return None
 
+
 def _release_lease(rollout: Rollout, token: str) -> bool:
     """False while another writer asked for a round (the request is then taken)."""
     ours = Rollout.lease_token == token
@@ -95,6 +99,7 @@ def _release_lease(rollout: Rollout, token: str) -> bool:
                          ours & Rollout.advance_wanted.does_not_exist()):
         return True
     return not conditional_write(rollout, [Rollout.advance_wanted.remove()], ours)
+
 
 def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]) -> bool:
     """After sites finished (in these waves): can anything move? (A read per wave instead
@@ -106,6 +111,7 @@ def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]
         if int(counters.done) >= int(counters.size) or int(counters.failed) > 0:
             return True
     return False
+
 
 def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, Rollout]:
     """Abort or step to the next wave as the counters say; (True if dispatch may go on,
@@ -137,6 +143,7 @@ def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, 
                          {"wave": current + 1, "size": sizes[current + 1]}, clock())
         rollout = get_rollout(rollout.rollout_id)
 
+
 def finish_if_done(rollout: Rollout, clock: Clock = time.time) -> RolloutState | None:
     """Succeeded or failed, once every execution is terminal (by the counters)."""
     if rollout.state not in (RolloutState.RUNNING, RolloutState.PAUSED):
@@ -148,6 +155,7 @@ def finish_if_done(rollout: Rollout, clock: Clock = time.time) -> RolloutState |
     outcome = RolloutState.SUCCEEDED if succeeded else RolloutState.FAILED
     move_rollout(rollout, outcome, clock=clock)
     return outcome
+
 
 def all_succeeded(rollout_id: str) -> bool:
     """Expired and canceled sites are not failures, but the rollout did not succeed there."""

@@ -25,6 +25,7 @@ def pause(rollout_id: str, actor: str | None = None, clock: Clock = time.time) -
                        "can be paused")
     return get_rollout(rollout_id)
 
+
 def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
            clock: Clock = time.time) -> Rollout:
     rollout = get_rollout(rollout_id)
@@ -34,6 +35,7 @@ def resume(rollout_id: str, publisher: Publisher, actor: str | None = None,
                        "can be resumed")
     advance(rollout_id, publisher, clock)
     return get_rollout(rollout_id)
+
 
 def cancel(rollout_id: str, publisher: Publisher, actor: str | None = None,
            clock: Clock = time.time) -> Rollout:

@@ -53,17 +53,20 @@ class Created:
 # counters only (reading 10,000 executions back would cost more than creating them).
 LIST_EXECUTIONS_UP_TO = 1000
 
+
 def _created(rollout_id: str, site_ids: list[str], new: bool) -> Created:
     rollout = get_rollout(rollout_id)
     listed = executions_of(rollout_id) if int(rollout.total) <= LIST_EXECUTIONS_UP_TO \
         else None
     return Created(rollout, site_ids, listed, new)
 
+
 def rollout_id_for(client_token: str | None) -> str:
     """Derived from the client token when there is one: a retry puts the same id again."""
     if client_token:
         return "r-" + hashlib.sha256(client_token.encode()).hexdigest()[:24]
     return "r-" + uuid.uuid4().hex[:24]
+
 
 def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> Created:
     rollout_id = rollout_id_for(body.client_token)
@@ -107,6 +110,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     advance(rollout_id, publisher, clock, lease=rollout.lease_token)
     return _created(rollout_id, site_ids, new=True)
 
+
 def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:
     if rollout.request_hash != body.fingerprint():
         raise Conflict(f"client_token {body.client_token!r} was already used for rollout "
@@ -121,6 +125,7 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
     advance(rollout.rollout_id, publisher, clock, lease=lease)
     return _created(rollout.rollout_id, site_ids, new=False)
 
+
 def resolve_sites(body: RolloutIn) -> list[str]:
     """The target's site ids: each named site must exist, a tag must match at least one."""
     if body.sites is not None:
@@ -133,6 +138,7 @@ def resolve_sites(body: RolloutIn) -> list[str]:
     if not site_ids:
         raise BadRequest(f"tag {body.tag!r} matches no site")
     return site_ids
+
 
 def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = time.time,
                       rendered: dict[str, render.RenderedSite] | None = None) -> None:

@@ -33,6 +33,7 @@ from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
 
+
 DISPATCH_BATCH = 500  # queued executions read per query page
 DISPATCH_WORKERS = 8  # claims and publishes in flight at once
 DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
@@ -67,6 +68,7 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
         conditional_write(Rollout(rollout.rollout_id), rate)
     return sent
+
 
 class _Sender:
     """Claims one queued execution and publishes its plan (one per thread at a time)."""
@@ -124,6 +126,7 @@ class _Sender:
                                      self._source)
         return found.plan.steps, found.desired
 
+
 def _unclaim(execution: Execution, message: str, clock: Clock, changes: Changes) -> None:
     """Back to queued after a plan could not be published (the next advance tries again)."""
     now = clock()
@@ -133,6 +136,7 @@ def _unclaim(execution: Execution, message: str, clock: Clock, changes: Changes)
                Execution.sent_at.remove(), Execution.updated_at.set(now)]
     if conditional_update(execution, actions, Execution.state == ExecutionState.SENT):
         changes.moved(execution, ExecutionState.SENT, ExecutionState.QUEUED, now)
+
 
 def _due(rollout_id: str, wave: int, now: float, room: int,
          policy: PolicyIn) -> list[Execution]:
@@ -152,6 +156,7 @@ def _due(rollout_id: str, wave: int, now: float, room: int,
                 return chosen
     chosen += _open(batch, now, policy)[:room - len(chosen)]
     return chosen
+
 
 def _open(batch: list[Execution], now: float, policy: PolicyIn) -> list[Execution]:
     if not batch or not policy.maintenance_windows:

@@ -30,11 +30,13 @@ LOG = logging.getLogger(__name__)
 def policy_of(rollout: Rollout) -> PolicyIn:
     return PolicyIn.model_validate(rollout.policy or {})
 
+
 def get_rollout(rollout_id: str) -> Rollout:
     try:
         return Rollout.get(rollout_id, consistent_read=True)
     except Rollout.DoesNotExist:
         raise NotFound(kind="rollout", id=rollout_id) from None
+
 
 def transition(execution: Execution, target: ExecutionState, clock: Clock = time.time,
                message: str | None = None, changes: Changes | None = None,
@@ -80,12 +82,14 @@ def transition(execution: Execution, target: ExecutionState, clock: Clock = time
         execution.refresh(consistent_read=True)
     return False
 
+
 def _moved(execution: Execution, source: ExecutionState, target: ExecutionState,
            now: float, changes: Changes | None) -> None:
     batch = changes if changes is not None else Changes()
     batch.moved(execution, source, target, now)
     if changes is None:
         batch.flush()
+
 
 def requeue(execution: Execution, policy: PolicyIn, reason: str,
             clock: Clock = time.time, changes: Changes | None = None) -> bool:
@@ -113,6 +117,7 @@ def requeue(execution: Execution, policy: PolicyIn, reason: str,
     _moved(execution, source, ExecutionState.QUEUED, now, changes)
     return True
 
+
 def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = None,
                  actor: str | None = None, clock: Clock = time.time) -> bool:
     source = RolloutState(rollout.state)
@@ -134,6 +139,7 @@ def move_rollout(rollout: Rollout, target: RolloutState, message: str | None = N
         now)
     return True
 
+
 def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> int:
     canceled = 0
     with Changes() as changes:
@@ -141,6 +147,7 @@ def cancel_queued(rollout: Rollout, reason: str, clock: Clock = time.time) -> in
             canceled += transition(execution, ExecutionState.CANCELED, clock, message=reason,
                                    changes=changes)
     return canceled
+
 
 def in_flight(rollout_id: str) -> Iterable[Execution]:
     return Execution.query(rollout_id, filter_condition=Execution.state.is_in(*IN_FLIGHT))

@@ -31,11 +31,13 @@ class Source:
     spec: BlueprintSpec | None = None
     fleet: Fleet | None = None
 
+
 def source_of(body: RolloutIn) -> Source:
     if body.blueprint is None:
         return Source([step.model_dump(exclude_none=True) for step in body.steps or []])
     revision, spec = catalog.blueprint_revision(body.blueprint, body.revision)
     return Source(render.step_dicts(spec), body.blueprint, revision, spec, catalog.load_fleet())
+
 
 def source_of_rollout(rollout: Rollout) -> Source:
     if rollout.blueprint is None:
@@ -43,6 +45,7 @@ def source_of_rollout(rollout: Rollout) -> Source:
     revision, spec = catalog.blueprint_revision(rollout.blueprint,
                                                 int(rollout.blueprint_revision))
     return Source(rollout.steps, rollout.blueprint, revision, spec, catalog.load_fleet())
+
 
 def render_site(rollout_id: str, site_id: str, source: Source,
                 machines: list[Machine] | None = None,
@@ -58,6 +61,7 @@ def render_site(rollout_id: str, site_id: str, source: Source,
     return render.render_site(rollout_id, site, machines, source.blueprint, source.revision,
                               source.spec, source.fleet)
 
+
 # Above this many sites, one scan of the machines table costs less than a query per site.
 SCAN_ABOVE = 200
 
@@ -65,6 +69,7 @@ SCAN_ABOVE = 200
 # (DynamoDB pages scans by 1 MB, and moto server re-reads the table for every page).
 RENDER_FIELDS = ["site_id", "machine_id", "protocol", "capabilities", "machine_class",
                  "labels", "manufacturer", "model", "serial"]
+
 
 def render_all(rollout_id: str, site_ids: Sequence[str],
                source: Source) -> dict[str, render.RenderedSite]:
@@ -91,6 +96,7 @@ def render_all(rollout_id: str, site_ids: Sequence[str],
     if problems:
         raise Conflict("; ".join(problems))
     return rendered
+
 
 def set_desired(rollout_id: str, site_id: str, desired: dict[str, dict[str, Any]],
                 clock: Clock = time.time) -> None:

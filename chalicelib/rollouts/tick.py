@@ -20,6 +20,7 @@ from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
 
+
 RECOUNT_QUIET = 60.0  # s without a move before a rollout's counters may be recounted
 
 
@@ -40,6 +41,7 @@ def tick(publisher: Publisher, clock: Clock = time.time) -> dict[str, int]:
                           rollout.rollout_id)
             counts["failed"] += 1
     return counts
+
 
 def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
     """Recount the counters from the executions themselves; False if it was too early.
@@ -93,6 +95,7 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
             wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
     return True
 
+
 def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, int]:
     """Time out sites that took too long; expire those that never started before expiry.
 
@@ -107,6 +110,7 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
         return 0, 0  # no site can have been sent its plan longer ago than the timeout
     with Changes() as changes:
         return _time_out_and_expire(rollout, policy, now, expires_at, clock, changes)
+
 
 def _time_out_and_expire(rollout: Rollout, policy: PolicyIn, now: float, expires_at: float,
                          clock: Clock, changes: Changes) -> tuple[int, int]:
