@@ -62,6 +62,9 @@ def put_machine(site_id: str, machine_id: str, body: MachineIn,
                 clock: Callable[[], float] = time.time) -> Machine:
     """Declare a machine (404 if the site is unknown); inventory facts are kept."""
     get_site(site_id)
+    # The next inventory is applied in full, whatever its digest says (ingest.on_inventory).
+    Site(site_id).update(actions=[Site.inventory_digest.remove(), Site.machine_digests.remove(),
+                                  Site.machine_ids.add({machine_id})])
     machine = Machine(site_id, machine_id)
     machine.update(actions=[
         Machine.protocol.set(str(body.protocol)),

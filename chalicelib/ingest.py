@@ -19,16 +19,18 @@ Store errors propagate, so the SQS consumer lets the batch be retried.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from chalicelib import audit, drift, events
 from chalicelib.clock import Clock
 from chalicelib.errors import IngestFailed
-from chalicelib.models import Machine, Site, conditional_update
+from chalicelib.models import Machine, Site, conditional_update, conditional_write
 from chalicelib.rollouts import reports
 from edgeplane import protocol
 from edgeplane.protocol import (
@@ -192,20 +194,62 @@ def on_presence(message: Presence, now: float) -> None:
 
 
 def on_inventory(message: Inventory, now: float) -> None:
+    """Apply a site's inventory, writing only what changed since the last one applied.
+
+    Every reconnect sends an inventory, and most say what the last one said: the site's
+    write is conditional on the inventory's digest being the stored one, and when it is,
+    that one write is all. Otherwise the machines whose report changed are written (each
+    on condition that it is not older than the one stored), and then the digests.
+    """
     site_actions = [Site.last_seen_at.set(now), *_site_defaults(message.site, now)]
     if message.gateway_version:
         site_actions.append(Site.gateway_version.set(message.gateway_version))
-    Site(message.site).update(actions=site_actions)
+    reports = {}
     for report in message.machines:
         if not isinstance(report.id, str) or not protocol.MACHINE_ID_PATTERN.match(report.id):
             LOG.error("site %s: inventory names an invalid machine id %r; skipped",
                       message.site, report.id)
             continue
+        reports[report.id] = report
+    digests = {machine_id: _digest(report) for machine_id, report in reports.items()}
+    whole = _digest(sorted(digests.items()))
+    if conditional_write(Site(message.site), site_actions, Site.inventory_digest == whole):
+        return
+    try:
+        stored = Site.get(message.site, consistent_read=True,
+                          attributes_to_get=["machine_digests"]).machine_digests
+    except Site.DoesNotExist:
+        stored = None
+    known = stored.as_dict() if stored is not None else {}
+    applied = {}
+    for machine_id, report in reports.items():
+        if known.get(machine_id) == digests[machine_id]:
+            applied[machine_id] = digests[machine_id]
+            continue
         newer = Machine.inventory_ts.does_not_exist() | (Machine.inventory_ts < message.ts)
-        if not conditional_update(Machine(message.site, report.id),
-                                  _machine_actions(report, message.ts, now), newer):
+        if conditional_update(Machine(message.site, machine_id),
+                              _machine_actions(report, message.ts, now), newer):
+            applied[machine_id] = digests[machine_id]
+        else:
             LOG.info("site %s machine %s: ignored an inventory older than the stored one",
-                     message.site, report.id)
+                     message.site, machine_id)
+    complete = len(applied) == len(reports)
+    digest_actions = [Site.machine_digests.set({**known, **applied}),
+                      Site.inventory_ts.set(message.ts)]
+    if complete:
+        digest_actions.append(Site.inventory_digest.set(whole))
+    if applied:
+        digest_actions.append(Site.machine_ids.add(set(applied)))
+    newest = Site.inventory_ts.does_not_exist() | (Site.inventory_ts < message.ts)
+    if not conditional_write(Site(message.site), site_actions + digest_actions, newest):
+        conditional_write(Site(message.site), site_actions)
+
+
+def _digest(value: Any) -> str:
+    """A short digest of a machine report (or of a list of digests), stable across runs."""
+    data = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -26,6 +26,7 @@ from pynamodb.attributes import (
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.connection import TableConnection
 from pynamodb.exceptions import PynamoDBException, TableError
@@ -45,6 +46,17 @@ _configured = False
 def conditional_failed(exc: PynamoDBException) -> bool:
     """True when a write was refused only because its condition did not hold."""
     return exc.cause_response_code == CONDITION_FAILED
+
+
+def _string_list(**kwargs: Any) -> ListAttribute[str]:
+    """A list of strings. pynamodb types ``ListAttribute(of=UnicodeAttribute)`` as a list of
+    attributes (pynamodb/PynamoDB#1246); what it holds is str."""
+    return cast(ListAttribute[str], ListAttribute(of=UnicodeAttribute, **kwargs))
+
+
+def _number_list(**kwargs: Any) -> ListAttribute[float]:
+    """A list of numbers (see ``_string_list``)."""
+    return cast(ListAttribute[float], ListAttribute(of=NumberAttribute, **kwargs))
 
 
 class EdgeplaneModel(Model):
@@ -69,7 +81,7 @@ class Site(EdgeplaneModel):
     site_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute(null=True)
     region = UnicodeAttribute(null=True)
-    tags = ListAttribute(of=UnicodeAttribute, null=True)
+    tags = _string_list(null=True)
     timezone = UnicodeAttribute(null=True)
     facts = JSONAttribute(null=True)  # what templates read as site.facts
     # {"days": ["mon", ...] (empty: every day), "start": "01:00", "end": "05:00"}, local time
@@ -86,6 +98,14 @@ class Site(EdgeplaneModel):
     # Set once a rollout gave one of its machines a desired state: only then can an observed
     # report of the site be drift (see drift.on_observed_batch).
     has_desired = BooleanAttribute(null=True)
+    # What the last inventory applied said, as digests (ingest.on_inventory): an unchanged
+    # inventory (every reconnect sends one) is one conditional write on the site, not one
+    # write per machine; a changed one writes only the machines whose digest changed.
+    inventory_digest = UnicodeAttribute(null=True)
+    inventory_ts = NumberAttribute(null=True)  # gateway ts of the inventory applied last
+    machine_digests: MapAttribute[str, str] = MapAttribute(null=True)  # {machine_id: digest of its report}
+    # Every machine of the site, so that rendering reads them in batches by key.
+    machine_ids = UnicodeSetAttribute(null=True)
 
 
 class Machine(EdgeplaneModel):
@@ -99,9 +119,9 @@ class Machine(EdgeplaneModel):
     protocol = UnicodeAttribute(null=True)
     address = UnicodeAttribute(null=True)  # where the BMC is; credentials stay on site
     machine_class = UnicodeAttribute(null=True)
-    labels = MapAttribute(null=True)
+    labels: MapAttribute[str, str] = MapAttribute(null=True)
     # None: not known yet (declared through the API, no inventory so far).
-    capabilities = ListAttribute(of=UnicodeAttribute, null=True)
+    capabilities = _string_list(null=True)
     manufacturer = UnicodeAttribute(null=True)
     model = UnicodeAttribute(null=True)
     serial = UnicodeAttribute(null=True)
@@ -136,7 +156,7 @@ class Rollout(EdgeplaneModel):
     blueprint = UnicodeAttribute(null=True)  # set: the steps are this blueprint revision's
     blueprint_revision = NumberAttribute(null=True)
     policy = JSONAttribute(null=True)  # schemas.PolicyIn as stored (waves, limits, ...)
-    waves = ListAttribute(of=NumberAttribute, null=True)  # sites per wave, canary first
+    waves = _number_list(null=True)  # sites per wave, canary first
     expires_at = NumberAttribute(null=True)
     # Counters kept by atomic ADDs as executions move, so that nothing has to read every
     # execution of a 10,000-site rollout to know where it stands.
@@ -145,7 +165,7 @@ class Rollout(EdgeplaneModel):
     in_flight = NumberAttribute(default=0)  # sent or running
     current_wave = NumberAttribute(default=0)
     moved_at = NumberAttribute(null=True)  # when an execution last moved (see reconcile)
-    state_counts = MapAttribute(null=True)  # executions per state: {"queued": 9990, ...}
+    state_counts: MapAttribute[str, Any] = MapAttribute(null=True)  # executions per state: {"queued": 9990, ...}
     # Who advances it now (engine.advance), until when, and whether another writer asked
     # for one more round meanwhile.
     lease_token = UnicodeAttribute(null=True)
@@ -209,7 +229,7 @@ class Execution(EdgeplaneModel):
     desired = JSONAttribute(null=True)
     # The newest report of each machine: machine id -> JSON of protocol.MachineResult plus
     # its "seq" and "at". Progress updates single entries; the final result replaces all.
-    machines = MapAttribute(null=True)
+    machines: MapAttribute[str, Any] = MapAttribute(null=True)
     report_count = NumberAttribute(null=True)  # reports applied: the merge's version
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
@@ -261,7 +281,7 @@ class RolloutTarget(EdgeplaneModel):
 
     rollout_id = UnicodeAttribute(hash_key=True)
     part = UnicodeAttribute(range_key=True)
-    site_ids = ListAttribute(of=UnicodeAttribute)
+    site_ids = _string_list()
 
 
 class RolloutEvent(EdgeplaneModel):

@@ -181,6 +181,44 @@ def test_a_machine_lacking_a_capability_is_refused_when_the_rollout_is_built(api
     assert call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON]})[0] == 201
 
 
+def power_only_site(site: str) -> None:
+    report(protocol.Inventory(site=site, machines=[protocol.MachineReport(
+        id="srv-1", protocol="ipmi", address=f"bmc.{site}", capabilities=["power"])]))
+
+
+def test_a_large_rollout_checks_its_canary_at_once_and_each_later_site_at_its_wave(
+        api, published, monkeypatch):
+    from chalicelib.models import Execution, Site
+    from chalicelib.rollouts import create
+
+    monkeypatch.setattr(create, "RENDER_ALL_UP_TO", 2)
+    for site in ("shop-1", "shop-2", "shop-3"):
+        add_site(api, site)
+    power_only_site("shop-3")  # cannot boot from PXE
+    assert Site.get("shop-1").machine_ids == {"srv-1", "srv-2"}
+    request = {"sites": ["shop-3", "shop-1", "shop-2"], "steps": [POWER_ON, PXE_ONCE],
+               "policy": {"canary": {"sites": 1}}}
+    status, body = call(api, "POST", "/rollouts", request)
+    assert status == 409 and "site 'shop-3' machine 'srv-1'" in body["error"]["message"]
+
+    status, body = call(api, "POST", "/rollouts",
+                        {**request, "sites": ["shop-1", "shop-2", "shop-3"]})
+    assert status == 201, body
+    rollout_id = body["rollout"]["rollout_id"]
+    stored = {e.site_id: e for e in Execution.query(rollout_id)}
+    assert stored["shop-1"].plan_steps is not None  # the canary, rendered by the create
+    assert stored["shop-2"].plan_steps is None and stored["shop-3"].plan_steps is None
+    (canary,) = published.plans()
+    report(protocol.Result(site="shop-1", execution_id=canary.execution_id, seq=1,
+                           machines=[machine_result("srv-1"), machine_result("srv-2")]))
+    assert sorted(plan.site for plan in published.plans()) == ["shop-1", "shop-2"]
+    (plan,) = [plan for plan in published.plans() if plan.site == "shop-2"]
+    assert [step.machines for step in plan.steps] == [["srv-1", "srv-2"]] * 2
+    shop_3 = Execution.get(rollout_id, "shop-3")
+    assert shop_3.state == "failed"
+    assert "machine 'srv-1' cannot run step 1 (boot.override)" in shop_3.message
+
+
 def test_the_same_client_token_gives_back_the_same_rollout(api, published):
     add_site(api, "shop-1")
     request = {"sites": ["shop-1"], "steps": [POWER_ON], "client_token": "deploy-42"}

@@ -120,6 +120,50 @@ def test_inventory_error_keeps_known_facts(aws):
     assert Machine.get(SITE, "srv-1").inventory_error is None
 
 
+def written_at() -> dict[str, float]:
+    return {m.machine_id: m.updated_at for m in Machine.query(SITE, consistent_read=True)}
+
+
+def test_an_unchanged_inventory_writes_no_machine_only_the_site(aws):
+    machines = [report("srv-1"), report("srv-2")]
+    ingest.handle_message(*up(Inventory(site=SITE, ts=1.0, machines=machines)),
+                          clock=lambda: 100.0)
+    ingest.handle_message(*up(Inventory(site=SITE, ts=2.0, machines=machines)),
+                          clock=lambda: 200.0)  # a reconnect: the same machines again
+    assert written_at() == {"srv-1": 100.0, "srv-2": 100.0}
+    assert site().last_seen_at == 200.0
+
+
+def test_a_changed_inventory_writes_only_the_machines_that_changed(aws):
+    ingest.handle_message(*up(Inventory(site=SITE, ts=1.0, machines=[
+        report("srv-1"), report("srv-2")])), clock=lambda: 100.0)
+    ingest.handle_message(*up(Inventory(site=SITE, ts=2.0, machines=[
+        report("srv-1"), report("srv-2", power="off"), report("srv-3")])), clock=lambda: 200.0)
+    assert written_at() == {"srv-1": 100.0, "srv-2": 200.0, "srv-3": 200.0}
+    assert Machine.get(SITE, "srv-2").power == "off"
+    ingest.handle_message(*up(Inventory(site=SITE, ts=1.5, machines=[
+        report("srv-1"), report("srv-2")])), clock=lambda: 300.0)  # older, arriving late
+    assert Machine.get(SITE, "srv-2").power == "off"
+    ingest.handle_message(*up(Inventory(site=SITE, ts=3.0, machines=[
+        report("srv-1"), report("srv-2", power="off"), report("srv-3")])), clock=lambda: 400.0)
+    assert written_at() == {"srv-1": 100.0, "srv-2": 200.0, "srv-3": 200.0}
+
+
+def test_a_machine_declared_by_the_operator_gets_the_next_inventory_in_full(aws):
+    from chalicelib import fleet
+    from chalicelib.schemas import MachineIn
+
+    machines = [report("srv-1")]
+    ingest.handle_message(*up(Inventory(site=SITE, ts=1.0, machines=machines)),
+                          clock=lambda: 100.0)
+    fleet.put_machine(SITE, "srv-1", MachineIn(protocol="ipmi", address="10.0.0.9"),
+                      clock=lambda: 150.0)
+    ingest.handle_message(*up(Inventory(site=SITE, ts=2.0, machines=machines)),
+                          clock=lambda: 200.0)
+    stored = Machine.get(SITE, "srv-1")
+    assert (stored.source, stored.address, stored.updated_at) == ("api", "10.0.0.9", 200.0)
+
+
 # --- progress and results --------------------------------------------------------------
 
 

@@ -49,6 +49,13 @@ class Created:
     executions: list[Execution] | None  # None above LIST_EXECUTIONS_UP_TO sites
     new: bool  # False: an earlier request with the same client_token made it
 
+# Up to this many sites, a create renders every site's plan: a rollout that some site
+# cannot run is refused whole, naming each such site. Above, it renders the first wave (the
+# canary) and every later site's plan is rendered when its wave is dispatched, where a site
+# that cannot run it fails with the reason (and counts against the abort threshold): reading
+# every machine of 10,000 sites before answering would make the operator wait for it.
+RENDER_ALL_UP_TO = 1000
+
 # The answer to a create lists the executions up to this many sites; above, it has the
 # counters only (reading 10,000 executions back would cost more than creating them).
 LIST_EXECUTIONS_UP_TO = 1000
@@ -77,11 +84,12 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
 
     site_ids = resolve_sites(body)
     source = source_of(body)
-    rendered = render_all(rollout_id, site_ids, source)
-
-    now = clock()
     policy = body.policy
     sizes = wave_sizes(len(site_ids), policy)
+    checked = site_ids if len(site_ids) <= RENDER_ALL_UP_TO else site_ids[:sizes[0]]
+    rendered = render_all(rollout_id, checked, source)
+
+    now = clock()
     target_ref = targets.write(rollout_id, site_ids)  # before the rollout that names it
     rollout = Rollout(
         rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
@@ -134,7 +142,8 @@ def resolve_sites(body: RolloutIn) -> list[str]:
         if missing:
             raise NotFound(f"site(s) {', '.join(map(repr, missing))} do not exist")
         return list(body.sites)
-    site_ids = sorted(site.site_id for site in Site.scan(Site.tags.contains(body.tag)))
+    site_ids = sorted(site.site_id for site in Site.scan(Site.tags.contains(body.tag),
+                                                           attributes_to_get=["site_id"]))
     if not site_ids:
         raise BadRequest(f"tag {body.tag!r} matches no site")
     return site_ids

@@ -8,11 +8,11 @@ back to the queue for the next advance.
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.clock import Clock
+from chalicelib.definitions.render import RenderedSite
 from chalicelib.errors import Conflict, PublishFailed
 from chalicelib.models import (
     Execution,
@@ -57,6 +57,7 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
         return 0
     with Changes() as changes:
         sender = _Sender(rollout, publisher, clock, changes)
+        sender.render([e.site_id for e in chosen if e.plan_steps is None])
         if len(chosen) == 1:
             sent = int(sender.send(chosen[0]))
         else:
@@ -79,8 +80,8 @@ class _Sender:
         self.publisher = publisher
         self.clock = clock
         self.changes = changes
-        self._source: Any = None
-        self._lock = threading.Lock()
+        self._rendered: dict[str, RenderedSite] = {}
+        self._problems: dict[str, str] = {}
 
     def send(self, execution: Execution) -> bool:
         site_id = execution.site_id
@@ -113,17 +114,29 @@ class _Sender:
             rendering.set_desired(self.rollout.rollout_id, site_id, desired, self.clock)
         return True
 
+    def render(self, site_ids: list[str]) -> None:
+        """Render, together, the plans of the sites whose executions were stored without
+        one (every site past the first wave of a large rollout: see ``create``)."""
+        if not site_ids:
+            return
+        source = rendering.source_of_rollout(self.rollout)
+        rendered, problems = rendering.render_many(self.rollout.rollout_id, site_ids, source)
+        self._rendered.update(rendered)
+        self._problems.update(problems)
+
     def _plan_of(self, execution: Execution) -> tuple[list[protocol.PlanStep],
                                                       dict[str, Any]]:
-        """The plan rendered when the rollout was created (stored on the execution), or,
-        for an execution stored without one, rendered now."""
+        """The plan stored with the execution, or the one ``render`` made for its site."""
         if execution.plan_steps is not None:
             return ([protocol.PlanStep(**step) for step in execution.plan_steps],
                     execution.desired or {})
-        with self._lock:
-            self._source = self._source or rendering.source_of_rollout(self.rollout)
-        found = rendering.render_site(self.rollout.rollout_id, execution.site_id,
-                                     self._source)
+        site_id = execution.site_id
+        if site_id in self._problems:
+            raise Conflict(self._problems[site_id])
+        if site_id not in self._rendered:  # not among those rendered for this round
+            self.render([site_id])
+            return self._plan_of(execution)
+        found = self._rendered[site_id]
         return found.plan.steps, found.desired
 
 
