@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint install system vendor clean
+.PHONY: demo test lint install system vendor dist clean
 
 demo: install
 	$(BIN)/edgeplane dev demo
@@ -14,6 +14,8 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 install: system $(STAMP)
 
@@ -27,10 +29,15 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# dist/: the site gateway's wheel (the gateway and the wire contract only) and the
+# workspace's wheel (everything, for operators and developers).
+dist: install
+	$(BIN)/python scripts/build_dists.py
+
 # The Lambda bundle needs the wire contract: Chalice ships vendor/ as it is.
 vendor:
 	mkdir -p vendor/edgeplane
 	cp edgeplane/__init__.py edgeplane/protocol.py vendor/edgeplane/
 
 clean:
-	rm -rf $(VENV) vendor build *.egg-info
+	rm -rf $(VENV) vendor build dist *.egg-info
