@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edge_gateway.drivers.base import Driver
+from edge_gateway.drivers.base import Driver, interface
 from edge_gateway.errors import GatewayError
 from edgeplane.protocol import Capability, MachineObservation
 
@@ -26,11 +26,13 @@ def observe_machine(machine_id: str, driver: Driver) -> MachineObservation:
         boot = driver.get_boot_override()
         found: dict[str, Any] = {}
         if Capability.BIOS in driver.capabilities:
-            found["bios"] = _optional(lambda: dict(driver.get_bios().current))
+            bios = interface(driver, Capability.BIOS)
+            found["bios"] = _optional(lambda: dict(bios.get_bios().current))
         if Capability.FIRMWARE in driver.capabilities:
+            firmware = interface(driver, Capability.FIRMWARE)
             found["firmware"] = _optional(lambda: [
                 {"id": c.id, "name": c.name, "version": c.version}
-                for c in driver.get_firmware()])
+                for c in firmware.get_firmware()])
     except GatewayError as exc:
         return MachineObservation(machine=machine_id, error=str(exc))
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge_gateway.drivers import create_driver
-from edge_gateway.drivers.base import BmcCredentials, Driver, MachineInfo
+from edge_gateway.drivers.base import BmcCredentials, Driver, MachineInfo, interface
 from edge_gateway.errors import ConfigError, GatewayError
 from edgeplane.protocol import BmcProtocol, Capability
 
@@ -94,7 +94,7 @@ def _details(driver: Driver) -> dict[str, Any]:
     details: dict[str, Any] = {"capabilities": _names(capabilities)}
     if Capability.INVENTORY in capabilities:
         try:
-            details["inventory"] = driver.collect_inventory()
+            details["inventory"] = interface(driver, Capability.INVENTORY).collect_inventory()
         except GatewayError as exc:  # the identity above is still worth printing
             details["inventory_error"] = str(exc)
     return details

@@ -16,23 +16,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_gateway.drivers.base import (
+from edge_gateway.drivers.base import BmcCredentials, Driver, MachineInfo
+from edge_gateway.drivers.interfaces import (
     BiosAttribute,
+    BiosInterface,
     BiosSettings,
-    BmcCredentials,
+    BmcInterface,
     BootOverride,
-    Driver,
     FirmwareComponent,
+    FirmwareInterface,
     FirmwareJob,
+    HealthInterface,
     HealthReport,
+    InventoryInterface,
     JobState,
     LogEntry,
-    MachineInfo,
+    LogsInterface,
+    MediaInterface,
     SensorReading,
     VirtualMedia,
 )
 from edge_gateway.errors import BmcError, BmcUnreachableError
-from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
+from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, PowerState
 
 BIOS_REGISTRY = {
     "BootMode": BiosAttribute("BootMode", "Enumeration", ("Uefi", "LegacyBios")),
@@ -101,9 +106,11 @@ class SimulatedMachine:
         self.sel.append(LogEntry(str(len(self.sel) + 1), None, severity, message))
 
 
-class SimulatedDriver(Driver):
+class SimulatedDriver(MediaInterface, BiosInterface, FirmwareInterface, InventoryInterface,
+                      HealthInterface, LogsInterface, BmcInterface, Driver):
+    """Every interface, one section each; power and boot come with the driver core."""
+
     protocol = "simulated"
-    capabilities = frozenset(Capability)
 
     def __init__(self, credentials: BmcCredentials, machine: SimulatedMachine,
                  timeout: float = 30.0) -> None:

@@ -1,26 +1,49 @@
-"""The driver interface: what the gateway asks of any BMC, whatever its protocol.
+"""The driver core: what every driver is, whatever its protocol and interfaces.
 
-A driver is created per machine and talks to that machine's BMC only. The interface is one
-small group of methods per hardware concern (power, boot, media, BIOS, firmware, inventory,
-health, logs, the BMC itself), each group tied to a ``Capability``. A driver declares the
-capabilities it implements (``capabilities``, known without touching a BMC) and, per
-machine, those the BMC really offers (``machine_capabilities()``); a method of a group the
-driver does not implement raises ``UnsupportedError`` naming the capability.
+A driver is created per machine and talks to that machine's BMC only. It is composed of
+the hardware interfaces it implements (``edge_gateway.drivers.interfaces``: one small ABC
+per concern). Power and boot are part of the core: the gateway reads both on every machine.
+The others (media, BIOS, firmware, inventory, health, event log, the BMC's reset) are the
+bases a driver class adds for what its protocol can do. ``capabilities`` is derived from
+those bases, never declared; per machine, ``machine_capabilities()`` says which of them the
+BMC really offers.
 
-Every method that changes something is an "ensure" or a plain request: asking for the state
-the machine is already in is not an error. Drivers never let a protocol library's
-exceptions or constants escape: they raise ``edge_gateway.errors.BmcError`` (or a subclass)
-and speak the enums of the wire contract (``edgeplane.protocol``) and the value types below.
+Callers reach an interface by capability with ``interface(driver, Capability.BIOS)``. Drivers
+never let a protocol library's exceptions or constants escape: they raise
+``edge_gateway.errors.BmcError`` (or a subclass) and speak the enums of the wire contract
+(``edgeplane.protocol``) and the value types of the interfaces (importable from here too).
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, overload
 
+from edge_gateway.drivers.interfaces import (
+    BiosAttribute,
+    BiosInterface,
+    BiosSettings,
+    BmcInterface,
+    BootInterface,
+    BootOverride,
+    FirmwareComponent,
+    FirmwareInterface,
+    FirmwareJob,
+    HealthInterface,
+    HealthReport,
+    InventoryInterface,
+    JobState,
+    LogEntry,
+    LogsInterface,
+    MediaInterface,
+    PowerInterface,
+    SensorReading,
+    VirtualMedia,
+    implemented,
+)
 from edge_gateway.errors import UnsupportedError
-from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
+from edgeplane.protocol import Capability, PowerState
 
 
 @dataclass(frozen=True)
@@ -39,16 +62,6 @@ class BmcCredentials:
 CAPABILITIES_TTL = 300.0
 
 
-# --- value types ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BootOverride:
-    target: BootTarget | None  # None: no override is set, the machine boots normally
-    mode: BootMode | None
-    firmware_mode: BootFirmwareMode | None = None  # UEFI or legacy, where the BMC says
-
-
 @dataclass(frozen=True)
 class MachineInfo:
     """What the BMC says the machine is (the short form; see ``collect_inventory``)."""
@@ -62,93 +75,21 @@ class MachineInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class VirtualMedia:
-    """One virtual media slot of the BMC."""
+class Driver(PowerInterface, BootInterface):
+    """One machine's BMC, through one protocol. A driver class lists its protocol's parts,
+    one per interface, before the core: ``class IpmiDriver(IpmiPower, IpmiBoot, ...,
+    Driver)``."""
 
-    slot: str  # the BMC's id of the slot (Redfish: the VirtualMedia resource's @odata.id)
-    media_types: tuple[str, ...]  # e.g. ("CD", "DVD") or ("USBStick",)
-    inserted: bool
-    image: str | None = None
+    protocol: ClassVar[str]
+    # Derived from the interfaces the class implements (see __init_subclass__).
+    capabilities: ClassVar[frozenset[Capability]]
 
-
-@dataclass(frozen=True)
-class BiosAttribute:
-    """What the BMC says one BIOS attribute may be (from its attribute registry)."""
-
-    name: str
-    type: str  # "Enumeration", "String", "Integer", "Boolean", "Password"
-    allowed_values: tuple[str, ...] | None = None
-    read_only: bool = False
-    minimum: int | None = None
-    maximum: int | None = None
-
-
-@dataclass(frozen=True)
-class BiosSettings:
-    current: dict[str, Any]
-    pending: dict[str, Any]  # written, not yet in effect (until the next reset)
-    # None: the BMC publishes no registry; attributes are then checked against ``current``
-    registry: dict[str, BiosAttribute] | None = None
-
-
-@dataclass(frozen=True)
-class FirmwareComponent:
-    id: str  # the BMC's id (Redfish: the FirmwareInventory member's @odata.id)
-    name: str
-    version: str | None
-    updateable: bool = False
-
-
-class JobState:
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class FirmwareJob:
-    """A firmware update the BMC is running; ``monitor`` is how to ask about it again."""
-
-    monitor: str | None
-    state: str = JobState.RUNNING
-    percent: int | None = None
-    bmc_state: str | None = None  # the BMC's own word for the state (e.g. "Running")
-    messages: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SensorReading:
-    name: str
-    kind: str  # "temperature", "fan", "voltage", "power", "other"
-    value: float | None
-    units: str | None
-    health: str  # "ok", "warning", "critical", "unknown"
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    health: str  # the roll-up: "ok", "warning", "critical", "unknown"
-    components: dict[str, str] = field(default_factory=dict)  # e.g. {"processors": "ok"}
-    sensors: tuple[SensorReading, ...] = ()
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    id: str
-    created: str | None
-    severity: str  # "ok", "warning", "critical", "unknown"
-    message: str
-
-
-# --- the interface ---------------------------------------------------------------------------
-
-
-class Driver(abc.ABC):
-    """One machine's BMC, through one protocol."""
-
-    protocol: str
-    capabilities: frozenset[Capability]
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "capabilities" in vars(cls):
+            raise TypeError(f"{cls.__name__} declares its capabilities; they follow from "
+                            "the interfaces it implements")
+        cls.capabilities = implemented(cls)
 
     def __init__(self, credentials: BmcCredentials, timeout: float = 30.0) -> None:
         self.credentials = credentials
@@ -159,103 +100,66 @@ class Driver(abc.ABC):
         return self.credentials.address
 
     def machine_capabilities(self) -> frozenset[Capability]:
-        """What this machine's BMC really offers (may read the BMC). Default: all declared."""
+        """What this machine's BMC really offers, a subset of ``capabilities`` (may read the
+        BMC). Default: all of them."""
         return self.capabilities
-
-    def _unsupported(self, capability: Capability) -> UnsupportedError:
-        return UnsupportedError(f"the {self.protocol} driver has no {capability} capability")
-
-    # --- power (Capability.POWER) ----------------------------------------------------------
-
-    @abc.abstractmethod
-    def get_power_state(self) -> PowerState:
-        """Read the machine's power state."""
-
-    @abc.abstractmethod
-    def request_power_state(self, state: PowerState) -> None:
-        """Ask for ON, or a hard OFF; does not wait. The caller reads back."""
-
-    def request_graceful_shutdown(self) -> None:
-        """Ask the OS to shut down (ACPI soft off); does not wait; may never complete."""
-        raise self._unsupported(Capability.POWER)
-
-    def request_power_cycle(self) -> None:
-        """Power off then on again (a hard reset where the BMC has no cycle). Not idempotent."""
-        raise self._unsupported(Capability.POWER)
-
-    # --- boot (Capability.BOOT) --------------------------------------------------------------
-
-    @abc.abstractmethod
-    def get_boot_override(self) -> BootOverride:
-        """Read the boot source override."""
-
-    @abc.abstractmethod
-    def set_boot_override(self, target: BootTarget, mode: BootMode,
-                          firmware_mode: BootFirmwareMode | None = None) -> None:
-        """Boot ``target`` at the next boot (ONCE) or every boot; UEFI/legacy if given."""
-
-    # --- virtual media (Capability.MEDIA) ----------------------------------------------------
-
-    def get_virtual_media(self) -> list[VirtualMedia]:
-        raise self._unsupported(Capability.MEDIA)
-
-    def insert_media(self, image: str, slot: str | None = None) -> None:
-        """Insert the image (by URL) into ``slot``, or the first slot that takes a CD/DVD."""
-        raise self._unsupported(Capability.MEDIA)
-
-    def eject_media(self, slot: str) -> None:
-        raise self._unsupported(Capability.MEDIA)
-
-    # --- BIOS (Capability.BIOS) ---------------------------------------------------------------
-
-    def get_bios(self) -> BiosSettings:
-        raise self._unsupported(Capability.BIOS)
-
-    def set_bios_pending(self, attributes: dict[str, Any]) -> None:
-        """Write attributes to the pending settings; they take effect at the next reset."""
-        raise self._unsupported(Capability.BIOS)
-
-    # --- firmware (Capability.FIRMWARE) -------------------------------------------------------
-
-    def get_firmware(self) -> list[FirmwareComponent]:
-        raise self._unsupported(Capability.FIRMWARE)
-
-    def start_firmware_update(self, image: str, targets: list[str] | None = None) -> FirmwareJob:
-        raise self._unsupported(Capability.FIRMWARE)
-
-    def get_firmware_job(self, job: FirmwareJob) -> FirmwareJob:
-        raise self._unsupported(Capability.FIRMWARE)
-
-    # --- inventory (Capability.INVENTORY) -----------------------------------------------------
 
     @abc.abstractmethod
     def describe(self) -> MachineInfo:
         """Identify the machine: manufacturer, model, serial, power state, capabilities."""
 
-    def collect_inventory(self) -> dict[str, Any]:
-        """The full inventory as JSON-ready data: system, processors, memory, nics (with
-        MACs), storage, bmc (firmware); IPMI: fru and device id. Missing parts are left out."""
-        raise self._unsupported(Capability.INVENTORY)
-
-    # --- health (Capability.HEALTH) ------------------------------------------------------------
-
-    def check_health(self) -> HealthReport:
-        raise self._unsupported(Capability.HEALTH)
-
-    # --- system event log (Capability.SEL) -----------------------------------------------------
-
-    def read_sel(self, limit: int | None = None) -> list[LogEntry]:
-        """The newest ``limit`` entries (all if None), oldest first."""
-        raise self._unsupported(Capability.SEL)
-
-    def clear_sel(self) -> None:
-        raise self._unsupported(Capability.SEL)
-
-    # --- the BMC itself (Capability.BMC_RESET) -------------------------------------------------
-
-    def reset_bmc(self) -> None:
-        """Restart the BMC (Redfish Manager reset / IPMI cold reset); it is gone for a while."""
-        raise self._unsupported(Capability.BMC_RESET)
-
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions or sockets. Safe to call twice."""
+
+
+@overload
+def interface(driver: Driver, capability: Literal[Capability.POWER]) -> PowerInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.BOOT]) -> BootInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.MEDIA]) -> MediaInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.BIOS]) -> BiosInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.FIRMWARE]) -> FirmwareInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.INVENTORY]) -> InventoryInterface:
+    ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.HEALTH]) -> HealthInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.SEL]) -> LogsInterface: ...
+@overload
+def interface(driver: Driver, capability: Literal[Capability.BMC_RESET]) -> BmcInterface: ...
+
+
+def interface(driver: Driver, capability: Capability) -> object:
+    """``driver``'s interface for ``capability`` (``Capability.BIOS``: its
+    ``BiosInterface``); ``UnsupportedError`` naming the capability if it has none.
+
+    Decided by the driver's capabilities, not ``isinstance``: the driver may be wrapped (the
+    gateway paces every call to a BMC), and its capabilities are those of its interfaces.
+    The interface is the driver itself, so every call still goes through the wrapper.
+    """
+    if capability not in driver.capabilities:
+        raise UnsupportedError(f"the {driver.protocol} driver has no {capability} capability")
+    return driver
+
+
+__all__ = [
+    "CAPABILITIES_TTL",
+    "BiosAttribute",
+    "BiosSettings",
+    "BmcCredentials",
+    "BootOverride",
+    "Driver",
+    "FirmwareComponent",
+    "FirmwareJob",
+    "HealthReport",
+    "JobState",
+    "LogEntry",
+    "MachineInfo",
+    "SensorReading",
+    "VirtualMedia",
+    "interface",
+]

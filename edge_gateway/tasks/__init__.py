@@ -1,5 +1,10 @@
 """The tasks a plan step can name, carried out on one machine through its driver.
 
+A task needs its capability (``task_spec(name).capability``), checked before it runs, and
+works through the driver's interfaces, each picked by capability
+(``interface(ctx.driver, Capability.POWER)``): a task touches only the interfaces it names,
+never the driver's protocol.
+
 Every task reads the current state first, acts only if it differs, and declares success
 only once a read-back agrees; the outcome says whether anything changed. The two tasks that
 act every time (power.cycle, bmc.reset) say so in their message.

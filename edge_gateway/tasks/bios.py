@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_gateway.drivers.base import BiosAttribute, BiosSettings
+from edge_gateway.drivers.base import BiosAttribute, BiosSettings, interface
 from edge_gateway.errors import GatewayError
 from edge_gateway.tasks.context import Outcome, TaskContext
-from edgeplane.protocol import PowerState
+from edgeplane.protocol import Capability, PowerState
 
 
 def bios_read(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
-    bios = ctx.driver.get_bios()
+    bios = interface(ctx.driver, Capability.BIOS).get_bios()
     message = f"{len(bios.current)} attributes"
     if bios.pending:
         message += f", {len(bios.pending)} pending a reboot"
@@ -26,7 +26,8 @@ def bios_read(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
 
 def bios_apply(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     wanted: dict[str, Any] = params["attributes"]
-    bios = ctx.driver.get_bios()
+    settings = interface(ctx.driver, Capability.BIOS)
+    bios = settings.get_bios()
     problems = check_attributes(wanted, bios)
     if problems:
         raise GatewayError(f"BMC {ctx.driver.address}: BIOS settings refused before writing: "
@@ -40,8 +41,8 @@ def bios_apply(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
         return Outcome(changed=False, message=f"all {len(wanted)} attributes already in effect",
                        data={"applied": {}})
     if overridden or any(bios.pending.get(k) != v for k, v in differs.items()):
-        ctx.driver.set_bios_pending({**differs, **overridden})
-        after = ctx.driver.get_bios()
+        settings.set_bios_pending({**differs, **overridden})
+        after = settings.get_bios()
         missing = [k for k, v in differs.items()
                    if after.pending.get(k) != v and after.current.get(k) != v]
         stale = [k for k, v in overridden.items() if after.pending.get(k, v) != v]
@@ -59,7 +60,7 @@ def bios_apply(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     _reboot(ctx)
     timeout = params["timeout"]
     if not ctx.wait_until(lambda: _in_effect(ctx, wanted), timeout):
-        current = ctx.driver.get_bios().current
+        current = settings.get_bios().current
         wrong = {k: current.get(k) for k, v in wanted.items() if current.get(k) != v}
         raise ctx.fail("BIOS settings", f"after the reboot these are not in effect: {wrong}")
     return Outcome(changed=True, message=f"applied and verified after a reboot: {names}",
@@ -110,15 +111,16 @@ def _check_value(spec: BiosAttribute, value: Any) -> str | None:
 
 
 def _reboot(ctx: TaskContext) -> None:
-    if ctx.driver.get_power_state() == PowerState.ON:
-        ctx.driver.request_power_cycle()
+    power = interface(ctx.driver, Capability.POWER)
+    if power.get_power_state() == PowerState.ON:
+        power.request_power_cycle()
     else:
-        ctx.driver.request_power_state(PowerState.ON)
+        power.request_power_state(PowerState.ON)
     if not ctx.wait_power(PowerState.ON, ctx.machine.power_timeout):
         raise ctx.fail("reboot for BIOS settings",
                        f"not on again after {ctx.machine.power_timeout:.0f} s")
 
 
 def _in_effect(ctx: TaskContext, differs: dict[str, Any]) -> bool:
-    current = ctx.driver.get_bios().current
+    current = interface(ctx.driver, Capability.BIOS).get_bios().current
     return all(current.get(k) == v for k, v in differs.items())

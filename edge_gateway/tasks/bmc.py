@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_gateway.drivers.base import interface
 from edge_gateway.errors import BmcError
 from edge_gateway.tasks.context import Outcome, TaskContext
+from edgeplane.protocol import Capability
 
 
 def bmc_reset(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     started = ctx.monotonic()
-    ctx.driver.reset_bmc()
+    interface(ctx.driver, Capability.BMC_RESET).reset_bmc()
     ctx.sleep(ctx.machine.poll_interval)  # let it go down before asking whether it is back
+
+    power = interface(ctx.driver, Capability.POWER)
 
     def answers() -> bool:
         try:
-            ctx.driver.get_power_state()
+            power.get_power_state()
         except BmcError:
             return False
         return True

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_gateway.config import MachineConfig
-from edge_gateway.drivers.base import Driver
+from edge_gateway.drivers.base import Driver, interface
 from edge_gateway.errors import BmcError
-from edgeplane.protocol import PowerState
+from edgeplane.protocol import Capability, PowerState
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class TaskContext:
+    """A task reaches the driver's interfaces by capability:
+    ``interface(ctx.driver, Capability.BIOS).get_bios()``."""
+
     driver: Driver
     machine: MachineConfig
     sleep: Callable[[float], None] = time.sleep
@@ -33,9 +36,10 @@ class TaskContext:
 
     def wait_power(self, target: PowerState, timeout: float) -> bool:
         """Poll until the BMC reads ``target``; False if it still does not after ``timeout``."""
+        power = interface(self.driver, Capability.POWER)
         deadline = self.monotonic() + timeout
         while True:
-            if self.driver.get_power_state() == target:
+            if power.get_power_state() == target:
                 return True
             if self.monotonic() >= deadline:
                 return False

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from edge_gateway.drivers.base import FirmwareComponent, JobState
+from edge_gateway.drivers.base import FirmwareComponent, JobState, interface
 from edge_gateway.tasks.context import Outcome, TaskContext
+from edgeplane.protocol import Capability
 
 
 def firmware_inventory(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
-    components = ctx.driver.get_firmware()
+    components = interface(ctx.driver, Capability.FIRMWARE).get_firmware()
     return Outcome(changed=False, message=f"{len(components)} components",
                    data={"components": [asdict(c) for c in components]})
 
@@ -22,10 +23,11 @@ def firmware_update(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     word for its state: the operator decides whether to reset the BMC (bmc.reset).
     """
     image, version, timeout = params["image"], params.get("version"), params["timeout"]
-    component = _find(ctx, ctx.driver.get_firmware(), params.get("component"))
+    firmware = interface(ctx.driver, Capability.FIRMWARE)
+    component = _find(ctx, firmware.get_firmware(), params.get("component"))
     if version and component and component.version == version:
         return Outcome(changed=False, message=f"{component.name} already at {version}")
-    job = ctx.driver.start_firmware_update(image, [component.id] if component else None)
+    job = firmware.start_firmware_update(image, [component.id] if component else None)
     deadline = ctx.monotonic() + timeout
     while job.state == JobState.RUNNING:
         if ctx.monotonic() >= deadline:
@@ -33,11 +35,11 @@ def firmware_update(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
             raise ctx.fail("firmware update", f"stalled: not finished after {timeout} s; the "
                            f"BMC's task is {job.bmc_state or 'running'}{progress}")
         ctx.sleep(ctx.machine.poll_interval)
-        job = ctx.driver.get_firmware_job(job)
+        job = firmware.get_firmware_job(job)
     if job.state != JobState.COMPLETED:
         said = "; ".join(job.messages) or "no message"
         raise ctx.fail("firmware update", f"the BMC's task ended {job.bmc_state}: {said}")
-    after = ctx.driver.get_firmware()
+    after = firmware.get_firmware()
     updated = _find(ctx, after, component.id) if component else None
     if version:
         holders = [c for c in ([updated] if updated else after) if c.version == version]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edge_gateway.drivers.base import interface
 from edge_gateway.errors import UnsupportedError
 from edge_gateway.tasks.context import Outcome, TaskContext
-from edgeplane.protocol import PowerState
+from edgeplane.protocol import Capability, PowerState
 
 LOG = logging.getLogger(__name__)
 
@@ -15,13 +16,14 @@ LOG = logging.getLogger(__name__)
 def power_ensure(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     """On, or off (gracefully first if asked, forced when that does not finish in time)."""
     target = PowerState(params["state"])
-    current = ctx.driver.get_power_state()
+    power = interface(ctx.driver, Capability.POWER)
+    current = power.get_power_state()
     if current == target:
         return Outcome(changed=False, message=f"already {target}")
     graceful_timeout = params.get("graceful_timeout", 0)
     if target == PowerState.OFF and params.get("graceful") and graceful_timeout > 0:
         try:
-            ctx.driver.request_graceful_shutdown()
+            power.request_graceful_shutdown()
         except UnsupportedError:
             LOG.info("BMC %s: no graceful shutdown; forcing off", ctx.driver.address)
         else:
@@ -29,22 +31,23 @@ def power_ensure(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
                 return Outcome(changed=True, message="shut down gracefully (was on)")
             LOG.warning("BMC %s: still on %s s after a graceful shutdown; forcing off",
                         ctx.driver.address, graceful_timeout)
-            ctx.driver.request_power_state(PowerState.OFF)
+            power.request_power_state(PowerState.OFF)
             _wait(ctx, PowerState.OFF)
             return Outcome(changed=True, message=f"forced off: a graceful shutdown did not "
                                                  f"finish in {graceful_timeout} s")
-    ctx.driver.request_power_state(target)
+    power.request_power_state(target)
     _wait(ctx, target)
     return Outcome(changed=True, message=f"powered {target} (was {current})")
 
 
 def power_cycle(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     """Not idempotent: it acts every time it runs, and says so."""
-    if ctx.driver.get_power_state() == PowerState.OFF:
-        ctx.driver.request_power_state(PowerState.ON)
+    power = interface(ctx.driver, Capability.POWER)
+    if power.get_power_state() == PowerState.OFF:
+        power.request_power_state(PowerState.ON)
         how = "was off: powered on"
     else:
-        ctx.driver.request_power_cycle()
+        power.request_power_cycle()
         how = "power cycled"
     _wait(ctx, PowerState.ON)
     return Outcome(changed=True, message=f"{how} (power.cycle is not idempotent)")
@@ -61,5 +64,5 @@ def wait_for(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
 def _wait(ctx: TaskContext, target: PowerState) -> None:
     timeout = ctx.machine.power_timeout
     if not ctx.wait_power(target, timeout):
-        observed = ctx.driver.get_power_state()
+        observed = interface(ctx.driver, Capability.POWER).get_power_state()
         raise ctx.fail(f"power {target}", f"still reads {observed} after {timeout:.0f} s")

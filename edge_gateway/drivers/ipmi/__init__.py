@@ -6,9 +6,10 @@ concern.
   from blocking in a receive (``receive``), each call in a worker thread under the driver's
   timeout, failures converted at one boundary (``errors``);
 - ``tables``: pyghmi's words and IPMI's numbers <-> Edgeplane's enums and words;
-- ``chassis`` (power, boot flags), ``inventory`` (device id, FRU 0, GUID), ``sensors``
-  (health from the SDR), ``sel`` (event log), ``mc`` (capabilities, cold reset);
-- ``driver``: ``IpmiDriver``, composing them.
+- ``power`` (chassis control), ``boot`` (boot flags), ``inventory`` (device id, FRU 0,
+  GUID), ``sensors`` (health from the SDR), ``sel`` (event log), ``mc`` (capabilities,
+  cold reset): one hardware interface each (``IpmiPower`` implements ``PowerInterface``...);
+- ``driver``: ``IpmiDriver``, the driver core composed with those parts.
 
 Nothing of pyghmi leaves this package: its strings map to our enums through the tables and
 its exceptions become ``BmcError`` and subclasses.

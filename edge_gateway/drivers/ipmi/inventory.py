@@ -16,8 +16,10 @@ from pyghmi.ipmi import fru as pyghmi_fru
 from pyghmi.ipmi.command import Command
 
 from edge_gateway.drivers.base import MachineInfo
-from edge_gateway.drivers.ipmi.chassis import read_power
+from edge_gateway.drivers.interfaces import InventoryInterface
 from edge_gateway.drivers.ipmi.errors import MALFORMED, IpmiException, Refusal
+from edge_gateway.drivers.ipmi.link import Connection
+from edge_gateway.drivers.ipmi.power import read_power
 from edge_gateway.drivers.ipmi.tables import DEVICE_SUPPORT, FRU_FIELDS, IANA_VENDORS
 from edgeplane.protocol import BmcProtocol, Capability, PowerState
 
@@ -25,6 +27,17 @@ LOG = logging.getLogger(__name__)
 
 NETFN_APP = 0x06
 GET_DEVICE_ID, GET_SYSTEM_GUID = 0x01, 0x37
+
+
+class IpmiInventory(InventoryInterface):
+    """What FRU 0 and the BMC say about themselves."""
+
+    _bmc: Connection
+
+    def collect_inventory(self) -> dict[str, Any]:
+        """{"system", "fru": {"chassis", "board", "product"}, "device_id", "system_guid",
+        "bmc": {"firmware", "ipmi_version"}}; parts the BMC does not keep are left out."""
+        return self._bmc.call("collect inventory", lambda cmd: collect(cmd, self._bmc.address))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from typing import Any
 
 from pyghmi.ipmi.command import Command
 
+from edge_gateway.drivers.interfaces import BmcInterface
 from edge_gateway.drivers.ipmi.errors import IpmiException, Refusal
+from edge_gateway.drivers.ipmi.link import Connection
 from edgeplane.protocol import Capability
 
 LOG = logging.getLogger(__name__)
@@ -22,6 +24,18 @@ SDR_VERSION = 0x51
 RESET_ANSWER_WAIT = 0.5
 ALWAYS = frozenset({Capability.POWER, Capability.BOOT, Capability.INVENTORY,
                     Capability.BMC_RESET})
+
+
+class IpmiBmc(BmcInterface):
+    """Cold Reset of the BMC."""
+
+    _bmc: Connection
+
+    def reset_bmc(self) -> None:
+        """Cold reset. The BMC forgets its sessions, so this driver's is logged out too; the
+        next call logs in anew (and fails as unreachable until the BMC is back)."""
+        self._bmc.call("reset BMC", lambda cmd: cold_reset(cmd, self._bmc.address),
+                       forget_session=True)
 
 
 def offered(cmd: Command) -> frozenset[Capability]:

@@ -20,8 +20,9 @@ from typing import Any
 from pyghmi.ipmi import events as pyghmi_events
 from pyghmi.ipmi.command import Command
 
-from edge_gateway.drivers.base import LogEntry
+from edge_gateway.drivers.interfaces import LogEntry, LogsInterface
 from edge_gateway.drivers.ipmi.errors import MALFORMED, IpmiException, Refusal, completion_code
+from edge_gateway.drivers.ipmi.link import Connection
 from edge_gateway.drivers.ipmi.tables import health_word
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +42,18 @@ class _NoSdr:
 
     sensors: dict[str, Any] = {}
     fru: dict[int, Any] = {}
+
+
+class IpmiLogs(LogsInterface):
+    """The SEL, read and cleared through the storage commands."""
+
+    _bmc: Connection
+
+    def read_sel(self, limit: int | None = None) -> list[LogEntry]:
+        return self._bmc.call("read event log", lambda cmd: read(cmd, self._bmc.address, limit))
+
+    def clear_sel(self) -> None:
+        self._bmc.call("clear event log", lambda cmd: clear(cmd, self._bmc.address))
 
 
 def read(cmd: Command, address: str, limit: int | None = None) -> list[LogEntry]:

@@ -13,8 +13,9 @@ from typing import Any
 
 from pyghmi.ipmi.command import Command
 
-from edge_gateway.drivers.base import HealthReport, SensorReading
+from edge_gateway.drivers.interfaces import HealthInterface, HealthReport, SensorReading
 from edge_gateway.drivers.ipmi.errors import MALFORMED, IpmiException, Refusal, completion_code
+from edge_gateway.drivers.ipmi.link import Connection
 from edge_gateway.drivers.ipmi.tables import (
     COMPONENTS,
     SENSOR_KINDS,
@@ -22,6 +23,15 @@ from edge_gateway.drivers.ipmi.tables import (
     health_word,
     worst,
 )
+
+
+class IpmiHealth(HealthInterface):
+    """Health from the sensors of the SDR."""
+
+    _bmc: Connection
+
+    def check_health(self) -> HealthReport:
+        return self._bmc.call("check health", check)
 
 
 def check(cmd: Command) -> HealthReport:

@@ -4,8 +4,9 @@
   system selection) and the error boundary (``RedfishService.call``);
 - ``tables``: Redfish words and sushy constants <-> Edgeplane's;
 - ``power``, ``boot``, ``media``, ``bios``, ``firmware``, ``inventory``, ``health``,
-  ``logs``, ``bmc``: one capability group each;
-- ``driver``: ``RedfishDriver``, composing them.
+  ``logs``, ``bmc``: one hardware interface each (``RedfishPower`` implements
+  ``PowerInterface``...), with the check of whether a given BMC offers it;
+- ``driver``: ``RedfishDriver``, the driver core composed with those parts.
 
 sushy's resource classes are used where they act (system reset and boot, virtual media
 actions, manager reset); raw documents through sushy's connector where sushy has no class

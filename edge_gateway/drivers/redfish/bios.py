@@ -2,16 +2,17 @@
 
 Raw documents rather than sushy's ``Bios``: we need the settings object's ETag header and
 the registry file's Location, which sushy keeps to itself. Names and values are checked in
-the task layer against what ``read()`` returns; here we only read and write.
+the task layer against what ``get_bios()`` returns; here we only read and write.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
 
-from edge_gateway.drivers.base import BiosAttribute, BiosSettings
+from edge_gateway.drivers.interfaces import BiosAttribute, BiosInterface, BiosSettings
 from edge_gateway.drivers.redfish.documents import Document, link
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 
@@ -21,18 +22,14 @@ LOG = logging.getLogger(__name__)
 _REGISTRY_NAME = re.compile(r"^(?P<name>.+?)\.v?(?P<major>\d+)[._](?P<minor>\d+)")
 
 
-class Bios:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
-        self._registries: dict[str, dict[str, BiosAttribute] | None] = {}
+class RedfishBios(BiosInterface):
+    """The system's Bios resource, its settings object and its attribute registry."""
 
-    @staticmethod
-    def offered(system: Document) -> bool:
-        return link(system, "Bios") is not None
+    _service: RedfishService
 
-    def read(self) -> BiosSettings:
+    def get_bios(self) -> BiosSettings:
         with self._service.call("read BIOS settings"):
-            bios = self._bios()
+            bios = _bios(self._service)
             current = bios.get("Attributes") or {}
             settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
             pending: dict[str, Any] = {}
@@ -42,14 +39,14 @@ class Bios:
                 # written: either way, pending is what differs from the current value.
                 pending = {k: v for k, v in written.items() if current.get(k) != v}
             name = bios.get("AttributeRegistry")
-            registry = self._registry(name) if isinstance(name, str) and name else None
+            registry = self._bios_registry(name) if isinstance(name, str) and name else None
             return BiosSettings(current=dict(current), pending=pending, registry=registry)
 
-    def set_pending(self, attributes: dict[str, Any]) -> None:
+    def set_bios_pending(self, attributes: dict[str, Any]) -> None:
         """PATCH the settings object; they take effect at the next reset."""
         names = ", ".join(sorted(attributes))
         with self._service.call(f"write BIOS settings {names}"):
-            bios = self._bios()
+            bios = _bios(self._service)
             settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
             if not settings_path:
                 raise Refusal("the Bios resource has no settings object (@Redfish.Settings) "
@@ -58,67 +55,80 @@ class Bios:
             LOG.info("BMC %s: PATCH %s with %s", self._service.address, settings_path, names)
             self._service.patch(settings_path, {"Attributes": attributes}, etag)
 
-    def _bios(self) -> Document:
-        path = link(self._service.system().json, "Bios")
-        if not path:
-            raise Refusal("the system has no Bios resource")
-        return self._service.get_json(path)
+    @functools.cached_property
+    def _bios_registries(self) -> dict[str, dict[str, BiosAttribute] | None]:
+        """The attribute registries read so far, by name: each is read once per driver."""
+        return {}
 
-    # --- the attribute registry ----------------------------------------------------------
-
-    def _registry(self, name: str) -> dict[str, BiosAttribute] | None:
+    def _bios_registry(self, name: str) -> dict[str, BiosAttribute] | None:
         """The attribute registry ``name`` as BiosAttributes; None if the BMC has none."""
-        if name not in self._registries:
-            document = self._find_registry(name)
-            self._registries[name] = _parse_registry(document) if document else None
+        if name not in self._bios_registries:
+            document = _find_registry(self._service, name)
+            self._bios_registries[name] = _parse_registry(document) if document else None
             if document is None:
                 LOG.info("BMC %s: attribute registry %s is not published",
                          self._service.address, name)
-        return self._registries[name]
+        return self._bios_registries[name]
 
-    def _find_registry(self, name: str) -> Document | None:
-        """Find ``name`` in the Registries collection and follow its Location.
 
-        A registry file whose Id or Registry is ``name`` (or the same name and major.minor
-        version) is taken at its word. Failing that, a file whose name starts the wanted
-        name with the same version is tried, and kept only if the registry it points to has
-        the Id ``name`` (sushy-tools lists "BiosAttributeRegistry.v1_0_0" for a registry
-        whose Id is "BiosAttributeRegistryP89.v1_0_0").
-        """
-        collection = link(self._service.root().json, "Registries")
-        if not collection:
-            return None
-        # Most BMCs name the file after the registry: look at those first.
-        paths = sorted(self._service.member_paths(collection),
-                       key=lambda path: not path.rstrip("/").endswith("/" + name))
-        related = []
-        for path in paths:
-            file = self._service.optional_json(path)
-            if file is None:
-                continue
-            if _same_registry(name, file):
-                return self._registry_document(file)
-            if _related_registry(name, file):
-                related.append(file)
-        for file in related:
-            document = self._registry_document(file)
-            if document is not None and document.get("Id") == name:
-                return document
+def offered(system: Document) -> bool:
+    return link(system, "Bios") is not None
+
+
+def _bios(service: RedfishService) -> Document:
+    path = link(service.system().json, "Bios")
+    if not path:
+        raise Refusal("the system has no Bios resource")
+    return service.get_json(path)
+
+
+# --- the attribute registry --------------------------------------------------------------
+
+
+def _find_registry(service: RedfishService, name: str) -> Document | None:
+    """Find ``name`` in the Registries collection and follow its Location.
+
+    A registry file whose Id or Registry is ``name`` (or the same name and major.minor
+    version) is taken at its word. Failing that, a file whose name starts the wanted name
+    with the same version is tried, and kept only if the registry it points to has the Id
+    ``name`` (sushy-tools lists "BiosAttributeRegistry.v1_0_0" for a registry whose Id is
+    "BiosAttributeRegistryP89.v1_0_0").
+    """
+    collection = link(service.root().json, "Registries")
+    if not collection:
         return None
+    # Most BMCs name the file after the registry: look at those first.
+    paths = sorted(service.member_paths(collection),
+                   key=lambda path: not path.rstrip("/").endswith("/" + name))
+    related = []
+    for path in paths:
+        file = service.optional_json(path)
+        if file is None:
+            continue
+        if _same_registry(name, file):
+            return _registry_document(service, file)
+        if _related_registry(name, file):
+            related.append(file)
+    for file in related:
+        document = _registry_document(service, file)
+        if document is not None and document.get("Id") == name:
+            return document
+    return None
 
-    def _registry_document(self, file: Document) -> Document | None:
-        if "RegistryEntries" in file:  # the registry itself, inline in the collection
-            return file
-        locations = [entry for entry in file.get("Location") or [] if isinstance(entry, dict)]
-        locations.sort(key=lambda entry: entry.get("Language") != "en")
-        for location in locations:
-            uri = location.get("Uri")
-            if isinstance(uri, str) and uri:
-                return self._service.optional_json(uri)
-        # PublicationUri is on the Internet and ArchiveUri a zip: neither is fetched here.
-        LOG.info("BMC %s: registry file %s has no Location Uri on the BMC",
-                 self._service.address, file.get("@odata.id"))
-        return None
+
+def _registry_document(service: RedfishService, file: Document) -> Document | None:
+    if "RegistryEntries" in file:  # the registry itself, inline in the collection
+        return file
+    locations = [entry for entry in file.get("Location") or [] if isinstance(entry, dict)]
+    locations.sort(key=lambda entry: entry.get("Language") != "en")
+    for location in locations:
+        uri = location.get("Uri")
+        if isinstance(uri, str) and uri:
+            return service.optional_json(uri)
+    # PublicationUri is on the Internet and ArchiveUri a zip: neither is fetched here.
+    LOG.info("BMC %s: registry file %s has no Location Uri on the BMC", service.address,
+             file.get("@odata.id"))
+    return None
 
 
 def _key(name: object) -> tuple[str, str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from edge_gateway.drivers.interfaces import BmcInterface
 from edge_gateway.drivers.redfish.documents import Document
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 from edge_gateway.drivers.redfish.tables import BMC_RESETS
@@ -13,21 +14,19 @@ LOG = logging.getLogger(__name__)
 _RESET = "#Manager.Reset"
 
 
-class Bmc:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishBmc(BmcInterface):
+    """Manager.Reset of the first manager of the system that offers it."""
 
-    def offered(self, system: Document) -> bool:
-        return self._resettable(system) is not None
+    _service: RedfishService
 
-    def reset(self) -> None:
+    def reset_bmc(self) -> None:
         """GracefulRestart if the manager offers it, else ForceRestart. Not idempotent.
 
         The connection is dropped afterwards: the BMC forgets its sessions when it restarts,
         and the next call connects afresh (and fails as unreachable until it is back).
         """
         with self._service.call("reset BMC"):
-            path = self._resettable(self._service.system().json)
+            path = _resettable(self._service, self._service.system().json)
             if path is None:
                 raise Refusal("no manager of the system offers Manager.Reset")
             manager = self._service.root().get_manager(path)
@@ -36,17 +35,22 @@ class Bmc:
                 if reset in allowed:
                     break
             else:
-                offered = ", ".join(sorted(v.value for v in allowed)) or "none"
+                names = ", ".join(sorted(v.value for v in allowed)) or "none"
                 raise Refusal(f"the manager offers neither "
-                              f"{' nor '.join(r.value for r in BMC_RESETS)}; it offers {offered}")
+                              f"{' nor '.join(r.value for r in BMC_RESETS)}; it offers {names}")
             LOG.info("BMC %s: reset manager %s by %s", self._service.address, path, reset.value)
             manager.reset_manager(reset)
         self._service.forget()
 
-    def _resettable(self, system: Document) -> str | None:
-        """The first manager of the system that advertises Manager.Reset."""
-        for path in self._service.manager_paths(system):
-            document = self._service.optional_json(path)
-            if document and _RESET in (document.get("Actions") or {}):
-                return path
-        return None
+
+def offered(service: RedfishService, system: Document) -> bool:
+    return _resettable(service, system) is not None
+
+
+def _resettable(service: RedfishService, system: Document) -> str | None:
+    """The first manager of the system that advertises Manager.Reset."""
+    for path in service.manager_paths(system):
+        document = service.optional_json(path)
+        if document and _RESET in (document.get("Actions") or {}):
+            return path
+    return None

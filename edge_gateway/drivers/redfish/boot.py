@@ -7,7 +7,8 @@ from typing import Any
 
 import sushy
 
-from edge_gateway.drivers.base import BootOverride
+from edge_gateway.drivers.interfaces import BootInterface, BootOverride
+from edge_gateway.drivers.redfish.documents import Document
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 from edge_gateway.drivers.redfish.tables import (
     BOOT_MODE_FROM_REDFISH,
@@ -24,11 +25,12 @@ LOG = logging.getLogger(__name__)
 _ALLOWED = "@Redfish.AllowableValues"
 
 
-class Boot:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishBoot(BootInterface):
+    """The ComputerSystem's Boot property, checked against its AllowableValues."""
 
-    def get_override(self) -> BootOverride:
+    _service: RedfishService
+
+    def get_boot_override(self) -> BootOverride:
         with self._service.call("read boot override"):
             system = self._service.system()
             boot = system.boot
@@ -51,8 +53,9 @@ class Boot:
             return BootOverride(target=target, mode=BOOT_MODE_FROM_REDFISH.get(boot.enabled),
                                 firmware_mode=firmware_mode)
 
-    def set_override(self, target: BootTarget, mode: BootMode,
-                     firmware_mode: BootFirmwareMode | None = None) -> None:
+    def set_boot_override(self, target: BootTarget, mode: BootMode,
+                          firmware_mode: BootFirmwareMode | None = None) -> None:
+        """No PATCH if the override is already so."""
         suffix = f", {firmware_mode}" if firmware_mode else ""
         with self._service.call(f"set boot override {target} ({mode}{suffix})"):
             system = self._service.system()
@@ -83,6 +86,10 @@ class Boot:
                      system.path, source.value, enabled.value,
                      f" {override_mode.value}" if override_mode else "")
             system.set_system_boot_options(target=source, enabled=enabled, mode=override_mode)
+
+
+def offered(system: Document) -> bool:
+    return bool(system.get("Boot"))
 
 
 def _check_allowed(boot: dict[str, Any], name: str, value: str, what: str) -> None:

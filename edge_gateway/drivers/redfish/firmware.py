@@ -21,7 +21,12 @@ from urllib.parse import urlsplit
 import requests
 from sushy import exceptions as sushy_exc
 
-from edge_gateway.drivers.base import FirmwareComponent, FirmwareJob, JobState
+from edge_gateway.drivers.interfaces import (
+    FirmwareComponent,
+    FirmwareInterface,
+    FirmwareJob,
+    JobState,
+)
 from edge_gateway.drivers.redfish.documents import Document, link
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal, http_detail
 from edge_gateway.drivers.redfish.tables import JOB_STATE_FROM_TASK
@@ -33,18 +38,14 @@ _SIMPLE_UPDATE = "#UpdateService.SimpleUpdate"
 _BMC_TROUBLE = frozenset({401, 403, 404, 410, 502, 503, 504})
 
 
-class Firmware:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishFirmware(FirmwareInterface):
+    """The UpdateService: FirmwareInventory, SimpleUpdate and the task monitors."""
 
-    def offered(self) -> bool:
-        update_service = self._service.optional_json(
-            link(self._service.root().json, "UpdateService"))
-        return bool(update_service and (update_service.get("Actions") or {}).get(_SIMPLE_UPDATE))
+    _service: RedfishService
 
-    def inventory(self) -> list[FirmwareComponent]:
+    def get_firmware(self) -> list[FirmwareComponent]:
         with self._service.call("read firmware inventory"):
-            collection = link(self._update_service(), "FirmwareInventory")
+            collection = link(_update_service(self._service), "FirmwareInventory")
             if not collection:
                 raise Refusal("the UpdateService has no FirmwareInventory")
             return [FirmwareComponent(
@@ -54,13 +55,13 @@ class Firmware:
                 updateable=bool(member.get("Updateable")),
             ) for member in self._service.members(collection)]
 
-    def start_update(self, image: str, targets: list[str] | None = None) -> FirmwareJob:
+    def start_firmware_update(self, image: str, targets: list[str] | None = None) -> FirmwareJob:
         with self._service.call(f"start firmware update from {image}"):
-            action = (self._update_service().get("Actions") or {}).get(_SIMPLE_UPDATE)
+            action = (_update_service(self._service).get("Actions") or {}).get(_SIMPLE_UPDATE)
             if not isinstance(action, dict) or not action.get("target"):
                 raise Refusal("the UpdateService offers no SimpleUpdate action")
             body: dict[str, Any] = {"ImageURI": image}
-            parameters = self._parameters(action)
+            parameters = _parameters(self._service, action)
             protocol = urlsplit(image).scheme.upper()
             allowed = parameters.get("TransferProtocol")
             if allowed is not None:
@@ -79,7 +80,7 @@ class Firmware:
                      ", ".join(targets or []) or "the BMC's choice")
             return _job_from_start(self._service.post(action["target"], body))
 
-    def follow(self, job: FirmwareJob) -> FirmwareJob:
+    def get_firmware_job(self, job: FirmwareJob) -> FirmwareJob:
         if job.monitor is None:
             return job  # nothing to follow: the BMC gave no task
         with self._service.call(f"read firmware task {job.monitor}"):
@@ -104,25 +105,32 @@ class Firmware:
                                    percent=100, bmc_state=job.bmc_state)
             return _job_from_task(job.monitor, task, default=JobState.COMPLETED)
 
-    def _update_service(self) -> Document:
-        path = link(self._service.root().json, "UpdateService")
-        if not path:
-            raise Refusal("the service has no UpdateService")
-        return self._service.get_json(path)
 
-    def _parameters(self, action: Document) -> dict[str, list[str]]:
-        """SimpleUpdate's parameters -> allowed values ([] = any), as far as advertised."""
-        parameters: dict[str, list[str]] = {}
-        info = action.get("@Redfish.ActionInfo")
-        if isinstance(info, str) and info:
-            document = self._service.optional_json(info) or {}
-            for parameter in document.get("Parameters") or []:
-                if isinstance(parameter, dict) and parameter.get("Name"):
-                    parameters[parameter["Name"]] = list(parameter.get("AllowableValues") or [])
-        allowed = action.get("TransferProtocol@Redfish.AllowableValues")
-        if isinstance(allowed, list):
-            parameters["TransferProtocol"] = [str(value) for value in allowed]
-        return parameters
+def offered(service: RedfishService) -> bool:
+    update_service = service.optional_json(link(service.root().json, "UpdateService"))
+    return bool(update_service and (update_service.get("Actions") or {}).get(_SIMPLE_UPDATE))
+
+
+def _update_service(service: RedfishService) -> Document:
+    path = link(service.root().json, "UpdateService")
+    if not path:
+        raise Refusal("the service has no UpdateService")
+    return service.get_json(path)
+
+
+def _parameters(service: RedfishService, action: Document) -> dict[str, list[str]]:
+    """SimpleUpdate's parameters -> allowed values ([] = any), as far as advertised."""
+    parameters: dict[str, list[str]] = {}
+    info = action.get("@Redfish.ActionInfo")
+    if isinstance(info, str) and info:
+        document = service.optional_json(info) or {}
+        for parameter in document.get("Parameters") or []:
+            if isinstance(parameter, dict) and parameter.get("Name"):
+                parameters[parameter["Name"]] = list(parameter.get("AllowableValues") or [])
+    allowed = action.get("TransferProtocol@Redfish.AllowableValues")
+    if isinstance(allowed, list):
+        parameters["TransferProtocol"] = [str(value) for value in allowed]
+    return parameters
 
 
 def _task_document(response: requests.Response) -> Document | None:

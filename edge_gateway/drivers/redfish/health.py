@@ -14,7 +14,7 @@ from typing import Any
 
 from sushy import exceptions as sushy_exc
 
-from edge_gateway.drivers.base import HealthReport, SensorReading
+from edge_gateway.drivers.interfaces import HealthInterface, HealthReport, SensorReading
 from edge_gateway.drivers.redfish.documents import (
     Document,
     link,
@@ -28,18 +28,19 @@ from edge_gateway.drivers.redfish.tables import NOT_PRESENT_STATES, health_word,
 LOG = logging.getLogger(__name__)
 
 
-class Health:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishHealth(HealthInterface):
+    """Status roll-ups of the system and what it links to, and the chassis sensors."""
 
-    def check(self) -> HealthReport:
+    _service: RedfishService
+
+    def check_health(self) -> HealthReport:
         with self._service.call("check health"):
             system = self._service.system().json
             components = {"system": health_word(status_health(system, rollup=False))}
             for name, key in (("processors", "ProcessorSummary"), ("memory", "MemorySummary")):
                 if isinstance(system.get(key), dict) and system[key].get("Status"):
                     components[name] = health_word(status_health(system[key]))
-            storage = self._storage(system)
+            storage = _storage(self._service, system)
             if storage:
                 components["storage"] = worst(storage)
             chassis = [self._service.optional_json(path)
@@ -54,68 +55,75 @@ class Health:
                 components["bmc"] = health_word(status_health(managers[0], rollup=False))
             sensors: list[SensorReading] = []
             for document in chassis_docs:
-                sensors += self._sensors(document)
+                sensors += _sensors(self._service, document)
             overall = worst([health_word(status_health(system)), *components.values(),
                              *(s.health for s in sensors)])
             return HealthReport(health=overall, components=components, sensors=tuple(sensors))
 
-    def _storage(self, system: Document) -> list[str]:
-        healths = []
-        for name in ("Storage", "SimpleStorage"):
-            try:
-                members = self._service.optional_members(link(system, name)) or []
-            except sushy_exc.HTTPError as exc:
-                # sushy-tools 2.x (fake driver) answers 500 "Error finding storage collection
-                # by UUID" for its Storage link; some BMCs fail storage reads while a RAID
-                # controller resets. Storage is then unknown, not the whole check failed.
-                if exc.status_code < 500:
-                    raise
-                LOG.warning("BMC %s: %s is unreadable (HTTP %s); storage health unknown",
-                            self._service.address, name, exc.status_code)
-                healths.append("unknown")
-                continue
-            for member in members:
-                if status_state(member) not in NOT_PRESENT_STATES:
-                    healths.append(health_word(status_health(member)))
-        return healths
 
-    def _sensors(self, chassis: Document) -> list[SensorReading]:
-        thermal = self._service.optional_json(link(chassis, "Thermal"))
-        power = self._service.optional_json(link(chassis, "Power"))
-        if thermal is not None or power is not None:
-            return _legacy_thermal(thermal or {}) + _legacy_power(power or {})
-        return self._subsystems(chassis)
+def offered(system: Document) -> bool:
+    return bool(system.get("Status") or links(system, "Links", "Chassis"))
 
-    def _subsystems(self, chassis: Document) -> list[SensorReading]:
-        sensors: list[SensorReading] = []
-        thermal = self._service.optional_json(link(chassis, "ThermalSubsystem")) or {}
-        metrics = self._service.optional_json(link(thermal, "ThermalMetrics")) or {}
-        for reading in metrics.get("TemperatureReadingsCelsius") or []:
-            if isinstance(reading, dict):
-                sensors.append(SensorReading(
-                    name=str(reading.get("DeviceName") or reading.get("DataSourceUri")),
-                    kind="temperature", value=_number(reading.get("Reading")), units="Cel",
-                    health="unknown"))
-        for fan in self._service.optional_members(link(thermal, "Fans")) or []:
-            if status_state(fan) not in NOT_PRESENT_STATES:
-                speed = fan.get("SpeedPercent") or {}
-                sensors.append(SensorReading(
-                    name=str(fan.get("Name") or fan.get("Id")), kind="fan",
-                    value=_number(speed.get("Reading")), units="%",
-                    health=health_word(status_health(fan, rollup=False))))
-        power = self._service.optional_json(link(chassis, "PowerSubsystem")) or {}
-        for supply in self._service.optional_members(link(power, "PowerSupplies")) or []:
-            if status_state(supply) not in NOT_PRESENT_STATES:
-                sensors.append(SensorReading(
-                    name=str(supply.get("Name") or supply.get("Id")), kind="power",
-                    value=None, units=None,
-                    health=health_word(status_health(supply, rollup=False))))
-        environment = self._service.optional_json(link(chassis, "EnvironmentMetrics")) or {}
-        watts = (environment.get("PowerWatts") or {}).get("Reading")
-        if watts is not None:
-            sensors.append(SensorReading(name=f"{chassis.get('Id')} power", kind="power",
-                                         value=_number(watts), units="W", health="unknown"))
-        return sensors
+
+def _storage(service: RedfishService, system: Document) -> list[str]:
+    healths = []
+    for name in ("Storage", "SimpleStorage"):
+        try:
+            members = service.optional_members(link(system, name)) or []
+        except sushy_exc.HTTPError as exc:
+            # sushy-tools 2.x (fake driver) answers 500 "Error finding storage collection
+            # by UUID" for its Storage link; some BMCs fail storage reads while a RAID
+            # controller resets. Storage is then unknown, not the whole check failed.
+            if exc.status_code < 500:
+                raise
+            LOG.warning("BMC %s: %s is unreadable (HTTP %s); storage health unknown",
+                        service.address, name, exc.status_code)
+            healths.append("unknown")
+            continue
+        for member in members:
+            if status_state(member) not in NOT_PRESENT_STATES:
+                healths.append(health_word(status_health(member)))
+    return healths
+
+
+def _sensors(service: RedfishService, chassis: Document) -> list[SensorReading]:
+    thermal = service.optional_json(link(chassis, "Thermal"))
+    power = service.optional_json(link(chassis, "Power"))
+    if thermal is not None or power is not None:
+        return _legacy_thermal(thermal or {}) + _legacy_power(power or {})
+    return _subsystems(service, chassis)
+
+
+def _subsystems(service: RedfishService, chassis: Document) -> list[SensorReading]:
+    sensors: list[SensorReading] = []
+    thermal = service.optional_json(link(chassis, "ThermalSubsystem")) or {}
+    metrics = service.optional_json(link(thermal, "ThermalMetrics")) or {}
+    for reading in metrics.get("TemperatureReadingsCelsius") or []:
+        if isinstance(reading, dict):
+            sensors.append(SensorReading(
+                name=str(reading.get("DeviceName") or reading.get("DataSourceUri")),
+                kind="temperature", value=_number(reading.get("Reading")), units="Cel",
+                health="unknown"))
+    for fan in service.optional_members(link(thermal, "Fans")) or []:
+        if status_state(fan) not in NOT_PRESENT_STATES:
+            speed = fan.get("SpeedPercent") or {}
+            sensors.append(SensorReading(
+                name=str(fan.get("Name") or fan.get("Id")), kind="fan",
+                value=_number(speed.get("Reading")), units="%",
+                health=health_word(status_health(fan, rollup=False))))
+    power = service.optional_json(link(chassis, "PowerSubsystem")) or {}
+    for supply in service.optional_members(link(power, "PowerSupplies")) or []:
+        if status_state(supply) not in NOT_PRESENT_STATES:
+            sensors.append(SensorReading(
+                name=str(supply.get("Name") or supply.get("Id")), kind="power",
+                value=None, units=None,
+                health=health_word(status_health(supply, rollup=False))))
+    environment = service.optional_json(link(chassis, "EnvironmentMetrics")) or {}
+    watts = (environment.get("PowerWatts") or {}).get("Reading")
+    if watts is not None:
+        sensors.append(SensorReading(name=f"{chassis.get('Id')} power", kind="power",
+                                     value=_number(watts), units="W", health="unknown"))
+    return sensors
 
 
 def _legacy_thermal(thermal: Document) -> list[SensorReading]:

@@ -17,6 +17,7 @@ from sushy import exceptions as sushy_exc
 from sushy.resources.system.system import System
 
 from edge_gateway.drivers.base import MachineInfo
+from edge_gateway.drivers.interfaces import InventoryInterface
 from edge_gateway.drivers.redfish.documents import (
     Document,
     link,
@@ -42,23 +43,12 @@ def present(document: Document) -> bool:
     return status_state(document) not in NOT_PRESENT_STATES
 
 
-class Inventory:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishInventory(InventoryInterface):
+    """The system and the collections it links to, section by section."""
 
-    def machine_info(self, system: System, capabilities: frozenset[Capability]) -> MachineInfo:
-        extra = {"system_id": system.path, "name": system.name, "uuid": system.uuid}
-        return MachineInfo(
-            protocol=BmcProtocol.REDFISH.value,
-            manufacturer=system.manufacturer,
-            model=system.model,
-            serial=system.serial_number,
-            power=POWER_FROM_REDFISH.get(system.power_state),
-            capabilities=capabilities,
-            extra={k: str(v) for k, v in extra.items() if v},
-        )
+    _service: RedfishService
 
-    def collect(self) -> dict[str, Any]:
+    def collect_inventory(self) -> dict[str, Any]:
         with self._service.call("collect inventory"):
             sushy_system = self._service.system()
             system = sushy_system.json
@@ -67,13 +57,13 @@ class Inventory:
             if power is not None:
                 inventory["system"]["power"] = str(power)
             errors: dict[str, str] = {}
-            readers: dict[str, Callable[[Document], Section]] = {
-                "processors": self._processors, "memory": self._memory,
-                "nics": self._nics, "storage": self._storage, "bmc": self._bmc,
+            readers: dict[str, Callable[[RedfishService, Document], Section]] = {
+                "processors": _processors, "memory": _memory, "nics": _nics,
+                "storage": _storage, "bmc": _bmc,
             }
             for name, read in readers.items():
                 try:
-                    section = read(system)
+                    section = read(self._service, system)
                 except sushy_exc.AccessError:
                     raise
                 except sushy_exc.HTTPError as exc:
@@ -87,80 +77,100 @@ class Inventory:
                 inventory["errors"] = errors
             return inventory
 
-    # --- sections ------------------------------------------------------------------------
 
-    def _collection(self, system: Document, name: str) -> list[Document] | None:
-        members = self._service.optional_members(link(system, name))
-        return None if members is None else [member for member in members if present(member)]
+def machine_info(system: System, capabilities: frozenset[Capability]) -> MachineInfo:
+    extra = {"system_id": system.path, "name": system.name, "uuid": system.uuid}
+    return MachineInfo(
+        protocol=BmcProtocol.REDFISH.value,
+        manufacturer=system.manufacturer,
+        model=system.model,
+        serial=system.serial_number,
+        power=POWER_FROM_REDFISH.get(system.power_state),
+        capabilities=capabilities,
+        extra={k: str(v) for k, v in extra.items() if v},
+    )
 
-    def _processors(self, system: Document) -> Section:
-        members = self._collection(system, "Processors")
-        return None if members is None else [compact({
-            "id": p.get("Id"), "socket": p.get("Socket"), "type": p.get("ProcessorType"),
-            "manufacturer": p.get("Manufacturer"), "model": p.get("Model"),
-            "cores": p.get("TotalCores"), "threads": p.get("TotalThreads"),
-            "speed_mhz": p.get("OperatingSpeedMHz"), "max_speed_mhz": p.get("MaxSpeedMHz"),
-        }) for p in members]
 
-    def _memory(self, system: Document) -> Section:
-        members = self._collection(system, "Memory")
-        return None if members is None else [compact({
-            "id": m.get("Id"), "location": _memory_location(m),
-            "capacity_mib": m.get("CapacityMiB"),
-            "type": m.get("MemoryDeviceType") or m.get("MemoryType"),
-            "speed_mhz": m.get("OperatingSpeedMhz"), "manufacturer": m.get("Manufacturer"),
-            "part_number": m.get("PartNumber"), "serial": m.get("SerialNumber"),
-        }) for m in members]
+# --- sections ----------------------------------------------------------------------------
 
-    def _nics(self, system: Document) -> Section:
-        members = self._collection(system, "EthernetInterfaces")
-        return None if members is None else [compact({
-            "id": n.get("Id"), "name": n.get("Name"), "mac": n.get("MACAddress"),
-            "permanent_mac": n.get("PermanentMACAddress"), "speed_mbps": n.get("SpeedMbps"),
-            "link": n.get("LinkStatus"), "enabled": n.get("InterfaceEnabled"),
-        }) for n in members]
 
-    def _storage(self, system: Document) -> Section:
-        """Drives of the Storage controllers, else the devices of SimpleStorage.
+def _collection(service: RedfishService, system: Document, name: str) -> list[Document] | None:
+    members = service.optional_members(link(system, name))
+    return None if members is None else [member for member in members if present(member)]
 
-        Many BMCs publish the same disks under both: the newer Storage wins.
-        """
-        controllers = self._collection(system, "Storage")
-        if controllers:
-            drives = []
-            for controller in controllers:
-                for path in links(controller, "Drives"):
-                    drive = self._service.optional_json(path)
-                    if drive is not None and present(drive):
-                        drives.append(compact({
-                            "controller": controller.get("Id"), "name": drive.get("Name"),
-                            "model": drive.get("Model"),
-                            "manufacturer": drive.get("Manufacturer"),
-                            "serial": drive.get("SerialNumber"),
-                            "capacity_bytes": drive.get("CapacityBytes"),
-                            "media": drive.get("MediaType"), "protocol": drive.get("Protocol"),
-                        }))
-            return drives
-        simple = self._collection(system, "SimpleStorage")
-        if simple is None:
-            return None if controllers is None else []
-        return [compact({
-            "controller": controller.get("Id"), "name": device.get("Name"),
-            "model": device.get("Model"), "manufacturer": device.get("Manufacturer"),
-            "capacity_bytes": device.get("CapacityBytes"),
-        }) for controller in simple for device in controller.get("Devices") or []
-            if isinstance(device, dict) and present(device)]
 
-    def _bmc(self, system: Document) -> Section:
-        for path in self._service.manager_paths(system):
-            manager = self._service.optional_json(path)
-            if manager is not None:
-                return compact({
-                    "id": manager.get("@odata.id") or path, "model": manager.get("Model"),
-                    "firmware_version": manager.get("FirmwareVersion"),
-                    "type": manager.get("ManagerType"), "uuid": manager.get("UUID"),
-                })
-        return None
+def _processors(service: RedfishService, system: Document) -> Section:
+    members = _collection(service, system, "Processors")
+    return None if members is None else [compact({
+        "id": p.get("Id"), "socket": p.get("Socket"), "type": p.get("ProcessorType"),
+        "manufacturer": p.get("Manufacturer"), "model": p.get("Model"),
+        "cores": p.get("TotalCores"), "threads": p.get("TotalThreads"),
+        "speed_mhz": p.get("OperatingSpeedMHz"), "max_speed_mhz": p.get("MaxSpeedMHz"),
+    }) for p in members]
+
+
+def _memory(service: RedfishService, system: Document) -> Section:
+    members = _collection(service, system, "Memory")
+    return None if members is None else [compact({
+        "id": m.get("Id"), "location": _memory_location(m),
+        "capacity_mib": m.get("CapacityMiB"),
+        "type": m.get("MemoryDeviceType") or m.get("MemoryType"),
+        "speed_mhz": m.get("OperatingSpeedMhz"), "manufacturer": m.get("Manufacturer"),
+        "part_number": m.get("PartNumber"), "serial": m.get("SerialNumber"),
+    }) for m in members]
+
+
+def _nics(service: RedfishService, system: Document) -> Section:
+    members = _collection(service, system, "EthernetInterfaces")
+    return None if members is None else [compact({
+        "id": n.get("Id"), "name": n.get("Name"), "mac": n.get("MACAddress"),
+        "permanent_mac": n.get("PermanentMACAddress"), "speed_mbps": n.get("SpeedMbps"),
+        "link": n.get("LinkStatus"), "enabled": n.get("InterfaceEnabled"),
+    }) for n in members]
+
+
+def _storage(service: RedfishService, system: Document) -> Section:
+    """Drives of the Storage controllers, else the devices of SimpleStorage.
+
+    Many BMCs publish the same disks under both: the newer Storage wins.
+    """
+    controllers = _collection(service, system, "Storage")
+    if controllers:
+        drives = []
+        for controller in controllers:
+            for path in links(controller, "Drives"):
+                drive = service.optional_json(path)
+                if drive is not None and present(drive):
+                    drives.append(compact({
+                        "controller": controller.get("Id"), "name": drive.get("Name"),
+                        "model": drive.get("Model"),
+                        "manufacturer": drive.get("Manufacturer"),
+                        "serial": drive.get("SerialNumber"),
+                        "capacity_bytes": drive.get("CapacityBytes"),
+                        "media": drive.get("MediaType"), "protocol": drive.get("Protocol"),
+                    }))
+        return drives
+    simple = _collection(service, system, "SimpleStorage")
+    if simple is None:
+        return None if controllers is None else []
+    return [compact({
+        "controller": controller.get("Id"), "name": device.get("Name"),
+        "model": device.get("Model"), "manufacturer": device.get("Manufacturer"),
+        "capacity_bytes": device.get("CapacityBytes"),
+    }) for controller in simple for device in controller.get("Devices") or []
+        if isinstance(device, dict) and present(device)]
+
+
+def _bmc(service: RedfishService, system: Document) -> Section:
+    for path in service.manager_paths(system):
+        manager = service.optional_json(path)
+        if manager is not None:
+            return compact({
+                "id": manager.get("@odata.id") or path, "model": manager.get("Model"),
+                "firmware_version": manager.get("FirmwareVersion"),
+                "type": manager.get("ManagerType"), "uuid": manager.get("UUID"),
+            })
+    return None
 
 
 def _system_section(system: Document) -> dict[str, Any]:

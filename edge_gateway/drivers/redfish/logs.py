@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from edge_gateway.drivers.base import LogEntry
+from edge_gateway.drivers.interfaces import LogEntry, LogsInterface
 from edge_gateway.drivers.redfish.documents import Document, link
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 from edge_gateway.drivers.redfish.tables import health_word
@@ -22,16 +22,14 @@ LOG = logging.getLogger(__name__)
 _CLEAR = "#LogService.ClearLog"
 
 
-class Logs:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishLogs(LogsInterface):
+    """The preferred LogService of the system, else of its manager."""
 
-    def offered(self, system: Document) -> bool:
-        return bool(self._services(system))
+    _service: RedfishService
 
-    def read(self, limit: int | None = None) -> list[LogEntry]:
+    def read_sel(self, limit: int | None = None) -> list[LogEntry]:
         with self._service.call("read event log"):
-            log_service = self._log_service()
+            log_service = _log_service(self._service)
             path = link(log_service, "Entries")
             if not path:
                 raise Refusal(f"log service {log_service.get('@odata.id')} has no Entries")
@@ -39,9 +37,9 @@ class Logs:
             entries = _oldest_first(entries)
             return entries if limit is None else entries[-limit:] if limit > 0 else []
 
-    def clear(self) -> None:
+    def clear_sel(self) -> None:
         with self._service.call("clear event log"):
-            log_service = self._log_service()
+            log_service = _log_service(self._service)
             target = ((log_service.get("Actions") or {}).get(_CLEAR) or {}).get("target")
             if not target:
                 raise Refusal(f"log service {log_service.get('@odata.id')} offers no ClearLog")
@@ -49,22 +47,28 @@ class Logs:
             # An empty object, not no body: HPE iLO refuses a ClearLog without one.
             self._service.post(target, {})
 
-    def _log_service(self) -> Document:
-        services = self._services(self._service.system().json)
-        if not services:
-            raise Refusal("neither the system nor its manager has a LogService")
-        return min(services, key=_preference)  # min() keeps the first of equals
 
-    def _services(self, system: Document) -> list[Document]:
-        own = self._service.optional_members(link(system, "LogServices"))
-        if own:
-            return own
-        for manager in self._service.manager_paths(system):
-            document = self._service.optional_json(manager)
-            theirs = self._service.optional_members(link(document, "LogServices"))
-            if theirs:
-                return theirs
-        return []
+def offered(service: RedfishService, system: Document) -> bool:
+    return bool(_services(service, system))
+
+
+def _log_service(service: RedfishService) -> Document:
+    services = _services(service, service.system().json)
+    if not services:
+        raise Refusal("neither the system nor its manager has a LogService")
+    return min(services, key=_preference)  # min() keeps the first of equals
+
+
+def _services(service: RedfishService, system: Document) -> list[Document]:
+    own = service.optional_members(link(system, "LogServices"))
+    if own:
+        return own
+    for manager in service.manager_paths(system):
+        document = service.optional_json(manager)
+        theirs = service.optional_members(link(document, "LogServices"))
+        if theirs:
+            return theirs
+    return []
 
 
 def _preference(service: Document) -> int:

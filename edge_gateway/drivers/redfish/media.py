@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sushy.resources.manager.virtual_media import VirtualMedia as SushyVirtualMedia
 
-from edge_gateway.drivers.base import VirtualMedia
+from edge_gateway.drivers.interfaces import MediaInterface, VirtualMedia
 from edge_gateway.drivers.redfish.documents import Document, link
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 from edge_gateway.drivers.redfish.tables import CD_MEDIA_TYPES
@@ -63,21 +63,19 @@ def collections(service: RedfishService, system: Document) -> list[str]:
     return found
 
 
-class Media:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishMedia(MediaInterface):
+    """VirtualMedia slots of the system, else of its managers."""
 
-    def offered(self, system: Document) -> bool:
-        return bool(collections(self._service, system))
+    _service: RedfishService
 
-    def list(self) -> list[VirtualMedia]:
+    def get_virtual_media(self) -> list[VirtualMedia]:
         with self._service.call("read virtual media"):
-            return [slot.as_media() for slot in self._slots()]
+            return [slot.as_media() for slot in _slots(self._service)]
 
-    def insert(self, image: str, slot: str | None = None) -> None:
+    def insert_media(self, image: str, slot: str | None = None) -> None:
         """Insert ``image`` into ``slot`` (or the first CD/DVD slot); no-op if it is there."""
         with self._service.call(f"insert media {image}"):
-            chosen = _pick(self._slots(), slot)
+            chosen = _pick(_slots(self._service), slot)
             current = chosen.as_media()
             if current.inserted and current.image == image:
                 LOG.debug("BMC %s: %s already holds %s", self._service.address, chosen.path,
@@ -87,44 +85,50 @@ class Media:
                 raise Refusal(f"{chosen.path} holds {current.image}; eject it first")
             LOG.info("BMC %s: insert %s into %s", self._service.address, image, chosen.path)
             if chosen.has_action("#VirtualMedia.InsertMedia"):
-                self._sushy_slot(chosen.path).insert_media(image)
+                _sushy_slot(self._service, chosen.path).insert_media(image)
             else:
                 self._service.patch(chosen.path, {"Image": image, "Inserted": True,
                                                   "WriteProtected": True}, chosen.etag)
 
-    def eject(self, slot: str) -> None:
+    def eject_media(self, slot: str) -> None:
         """Eject whatever ``slot`` holds; no-op if it holds nothing."""
         with self._service.call(f"eject media from {slot}"):
-            chosen = _pick(self._slots(), slot)
+            chosen = _pick(_slots(self._service), slot)
             if not chosen.as_media().inserted:
                 LOG.debug("BMC %s: %s holds nothing", self._service.address, chosen.path)
                 return
             LOG.info("BMC %s: eject %s", self._service.address, chosen.path)
             if chosen.has_action("#VirtualMedia.EjectMedia"):
-                self._sushy_slot(chosen.path).eject_media()
+                _sushy_slot(self._service, chosen.path).eject_media()
             else:
                 self._service.patch(chosen.path, {"Image": None, "Inserted": False},
                                     chosen.etag)
 
-    def _slots(self) -> list[_Slot]:
-        system = self._service.system().json
-        paths = collections(self._service, system)
-        if not paths:
-            raise Refusal("neither the system nor its managers have VirtualMedia")
-        slots = []
-        for collection in paths:
-            for member in self._service.member_paths(collection):
-                response = self._service.get(member)
-                document = response.json()
-                if not isinstance(document, dict):
-                    raise Refusal(f"{member} is not a JSON object")
-                slots.append(_Slot(member, document, response.headers.get("ETag")))
-        return slots
 
-    def _sushy_slot(self, path: str) -> SushyVirtualMedia:
-        root = self._service.root()
-        return SushyVirtualMedia(self._service.connector, path,
-                                 redfish_version=root.redfish_version, root=root)
+def offered(service: RedfishService, system: Document) -> bool:
+    return bool(collections(service, system))
+
+
+def _slots(service: RedfishService) -> list[_Slot]:
+    system = service.system().json
+    paths = collections(service, system)
+    if not paths:
+        raise Refusal("neither the system nor its managers have VirtualMedia")
+    slots = []
+    for collection in paths:
+        for member in service.member_paths(collection):
+            response = service.get(member)
+            document = response.json()
+            if not isinstance(document, dict):
+                raise Refusal(f"{member} is not a JSON object")
+            slots.append(_Slot(member, document, response.headers.get("ETag")))
+    return slots
+
+
+def _sushy_slot(service: RedfishService, path: str) -> SushyVirtualMedia:
+    root = service.root()
+    return SushyVirtualMedia(service.connector, path,
+                             redfish_version=root.redfish_version, root=root)
 
 
 def _pick(slots: list[_Slot], wanted: str | None) -> _Slot:

@@ -7,6 +7,8 @@ import logging
 import sushy
 from sushy.resources.system.system import System
 
+from edge_gateway.drivers.interfaces import PowerInterface
+from edge_gateway.drivers.redfish.documents import Document
 from edge_gateway.drivers.redfish.service import RedfishService, Refusal
 from edge_gateway.drivers.redfish.tables import (
     POWER_CYCLE_RESETS,
@@ -19,15 +21,16 @@ from edgeplane.protocol import PowerState
 LOG = logging.getLogger(__name__)
 
 
-class Power:
-    def __init__(self, service: RedfishService) -> None:
-        self._service = service
+class RedfishPower(PowerInterface):
+    """Power by ComputerSystem.Reset, checked against the reset types the BMC allows."""
 
-    def get_state(self) -> PowerState:
+    _service: RedfishService
+
+    def get_power_state(self) -> PowerState:
         with self._service.call("read power state"):
             return read_power(self._service.system())
 
-    def request_state(self, state: PowerState) -> None:
+    def request_power_state(self, state: PowerState) -> None:
         """Ask for ``state``; no request is sent if the system is there or on its way."""
         with self._service.call(f"power {state}"):
             system = self._service.system()
@@ -35,7 +38,7 @@ class Power:
                 LOG.debug("BMC %s: %s already reads %s", self._service.address, system.path,
                           system.power_state.value)
                 return
-            self._reset(system, RESET_FOR[state])
+            _reset(self._service, system, RESET_FOR[state])
 
     def request_graceful_shutdown(self) -> None:
         """ResetType GracefulShutdown (ACPI soft off); nothing is sent if already off."""
@@ -45,13 +48,13 @@ class Power:
                 LOG.debug("BMC %s: %s already reads %s; no shutdown sent",
                           self._service.address, system.path, system.power_state.value)
                 return
-            self._reset(system, sushy.ResetType.GRACEFUL_SHUTDOWN)
+            _reset(self._service, system, sushy.ResetType.GRACEFUL_SHUTDOWN)
 
     def request_power_cycle(self) -> None:
         """PowerCycle where the BMC offers it, else ForceRestart. Not idempotent."""
         with self._service.call("power cycle"):
             system = self._service.system()
-            allowed = self._allowed(system)
+            allowed = _allowed(system)
             for reset in POWER_CYCLE_RESETS:
                 if reset in allowed:
                     break
@@ -60,22 +63,11 @@ class Power:
             if reset != POWER_CYCLE_RESETS[0]:
                 LOG.info("BMC %s: %s offers no %s; power cycle by %s", self._service.address,
                          system.path, POWER_CYCLE_RESETS[0].value, reset.value)
-            self._reset(system, reset, allowed)
+            _reset(self._service, system, reset, allowed)
 
-    def _reset(self, system: System, reset: sushy.ResetType,
-               allowed: set[sushy.ResetType] | None = None) -> None:
-        allowed = self._allowed(system) if allowed is None else allowed
-        if reset not in allowed:
-            raise Refusal(_not_offered((reset,), allowed))
-        LOG.info("BMC %s: reset %s by %s", self._service.address, system.path, reset.value)
-        system.reset_system(reset)
 
-    @staticmethod
-    def _allowed(system: System) -> set[sushy.ResetType]:
-        """What ResetType@Redfish.AllowableValues lists (sushy: every type if none)."""
-        if "#ComputerSystem.Reset" not in (system.json.get("Actions") or {}):
-            raise Refusal("the system has no ComputerSystem.Reset action")
-        return system.get_allowed_reset_system_values()
+def offered(system: Document) -> bool:
+    return "#ComputerSystem.Reset" in (system.get("Actions") or {})
 
 
 def read_power(system: System) -> PowerState:
@@ -84,6 +76,22 @@ def read_power(system: System) -> PowerState:
         raise Refusal(f"the system reports PowerState {system.json.get('PowerState')!r}, "
                       "not a known power state")
     return state
+
+
+def _reset(service: RedfishService, system: System, reset: sushy.ResetType,
+           allowed: set[sushy.ResetType] | None = None) -> None:
+    allowed = _allowed(system) if allowed is None else allowed
+    if reset not in allowed:
+        raise Refusal(_not_offered((reset,), allowed))
+    LOG.info("BMC %s: reset %s by %s", service.address, system.path, reset.value)
+    system.reset_system(reset)
+
+
+def _allowed(system: System) -> set[sushy.ResetType]:
+    """What ResetType@Redfish.AllowableValues lists (sushy: every type if none)."""
+    if not offered(system.json):
+        raise Refusal("the system has no ComputerSystem.Reset action")
+    return system.get_allowed_reset_system_values()
 
 
 def _not_offered(wanted: tuple[sushy.ResetType, ...], allowed: set[sushy.ResetType]) -> str:

@@ -1,14 +1,14 @@
 """Translation tables between Redfish's words (and sushy's constants) and Edgeplane's.
 
 sushy's constants appear here and in the modules of this package only; the driver speaks
-``edgeplane.protocol`` enums and the value types of ``edge_gateway.drivers.base``.
+``edgeplane.protocol`` enums and the value types of ``edge_gateway.drivers.interfaces``.
 """
 
 from __future__ import annotations
 
 import sushy
 
-from edge_gateway.drivers.base import JobState
+from edge_gateway.drivers.interfaces import JobState
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, PowerState
 
 # --- power -------------------------------------------------------------------------------

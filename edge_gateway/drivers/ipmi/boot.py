@@ -1,6 +1,7 @@
-"""Power and boot: Chassis Control, Get Chassis Status and the boot flags (IPMI 2.0 28).
+"""Boot: the boot flags of the system boot options (IPMI 2.0 28.12, 28.13, table 28-14).
 
-Each function runs in a worker on a pyghmi ``Command`` (see ``link``).
+The functions run in a worker on a pyghmi ``Command`` (see ``link``); ``IpmiBoot`` runs
+each as one call on the BMC's session.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 
 from pyghmi.ipmi.command import Command
 
-from edge_gateway.drivers.base import BootOverride
-from edge_gateway.drivers.ipmi.errors import IpmiException, Refusal, completion_code
+from edge_gateway.drivers.interfaces import BootInterface, BootOverride
+from edge_gateway.drivers.ipmi.errors import Refusal
+from edge_gateway.drivers.ipmi.link import Connection
 from edge_gateway.drivers.ipmi.tables import (
     BOOT_EFI,
     BOOT_FLAGS_PARAM,
@@ -20,66 +22,33 @@ from edge_gateway.drivers.ipmi.tables import (
     BOOT_TO_PYGHMI,
     BOOT_VALID,
     FIRMWARE_FROM_EFI,
-    HARD_RESET,
     MODE_FROM_PERSIST,
-    NO_POWER_CYCLE,
-    NOT_IN_PRESENT_STATE,
     PARAM_LOCKED,
     PERSIST_FROM_MODE,
-    POWER_CYCLE,
-    POWER_FROM_PYGHMI,
-    POWER_TO_PYGHMI,
-    SOFT_OFF,
 )
-from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, PowerState
+from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget
 
 LOG = logging.getLogger(__name__)
 
 NETFN_CHASSIS = 0x00
-CHASSIS_CONTROL, GET_BOOT_OPTIONS = 0x02, 0x09
+GET_BOOT_OPTIONS = 0x09
 
 
-def read_power(cmd: Command) -> PowerState:
-    state = cmd.get_power().get("powerstate")
-    try:
-        return POWER_FROM_PYGHMI[state]
-    except KeyError:
-        raise Refusal(f"the BMC reports power state {state!r}, not on or off") from None
+class IpmiBoot(BootInterface):
+    """The boot override as the BMC's boot flags."""
 
+    _bmc: Connection
 
-def request_power(cmd: Command, state: PowerState) -> None:
-    """pyghmi reads the state first and sends nothing if the machine is already so."""
-    cmd.set_power(POWER_TO_PYGHMI[state])
+    def get_boot_override(self) -> BootOverride:
+        return self._bmc.call("read boot override",
+                              lambda cmd: read_boot(cmd, self._bmc.address))
 
-
-def request_soft_off(cmd: Command, address: str) -> None:
-    """Chassis Control "soft off" (ACPI); nothing is sent if the machine is already off."""
-    if read_power(cmd) == PowerState.OFF:
-        LOG.debug("BMC %s: already off; no soft off sent", address)
-        return
-    _chassis_control(cmd, SOFT_OFF)
-
-
-def power_cycle(cmd: Command, address: str) -> str:
-    """Chassis Control "power cycle", or "hard reset" where the BMC has none; says which."""
-    try:
-        _chassis_control(cmd, POWER_CYCLE)
-        return "power cycle"
-    except IpmiException as exc:
-        code = completion_code(exc)
-        if code == NOT_IN_PRESENT_STATE:
-            raise Refusal(f"the BMC power cycles only a machine that is on (completion code "
-                          f"{code:#04x}: not in present state)") from None
-        if code not in NO_POWER_CYCLE:
-            raise
-        LOG.info("BMC %s refuses a power cycle (completion code %#04x); hard reset instead",
-                 address, code)
-    _chassis_control(cmd, HARD_RESET)
-    return "hard reset"
-
-
-def _chassis_control(cmd: Command, action: int) -> None:
-    cmd.xraw_command(netfn=NETFN_CHASSIS, command=CHASSIS_CONTROL, data=(action,))
+    def set_boot_override(self, target: BootTarget, mode: BootMode,
+                          firmware_mode: BootFirmwareMode | None = None) -> None:
+        """USB boots as IPMI's "primary removable media", BIOS as "setup". Without
+        ``firmware_mode`` the BMC's UEFI/legacy flag is kept."""
+        what = f"set boot override {target} ({mode}{f', {firmware_mode}' if firmware_mode else ''})"
+        self._bmc.call(what, lambda cmd: set_boot(cmd, target, mode, firmware_mode))
 
 
 @dataclass(frozen=True)
