@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pynamodb.expressions.update import Action
+
 from chalicelib.errors import NotFound
 from chalicelib.models import Machine, Site
 from chalicelib.schemas import MachineIn, SiteIn
@@ -24,7 +26,8 @@ def put_site(site_id: str, body: SiteIn, clock: Callable[[], float] = time.time)
     """
     now = clock()
     defaults: dict[str, object] = {"name": site_id, "tags": [], "timezone": DEFAULT_TIMEZONE}
-    actions = [Site.created_at.set(Site.created_at | now), Site.updated_at.set(now)]
+    actions: list[Action] = [Site.created_at.set(Site.created_at | now),
+                             Site.updated_at.set(now)]
     for field in ("name", "region", "tags", "timezone", "facts", "maintenance_window"):
         attribute, value = getattr(Site, field), getattr(body, field)
         if hasattr(value, "model_dump"):

@@ -234,8 +234,8 @@ def on_inventory(message: Inventory, now: float) -> None:
             LOG.info("site %s machine %s: ignored an inventory older than the stored one",
                      message.site, machine_id)
     complete = len(applied) == len(reports)
-    digest_actions = [Site.machine_digests.set({**known, **applied}),
-                      Site.inventory_ts.set(message.ts)]
+    digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
+                                 Site.inventory_ts.set(message.ts)]
     if complete:
         digest_actions.append(Site.inventory_digest.set(whole))
     if applied:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any, ClassVar, cast
 
 from pynamodb.attributes import (
@@ -103,7 +104,8 @@ class Site(EdgeplaneModel):
     # write per machine; a changed one writes only the machines whose digest changed.
     inventory_digest = UnicodeAttribute(null=True)
     inventory_ts = NumberAttribute(null=True)  # gateway ts of the inventory applied last
-    machine_digests: MapAttribute[str, str] = MapAttribute(null=True)  # {machine_id: digest of its report}
+    # {machine_id: digest of its report}
+    machine_digests: MapAttribute[str, str] = MapAttribute(null=True)
     # Every machine of the site, so that rendering reads them in batches by key.
     machine_ids = UnicodeSetAttribute(null=True)
 
@@ -165,7 +167,8 @@ class Rollout(EdgeplaneModel):
     in_flight = NumberAttribute(default=0)  # sent or running
     current_wave = NumberAttribute(default=0)
     moved_at = NumberAttribute(null=True)  # when an execution last moved (see reconcile)
-    state_counts: MapAttribute[str, Any] = MapAttribute(null=True)  # executions per state: {"queued": 9990, ...}
+    # executions per state: {"queued": 9990, ...}
+    state_counts: MapAttribute[str, Any] = MapAttribute(null=True)
     # Who advances it now (engine.advance), until when, and whether another writer asked
     # for one more round meanwhile.
     lease_token = UnicodeAttribute(null=True)
@@ -392,20 +395,44 @@ def configure_from_settings() -> None:
     configure(current.dynamodb_endpoint, current.table_prefix, current.region)
 
 
-def create_tables() -> list[str]:
-    """Create the missing tables (on-demand billing); returns the names it created."""
+def create_tables(timeout: float = 60.0) -> list[str]:
+    """Create the missing tables (on-demand billing); returns the names it created, once
+    every table is ACTIVE.
+
+    DynamoDB creates a table asynchronously (CREATING, then ACTIVE; until then writes are
+    refused), and so does the local stack's store: the tables are asked for together, then
+    waited for together (pynamodb's own wait polls one table at a time, seconds
+    apart).
+    """
     created = []
     for model in MODELS:
         if model.exists():
             continue
         try:
-            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+            model.create_table(billing_mode="PAY_PER_REQUEST")
         except TableError as exc:
             if exc.cause_response_code != "ResourceInUseException":  # created meanwhile
                 raise
         else:
             created.append(model.Meta.table_name)
+    deadline = time.monotonic() + timeout
+    waiting = list(MODELS)
+    while waiting:
+        waiting = [model for model in waiting if not _active(model)]
+        if waiting and time.monotonic() > deadline:
+            raise TableError(f"tables not ACTIVE after {timeout:.0f} s: "
+                             f"{', '.join(m.Meta.table_name for m in waiting)}")
+        if waiting:
+            time.sleep(0.1)
     return created
+
+
+def _active(model: type[EdgeplaneModel]) -> bool:
+    """The table and each of its indexes are ACTIVE."""
+    table = model._get_connection().describe_table()
+    return table.get("TableStatus") == "ACTIVE" and all(
+        index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+        for index in table.get("GlobalSecondaryIndexes", []))
 
 
 def delete_tables() -> None:

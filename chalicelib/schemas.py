@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -184,6 +184,10 @@ class PolicyIn(_Body):
     retries: RetryIn = Field(default_factory=RetryIn)
     maintenance_windows: bool = True  # False: ignore the sites' windows
     expires_in: float = Field(default=7 * 86_400, gt=0, le=90 * 86_400)
+    # How much each site reports of a step (protocol.Detail): "outcomes" sends a letter per
+    # step and in full only failures and what read tasks found; "full" also every step's
+    # message, times and data.
+    report: Literal["outcomes", "full"] = "outcomes"
 
 
 class RolloutIn(_Body):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from chalicelib.models import Execution, Machine, Rollout, Site, Wave
+from edgeplane import protocol
 
 
 def iso(ts: Any) -> str | None:
@@ -121,18 +122,30 @@ def execution(item: Execution, with_machines: bool = False) -> dict[str, Any]:
         "updated_at": iso(item.updated_at),
     }
     if with_machines:
-        body["machines"] = [machine_result(machine, report)
+        plan = item.plan_steps
+        body["machines"] = [machine_result(machine, report, _tasks_of(plan, machine))
                             for machine, report in item.machine_reports().items()]
     return body
 
 
-def machine_result(machine: str, report: dict[str, Any]) -> dict[str, Any]:
+def _tasks_of(plan: list[dict[str, Any]] | None, machine: str) -> list[str] | None:
+    """The machine's steps in the plan, in order: what a summarized result's letters are."""
+    if plan is None:
+        return None
+    return [step["task"] for step in plan if machine in (step.get("machines") or [])]
+
+
+def machine_result(machine: str, report: dict[str, Any],
+                   tasks: list[str] | None = None) -> dict[str, Any]:
+    steps = report.get("steps") or []
+    if report.get("summary") is not None:  # a letter per step, the rest in full
+        steps = protocol.expand_steps(str(report["summary"]), steps, tasks)
     return {
         "machine": machine,
         "state": report.get("state"),
         "seq": report.get("seq"),
         "updated_at": iso(report.get("at")),
-        "steps": [step_result(step) for step in report.get("steps") or []],
+        "steps": [step_result(step) for step in steps],
     }
 
 

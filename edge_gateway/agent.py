@@ -9,13 +9,14 @@ another on a ``SerialLane``: a pool thread is borrowed only while the site has p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import cast
+from typing import Any, cast
 
 from edge_gateway import __version__
 from edge_gateway.config import MachineConfig, SiteConfig
@@ -30,6 +31,7 @@ from edge_gateway.transport import Transport
 from edge_gateway.workers import SerialLane, WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
     Cancel,
+    Detail,
     ExecutionState,
     Inventory,
     MachineObservation,
@@ -45,6 +47,7 @@ from edgeplane.protocol import (
     Result,
     decode,
     down_filter,
+    summarize,
     up_topic,
 )
 
@@ -173,7 +176,7 @@ class Gateway:
         try:
             self.run_plan(plan)
             known = [m for m in plan.machines if self.config.machine(m) is not None]
-            if known:  # what the plan left behind, for the cloud's drift check
+            if known and plan.observe:  # what the plan left behind, for the drift check
                 self.observe(known, trigger="plan", execution_id=plan.execution_id)
         except Exception:  # the next plan still runs
             LOG.exception("site %s: execution %s crashed", self.site, plan.execution_id)
@@ -206,7 +209,8 @@ class Gateway:
 
         def send_progress(batch: list[MachineResult]) -> None:
             self._send(Progress(site=self.site, execution_id=plan.execution_id,
-                                seq=self.journal.next_seq(plan.execution_id), machines=batch))
+                                seq=self.journal.next_seq(plan.execution_id),
+                                machines=_as_asked(plan, batch)))
 
         batcher = ProgressBatcher(self.config.progress_interval, send_progress)
         machines = self.executor.execute(
@@ -225,7 +229,7 @@ class Gateway:
         result = Result(site=self.site, execution_id=plan.execution_id,
                         seq=self.journal.next_seq(plan.execution_id), machines=machines,
                         state=state, message=message)
-        payload = result.encode()
+        payload = dataclasses.replace(result, machines=_as_asked(plan, machines)).encode()
         self.journal.finish_plan(plan.execution_id, payload)
         self._send(result, payload=payload)
         return result
@@ -280,9 +284,9 @@ class Gateway:
         return inventory
 
     def _describe(self, machine: MachineConfig) -> MachineReport:
-        base = {"id": machine.id, "protocol": str(machine.protocol),
-                "address": machine.credentials.address,
-                "machine_class": machine.machine_class}
+        base: dict[str, Any] = {"id": machine.id, "protocol": str(machine.protocol),
+                                "address": machine.credentials.address,
+                                "machine_class": machine.machine_class}
         try:
             driver = self.paced_driver(machine)
             base["capabilities"] = sorted(driver.capabilities)
@@ -307,3 +311,9 @@ class Gateway:
             self.journal.enqueue(message.id, topic, payload, retain)
         self.transport.publish(topic, payload, key=message.id, retain=retain)
 
+
+def _as_asked(plan: Plan, machines: list[MachineResult]) -> list[MachineResult]:
+    """The machines' results in the detail the plan asked for (``Plan.detail``)."""
+    if plan.detail == Detail.OUTCOMES:
+        return [summarize(machine) for machine in machines]
+    return machines

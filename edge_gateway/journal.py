@@ -112,7 +112,7 @@ class Journal:
                                    (execution_id,)).fetchone()
         if row is None:
             raise KeyError(f"execution {execution_id} is not in the journal")
-        return row[0]
+        return int(row[0])
 
     def finish_plan(self, execution_id: str, result: bytes) -> None:
         with self._lock:

@@ -14,10 +14,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_gateway.config import MqttSettings
 from edge_gateway.errors import GatewayError
@@ -120,7 +122,8 @@ class MqttTransport:
 
     # --- paho callbacks (network thread) ---------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             LOG.error("broker %s:%s refused the connection: %s", self.settings.host,
                       self.settings.port, reason_code)
@@ -134,7 +137,8 @@ class MqttTransport:
         if self._handlers:
             self._handlers[0]()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
         if mid != self._subscribe_mid:
             return
         refused = [code for code in reason_codes if code.is_failure]
@@ -143,7 +147,8 @@ class MqttTransport:
             return
         self.connected.set()  # connected and subscribed: plans can reach us now
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         self.connected.clear()
         LOG.log(logging.WARNING if reason_code.is_failure else logging.INFO,
                 "disconnected from %s:%s: %s", self.settings.host, self.settings.port,
@@ -152,11 +157,13 @@ class MqttTransport:
         self._session = time.time()
         self._set_will()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
         if self._handlers:
-            self._handlers[1](message.topic, message.payload)
+            self._handlers[1](message.topic, bytes(message.payload))
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
         with self._lock:
             key = self._inflight.pop(mid, None)
             if key is None:

@@ -33,7 +33,7 @@ R = TypeVar("R")
 DEFAULT_MAX_WORKERS = 1024  # above any sane max_parallel: a real site is never held back
 DEFAULT_IDLE_TIMEOUT = 10.0
 
-_Work = tuple[Future, Callable[..., Any], tuple[Any, ...]]
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 class WorkerPool:

@@ -30,6 +30,12 @@ Version history:
          ``retryable`` on step results; execution states ``expired`` and ``canceled`` in
          results. A cloud that predates ``observed`` drops it as an
          unknown kind and loses nothing else.
+         Compact reports: a plan's ``detail`` ("outcomes") asks the gateway to report each
+         machine as ``summary``, one letter per step (``STEP_LETTERS``), with in full only
+         the steps that say more (``index`` gives their place); a plan's ``observe``
+         (false) tells the gateway the cloud judges no drift there, so it sends no observed
+         state after the plan. A gateway that predates them ignores both and reports in
+         full, which every cloud reads.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ import json
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -112,6 +121,14 @@ class MachineState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+class Detail(enum.StrEnum):
+    """How a gateway reports a plan's steps: every step in full, or a letter per step
+    (``summarize``) with in full only what the letter cannot say."""
+
+    FULL = "full"
+    OUTCOMES = "outcomes"
 
 
 class ExecutionState(enum.StrEnum):
@@ -374,7 +391,7 @@ class Message:
     ts: float = field(default_factory=now)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(asdict(self))}
+        return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(_fields(self))}
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
@@ -386,6 +403,28 @@ class Message:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:
             raise ProtocolError(f"{cls.KIND} message is incomplete: {exc}") from None
+
+
+def _fields(value: Any) -> Any:
+    """A dataclass as a dict, recursively (as ``asdict``), where step and machine results
+    leave out the fields that hold their default: a receiver fills them in again."""
+    if is_dataclass(value) and not isinstance(value, type):
+        terse = isinstance(value, StepResult | MachineResult | MachineObservation | Plan)
+        return {f.name: _fields(getattr(value, f.name)) for f in fields(value)
+                if not (terse and getattr(value, f.name) == _default(f))}
+    if isinstance(value, dict):
+        return {k: _fields(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_fields(v) for v in value]
+    return value
+
+
+def _default(spec: Field[Any]) -> Any:
+    if spec.default is not MISSING:
+        return spec.default
+    if spec.default_factory in (list, dict):  # not ids or times: each call is new
+        return spec.default_factory()
+    return MISSING
 
 
 def _plain(value: Any) -> Any:
@@ -417,6 +456,8 @@ class Plan(Message):
     rollout_id: str = ""
     steps: list[PlanStep] = field(default_factory=list)
     expires_at: float | None = None
+    detail: str = Detail.FULL  # how much the gateway reports of each step (``Detail``)
+    observe: bool = True  # send the machines' observed state after the plan (for drift)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -527,6 +568,7 @@ class StepResult:
     # A failure that may pass if tried again later (BMC unreachable, timed out, 5xx), as
     # opposed to one that will not (wrong credentials, refused parameters).
     retryable: bool = False
+    index: int | None = None  # its place among the machine's steps, in a summarized report
 
 
 @dataclass(frozen=True)
@@ -536,11 +578,58 @@ class MachineResult:
     machine: str
     state: str = MachineState.PENDING
     steps: list[StepResult] = field(default_factory=list)
+    summary: str | None = None  # a letter per step (STEP_LETTERS); ``steps`` then has the rest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MachineResult:
         steps = [_build(StepResult, s, "step result") for s in _list(data, "steps")]
         return _build(cls, {**data, "steps": steps}, "machine result")
+
+
+# One letter per step in a summarized machine result: (state, changed).
+STEP_LETTERS: dict[str, tuple[StepState, bool]] = {
+    "c": (StepState.SUCCEEDED, True),
+    "u": (StepState.SUCCEEDED, False),
+    "f": (StepState.FAILED, False),
+    "s": (StepState.SKIPPED, False),
+    "r": (StepState.RUNNING, False),
+    "p": (StepState.PENDING, False),
+}
+_LETTER_OF = {value: letter for letter, value in STEP_LETTERS.items()}
+# Tasks whose data is what the operator asked for: a summary keeps it.
+READ_TASKS = frozenset({"bios.read", "firmware.inventory", "inventory.collect",
+                        "health.check", "sel.collect"})
+
+
+def summarize(machine: MachineResult) -> MachineResult:
+    """The machine's result with a letter per step, and in full only the steps that say
+    more than their letter: a failure (its message, whether it is retryable) and what a read
+    task found. The cloud knows each step's task from the plan; a succeeded step's message
+    and times stay in the site's journal."""
+    letters, kept = [], []
+    for index, step in enumerate(machine.steps):
+        letters.append(_LETTER_OF.get((StepState(step.state), bool(step.changed)
+                                       and step.state == StepState.SUCCEEDED), "p"))
+        if step.state == StepState.FAILED or step.retryable or (
+                step.data is not None and step.task in READ_TASKS):
+            kept.append(replace(step, index=index, started_at=None, finished_at=None))
+    return MachineResult(machine=machine.machine, state=machine.state, steps=kept,
+                         summary="".join(letters))
+
+
+def expand_steps(summary: str, kept: list[dict[str, Any]],
+                 tasks: list[str] | None) -> list[dict[str, Any]]:
+    """The steps of a summarized machine result, as plain step results: the letters give
+    state and change, ``kept`` what was sent in full, ``tasks`` (the machine's steps in the
+    plan, when known) each step's task."""
+    by_index = {step.get("index"): step for step in kept}
+    steps = []
+    for index, letter in enumerate(summary):
+        state, changed = STEP_LETTERS.get(letter, (StepState.PENDING, False))
+        task = tasks[index] if tasks is not None and index < len(tasks) else f"step {index + 1}"
+        steps.append({"task": task, "state": str(state), "changed": changed,
+                      **{k: v for k, v in by_index.get(index, {}).items() if k != "index"}})
+    return steps
 
 
 @dataclass(frozen=True)
@@ -579,7 +668,10 @@ def _list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], what: str) -> Any:
+_T = TypeVar("_T", bound="DataclassInstance")
+
+
+def _build(cls: type[_T], data: dict[str, Any], what: str) -> _T:
     known = {f.name for f in fields(cls)}
     try:
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from chalice import Blueprint
@@ -30,7 +31,8 @@ def _body() -> dict[str, Any]:
 
 
 def _query(name: str) -> str | None:
-    return (routes.current_request.query_params or {}).get(name)
+    query: Mapping[str, str] = routes.current_request.query_params or {}
+    return query.get(name)
 
 
 @routes.route("/definitions", methods=["POST"])

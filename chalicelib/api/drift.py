@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from chalice import Blueprint
@@ -17,7 +18,8 @@ routes = Blueprint(__name__)
 @routes.route("/drift", methods=["GET"])
 def drift() -> dict[str, Any]:
     """Every machine with a desired state (``?site=S``: of one site), drifted ones first."""
-    site = (routes.current_request.query_params or {}).get("site")
+    params: Mapping[str, str] = routes.current_request.query_params or {}
+    site = params.get("site")
     if site is not None:
         check_pattern("site", site, SITE_ID_PATTERN)
         fleet.get_site(site)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from chalice import Blueprint, Response
@@ -18,11 +19,11 @@ routes = Blueprint(__name__)
 def create_rollout() -> Response:
     body = parse(RolloutIn, routes.current_request.raw_body)
     created = create.create(body, publisher.current())
-    body: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions,
-                                                     created.site_ids)}
+    reply: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions,
+                                                      created.site_ids)}
     if created.executions is not None:
-        body["executions"] = [views.execution(e) for e in created.executions]
-    return Response(body=body, status_code=201 if created.new else 200)
+        reply["executions"] = [views.execution(e) for e in created.executions]
+    return Response(body=reply, status_code=201 if created.new else 200)
 
 
 @routes.route("/rollouts", methods=["GET"])
@@ -32,7 +33,7 @@ def list_rollouts() -> dict[str, Any]:
 
 @routes.route("/rollouts/{rollout_id}", methods=["GET"])
 def get_rollout(rollout_id: str) -> dict[str, Any]:
-    params = routes.current_request.query_params or {}
+    params: Mapping[str, str] = routes.current_request.query_params or {}
     counters_only = params.get("executions") == "false"
     rollout = moves.get_rollout(rollout_id)
     if counters_only:  # one read of the rollout, one of its waves

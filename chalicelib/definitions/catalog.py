@@ -75,7 +75,7 @@ class View:
 # --- apply ---------------------------------------------------------------------------------
 
 
-def apply(raw_documents: list[Any], dry_run: bool = False,
+def apply(raw_documents: Any, dry_run: bool = False,
           clock: Clock = time.time) -> list[dict[str, Any]]:
     if not isinstance(raw_documents, list) or not raw_documents:
         raise BadRequest("give 'documents': a non-empty list of {kind, name, spec}")
@@ -216,7 +216,7 @@ def _write(document: Document, clock: Clock) -> dict[str, Any]:
 
 def _new_revision(document: Document, now: float) -> int:
     stored = _definition_or_none(Kind.BLUEPRINT, document.name)
-    revision = (stored.revision if stored else 0) + 1
+    revision = int(stored.revision if stored else 0) + 1
     digest = spec_hash(document.spec)
     try:
         BlueprintRevision(document.name, revision, spec=document.spec, spec_hash=digest,

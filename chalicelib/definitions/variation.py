@@ -77,7 +77,7 @@ def report(fleet: Fleet, sites: Iterable[SiteTags],
             elif level in SPECIFIC:
                 customized.add(site.site_id)
     machine_overrides = _machine_overrides(fleet)
-    parameters = [{
+    parameters: list[dict[str, Any]] = [{
         "name": name,
         "distinct_values": len(values[name]),
         "sites_without_value": site_count - sum(by_level[name].values()),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.update import Action
 
 from chalicelib import audit
 from chalicelib.models import Execution, Rollout, Wave, conditional_write
@@ -99,7 +100,7 @@ class Changes:
             rollout_id, counts = self._by_rollout.popitem()
             if not counts.moves:
                 continue
-            actions = [Rollout.moved_at.set(max(move["at"] for move in counts.moves))]
+            actions: list[Action] = [Rollout.moved_at.set(max(move["at"] for move in counts.moves))]
             if counts.in_flight:
                 actions.append(Rollout.in_flight.add(counts.in_flight))
             if counts.done:
@@ -117,7 +118,7 @@ class Changes:
                             rollout_id)
                 conditional_write(Rollout(rollout_id), actions)
             for wave, done in counts.wave_done.items():
-                wave_actions = [Wave.done.add(done)]
+                wave_actions: list[Action] = [Wave.done.add(done)]
                 if counts.wave_failed[wave]:
                     wave_actions.append(Wave.failed.add(counts.wave_failed[wave]))
                 Wave(rollout_id, wave).update(actions=wave_actions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any
 
 from chalicelib.clock import Clock
@@ -56,8 +57,8 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     if not chosen:
         return 0
     with Changes() as changes:
-        sender = _Sender(rollout, publisher, clock, changes)
-        sender.render([e.site_id for e in chosen if e.plan_steps is None])
+        sender = _Sender(rollout, policy, publisher, clock, changes)
+        sender.prepare(chosen)
         if len(chosen) == 1:
             sent = int(sender.send(chosen[0]))
         else:
@@ -74,14 +75,16 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
 class _Sender:
     """Claims one queued execution and publishes its plan (one per thread at a time)."""
 
-    def __init__(self, rollout: Rollout, publisher: Publisher, clock: Clock,
-                 changes: Changes) -> None:
+    def __init__(self, rollout: Rollout, policy: PolicyIn, publisher: Publisher,
+                 clock: Clock, changes: Changes) -> None:
         self.rollout = rollout
+        self.policy = policy
         self.publisher = publisher
         self.clock = clock
         self.changes = changes
         self._rendered: dict[str, RenderedSite] = {}
         self._problems: dict[str, str] = {}
+        self._judged: set[str] | None = None  # sites whose drift is judged (None: all)
 
     def send(self, execution: Execution) -> bool:
         site_id = execution.site_id
@@ -93,12 +96,17 @@ class _Sender:
             return False
         plan = protocol.Plan(site=site_id, execution_id=execution.execution_id,
                              rollout_id=self.rollout.rollout_id, steps=steps,
-                             expires_at=self.rollout.expires_at)
+                             expires_at=self.rollout.expires_at,
+                             detail=protocol.Detail(self.policy.report),
+                             observe=self._judged is None or site_id in self._judged)
+        # The plan rendered now is kept with the claim: the results name steps by place.
+        rendered = {} if execution.plan_steps is not None else {
+            "plan_steps": [asdict(step) for step in steps]}
         # Claim first: of two writers dispatching at once (a result and the tick), only the
         # one whose queued -> sent update takes publishes the plan.
         if not transition(execution, ExecutionState.SENT, self.clock, message="",
                           changes=self.changes, plan_message_id=plan.id,
-                          sent_at=self.clock()):
+                          sent_at=self.clock(), **rendered):
             return False
         try:
             self.publisher.publish(protocol.plan_topic(site_id), plan.encode())
@@ -113,6 +121,16 @@ class _Sender:
         if desired:
             rendering.set_desired(self.rollout.rollout_id, site_id, desired, self.clock)
         return True
+
+    def prepare(self, chosen: list[Execution]) -> None:
+        """What sending these needs, read together: the plans not stored, and which sites
+        have a desired state (only there does the gateway report observed state after an
+        inline-steps plan: nowhere else is it judged)."""
+        self.render([e.site_id for e in chosen if e.plan_steps is None])
+        if self.rollout.blueprint is None:
+            self._judged = {site.site_id for site in Site.batch_get(
+                [e.site_id for e in chosen], attributes_to_get=["site_id", "has_desired"])
+                if site.has_desired}
 
     def render(self, site_ids: list[str]) -> None:
         """Render, together, the plans of the sites whose executions were stored without

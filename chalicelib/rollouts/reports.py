@@ -40,6 +40,8 @@ from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
 
 LOG = logging.getLogger(__name__)
 
+MAX_STEPS = 50  # a plan's steps at most (schemas.RolloutIn)
+
 
 @dataclass
 class _Report:
@@ -133,21 +135,41 @@ def _rollout_of(message: Progress) -> str | None:
 
 
 def valid_machines(message: Progress) -> list[MachineResult]:
-    """The report's machines whose id is well-formed (the others are logged)."""
+    """The report's machines whose id and summary are well-formed (the others are logged)."""
     valid = []
     for machine in message.machines:
-        if isinstance(machine.machine, str) and \
-                protocol.MACHINE_ID_PATTERN.match(machine.machine):
-            valid.append(machine)
-        else:
+        if not isinstance(machine.machine, str) or \
+                not protocol.MACHINE_ID_PATTERN.match(machine.machine):
             LOG.error("execution %s: report names an invalid machine id %r; skipped",
                       message.execution_id, machine.machine)
+        elif machine.summary is not None and not _valid_summary(machine):
+            LOG.error("execution %s: machine %s: malformed summary %r; skipped",
+                      message.execution_id, machine.machine, machine.summary)
+        else:
+            valid.append(machine)
     return valid
 
 
+def _valid_summary(machine: MachineResult) -> bool:
+    """A letter per step of a plan (at most ``MAX_STEPS``), and each step sent in full
+    placed at one of them."""
+    summary = machine.summary
+    if not isinstance(summary, str) or len(summary) > MAX_STEPS or \
+            not set(summary) <= set(protocol.STEP_LETTERS):
+        return False
+    return all(isinstance(step.index, int) and not isinstance(step.index, bool)
+               and 0 <= step.index < len(summary) for step in machine.steps)
+
+
 def _snapshot(machine: MachineResult, seq: int, now: float) -> str:
-    return json.dumps({"state": str(machine.state), "steps": [asdict(s) for s in machine.steps],
-                       "seq": seq, "at": now}, separators=(",", ":"), default=str)
+    """What is stored of a machine's report: as it came (a summary stays one: the API
+    expands it with the plan's tasks when it is read)."""
+    stored: dict[str, Any] = {"state": str(machine.state),
+                              "steps": [asdict(s) for s in machine.steps], "seq": seq,
+                              "at": now}
+    if machine.summary is not None:
+        stored["summary"] = str(machine.summary)
+    return json.dumps(stored, separators=(",", ":"), default=str)
 
 
 # --- results ---------------------------------------------------------------------------

@@ -88,11 +88,11 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
         conditional_write(Rollout(rollout.rollout_id), [
             Rollout.done.set(done), Rollout.in_flight.set(in_flight),
             Rollout.state_counts.set(dict(by_state))])
-    for wave in Wave.query(rollout.rollout_id, consistent_read=True):
-        index = int(wave.wave)
+    for stored_wave in Wave.query(rollout.rollout_id, consistent_read=True):
+        index = int(stored_wave.wave)
         counted = (wave_done.get(index, 0), wave_failed.get(index, 0))
-        if counted != (int(wave.done), int(wave.failed)):
-            wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
+        if counted != (int(stored_wave.done), int(stored_wave.failed)):
+            stored_wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
     return True
 
 
