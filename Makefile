@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+NODE_STAMP := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 
 .PHONY: demo test lint install system vendor dist clean
 
@@ -17,7 +18,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
-install: system $(STAMP)
+install: system $(STAMP) $(NODE_STAMP)
 
 system:
 	@PYTHON=$(PYTHON) ./scripts/bootstrap-system.sh
@@ -27,6 +28,12 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --editable '.[dev]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The local stack's store, dynalite (node), as package-lock.json pins it. `npm ci` starts
+# from an empty node_modules/, so an older stamp goes with it.
+$(NODE_STAMP): | system
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # dist/: the site gateway's wheel (the gateway and the wire contract only) and the
@@ -40,4 +47,4 @@ vendor:
 	cp edgeplane/__init__.py edgeplane/protocol.py vendor/edgeplane/
 
 clean:
-	rm -rf $(VENV) vendor build dist *.egg-info
+	rm -rf $(VENV) vendor build dist *.egg-info node_modules

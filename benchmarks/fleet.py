@@ -6,14 +6,15 @@ of simulated sites through the whole local stack.
 (a) ``baseline``: N plain paho clients on one selectors loop (the fleet simulator's), each
 subscribed to its site's plan topic; one client publishes one 200-byte QoS 1 message per
 site, each site replies once; from the first publish to the last reply.
-(b) ``rollout``: the local stack (moto server for DynamoDB and EventBridge, mosquitto, the
-Chalice app, the ingest bridge, the ticker) and N simulated sites (every site the real
-gateway core on simulated BMCs, 4 machines); one rollout through the HTTPS API of a 5-step
-plan (power on, BIOS baseline, PXE once, wait until on, clear the SEL) with a 1% canary and
-waves growing 4x; from the POST to the rollout's end. Measured besides: time per wave (from
-the event log), MQTT payload bytes down and up per site, storage requests per site (the
-requests moto server logged during the rollout, DynamoDB and EventBridge), and peak memory
-(the simulator's process and the stack's).
+(b) ``rollout``: the local stack (the store, dynalite, for DynamoDB; moto server for
+EventBridge; mosquitto, the Chalice app, the ingest bridge, the ticker) and N simulated
+sites (every site the real gateway core on simulated BMCs, 4 machines); one rollout through
+the HTTPS API of a 5-step plan (power on, BIOS baseline, PXE once, wait until on, clear the
+SEL) with a 1% canary and waves growing 4x; from the POST to the rollout's end. Measured
+besides: time per wave (from the event log), MQTT payload bytes down and up per site,
+storage requests per site (the DynamoDB and EventBridge requests the stack's processes sent
+during the rollout, counted at the clients: ``edgeplane_dev.request_counter``), and peak
+memory (the simulator's process and the stack's).
 
 The last line printed is a JSON summary; ``--write`` replaces this benchmark's block in
 BENCHMARKS.md.
@@ -47,6 +48,7 @@ from edgeplane_dev.fleet_sim import (  # noqa: E402
     raise_open_file_limit,
     site_ids,
 )
+from edgeplane_dev.request_counter import WRITE_INTERVAL  # noqa: E402
 from edgeplane_dev.stack import LocalStack  # noqa: E402
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt  # noqa: E402
 
@@ -166,30 +168,28 @@ def baseline(port: int, count: int) -> dict:
 # --- (b) the rollout through the stack --------------------------------------------------------
 
 
-def wait_until_quiet(log: Path, quiet_s: float, deadline: float) -> None:
-    """Until moto server logged almost no request (the ticker's) for ``quiet_s`` seconds."""
-    mark = moto_requests(log)
+def wait_until_quiet(stack: LocalStack, quiet_s: float, deadline: float) -> None:
+    """Until the cloud sent almost no request (the ticker's) for ``quiet_s`` seconds."""
+    mark = stack.request_counts()["total"]
     while time.monotonic() < deadline:
         time.sleep(quiet_s)
-        now = moto_requests(log)
+        now = stack.request_counts()["total"]
         if now - mark <= 3:
             return
         mark = now
     raise TimeoutError("the sites did not finish registering")
 
 
-def moto_requests(log: Path) -> int:
-    try:
-        return sum(1 for line in log.read_text().splitlines() if '"POST / HTTP' in line)
-    except OSError:
-        return 0
+def settled_counts(stack: LocalStack) -> dict:
+    """The request counts once the counter has written what was sent until now."""
+    time.sleep(2 * WRITE_INTERVAL)
+    return stack.request_counts()
 
 
 def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
-    stack = LocalStack(stack_dir, [], ready_timeout=120)
+    stack = LocalStack(stack_dir, [], ready_timeout=120, count_requests=True)
     state = stack.up()
-    api = ApiClient(state.context, timeout=900)  # a 10,000-site create takes minutes on moto
-    moto_log = stack_dir / "logs" / "moto.log"
+    api = ApiClient(state.context, timeout=900)  # a 10,000-site create takes minutes
     try:
         counting = Counting(state.mqtt_port, "bench-counter")
         with FleetSimulator(state.mqtt_port, count, machines,
@@ -197,16 +197,16 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
             started = time.monotonic()
             deadline = started + timeout
             # Registered once the store has been quiet for a while (listing the sites to
-            # see is a scan: seconds on moto server for 10,000 sites, which would slow the
-            # registering it watches), then checked with one listing.
-            wait_until_quiet(moto_log, quiet_s=5, deadline=deadline)
+            # see is a scan of every site, which would slow the registering it watches),
+            # then checked with one listing.
+            wait_until_quiet(stack, quiet_s=5, deadline=deadline)
             online = sum(bool(s["online"]) for s in api.get("/sites")["sites"])
             if online < count:
                 raise TimeoutError(f"{online} of {count} sites registered")
             register_s = time.monotonic() - started
             time.sleep(2)  # inventories settle
             counting.reset()
-            requests_before = moto_requests(moto_log)
+            requests_before = settled_counts(stack)
             started = time.monotonic()
             created = api.post("/rollouts", {
                 "name": f"bench {count}", "sites": fleet.site_ids, "steps": STEPS,
@@ -221,7 +221,7 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
                     raise TimeoutError(f"rollout still running: {data['waves']}")
                 time.sleep(0.5)
             total_s = time.monotonic() - started
-            requests = moto_requests(moto_log) - requests_before
+            requests_after = settled_counts(stack)
             data = api.get(f"/rollouts/{rollout_id}?machines=false")
             events = api.get(f"/rollouts/{rollout_id}/events")["events"]
             stats = fleet.stats()
@@ -236,7 +236,11 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
         "state": data["rollout"]["state"], "counts": data["rollout"]["counts"],
         "waves": waves, "mqtt_down_bytes_per_site": round(counting.down / count),
         "mqtt_up_bytes_per_site": round(counting.up / count),
-        "storage_requests_per_site": round(requests / count, 1),
+        "storage_requests_per_site": round(
+            (requests_after["total"] - requests_before["total"]) / count, 1),
+        "requests_per_site_by_service": {
+            service: round((n - requests_before["services"].get(service, 0)) / count, 1)
+            for service, n in requests_after["services"].items()},
         "simulator_peak_rss_mib": round(stats.peak_rss_mib, 1),
         "stack_peak_rss_mib": round(stack_mib, 1),
     }

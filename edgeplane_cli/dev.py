@@ -31,32 +31,48 @@ def up(
     servers: Annotated[int, typer.Option(
         help="Redfish machines per site on the mockup simulator (BIOS, firmware...)")] = 1,
     ipmi: Annotated[int, typer.Option(help="IPMI machines per site")] = 1,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="start empty: delete what earlier runs stored")] = False,
     directory: StackDir = None,
 ) -> None:
-    """Start the local stack and return once every site is online; writes the CLI config."""
-    from edgeplane_dev.stack import LocalStack, plan_sites
+    """Start the local stack and return once every site is online; writes the CLI config.
+
+    The fleet's data (the store's tables, the broker's queued messages) is kept from one
+    run to the next unless --fresh.
+    """
+    from edgeplane_dev.stack import LocalStack, plan_sites, store_dir
 
     if sites < 1 or redfish + servers + ipmi < 1:
         raise typer.BadParameter("a stack needs at least one site with one machine")
-    state = LocalStack(_stack_dir(directory), plan_sites(sites, redfish, ipmi, servers)).up()
+    stack = LocalStack(_stack_dir(directory), plan_sites(sites, redfish, ipmi, servers),
+                       fresh=fresh)
+    state = stack.up()
     path = save_context("local", state.context)
     console.print(f"local stack up: API {state.api_url}, MQTT 127.0.0.1:{state.mqtt_port}, "
                   f"{sites} sites; CLI config written to {path}")
+    if stack.resumed:
+        console.print(f"the data of the last run is kept in {store_dir(stack.directory)} "
+                      "(--fresh starts empty)")
     console.print("try: edgeplane sites list; edgeplane rollout start --tag dev "
                   "--step 'power.ensure state=on' --wait; then edgeplane dev down")
 
 
 @app.command("down")
-def down(directory: StackDir = None) -> None:
-    """Stop everything `edgeplane dev up` started."""
+def down(
+    purge: Annotated[bool, typer.Option(
+        "--purge", help="also delete the stack's data (store, broker queues, logs)")] = False,
+    directory: StackDir = None,
+) -> None:
+    """Stop everything `edgeplane dev up` started; its data stays for the next `up`."""
     from edgeplane_dev.stack import LocalStack, load_state
 
     path = _stack_dir(directory)
-    if load_state(path) is None:
+    if load_state(path) is None and not (purge and path.exists()):
         console.print(f"no local stack in {path}")
         return
-    LocalStack(path, []).down()
-    console.print("local stack stopped")
+    LocalStack(path, []).down(purge=purge)
+    console.print(f"local stack stopped; {path} deleted" if purge else
+                  f"local stack stopped; its data stays in {path} (--purge deletes it)")
 
 
 @app.command("demo")

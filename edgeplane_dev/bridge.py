@@ -7,8 +7,14 @@ Here one paho-mqtt client subscribes to the same filter and calls the same handl
 The session is persistent (MQTT 3.1.1, clean_session=False) so that reports published while
 the bridge is down are queued by the broker and delivered when it returns; it subscribes in
 on_connect so that every reconnect resubscribes; paho acknowledges a message (PUBACK) once
-the handler has returned (manual acks), so a bridge killed mid-message gets it again. A
-handler that raises is logged with the topic and the bridge carries on with the next message.
+the handler has stored it (manual acks), so a bridge killed mid-message gets it again.
+
+A report is acknowledged only once stored (or dropped as not following the contract):
+while the store does not answer (down, restarting: the connection is refused or times out)
+the bridge holds what it has in hand, unacknowledged, and tries again until the store
+answers; everything else waits in its persistent session in the broker, which keeps it on
+disk. A handler that raises while the store answers is the message's fault: it is tried a
+few times, then logged with the topic and dropped, and the bridge carries on.
 Messages are handled in batches (``--batch-size``, by ``chalicelib.ingest.handle_messages``,
 as the Lambda gets SQS batches), ``--workers`` batches at once.
 
@@ -39,6 +45,7 @@ BatchHandler = Callable[[list[tuple[str, bytes]]], None]
 RECONNECT_MIN_DELAY = 1
 RECONNECT_MAX_DELAY = 30
 HANDLER_RETRY_DELAYS = (0.2, 1.0, 3.0)
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # while the store does not answer; the last repeats
 BATCH_SIZE = 100  # messages handed to the handler at once, like an SQS batch
 
 
@@ -46,6 +53,28 @@ def _default_batch_handler(messages: list[tuple[str, bytes]]) -> None:
     from chalicelib.ingest import handle_messages  # the cloud side, imported only when used
 
     handle_messages(messages)
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """True when ``exc``, or what caused it, is a request to the store that got no answer
+    (connection refused, reset or timed out): the store is down, not the message at fault."""
+    from botocore.exceptions import ConnectionError as NoConnection
+    from botocore.exceptions import HTTPClientError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, NoConnection | HTTPClientError):
+            return True
+        seen.add(id(current))
+        # pynamodb keeps botocore's exception as ``cause``
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return False
+
+
+class _Stopping(BaseException):  # noqa: N818 - not an error: the bridge stops
+    """The bridge stops while holding messages for the store: they stay unacknowledged.
+    A BaseException, so that no ``except Exception`` on the way takes it for a failure."""
 
 
 def one_at_a_time(handler: Handler) -> BatchHandler:
@@ -66,13 +95,20 @@ class _Bridge:
     hand at once, and the network thread waits when that is reached, so a backlog stays in
     the broker (bounded admission, as SQS and the Lambda's reserved concurrency bound it in
     AWS). A backlog makes batches fuller, which is what makes a backlog cheap to drain.
+    A store that stays down long enough for the network thread to wait past the keepalive
+    loses the bridge its connection: the broker delivers again what was not acknowledged,
+    and handling it twice changes nothing.
     """
 
     def __init__(self, handler: BatchHandler, workers: int = 1,
                  batch_size: int = BATCH_SIZE) -> None:
         self.handler = handler
         self.batch_size = batch_size
-        self._free = threading.Semaphore(workers * batch_size)
+        self._capacity = workers * batch_size
+        self._free = threading.Semaphore(self._capacity)
+        self._closing = threading.Event()
+        self._held_lock = threading.Lock()
+        self._held = 0  # messages in hand waiting for the store to answer
         self._queue: queue.SimpleQueue[tuple[mqtt.Client, mqtt.MQTTMessage] | None] = \
             queue.SimpleQueue()
         self._workers = [threading.Thread(target=self._work, name=f"bridge-{n}", daemon=True)
@@ -80,7 +116,13 @@ class _Bridge:
         for worker in self._workers:
             worker.start()
 
+    def stopping(self) -> None:
+        """Give up what is held for the store (unacknowledged) from now on: a worker waiting
+        for the store must not keep the network thread (blocked on admission) from ending."""
+        self._closing.set()
+
     def close(self) -> None:
+        self.stopping()
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -131,19 +173,25 @@ class _Bridge:
                     self._queue.put(None)
                     break
                 batch.append(item)
+            done = False
             try:
                 self.handle([message for _, message in batch])
+                done = True
+            except _Stopping:
+                LOG.warning("bridge: stopping with %d messages not stored: unacknowledged, "
+                            "the broker delivers them again to the next session", len(batch))
             finally:
                 for client, message in batch:
                     self._free.release()
-                    # The PUBACK goes out once handled, as SQS deletes a record after the
-                    # Lambda.
-                    client.ack(message.mid, message.qos)
+                    # The PUBACK goes out once stored (or dropped), as SQS deletes a record
+                    # after the Lambda.
+                    if done:
+                        client.ack(message.mid, message.qos)
 
     def handle(self, messages: list[mqtt.MQTTMessage]) -> None:
         if len(messages) > 1:
             try:
-                self.handler([(m.topic, m.payload) for m in messages])
+                self._store([(m.topic, m.payload) for m in messages])
                 return
             except Exception:  # find the message that fails; the others are stored anyway
                 LOG.warning("bridge: a batch of %d messages failed; handling them one by "
@@ -152,11 +200,11 @@ class _Bridge:
             self._handle_one(message)
 
     def _handle_one(self, message: mqtt.MQTTMessage) -> None:
-        # The handler drops what is malformed itself; what raises is a store failure, which
-        # may pass: retry a few times before giving the message up.
+        # The handler drops what is malformed itself; what raises while the store answers
+        # may still pass (a conflict, a throttle): retry a few times before giving it up.
         for attempt, delay in enumerate((*HANDLER_RETRY_DELAYS, None), start=1):
             try:
-                self.handler([(message.topic, message.payload)])
+                self._store([(message.topic, message.payload)])
                 return
             except Exception:  # one bad message must not stop ingestion
                 if delay is None:
@@ -167,6 +215,43 @@ class _Bridge:
                             "retrying in %.1f s", message.topic, attempt, delay,
                             exc_info=True)
                 time.sleep(delay)
+
+    def _store(self, batch: list[tuple[str, bytes]]) -> None:
+        """Hand ``batch`` to the handler; while the store does not answer, hold it and try
+        again until it does (or until the bridge stops: ``_Stopping``)."""
+        delays = iter(STORE_RETRY_DELAYS)
+        held = stored = False
+        try:
+            while True:
+                try:
+                    self.handler(batch)
+                    stored = True
+                    return
+                except Exception as exc:
+                    if not store_unreachable(exc):
+                        raise
+                    if not held:
+                        held = True
+                        self._hold(len(batch), exc)
+                if self._closing.wait(next(delays, STORE_RETRY_DELAYS[-1])):
+                    raise _Stopping
+        finally:
+            if held:
+                self._unhold(len(batch), stored)
+
+    def _hold(self, count: int, exc: Exception) -> None:
+        with self._held_lock:
+            if self._held == 0:
+                LOG.warning("bridge: the store does not answer (%s); holding the reports in "
+                            "hand (at most %d), unacknowledged, until it does; the others "
+                            "wait in the broker", exc, self._capacity)
+            self._held += count
+
+    def _unhold(self, count: int, stored: bool) -> None:
+        with self._held_lock:
+            self._held -= count
+            if self._held == 0 and stored:
+                LOG.info("bridge: the store answers again; the reports held are stored")
 
 
 def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
@@ -198,6 +283,7 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
     try:
         stop_event.wait()
     finally:
+        bridge.stopping()
         client.disconnect()
         client.loop_stop()
         bridge.close()

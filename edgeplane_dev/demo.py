@@ -25,7 +25,7 @@ DEMO_STEPS = [
     {"task": "power.ensure", "params": {"state": "on"}},
     {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}},
 ]
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleet"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fleet"
 BLUEPRINT = "server-baseline"
 BIOS_ATTRIBUTES = ["PowerProfile", "ProcTurboMode"]
 
@@ -35,8 +35,9 @@ def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bo
     started = time.monotonic()
     console.rule("Edgeplane demo")
     console.print(f"starting the local stack with {site_count} sites "
-                  "(moto, mosquitto, Chalice API, ingest bridge, gateways, emulated BMCs)...")
-    with LocalStack(directory, plan_sites(site_count)) as state:
+                  "(store, moto, mosquitto, Chalice API, ingest bridge, gateways, "
+                  "emulated BMCs)...")
+    with LocalStack(directory, plan_sites(site_count), fresh=True) as state:
         console.print(f"stack up in {time.monotonic() - started:.1f} s; API {state.api_url}")
         api = ApiClient(state.context)
         console.print(sites_table(api.get("/sites")["sites"]))
@@ -77,8 +78,9 @@ def _blueprint(api: ApiClient, timeout: float) -> bool:
 
     console.rule(f"3. roll out blueprint {BLUEPRINT} to every site")
     rollout_started = time.monotonic()
+    # Every step's message and data in full: the BIOS table shows what bios.apply did.
     created = api.post("/rollouts", {"name": f"demo: {BLUEPRINT}", "tag": "dev",
-                                     "blueprint": BLUEPRINT})
+                                     "blueprint": BLUEPRINT, "policy": {"report": "full"}})
     rollout = created["rollout"]
     console.print(f"rollout {rollout['rollout_id']}: blueprint {BLUEPRINT} revision "
                   f"{rollout['blueprint']['revision']}, each site's plan rendered with its "

@@ -1,5 +1,9 @@
 """moto server for the local stack, applying one request at a time.
 
+The stack runs it for EventBridge; its DynamoDB is dynalite (``edgeplane_dev/store.py``),
+which persists and applies writes atomically by itself. Where moto serves DynamoDB (this
+module's own test), the lock below is what makes it atomic.
+
 DynamoDB applies each write atomically: a conditional update sees the item as it is and
 either changes it or fails. moto server (5.x) serves requests on threads with no lock around
 its backends, so two conditional updates of one item can both pass their condition and two

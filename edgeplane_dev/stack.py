@@ -1,17 +1,22 @@
 """The whole of Edgeplane on one machine, with real parts, on 127.0.0.1 and free ports.
 
-``up()`` starts, in this order: moto in server mode (DynamoDB, tables created), a mosquitto
-of our own, the Chalice app (``chalice local``), the ingest bridge (plays the IoT rule), the
-ticker (plays the engine's schedule), and
-for each site its emulated BMCs (one sushy-tools emulator holding the site's ``rf-N``
-machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's public-rackmount1 with
-BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N`` machine) and a real
-``edge-gateway`` process.
+``up()`` starts, in this order: the store (dynalite: DynamoDB's API on LevelDB, tables
+created if missing), moto in server mode (EventBridge), a mosquitto of our own, the Chalice
+app (``chalice local``), the ingest bridge (plays the IoT rule), the ticker (plays the
+engine's schedule), and for each site its emulated BMCs (one sushy-tools emulator holding
+the site's ``rf-N`` machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's
+public-rackmount1 with BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N``
+machine) and a real ``edge-gateway`` process.
 Sites are registered through the HTTPS API; their machines arrive through the gateways'
 inventory reports. ``up()`` returns once every site is online with its machines known.
 
 Every process runs in its own process group and is listed in ``stack.json`` in the stack's
 directory, so ``down()`` (also from another process: ``edgeplane dev down``) stops all of it.
+
+The fleet outlives the processes: the store's data (``store/``), the broker's persistence
+(``mosquitto/``: sessions and their queued messages) and the gateways' journals stay in the
+stack's directory, so the next ``up()`` finds the sites, machines, definitions and rollouts
+where they were. ``fresh=True`` starts empty; ``down(purge=True)`` deletes the directory.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_cli.config import Context
 from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 from edgeplane_dev.processes import is_running, raise_open_file_limit, spawn, stop_group
+from edgeplane_dev.store import Store, StoreError
 
 LOG = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BMC_USERNAME = "admin"
 BMC_PASSWORD = "password"  # noqa: S105 - the emulators' well-known demo credential
@@ -69,9 +75,11 @@ class StackState:
     api_url: str
     token: str
     mqtt_port: int
-    moto_port: int
+    moto_port: int  # EventBridge
     sites: list[dict[str, Any]]
     processes: dict[str, int] = field(default_factory=dict)
+    store_port: int = 0  # DynamoDB
+    counter_port: int = 0  # botocore's request reports (UDP), when counting
 
     @property
     def context(self) -> Context:
@@ -97,6 +105,16 @@ def state_file(directory: Path) -> Path:
     return directory / "stack.json"
 
 
+def store_dir(directory: Path) -> Path:
+    """Where the stack's store keeps its tables."""
+    return directory / "store"
+
+
+def request_counts_file(directory: Path) -> Path:
+    """Where a counting stack's request counter writes its sums (``request_counter``)."""
+    return directory / "requests.json"
+
+
 def load_state(directory: Path) -> StackState | None:
     try:
         return StackState(**json.loads(state_file(directory).read_text()))
@@ -106,11 +124,16 @@ def load_state(directory: Path) -> StackState | None:
 
 class LocalStack:
     def __init__(self, directory: Path, sites: list[SitePlan],
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 120.0, *, fresh: bool = False,
+                 count_requests: bool = False) -> None:
         self.directory = directory
         self.sites = sites
         self.ready_timeout = ready_timeout
+        self.fresh = fresh
+        self.count_requests = count_requests
         self.state: StackState | None = None
+        self.store: Store | None = None
+        self.resumed = False  # up() found the data of an earlier run
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -119,13 +142,17 @@ class LocalStack:
         if existing and any(is_running(pid) for pid in existing.processes.values()):
             raise StackError(f"a local stack is already running from {self.directory}; "
                              "run `edgeplane dev down` first")
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
+        if self.fresh:
+            self.purge()
+        self.resumed = store_dir(self.directory).exists()
+        # What one run wrote goes; the fleet's data (store, broker, journals) stays.
+        shutil.rmtree(self.directory / "logs", ignore_errors=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.state = StackState(
             directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
             token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
-            sites=[asdict(s) for s in self.sites],
+            sites=[asdict(s) for s in self.sites], store_port=free_port(),
+            counter_port=free_port(socket.SOCK_DGRAM) if self.count_requests else 0,
         )
         try:
             self._start_cloud()
@@ -137,16 +164,46 @@ class LocalStack:
             raise
         return self.state
 
-    def down(self) -> None:
+    def down(self, purge: bool = False) -> None:
+        """Stop every process; with ``purge``, delete the stack's directory (its data too)."""
         state = self.state or load_state(self.directory)
-        if state is None:
-            return
-        # Gateways first (they say goodbye through the broker), the broker and AWS last.
-        for name, pid in reversed(list(state.processes.items())):
-            LOG.debug("stopping %s (pid %s)", name, pid)
-            stop_group(pid)
-        state.processes.clear()
-        self._save(state)
+        if state is not None:
+            # Gateways first (they say goodbye through the broker), the broker and AWS last.
+            for name, pid in reversed(list(state.processes.items())):
+                LOG.debug("stopping %s (pid %s)", name, pid)
+                stop_group(pid)
+            state.processes.clear()
+            if not purge:
+                self._save(state)
+        if self.store is not None:
+            self.store.stop()  # reaps it (its pid was in the state too)
+        if purge:
+            self.purge()
+
+    def purge(self) -> None:
+        """Delete the stack's directory: the store's tables, the broker's queues, the logs."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stop_store(self, crash: bool = False) -> None:
+        """Stop the store (with ``crash``, SIGKILL: as a crash would); its data stays."""
+        if crash:
+            self._running_store.kill()
+        else:
+            self._running_store.stop()
+
+    def start_store(self) -> None:
+        """Start the store again on its port and data; the cloud's clients reconnect."""
+        store = self._running_store
+        store.start()
+        self._state.processes["store"] = store.pid
+        self._save(self._state)
+
+    def request_counts(self) -> dict[str, Any]:
+        """The requests the cloud's processes sent so far, by service and operation
+        (a stack made with ``count_requests=True``)."""
+        from edgeplane_dev.request_counter import read_counts
+
+        return read_counts(request_counts_file(self.directory))
 
     def __enter__(self) -> StackState:
         return self.up()
@@ -158,22 +215,33 @@ class LocalStack:
 
     def _cloud_env(self) -> dict[str, str]:
         state = self._state
-        return {
+        env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fixed credential
             "AWS_DEFAULT_REGION": "us-east-1",
-            "EDGEPLANE_DYNAMODB_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
+            "EDGEPLANE_DYNAMODB_ENDPOINT": f"http://{LOOPBACK}:{state.store_port}",
             "EDGEPLANE_EVENTS_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
             "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
             "EDGEPLANE_PUBLISHER": f"mqtt://{LOOPBACK}:{state.mqtt_port}",
             "EDGEPLANE_API_TOKEN": state.token,
         }
+        if state.counter_port:
+            from edgeplane_dev.request_counter import monitoring_env
+
+            env.update(monitoring_env(state.counter_port))
+        return env
 
     @property
     def _state(self) -> StackState:
         if self.state is None:
             raise StackError("the stack is not up")
         return self.state
+
+    @property
+    def _running_store(self) -> Store:
+        if self.store is None:
+            raise StackError("the stack's store was not started by this process")
+        return self.store
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> None:
@@ -188,13 +256,25 @@ class LocalStack:
         from edgeplane_dev.mosquitto import mosquitto_binary, write_config
 
         state = self._state
+        if state.counter_port:
+            self._spawn("counter", [sys.executable, "-m", "edgeplane_dev.request_counter",
+                                    "--port", str(state.counter_port), "--output",
+                                    str(request_counts_file(self.directory))])
+        self.store = Store(store_dir(self.directory), state.store_port,
+                           log=self.directory / "logs" / "store.log")
+        try:
+            self.store.start()
+        except StoreError as exc:  # not installed, or it would not start: say why, briefly
+            raise StackError(str(exc)) from None
+        state.processes["store"] = self.store.pid
+        self._save(state)
         self._spawn("moto", [sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
                              "-p", str(state.moto_port)])
         config = write_config(self.directory / "mosquitto", state.mqtt_port)
         raise_open_file_limit()  # the broker inherits it: one descriptor per site
         self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
-        wait_for_tcp(state.moto_port, timeout=30)
         self._create_tables()
+        wait_for_tcp(state.moto_port, timeout=30)
         wait_for_tcp(state.mqtt_port, timeout=10)
         api_port = state.api_url.rsplit(":", 1)[1]
         self._spawn("api", [str(BIN / "chalice"), "local", "--host", LOOPBACK, "--port",
@@ -229,6 +309,7 @@ class LocalStack:
                                               "region": "local", "tags": site.tags,
                                               "timezone": site.timezone})
         site_dir = self.directory / "sites" / site.site_id
+        site_dir.mkdir(parents=True, exist_ok=True)
         machines: list[dict[str, Any]] = []
         if site.redfish:
             machines += self._start_redfish(site, site_dir)
@@ -257,6 +338,9 @@ class LocalStack:
     def _start_redfish(self, site: SitePlan, site_dir: Path) -> list[dict[str, Any]]:
         from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 
+        # The emulator's systems are new on each run (the BMCs restarted); the site's
+        # inventory tells the cloud.
+        shutil.rmtree(site_dir / "redfish", ignore_errors=True)
         emulator = SushyEmulator([FakeSystem(name=f"{site.site_id}-{m}") for m in site.redfish],
                                  state_dir=site_dir / "redfish")
         emulator.start()

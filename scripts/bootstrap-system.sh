@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what Edgeplane's local stack needs from Debian: mosquitto (the broker), ipmitool
-# (an independent IPMI client for the tests) and Python's venv module. Idempotent and quick
+# Installs what Edgeplane's local stack needs from Debian: mosquitto (the broker), node and
+# npm (the store, dynalite, is an npm package: `make install` runs `npm ci`), ipmitool (an
+# independent IPMI client for the tests) and Python's venv module. Idempotent and quick
 # when everything is already there.
 set -euo pipefail
 
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v ipmitool >/dev/null 2>&1 || missing+=(ipmitool)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "Edgeplane needs Python 3.11 or newer as '$python' (set PYTHON=...)." >&2
