@@ -1,11 +1,13 @@
-"""Fleet benchmark: a bare MQTT request/reply baseline, then a real rollout to the same number
-of simulated sites through the whole local stack.
+"""Fleet benchmark: a bare MQTT request/reply baseline, a real rollout to the same number of
+simulated sites through the whole local stack, and the same fleet running the same plans
+with no control plane at all.
 
     python benchmarks/fleet.py --sites 1000 [--machines 4] [--write]
 
 (a) ``baseline``: N plain paho clients on one selectors loop (the fleet simulator's), each
 subscribed to its site's plan topic; one client publishes one 200-byte QoS 1 message per
-site, each site replies once; from the first publish to the last reply.
+site, each site replies once; from the first publish to the last reply. On a mosquitto of
+its own, nothing else running.
 (b) ``rollout``: the local stack (the store, dynalite, for DynamoDB; moto server for
 EventBridge; mosquitto, the Chalice app, the ingest bridge, the ticker) and N simulated
 sites (every site the real gateway core on simulated BMCs, 4 machines); one rollout through
@@ -15,6 +17,11 @@ besides: time per wave (from the event log), MQTT payload bytes down and up per 
 storage requests per site (the DynamoDB and EventBridge requests the stack's processes sent
 during the rollout, counted at the clients: ``edgeplane_dev.request_counter``), and peak
 memory (the simulator's process and the stack's).
+(c) ``fleet_only``: what the fleet itself needs. A new simulated fleet (the same sites,
+machines and BMC delays) on a mosquitto of its own; a plain client publishes to every site
+the plan the rollout sent it (as the rollout's sites received it) and waits for every
+result; from the first publish to the last result. ``ratio_to_fleet_only`` is the rollout's
+time over this one.
 
 The last line printed is a JSON summary; ``--write`` replaces this benchmark's block in
 BENCHMARKS.md.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import signal
@@ -48,6 +56,7 @@ from edgeplane_dev.fleet_sim import (  # noqa: E402
     raise_open_file_limit,
     site_ids,
 )
+from edgeplane_dev.mosquitto import Mosquitto  # noqa: E402
 from edgeplane_dev.request_counter import WRITE_INTERVAL  # noqa: E402
 from edgeplane_dev.stack import LocalStack  # noqa: E402
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt  # noqa: E402
@@ -61,8 +70,6 @@ STEPS = [
     {"task": "wait.for", "params": {"power": "on", "timeout": 60}},
     {"task": "sel.clear", "params": {}, "select": {"capable": True}},
 ]
-MARK_BEGIN = "<!-- benchmarks/fleet.py results: begin -->"
-MARK_END = "<!-- benchmarks/fleet.py results: end -->"
 
 
 def vm_hwm_mib(pid: int | str = "self") -> float:
@@ -80,6 +87,7 @@ class Counting:
     def __init__(self, port: int, client_id: str) -> None:
         self.down = self.up = 0
         self.replies: set[str] = set()
+        self.plans: dict[str, bytes] = {}  # the last plan each site was sent
         self.last_reply = 0.0
         self._lock = threading.Lock()
         ready = threading.Event()
@@ -98,6 +106,8 @@ class Counting:
         with self._lock:
             if direction == "down":
                 self.down += len(message.payload)
+                if kind == "plan":
+                    self.plans[site] = bytes(message.payload)
             else:
                 self.up += len(message.payload)
                 if kind in ("result", "reply"):
@@ -165,7 +175,50 @@ def baseline(port: int, count: int) -> dict:
             round(elapsed, 2), "replies": replies}
 
 
+# --- (c) the fleet alone -----------------------------------------------------------------
+
+
+def fleet_only(port: int, plans: dict[str, bytes], machines: int) -> dict:
+    """The same plans to a new simulated fleet with no cloud: publish, wait for results."""
+    count = len(plans)
+    counting = Counting(port, "fleet-only-counter")
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-only-publisher")
+    publisher.max_inflight_messages_set(0)
+    publisher.connect(LOOPBACK, port)
+    publisher.loop_start()
+    try:
+        with FleetSimulator(port, sorted(plans), machines, thread_stack_size=SMALL_THREAD_STACK,
+                            max_parallel=machines):
+            time.sleep(2)  # inventories settle, as before the rollout
+            counting.reset()
+            started = time.monotonic()
+            infos = [publisher.publish(protocol.plan_topic(site), payload, qos=1)
+                     for site, payload in plans.items()]
+            for info in infos:
+                info.wait_for_publish(60)
+            deadline = time.monotonic() + 600
+            while len(counting.replies) < count and time.monotonic() < deadline:
+                time.sleep(0.01)
+            elapsed = counting.last_reply - started
+            results = len(counting.replies)
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        counting.close()
+    return {"sites": count, "fleet_only_s": round(elapsed, 2), "results": results,
+            "mqtt_up_bytes_per_site": round(counting.up / count)}
+
+
 # --- (b) the rollout through the stack --------------------------------------------------------
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User and system CPU time of a process so far (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_quiet(stack: LocalStack, quiet_s: float, deadline: float) -> None:
@@ -207,6 +260,8 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
             time.sleep(2)  # inventories settle
             counting.reset()
             requests_before = settled_counts(stack)
+            cpu_before = {name: cpu_seconds(pid) for name, pid in state.processes.items()}
+            cpu_before["simulator"] = cpu_seconds("self")
             started = time.monotonic()
             created = api.post("/rollouts", {
                 "name": f"bench {count}", "sites": fleet.site_ids, "steps": STEPS,
@@ -221,11 +276,14 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
                     raise TimeoutError(f"rollout still running: {data['waves']}")
                 time.sleep(0.5)
             total_s = time.monotonic() - started
+            cpu = {name: round(cpu_seconds(pid) - cpu_before.get(name, 0.0), 1)
+                   for name, pid in [*state.processes.items(), ("simulator", "self")]}
             requests_after = settled_counts(stack)
             data = api.get(f"/rollouts/{rollout_id}?machines=false")
             events = api.get(f"/rollouts/{rollout_id}/events")["events"]
             stats = fleet.stats()
         counting.close()
+        plans = dict(counting.plans)
         waves = wave_times(events, data["rollout"]["waves"])
         stack_mib = sum(vm_hwm_mib(pid) for pid in state.processes.values())
     finally:
@@ -241,8 +299,14 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
         "requests_per_site_by_service": {
             service: round((n - requests_before["services"].get(service, 0)) / count, 1)
             for service, n in requests_after["services"].items()},
+        "requests_per_site_by_operation": dict(sorted(
+            ((operation, round((n - requests_before["operations"].get(operation, 0)) / count,
+                               2)) for operation, n in requests_after["operations"].items()),
+            key=lambda kv: -kv[1])),
         "simulator_peak_rss_mib": round(stats.peak_rss_mib, 1),
         "stack_peak_rss_mib": round(stack_mib, 1),
+        "cpu_s_by_process": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
+        "plans": plans,
     }
 
 
@@ -263,29 +327,35 @@ def wave_times(events: list[dict], sizes: list[int]) -> list[dict]:
 
 
 def write(summary: dict, command: str) -> None:
+    """This fleet size's block in BENCHMARKS.md (each size keeps its own)."""
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text()
     base, run = summary["baseline"], summary["rollout"]
+    begin, end = (f"<!-- benchmarks/fleet.py --sites {run['sites']}: {mark} -->"
+                  for mark in ("begin", "end"))
     block = "\n".join([
-        MARK_BEGIN,
+        begin,
         f"Command: `{command}`  ",
         f"Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 2 cores.",
         "",
-        "| N | bare baseline | rollout end to end | ratio | create | down B/site | up B/site "
-        "| storage req/site | peak RSS sim / stack |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {run['sites']} | {base['request_reply_s']} s | {run['rollout_s']} s "
-        f"({run['state']}) | {run['rollout_s'] / max(base['request_reply_s'], 0.001):.0f}x | "
+        "| N | bare baseline | fleet only | rollout end to end | ratio to fleet only | create "
+        "| down B/site | up B/site | storage req/site | peak RSS sim / stack |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {run['sites']} | {base['request_reply_s']} s | {summary['fleet_only_s']} s | "
+        f"{run['rollout_s']} s ({run['state']}) | {summary['ratio_to_fleet_only']}x | "
         f"{run['create_s']} s | {run['mqtt_down_bytes_per_site']} | "
         f"{run['mqtt_up_bytes_per_site']} | {run['storage_requests_per_site']} | "
         f"{run['simulator_peak_rss_mib']} / {run['stack_peak_rss_mib']} MiB |",
         "",
-        "Waves: " + ", ".join(f"{w['sites']} sites {w['seconds']} s" for w in run["waves"]),
-        MARK_END,
+        f"Registration: {run['register_s']} s. Waves: "
+        + ", ".join(f"{w['sites']} sites {w['seconds']} s" for w in run["waves"]) + ".",
+        f"Requests per site by service: {run['requests_per_site_by_service']}. CPU seconds "
+        f"during the rollout by process: {run['cpu_s_by_process']}.",
+        end,
     ])
-    if MARK_BEGIN in text:
-        before, rest = text.split(MARK_BEGIN, 1)
-        text = before + block + rest.split(MARK_END, 1)[1]
+    if begin in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
     else:
         text += "\n" + block + "\n"
     path.write_text(text)
@@ -303,19 +373,20 @@ def main() -> int:
     raise_open_file_limit()
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
     with tempfile.TemporaryDirectory(prefix="edgeplane-fleet-") as tmp:
-        stack_dir = Path(tmp) / "dev"
-        # The baseline runs on the stack's own broker, before the rollout's sites connect.
-        probe_stack = LocalStack(Path(tmp) / "baseline", [])
-        probe_state = probe_stack.up()
-        try:
-            base = baseline(probe_state.mqtt_port, args.sites)
-        finally:
-            probe_stack.down()
+        with Mosquitto(Path(tmp) / "baseline") as broker:
+            base = baseline(broker.port, args.sites)
         print(f"baseline: {base}")
-        run = rollout(stack_dir, args.sites, args.machines, args.timeout)
-    print(f"rollout: {json.dumps(run)}")
-    summary = {"baseline": base, "rollout": run,
-               "ratio": round(run["rollout_s"] / max(base["request_reply_s"], 0.001), 1)}
+        run = rollout(Path(tmp) / "dev", args.sites, args.machines, args.timeout)
+        plans = run.pop("plans")
+        print(f"rollout: {json.dumps(run)}")
+        with Mosquitto(Path(tmp) / "fleet-only") as broker:
+            alone = fleet_only(broker.port, plans, args.machines)
+        print(f"fleet only: {alone}")
+    summary = {"baseline": base, "rollout": run, "fleet_only": alone,
+               "fleet_only_s": alone["fleet_only_s"],
+               "ratio": round(run["rollout_s"] / max(base["request_reply_s"], 0.001), 1),
+               "ratio_to_fleet_only": round(
+                   run["rollout_s"] / max(alone["fleet_only_s"], 0.001), 2)}
     if args.write:
         write(summary, "python benchmarks/fleet.py " + " ".join(sys.argv[1:]))
     counts = Counter(run["counts"])

@@ -12,16 +12,17 @@ from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.executor import PlanExecutor
 from edgeplane.protocol import BmcProtocol, MachineState, Plan, PlanStep
 from edgeplane_dev.ports import LOOPBACK, free_port
-from edgeplane_dev.redfish_sim import BmcOptions, Fault, RedfishSimulator
+from edgeplane_dev.redfish_sim import BmcOptions, Fault
+from tests.support import SimulatedRedfish
 
 SITE = "shop-0042"
 MACHINES = ("srv-ok", "srv-bad")
 
 
 @pytest.fixture
-def bmcs():
-    with RedfishSimulator(ports=(0, 0), options=BmcOptions(power_delay=0.1)) as sim:
-        yield sim
+def bmcs(redfish_bmcs) -> SimulatedRedfish:
+    """Two simulated BMCs of this test's own: srv-ok's and srv-bad's."""
+    return redfish_bmcs.fresh(BmcOptions(power_delay=0.1), count=2)
 
 
 def site(tmp_path, addresses: dict[str, str], passwords: dict[str, str] | None = None,

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgeplane import protocol
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_dev.stack import LocalStack
-from tests.cloud_fixtures import machine_result
+from tests.support import machine_result, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,16 +50,17 @@ def _registered(home: Path, state, client: mqtt.Client):
             id="srv-1", protocol="ipmi", address="10.0.0.1", capabilities=["power"])])
         client.publish(protocol.up_topic(site, "inventory"), inventory.encode(),
                        qos=1).wait_for_publish(10)
-    deadline = time.monotonic() + 30
     for site in SITES:
-        while time.monotonic() < deadline:
-            try:
-                if api.get(f"/sites/{site}/machines")["machines"]:
-                    break
-            except ApiError:  # not registered yet
-                pass
-            time.sleep(0.2)
+        wait_until(lambda site=site: registered(api, site), timeout=30, interval=0.2,
+                   what=f"{site} registered")
     yield env, api, client
+
+
+def registered(api: ApiClient, site: str) -> bool:
+    try:
+        return bool(api.get(f"/sites/{site}/machines")["machines"])
+    except ApiError:  # not registered yet
+        return False
 
 
 def edgeplane(env, *args: str) -> subprocess.CompletedProcess:
@@ -77,12 +77,12 @@ def report(client: mqtt.Client, rollout_id: str, site: str, state: str) -> None:
 
 
 def wait_for_state(api: ApiClient, rollout_id: str, predicate, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def reached() -> dict | None:
         rollout = api.get(f"/rollouts/{rollout_id}?executions=false")["rollout"]
-        if predicate(rollout) or time.monotonic() > deadline:
-            return rollout
-        time.sleep(0.2)
+        return rollout if predicate(rollout) else None
+
+    return wait_until(reached, timeout=timeout, interval=0.2,
+                      what=f"rollout {rollout_id} in the state awaited")
 
 
 def start(env, *flags: str) -> str:

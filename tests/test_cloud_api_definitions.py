@@ -6,9 +6,7 @@ from __future__ import annotations
 import copy
 
 from edgeplane import protocol
-from tests.cloud_fixtures import api, aws, call, moto_dynamodb, published
-
-FIXTURES = (api, aws, moto_dynamodb, published)
+from tests.support import call
 
 GROUP = {"kind": "group", "name": "emea", "spec": {"tags": ["emea"]}}
 CLASS = {"kind": "machine-class", "name": "r650", "spec": {"facts": {"vendor": "dell"}}}

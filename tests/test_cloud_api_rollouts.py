@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from chalicelib import ingest
 from edgeplane import protocol
-from tests.cloud_fixtures import (
-    api,
-    aws,
-    call,
-    machine_result,
-    moto_dynamodb,
-    published,
-    up,
-)
-
-FIXTURES = (api, aws, moto_dynamodb, published)
+from tests.support import call, machine_result, up
 
 POWER_ON = {"task": "power.ensure", "params": {"state": "on"}}
 PXE_ONCE = {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}
@@ -358,3 +350,63 @@ def test_what_a_read_task_found_is_in_the_rollout(api, published):
     _, body = call(api, "GET", f"/rollouts/{rollout_id}")
     step = body["executions"][0]["machines"][0]["steps"][0]
     assert step["data"] == found
+
+
+def test_a_summarized_result_reads_back_with_the_plans_tasks(api, published):
+    add_site(api, "shop-1")
+    _, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON, PXE_ONCE]})
+    rollout_id = body["rollout"]["rollout_id"]
+    (plan,) = published.plans()
+    assert plan.detail == protocol.Detail.OUTCOMES  # the default
+    assert plan.observe is False  # no desired state at the site: nothing to judge
+    full = protocol.MachineResult("srv-1", "failed", [
+        protocol.StepResult("power.ensure", "succeeded", changed=True, message="on"),
+        protocol.StepResult("boot.override", "failed", message="BMC said 400: no PXE",
+                            started_at=1.0, finished_at=2.0)])
+    sent = [protocol.summarize(full), protocol.summarize(protocol.MachineResult(
+        "srv-2", "succeeded", [protocol.StepResult("power.ensure", "succeeded"),
+                               protocol.StepResult("boot.override", "succeeded")]))]
+    result = protocol.Result(site="shop-1", execution_id=plan.execution_id, seq=1,
+                             machines=sent, state="failed", message="1 of 2 machines failed")
+    whole = dataclasses.replace(result, machines=[full, protocol.MachineResult(
+        "srv-2", "succeeded", [protocol.StepResult("power.ensure", "succeeded"),
+                               protocol.StepResult("boot.override", "succeeded")])])
+    assert len(result.encode()) < len(whole.encode())
+    report(result)
+    (execution,) = call(api, "GET", f"/rollouts/{rollout_id}")[1]["executions"]
+    steps = {m["machine"]: [(s["task"], s["state"], s["changed"], s["message"])
+                            for s in m["steps"]] for m in execution["machines"]}
+    assert steps == {
+        "srv-1": [("power.ensure", "succeeded", True, ""),
+                  ("boot.override", "failed", False, "BMC said 400: no PXE")],
+        "srv-2": [("power.ensure", "succeeded", False, ""),
+                  ("boot.override", "succeeded", False, "")]}
+
+
+def test_a_malformed_summary_is_dropped_and_the_rest_is_kept(api, published):
+    add_site(api, "shop-1")
+    _, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON]})
+    rollout_id = body["rollout"]["rollout_id"]
+    (plan,) = published.plans()
+    report(protocol.Result(site="shop-1", execution_id=plan.execution_id, seq=1, machines=[
+        protocol.MachineResult("srv-1", "succeeded", summary="c" * 51),
+        protocol.MachineResult("srv-2", "succeeded", summary="z"),
+        protocol.MachineResult("srv-3", "succeeded", summary="c", steps=[
+            protocol.StepResult("power.ensure", "failed", index=4)])]))
+    (execution,) = call(api, "GET", f"/rollouts/{rollout_id}")[1]["executions"]
+    assert execution["state"] == "succeeded" and execution["machines"] == []
+
+
+def test_a_full_report_can_be_asked_for_and_a_site_with_desired_state_is_observed(
+        api, published):
+    from chalicelib.models import Site
+
+    add_site(api, "shop-1")
+    Site("shop-1").update(actions=[Site.has_desired.set(True)])
+    call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON],
+                                    "policy": {"report": "full"}})
+    (plan,) = published.plans()
+    assert (plan.detail, plan.observe) == (protocol.Detail.FULL, True)
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON],
+                                                   "policy": {"report": "all"}})
+    assert status == 400 and "report" in body["error"]["message"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cloud_fixtures import JSON, TOKEN, api, aws, call, moto_dynamodb, published
-
-FIXTURES = (api, aws, moto_dynamodb, published)  # found by pytest under these names
+from tests.support import JSON, TOKEN, call
 
 
 def error_of(body: dict) -> tuple[str, str]:

@@ -20,17 +20,8 @@ from chalicelib.rollouts import create, tick
 from chalicelib.schemas import RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
-from tests.cloud_fixtures import (
-    ROOT,
-    aws,
-    bus_events,
-    machine_result,
-    moto_dynamodb,
-    published,
-    up,
-)
+from tests.support import ROOT, machine_result, up
 
-FIXTURES = (aws, bus_events, moto_dynamodb, published)
 SITE = "shop-1"
 
 

@@ -12,9 +12,7 @@ from chalicelib.rollouts.moves import move_rollout, transition
 from chalicelib.rollouts.states import RolloutState
 from edgeplane.protocol import ExecutionState
 from edgeplane_dev.ports import free_port
-from tests.cloud_fixtures import REGION, aws, moto_dynamodb
-
-FIXTURES = (aws, moto_dynamodb)
+from tests.support import REGION
 
 
 def new_execution(state: str = "queued") -> Execution:

@@ -17,18 +17,8 @@ from chalicelib.errors import NotConfigured, PublishFailed
 from chalicelib.publisher import IotDataPublisher, MqttPublisher
 from edgeplane import protocol
 from edgeplane_dev.ports import free_port
-from tests.cloud_fixtures import (
-    REGION,
-    api,
-    aws,
-    call,
-    mosquitto,
-    moto_dynamodb,
-    published,
-    wait_until,
-)
+from tests.support import REGION, call, wait_until
 
-FIXTURES = (api, aws, moto_dynamodb, mosquitto, published)
 TOPIC = protocol.plan_topic("shop-1")
 
 
@@ -118,15 +108,15 @@ class Subscriber:
 
 
 @pytest.fixture
-def subscriber(mosquitto):
-    sub = Subscriber(mosquitto.port, "edgeplane/#")
+def subscriber(broker):
+    sub = Subscriber(broker.port, "edgeplane/#")
     yield sub
     sub.close()
 
 
 @pytest.fixture
-def mqtt_publisher(mosquitto):
-    sender = MqttPublisher("127.0.0.1", mosquitto.port, timeout=5)
+def mqtt_publisher(broker):
+    sender = MqttPublisher("127.0.0.1", broker.port, timeout=5)
     yield sender
     sender.close()
 
@@ -169,11 +159,11 @@ def test_mqtt_publish_without_a_broker_fails_clearly():
         sender.close()
 
 
-def test_mqtt_publisher_reconnects_after_a_broker_restart(mosquitto, mqtt_publisher):
+def test_mqtt_publisher_reconnects_after_a_broker_restart(broker, mqtt_publisher):
     mqtt_publisher.publish(TOPIC, b"1")
-    mosquitto.stop()
-    mosquitto.start()  # same port
-    sub = Subscriber(mosquitto.port, TOPIC)
+    broker.stop()
+    broker.start()  # same port
+    sub = Subscriber(broker.port, TOPIC)
     try:
         mqtt_publisher.publish(TOPIC, b"2")  # waits for paho's reconnect (1 s backoff)
         wait_until(lambda: sub.received)
@@ -185,9 +175,9 @@ def test_mqtt_publisher_reconnects_after_a_broker_restart(mosquitto, mqtt_publis
 # --- the API, publishing to a real broker -------------------------------------------------
 
 
-def test_a_rollout_plan_reaches_the_broker(api, mosquitto, subscriber, monkeypatch):
+def test_a_rollout_plan_reaches_the_broker(api, broker, subscriber, monkeypatch):
     publisher.install(None)  # use the settings, not the recording publisher
-    monkeypatch.setenv("EDGEPLANE_PUBLISHER", f"mqtt://127.0.0.1:{mosquitto.port}")
+    monkeypatch.setenv("EDGEPLANE_PUBLISHER", f"mqtt://127.0.0.1:{broker.port}")
     try:
         call(api, "PUT", "/sites/shop-1", {})
         call(api, "PUT", "/sites/shop-1/machines/srv-1", {"protocol": "ipmi",

@@ -1,5 +1,6 @@
-"""The local stack's moto server applies each write atomically, as DynamoDB does: of writers
-racing to claim one item on the same condition, exactly one wins, and no ADD is lost."""
+"""The local stack's store (dynalite) and its moto server apply each write atomically, as
+DynamoDB does: of writers racing to claim one item on the same condition, exactly one wins,
+and no ADD is lost."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from botocore.exceptions import ClientError
 
 from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 from edgeplane_dev.processes import spawn, stop
+from edgeplane_dev.store import Store
 
 ITEMS = 120
 WRITERS = 8
 
 
-@pytest.fixture
-def endpoint(tmp_path):
+@pytest.fixture(params=["store", "moto"])
+def endpoint(request, tmp_path):
+    if request.param == "store":
+        with Store(tmp_path / "store") as store:
+            yield store.url
+        return
     port = free_port()
     server = spawn([sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
                     "-p", str(port)], tmp_path / "moto.log")
@@ -39,6 +45,7 @@ def test_racing_conditional_claims_take_once_each_and_lose_no_add(endpoint):
     db.create_table(TableName="claims", BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}])
+    db.get_waiter("table_exists").wait(TableName="claims", WaiterConfig={"Delay": 1})
     # With claims the size of the engine's, an unserialized moto server let 2 to 7 of 120
     # items be claimed twice.
     sites = {"L": [{"S": f"site-{n:05d}"} for n in range(200)]}

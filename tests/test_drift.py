@@ -18,12 +18,10 @@ from edgeplane.protocol import (
     PlanStep,
     Result,
 )
-from edgeplane_dev.ipmi_sim import SimulatorProcess
 from edgeplane_dev.recorder import Recorder
-from edgeplane_dev.redfish_sim import BmcOptions, RedfishSimulator
-from tests.cloud_fixtures import api, aws, bus_events, call, moto_dynamodb, published
+from edgeplane_dev.redfish_sim import BmcOptions
+from tests.support import call
 
-FIXTURES = (api, aws, bus_events, moto_dynamodb, published)
 SITE = "shop-0042"
 
 
@@ -81,61 +79,60 @@ BLUEPRINT = {"kind": "blueprint", "name": "baseline", "spec": {
                           "reboot": True}}]}}
 
 
-def test_drift_from_a_real_gateway_against_the_simulators(api, published, bus_events,
-                                                         broker, tmp_path):
-    with RedfishSimulator(options=BmcOptions(power_delay=0.2)) as redfish, \
-            SimulatorProcess(power_delay=0.2) as ipmi:
-        machines = {"srv-1": (BmcProtocol.REDFISH, redfish.url),
-                    "ipmi-1": (BmcProtocol.IPMI, ipmi.addresses[0])}
-        assert call(api, "PUT", f"/sites/{SITE}", {})[0] == 200
-        for machine_id, (kind, address) in machines.items():
-            assert call(api, "PUT", f"/sites/{SITE}/machines/{machine_id}",
-                        {"protocol": str(kind), "address": address})[0] == 200
-        config = SiteConfig(
-            site=SITE, journal=tmp_path / "journal.db", observe_interval=0,
-            mqtt=MqttSettings(port=broker.port, reconnect_min_delay=1, reconnect_max_delay=2),
-            machines=tuple(MachineConfig(id=m, protocol=kind, timeout=5, power_timeout=20,
-                                         poll_interval=0.2, min_interval=0,
-                                         credentials=BmcCredentials(address, "admin",
-                                                                    "password"))
-                           for m, (kind, address) in machines.items()))
-        gateway = Gateway(config, transport_factory=lambda gw: MqttTransport(
-            config.mqtt, SITE, gw.subscriptions, gw.will), journal=Journal(config.journal))
-        recorder = Recorder(broker.port)
-        gateway.start()
-        try:
-            # The gateway's inventory tells the cloud what each machine can do.
-            inventory = recorder.wait_for(lambda ms: len(ms) == 1, Inventory)[0]
-            ingest.handle_message(*_up(inventory))
-            assert call(api, "POST", "/definitions", {"documents": [BLUEPRINT]})[0] == 200
-            status, body = call(api, "POST", "/rollouts", {"blueprint": "baseline",
-                                                           "sites": [SITE]})
-            assert status == 201, body
-            (plan,) = published.plans()
-            assert [s.task for s in plan.steps] == ["power.ensure", "bios.apply"]
-            recorder.publish(protocol.plan_topic(SITE), plan.encode())
-            result = recorder.wait_for(lambda ms: len(ms) == 1, Result, timeout=60)[0]
-            assert result.state == "succeeded", result
-            after_plan = recorder.wait_for(lambda ms: len(ms) == 1, Observed)[0]
-            assert after_plan.trigger == "plan" and after_plan.execution_id == plan.execution_id
-            ingest.handle_message(*_up(result))
-            ingest.handle_message(*_up(after_plan))
-            status, report = call(api, "GET", f"/drift?site={SITE}")
-            assert report["drifted"] == 0
-            assert {r["machine_id"]: r["in_sync"] for r in report["machines"]} == \
-                {"srv-1": True, "ipmi-1": True}
-            assert bus_events("Machine Drift") == [], "no drift, no event"
+def test_drift_from_a_real_gateway_against_the_simulators(api, published, bus_events, broker,
+                                                         redfish_bmcs, ipmi_bmcs, tmp_path):
+    redfish = redfish_bmcs.fresh(BmcOptions(power_delay=0.2))
+    machines = {"srv-1": (BmcProtocol.REDFISH, redfish.url),
+                "ipmi-1": (BmcProtocol.IPMI, ipmi_bmcs.fresh(power_delay=0.2).address)}
+    assert call(api, "PUT", f"/sites/{SITE}", {})[0] == 200
+    for machine_id, (kind, address) in machines.items():
+        assert call(api, "PUT", f"/sites/{SITE}/machines/{machine_id}",
+                    {"protocol": str(kind), "address": address})[0] == 200
+    config = SiteConfig(
+        site=SITE, journal=tmp_path / "journal.db", observe_interval=0,
+        mqtt=MqttSettings(port=broker.port, reconnect_min_delay=1, reconnect_max_delay=2),
+        machines=tuple(MachineConfig(id=m, protocol=kind, timeout=5, power_timeout=20,
+                                     poll_interval=0.2, min_interval=0,
+                                     credentials=BmcCredentials(address, "admin",
+                                                                "password"))
+                       for m, (kind, address) in machines.items()))
+    gateway = Gateway(config, transport_factory=lambda gw: MqttTransport(
+        config.mqtt, SITE, gw.subscriptions, gw.will), journal=Journal(config.journal))
+    recorder = Recorder(broker.port)
+    gateway.start()
+    try:
+        # The gateway's inventory tells the cloud what each machine can do.
+        inventory = recorder.wait_for(lambda ms: len(ms) == 1, Inventory)[0]
+        ingest.handle_message(*_up(inventory))
+        assert call(api, "POST", "/definitions", {"documents": [BLUEPRINT]})[0] == 200
+        status, body = call(api, "POST", "/rollouts", {"blueprint": "baseline",
+                                                       "sites": [SITE]})
+        assert status == 201, body
+        (plan,) = published.plans()
+        assert [s.task for s in plan.steps] == ["power.ensure", "bios.apply"]
+        recorder.publish(protocol.plan_topic(SITE), plan.encode())
+        result = recorder.wait_for(lambda ms: len(ms) == 1, Result, timeout=60)[0]
+        assert result.state == "succeeded", result
+        after_plan = recorder.wait_for(lambda ms: len(ms) == 1, Observed)[0]
+        assert after_plan.trigger == "plan" and after_plan.execution_id == plan.execution_id
+        ingest.handle_message(*_up(result))
+        ingest.handle_message(*_up(after_plan))
+        status, report = call(api, "GET", f"/drift?site={SITE}")
+        assert report["drifted"] == 0
+        assert {r["machine_id"]: r["in_sync"] for r in report["machines"]} == \
+            {"srv-1": True, "ipmi-1": True}
+        assert bus_events("Machine Drift") == [], "no drift, no event"
 
-            # Someone changes the BIOS at the site, behind Edgeplane's back.
-            system = next(iter(redfish.bmc.systems.values()))
-            redfish.bmc.resources.edit(system.bios_path)["Attributes"]["PowerProfile"] = \
-                "PowerSaver"
-            observed = gateway.observe(trigger="interval")
-            ingest.handle_message(*_up(observed))
-            ingest.handle_message(*_up(observed))  # delivered twice: one event only
-        finally:
-            gateway.stop()
-            recorder.close()
+        # Someone changes the BIOS at the site, behind Edgeplane's back.
+        system = next(iter(redfish.bmc.systems.values()))
+        redfish.bmc.resources.edit(system.bios_path)["Attributes"]["PowerProfile"] = \
+            "PowerSaver"
+        observed = gateway.observe(trigger="interval")
+        ingest.handle_message(*_up(observed))
+        ingest.handle_message(*_up(observed))  # delivered twice: one event only
+    finally:
+        gateway.stop()
+        recorder.close()
 
     status, report = call(api, "GET", f"/drift?site={SITE}")
     assert report["drifted"] == 1

@@ -15,11 +15,12 @@ from pyghmi.ipmi.private import session as pyghmi_session
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.ipmi import IpmiDriver, parse_address, wait_for_calls
+from edge_gateway.drivers.ipmi.ping import ping_packet
 from edge_gateway.drivers.ipmi.receive import receive_without_blocking
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError, ConfigError
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
-from edgeplane_dev.ipmi_sim import SimulatorProcess
 from edgeplane_dev.ports import free_port
+from tests.support import IpmiBmc, wait_until
 
 POWER_DELAY = 0.2  # the simulated chassis takes this long to read back a power change
 LEGACY, UEFI = BootFirmwareMode.LEGACY, BootFirmwareMode.UEFI
@@ -27,29 +28,28 @@ ALL_CAPABILITIES = {Capability.POWER, Capability.BOOT, Capability.INVENTORY, Cap
                     Capability.SEL, Capability.BMC_RESET}
 
 
-@pytest.fixture(scope="module")
-def sim():
-    """Nine simulated BMCs in one child process (a test changes the state of its own one,
-    except the thread test, which uses the first five); no IPMI call is left running."""
-    with SimulatorProcess(count=9, power_delay=POWER_DELAY) as running:
-        yield running
-        assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
+@pytest.fixture(scope="module", autouse=True)
+def no_call_outlives_the_tests():
+    yield
+    assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
 
 
-@pytest.fixture(scope="module")
-def faulty():
+@pytest.fixture
+def bmc(ipmi_bmcs) -> IpmiBmc:
+    """A simulated BMC of this test's own: off, no boot override, an empty SEL."""
+    return ipmi_bmcs.fresh(power_delay=POWER_DELAY)
+
+
+@pytest.fixture
+def faulty(ipmi_bmcs) -> IpmiBmc:
     """A BMC whose FAN2 has failed and that refuses a power cycle."""
-    with SimulatorProcess(power_delay=0.05, faults=["fan-failed", "no-power-cycle"]) as running:
-        yield running
-        assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
+    return ipmi_bmcs.fresh(power_delay=0.05, faults=["fan-failed", "no-power-cycle"])
 
 
-@pytest.fixture(scope="module")
-def bare():
+@pytest.fixture
+def bare(ipmi_bmcs) -> IpmiBmc:
     """A BMC without SDR repository and SEL."""
-    with SimulatorProcess(faults=["no-sdr", "no-sel"]) as running:
-        yield running
-        assert wait_for_calls(timeout=10), "an IPMI call outlived the tests"
+    return ipmi_bmcs.fresh(faults=["no-sdr", "no-sel"])
 
 
 @pytest.fixture
@@ -67,49 +67,59 @@ def make_driver():
         driver.close()
 
 
-def wait_for_power(driver: IpmiDriver, state: PowerState, within: float = 3.0) -> float:
-    started = time.monotonic()
-    while driver.get_power_state() != state:
-        assert time.monotonic() - started < within, f"power never read back {state}"
-        time.sleep(0.05)
-    return time.monotonic() - started
+def wait_for_power(driver: IpmiDriver, state: PowerState) -> None:
+    wait_until(lambda: driver.get_power_state() == state, what=f"power reading back {state}")
 
 
 def test_nothing_listening_is_unreachable_at_once(make_driver):
     address = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
-    started = time.monotonic()
     with pytest.raises(BmcUnreachableError) as caught:
         make_driver(address, timeout=5).get_power_state()
-    assert time.monotonic() - started < 1.0  # the port is refused: no need to wait
+    # The port is refused: said at once, not after waiting out the timeout for an answer.
+    assert "nothing listens on UDP port" in str(caught.value)
     assert address in str(caught.value)
     assert "read power state" in str(caught.value)
 
 
 def test_a_bmc_that_never_answers_is_unreachable_within_the_timeout(make_driver):
+    """Within its timeout the driver only pings: pyghmi's login, which retries for 5 s, never
+    begins against a BMC that does not answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{silent.getsockname()[1]}"
-        started = time.monotonic()
         with pytest.raises(BmcUnreachableError) as caught:
             make_driver(address, timeout=0.5).describe()
-        assert 0.4 < time.monotonic() - started < 0.8
-    assert address in str(caught.value)
+        assert wait_for_calls(timeout=10), "the call ended: nothing more will be sent"
+        received = datagrams(silent)
+    assert address in str(caught.value) and "no answer" in str(caught.value)
+    assert received and set(received) == {ping_packet()}, "pings, and nothing else"
 
 
-def test_power_on_and_off_read_back_after_the_chassis_delay(sim, make_driver):
-    driver = make_driver(sim.addresses[0])
+def datagrams(sock: socket.socket) -> list[bytes]:
+    """Every datagram waiting on the socket."""
+    sock.setblocking(False)
+    received = []
+    while True:
+        try:
+            received.append(sock.recv(4096))
+        except BlockingIOError:
+            return received
+
+
+def test_power_on_and_off_read_back_after_the_chassis_delay(bmc, make_driver):
+    driver = make_driver(bmc.address)
     assert driver.get_power_state() == PowerState.OFF
     driver.request_power_state(PowerState.ON)
     assert driver.get_power_state() == PowerState.OFF  # accepted, not done yet
-    assert wait_for_power(driver, PowerState.ON) >= POWER_DELAY / 2
+    wait_for_power(driver, PowerState.ON)
     driver.request_power_state(PowerState.ON)  # already on: nothing to do, no error
     assert driver.get_power_state() == PowerState.ON
     driver.request_power_state(PowerState.OFF)
     wait_for_power(driver, PowerState.OFF)
 
 
-def test_boot_override_once_and_continuous_read_back(sim, make_driver):
-    driver = make_driver(sim.addresses[1])
+def test_boot_override_once_and_continuous_read_back(bmc, make_driver):
+    driver = make_driver(bmc.address)
     assert driver.get_boot_override() == BootOverride(target=None, mode=None)
     for target, mode in [(BootTarget.PXE, BootMode.ONCE), (BootTarget.DISK, BootMode.CONTINUOUS),
                          (BootTarget.CD, BootMode.ONCE)]:
@@ -117,8 +127,8 @@ def test_boot_override_once_and_continuous_read_back(sim, make_driver):
         assert driver.get_boot_override() == BootOverride(target, mode, LEGACY)
 
 
-def test_once_override_is_gone_after_the_next_boot(sim, make_driver):
-    driver = make_driver(sim.addresses[2])
+def test_once_override_is_gone_after_the_next_boot(bmc, make_driver):
+    driver = make_driver(bmc.address)
     driver.set_boot_override(BootTarget.DISK, BootMode.CONTINUOUS)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
@@ -133,12 +143,12 @@ def test_once_override_is_gone_after_the_next_boot(sim, make_driver):
     assert driver.get_boot_override() == BootOverride(target=None, mode=None)
 
 
-def test_describe_reads_device_id_fru_and_power(sim, make_driver):
-    driver = make_driver(sim.addresses[3])
+def test_describe_reads_device_id_fru_and_power(bmc, make_driver):
+    driver = make_driver(bmc.address)
     info = driver.describe()
     assert info.protocol == "ipmi"
     assert (info.manufacturer, info.model) == ("Edgeplane", "Simulated Server")
-    assert info.serial == f"EPSIM-{sim.ports[3]:05d}"
+    assert info.serial == f"EPSIM-{bmc.port:05d}"
     assert info.power == PowerState.OFF
     assert info.capabilities == ALL_CAPABILITIES
     assert info.extra["manufacturer_id"] == "32473"
@@ -146,40 +156,40 @@ def test_describe_reads_device_id_fru_and_power(sim, make_driver):
     assert len(info.extra["system_guid"]) == 36
 
 
-def test_wrong_password_is_an_auth_error_naming_the_bmc(sim, make_driver):
-    driver = make_driver(sim.addresses[4], password="wrong")
+def test_wrong_password_is_an_auth_error_naming_the_bmc(bmc, make_driver):
+    driver = make_driver(bmc.address, password="wrong")
     with pytest.raises(BmcAuthError) as caught:
         driver.get_power_state()
-    assert sim.addresses[4] in str(caught.value)
-    assert caught.value.address == sim.addresses[4]
+    assert bmc.address in str(caught.value)
+    assert caught.value.address == bmc.address
 
 
-def test_unknown_user_is_an_auth_error(sim, make_driver):
+def test_unknown_user_is_an_auth_error(bmc, make_driver):
     with pytest.raises(BmcAuthError):
-        make_driver(sim.addresses[4], username="nobody").describe()
+        make_driver(bmc.address, username="nobody").describe()
 
 
-def test_good_credentials_still_work_after_bad_ones(sim, make_driver):
+def test_good_credentials_still_work_after_bad_ones(bmc, make_driver):
     with pytest.raises(BmcAuthError):
-        make_driver(sim.addresses[4], password="wrong").get_power_state()
-    assert make_driver(sim.addresses[4]).get_power_state() in set(PowerState)
+        make_driver(bmc.address, password="wrong").get_power_state()
+    assert make_driver(bmc.address).get_power_state() in set(PowerState)
 
 
-def test_a_login_after_a_failed_one_leaves_the_sessions_with_other_bmcs_alone(sim,
+def test_a_login_after_a_failed_one_leaves_the_sessions_with_other_bmcs_alone(ipmi_bmcs, bmc,
                                                                              make_driver):
     """A failed login leaves a half-open session on its BMC, which the next login there
     replaces; the simulator, which tells clients apart by address and port, keeps this
     client's sessions with its other BMCs."""
-    other = make_driver(sim.addresses[3], timeout=2)
+    other = make_driver(ipmi_bmcs.fresh(power_delay=POWER_DELAY).address, timeout=2)
     assert other.get_power_state() in set(PowerState)
     with pytest.raises(BmcAuthError):
-        make_driver(sim.addresses[4], password="wrong").get_power_state()
-    assert make_driver(sim.addresses[4]).get_power_state() in set(PowerState)
+        make_driver(bmc.address, password="wrong").get_power_state()
+    assert make_driver(bmc.address).get_power_state() in set(PowerState)
     assert other.get_power_state() in set(PowerState)  # on the session it had
 
 
-def test_drivers_of_one_bmc_share_its_session_until_the_last_closes(sim, make_driver):
-    first, second = make_driver(sim.addresses[4]), make_driver(sim.addresses[4])
+def test_drivers_of_one_bmc_share_its_session_until_the_last_closes(bmc, make_driver):
+    first, second = make_driver(bmc.address), make_driver(bmc.address)
     first.get_power_state()
     second.get_power_state()
     first.close()
@@ -189,8 +199,8 @@ def test_drivers_of_one_bmc_share_its_session_until_the_last_closes(sim, make_dr
     assert first.get_power_state() in set(PowerState)  # a closed driver logs in again
 
 
-def test_created_through_the_driver_registry(sim):
-    credentials = BmcCredentials(f"ipmi://{sim.addresses[4]}", "admin", "password")
+def test_created_through_the_driver_registry(bmc):
+    credentials = BmcCredentials(f"ipmi://{bmc.address}", "admin", "password")
     driver = create_driver("ipmi", credentials, timeout=5)
     try:
         assert isinstance(driver, IpmiDriver)
@@ -199,8 +209,9 @@ def test_created_through_the_driver_registry(sim):
         driver.close()
 
 
-def test_many_bmcs_from_many_threads_at_once(sim, make_driver):
+def test_many_bmcs_from_many_threads_at_once(ipmi_bmcs, make_driver):
     """Each BMC gets one thread that sets and reads back boot overrides, one that reads."""
+    addresses = [ipmi_bmcs.fresh(power_delay=POWER_DELAY).address for _ in range(5)]
     errors: list[BaseException] = []
     plan = [(BootTarget.PXE, BootMode.ONCE), (BootTarget.DISK, BootMode.CONTINUOUS),
             (BootTarget.CD, BootMode.CONTINUOUS)]
@@ -226,7 +237,7 @@ def test_many_bmcs_from_many_threads_at_once(sim, make_driver):
             errors.append(exc)
 
     threads = [threading.Thread(target=guarded, args=(work, address))
-               for address in sim.addresses[:5] for work in (writer, reader)]
+               for address in addresses for work in (writer, reader)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -290,8 +301,8 @@ def test_unresolvable_host_is_unreachable(make_driver):
 # --- boot targets and firmware mode -------------------------------------------------------
 
 
-def test_usb_and_bios_targets_with_the_firmware_mode(sim, make_driver):
-    driver = make_driver(sim.addresses[5])
+def test_usb_and_bios_targets_with_the_firmware_mode(bmc, make_driver):
+    driver = make_driver(bmc.address)
     driver.set_boot_override(BootTarget.USB, BootMode.ONCE, UEFI)
     assert driver.get_boot_override() == BootOverride(BootTarget.USB, BootMode.ONCE, UEFI)
     driver.set_boot_override(BootTarget.BIOS, BootMode.CONTINUOUS)  # keeps UEFI
@@ -301,8 +312,8 @@ def test_usb_and_bios_targets_with_the_firmware_mode(sim, make_driver):
     assert driver.get_boot_override() == BootOverride(BootTarget.PXE, BootMode.ONCE, LEGACY)
 
 
-def test_the_firmware_mode_is_kept_after_the_override_is_consumed(sim, make_driver):
-    driver = make_driver(sim.addresses[5])
+def test_the_firmware_mode_is_kept_after_the_override_is_consumed(bmc, make_driver):
+    driver = make_driver(bmc.address)
     driver.set_boot_override(BootTarget.CD, BootMode.ONCE, UEFI)
     driver.request_power_state(PowerState.ON)  # the boot consumes the override
     wait_for_power(driver, PowerState.ON)
@@ -314,14 +325,15 @@ def test_the_firmware_mode_is_kept_after_the_override_is_consumed(sim, make_driv
 # --- power: graceful shutdown, power cycle; the SEL they write ------------------------------
 
 
-def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(sim, make_driver):
-    driver = make_driver(sim.addresses[6])
+def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(bmc, make_driver):
+    driver = make_driver(bmc.address)
     driver.request_graceful_shutdown()  # off already: nothing is sent, no error
     assert driver.read_sel() == []
     with pytest.raises(BmcError) as caught:  # IPMI cycles only a machine that is on
         driver.request_power_cycle()
-    assert sim.addresses[6] in str(caught.value) and "power cycle" in str(caught.value)
+    assert bmc.address in str(caught.value) and "power cycle" in str(caught.value)
 
+    logged_from = datetime.now(UTC).replace(microsecond=0)  # the SEL counts whole seconds
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
     driver.request_power_cycle()
@@ -331,6 +343,7 @@ def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(sim, make_drive
     wait_for_power(driver, PowerState.OFF)
 
     entries = driver.read_sel()
+    logged_until = datetime.now(UTC)
     assert [entry.message for entry in entries] == [
         "Power Unit: Power on", "Power Unit: Power cycle", "ACPI State: Off",
         "Power Unit: Power off"]
@@ -338,8 +351,7 @@ def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(sim, make_drive
     assert {entry.severity for entry in entries} == {"ok"}
     for entry in entries:
         assert entry.created is not None
-        age = datetime.now(UTC) - datetime.fromisoformat(entry.created)
-        assert 0 <= age.total_seconds() < 60
+        assert logged_from <= datetime.fromisoformat(entry.created) <= logged_until
     assert driver.read_sel(limit=2) == entries[-2:]
     assert driver.read_sel(limit=0) == []
 
@@ -350,24 +362,24 @@ def test_power_cycle_and_graceful_shutdown_are_logged_in_the_sel(sim, make_drive
 
 def test_power_cycle_falls_back_to_a_reset_where_the_bmc_has_none(faulty, make_driver,
                                                                   caplog):
-    driver = make_driver(faulty.addresses[0])
+    driver = make_driver(faulty.address)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
     with caplog.at_level(logging.INFO, logger="edge_gateway.drivers.ipmi"):
         driver.request_power_cycle()
     assert "refuses a power cycle (completion code 0xcc); hard reset instead" in caplog.text
-    time.sleep(0.1)
-    assert driver.read_sel()[-1].message == "Sys Boot: Hard reset"
+    wait_until(lambda: driver.read_sel()[-1].message == "Sys Boot: Hard reset",
+               what="the hard reset in the SEL")
 
 
 # --- inventory and health -----------------------------------------------------------------
 
 
-def test_collect_inventory_is_json_ready(sim, make_driver):
-    driver = make_driver(sim.addresses[7])
+def test_collect_inventory_is_json_ready(bmc, make_driver):
+    driver = make_driver(bmc.address)
     inventory = driver.collect_inventory()
     assert json.loads(json.dumps(inventory)) == inventory
-    serial = f"EPSIM-{sim.ports[7]:05d}"
+    serial = f"EPSIM-{bmc.port:05d}"
     assert inventory["system"] == {"manufacturer": "Edgeplane", "model": "Simulated Server",
                                    "serial": serial, "uuid": inventory["system_guid"],
                                    "power": "off"}
@@ -388,8 +400,8 @@ def test_collect_inventory_is_json_ready(sim, make_driver):
     assert inventory["system_guid"] == driver.describe().extra["system_guid"]
 
 
-def test_health_reads_the_sensors_of_a_machine_off_and_on(sim, make_driver):
-    driver = make_driver(sim.addresses[7])
+def test_health_reads_the_sensors_of_a_machine_off_and_on(bmc, make_driver):
+    driver = make_driver(bmc.address)
     off = driver.check_health()
     readings = {sensor.name: sensor for sensor in off.sensors}
     assert list(readings) == ["CPU Temp", "Inlet Temp", "FAN1", "FAN2", "12V"]
@@ -408,7 +420,7 @@ def test_health_reads_the_sensors_of_a_machine_off_and_on(sim, make_driver):
 
 
 def test_a_failed_fan_makes_health_critical_and_is_in_the_sel(faulty, make_driver):
-    driver = make_driver(faulty.addresses[0])
+    driver = make_driver(faulty.address)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
     report = driver.check_health()
@@ -424,9 +436,9 @@ def test_a_failed_fan_makes_health_critical_and_is_in_the_sel(faulty, make_drive
 # --- what the BMC offers; the BMC itself --------------------------------------------------
 
 
-def test_machine_capabilities_follow_what_the_bmc_answers(sim, bare, make_driver):
-    assert make_driver(sim.addresses[7]).machine_capabilities() == ALL_CAPABILITIES
-    driver = make_driver(bare.addresses[0])
+def test_machine_capabilities_follow_what_the_bmc_answers(bmc, bare, make_driver):
+    assert make_driver(bmc.address).machine_capabilities() == ALL_CAPABILITIES
+    driver = make_driver(bare.address)
     assert driver.machine_capabilities() == ALL_CAPABILITIES - {Capability.HEALTH,
                                                                 Capability.SEL}
     assert driver.describe().capabilities == driver.machine_capabilities()
@@ -436,23 +448,21 @@ def test_machine_capabilities_follow_what_the_bmc_answers(sim, bare, make_driver
         driver.read_sel()
     with pytest.raises(BmcError) as caught:
         driver.clear_sel()
-    assert caught.value.address == bare.addresses[0]
+    assert caught.value.address == bare.address
     assert driver.collect_inventory()["fru"]["product"]["name"] == "Simulated Server"
 
 
-def test_reset_bmc_drops_the_session_and_the_bmc_comes_back(sim, make_driver):
-    address = sim.addresses[8]
+def test_reset_bmc_drops_the_session_and_the_bmc_comes_back(bmc, make_driver):
+    address = bmc.address
     driver = make_driver(address)
     driver.request_power_state(PowerState.ON)
     wait_for_power(driver, PowerState.ON)
-    started = time.monotonic()
     driver.reset_bmc()
     with pytest.raises(BmcUnreachableError) as caught:  # silent while it restarts
         make_driver(address, timeout=0.3).get_power_state()
     assert address in str(caught.value)
     # A new session once it is back (the old one would time out: the BMC forgot it).
     assert driver.get_power_state() == PowerState.ON
-    assert 1.0 < time.monotonic() - started < 3.0
 
 
 # --- every method names the BMC and the operation when it fails ------------------------------
@@ -484,8 +494,8 @@ def test_every_method_is_unreachable_where_nothing_listens(method, make_driver):
 
 
 @pytest.mark.parametrize("method", CALLS)
-def test_every_method_refuses_a_wrong_password(sim, method, make_driver):
+def test_every_method_refuses_a_wrong_password(bmc, method, make_driver):
     with pytest.raises(BmcAuthError) as caught:
-        CALLS[method](make_driver(sim.addresses[4], password="wrong"))
-    assert caught.value.address == sim.addresses[4]
+        CALLS[method](make_driver(bmc.address, password="wrong"))
+    assert caught.value.address == bmc.address
     assert "credentials rejected" in str(caught.value)

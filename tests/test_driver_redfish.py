@@ -1,51 +1,58 @@
 """RedfishDriver against sushy-tools' emulator: a real HTTP Redfish service, fake hardware.
 
-One emulator (three systems, basic auth on) serves the whole module. Its power changes take
-effect after a random 1-11 s, so the power test makes one transition per system, both at
-once, and polls for the read-back.
+The session's emulator (several systems, basic auth on) serves these tests; a test that
+changes a system has it to itself. Its power changes take effect after a random 1-11 s, so
+the power test makes one transition per system, both at once, and polls for the read-back.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import time
 
 import pytest
 
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.redfish import RedfishDriver
+from edge_gateway.drivers.redfish.service import RETRIES
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
 from edge_gateway.probe import probe
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
 from edgeplane_dev.ports import LOOPBACK, free_port
-from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
+from edgeplane_dev.sushy_emulator import FakeSystem
+from tests.support import (
+    BOOTS,
+    MEDIA,
+    STARTS_OFF,
+    STARTS_ON,
+    SUSHY_MAX_CLIENTS,
+    SUSHY_PASSWORD,
+    SUSHY_USERNAME,
+    SushyForTest,
+    wait_until,
+)
 
-USERNAME, PASSWORD = "admin", "emulator-pw"
+USERNAME, PASSWORD = SUSHY_USERNAME, SUSHY_PASSWORD
 POWER_WAIT = 30.0  # the emulator applies a power change 1-11 s after the request
 
-OFF_SYSTEM = FakeSystem(name="starts-off", power_state=PowerState.OFF)
-ON_SYSTEM = FakeSystem(name="starts-on", power_state=PowerState.ON)
-BOOT_SYSTEM = FakeSystem(name="boots", power_state=PowerState.OFF)
-MEDIA_SYSTEM = FakeSystem(name="media", power_state=PowerState.OFF)
+OFF_SYSTEM, ON_SYSTEM, BOOT_SYSTEM, MEDIA_SYSTEM = STARTS_OFF, STARTS_ON, BOOTS, MEDIA
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("sushy-driver")
-    with SushyEmulator([OFF_SYSTEM, ON_SYSTEM, BOOT_SYSTEM, MEDIA_SYSTEM], state_dir=state_dir,
-                       username=USERNAME, password=PASSWORD) as running:
-        yield running
+@pytest.fixture
+def emulator(sushy) -> SushyForTest:
+    """The session's emulator; ``received()`` holds this test's requests."""
+    return sushy
 
 
 @pytest.fixture
 def connect(emulator):
-    """Make drivers for the module's emulator; all are closed after the test."""
+    """Make drivers for the emulator; all are closed after the test."""
     drivers: list[RedfishDriver] = []
 
     def make(system_id: str | None, password: str = PASSWORD, address: str | None = None,
              timeout: float = 5.0) -> RedfishDriver:
+        assert len(drivers) < SUSHY_MAX_CLIENTS, "the emulator leaks past 10 clients"
         credentials = BmcCredentials(address=address or emulator.url, username=USERNAME,
                                      password=password, system_id=system_id)
         driver = create_driver("redfish", credentials, timeout=timeout)
@@ -58,8 +65,8 @@ def connect(emulator):
         driver.close()
 
 
-def system_id(emulator: SushyEmulator, system: FakeSystem) -> str:
-    return emulator.system_ids[emulator.systems.index(system)]
+def system_id(emulator: SushyForTest, system: FakeSystem) -> str:
+    return emulator.system_id(system)
 
 
 def test_power_on_and_off_read_back(emulator, connect):
@@ -72,13 +79,8 @@ def test_power_on_and_off_read_back(emulator, connect):
     for driver, state in wanted.items():
         driver.request_power_state(state)
 
-    deadline = time.monotonic() + POWER_WAIT
-    while True:
-        observed = {driver: driver.get_power_state() for driver in wanted}
-        if observed == wanted or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
-    assert observed == wanted
+    wait_until(lambda: {driver: driver.get_power_state() for driver in wanted} == wanted,
+               timeout=POWER_WAIT, interval=0.25, what="both power changes read back")
 
     # Asking for the state a system is in sends nothing: one reset per system in all.
     for driver, state in wanted.items():
@@ -181,15 +183,30 @@ def test_nothing_listening_is_unreachable(connect):
 
 
 def test_silent_bmc_times_out_as_unreachable(connect):
-    """A BMC that accepts the connection but never answers: the driver's timeout applies."""
+    """A BMC that accepts the connection but never answers: each attempt ends at the
+    driver's timeout, and the driver gives up after its few attempts."""
     with socket.socket() as silent:
         silent.bind((LOOPBACK, 0))
         silent.listen(8)
         address = f"http://{LOOPBACK}:{silent.getsockname()[1]}"
-        started = time.monotonic()
-        with pytest.raises(BmcUnreachableError):
+        with pytest.raises(BmcUnreachableError) as caught:
             connect(None, address=address, timeout=0.3).get_power_state()
-        assert time.monotonic() - started < 5
+        attempts = accept_all(silent)
+    assert "timed out" in str(caught.value)
+    assert attempts == RETRIES, "one connection per attempt, then no more"
+
+
+def accept_all(listening: socket.socket) -> int:
+    """How many connections wait to be accepted (accepting and closing them)."""
+    listening.setblocking(False)
+    accepted = 0
+    while True:
+        try:
+            connection, _ = listening.accept()
+        except BlockingIOError:
+            return accepted
+        connection.close()
+        accepted += 1
 
 
 def test_close_is_idempotent_and_the_driver_reconnects(emulator, connect):

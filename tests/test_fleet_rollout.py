@@ -4,7 +4,6 @@ the ticker. Canary, growing waves, an offline site that catches up, and the even
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from edgeplane_cli.client import ApiClient
 from edgeplane_dev.fleet_sim import FleetSimulator
 from edgeplane_dev.stack import LocalStack
+from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,27 +28,23 @@ def stack(tmp_path_factory):
         stack.down()
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+POLL = 0.5  # seconds between two looks at 200 sites through the API
 
 
 def test_a_canaried_rollout_to_200_simulated_sites(stack):
     api = ApiClient(stack.context, timeout=60)
     with FleetSimulator(stack.mqtt_port, SITES, machines_per_site=4) as fleet:
         # Sites announce themselves (presence, inventory) and the cloud registers them.
-        assert wait_for(lambda: sum(bool(s["online"]) for s in api.get("/sites")["sites"])
-                        == SITES, timeout=120)
+        wait_until(lambda: sum(bool(s["online"]) for s in api.get("/sites")["sites"])
+                   == SITES, timeout=120, interval=POLL, what="every site online")
         # A site is online once its presence is in; its inventory may come a batch later.
-        assert all(wait_for(lambda site=site: api.get(f"/sites/{site}/machines")["machines"],
-                            timeout=60) for site in fleet.site_ids)
+        for site in fleet.site_ids:
+            wait_until(lambda site=site: api.get(f"/sites/{site}/machines")["machines"],
+                       timeout=60, interval=POLL, what=f"the machines of {site}")
         offline = fleet.site_ids[-1]  # in the last wave
         fleet.take_offline(offline)
-        assert wait_for(lambda: not api.get(f"/sites/{offline}")["site"]["online"], 30)
+        wait_until(lambda: not api.get(f"/sites/{offline}")["site"]["online"], timeout=30,
+                   interval=POLL, what=f"{offline} offline")
 
         created = api.post("/rollouts", {
             "name": "fleet: power on", "sites": fleet.site_ids,
@@ -65,7 +61,8 @@ def test_a_canaried_rollout_to_200_simulated_sites(stack):
         def status() -> dict:
             return api.get(f"/rollouts/{rollout_id}?machines=false")
 
-        assert wait_for(lambda: status()["rollout"]["done"] == SITES - 1, timeout=240)
+        wait_until(lambda: status()["rollout"]["done"] == SITES - 1, timeout=240, interval=POLL,
+                   what="every site but the offline one done")
         waiting = status()
         assert waiting["rollout"]["state"] == "running"
         (pending,) = [e for e in waiting["executions"] if e["state"] != "succeeded"]
@@ -73,7 +70,8 @@ def test_a_canaried_rollout_to_200_simulated_sites(stack):
             "the offline site has its plan waiting in the broker"
 
         fleet.bring_online(offline)
-        assert wait_for(lambda: status()["rollout"]["state"] != "running", timeout=60)
+        wait_until(lambda: status()["rollout"]["state"] != "running", timeout=60, interval=POLL,
+                   what="the rollout ended")
         final = status()
         assert final["rollout"]["state"] == "succeeded"
         assert final["rollout"]["counts"] == {"succeeded": SITES}

@@ -230,6 +230,34 @@ def test_cancel_stops_a_running_plan_after_its_current_step(site, recorder):
     assert site.machines["srv-1"].boot.target is None, "the skipped step did not run"
 
 
+def test_a_plan_asking_for_outcomes_gets_a_letter_per_step_and_no_observed_state(
+        site, recorder):
+    site.start()
+    site.gateway.driver_factory = lambda m: _Broken(m, _refuse) if m.id == "srv-2" \
+        else SimulatedDriver(m.credentials, site.machines[m.id])
+    plan = dataclasses.replace(power_on_pxe_plan(), detail=protocol.Detail.OUTCOMES,
+                               observe=False)
+    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
+    machines = {m.machine: m for m in result.machines}
+    assert (machines["srv-1"].summary, machines["srv-1"].steps) == ("cc", [])
+    assert machines["srv-2"].summary == "fs"  # the failure in full, the skip by its letter
+    (failed,) = machines["srv-2"].steps
+    assert (failed.index, failed.task) == (0, "power.ensure")
+    assert "BMC said no" in failed.message
+    recorder.publish(protocol.plan_topic(SITE), dataclasses.replace(
+        power_on_pxe_plan("r2.shop-0001"), observe=True).encode())
+    recorder.wait_for(lambda ms: len(ms) == 2, Result)
+    (observed,) = recorder.wait_for(lambda ms: len(ms) >= 1, protocol.Observed)
+    assert observed.execution_id == "r2.shop-0001"  # only the plan that asked for it
+
+
+def _refuse(*args, **kwargs):
+    from edge_gateway.errors import BmcError
+
+    raise BmcError("10.0.0.2", "set power", "BMC said no")
+
+
 def test_a_plan_past_its_expiry_is_not_run(site, recorder):
     site.start()
     expired = dataclasses.replace(power_on_pxe_plan(), expires_at=1.0)

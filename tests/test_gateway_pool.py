@@ -16,7 +16,7 @@ from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Cancel, Plan, PlanStep, PowerState
 from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
-from tests.test_gateway_workers import wait_until
+from tests.support import wait_until
 
 MACHINES = ["m1", "m2", "m3", "m4"]
 
@@ -147,7 +147,7 @@ def test_a_site_works_on_at_most_max_parallel_machines_and_sites_share_the_pool(
     assert all(s.gateway.idle.wait(10) for s in sites)
     assert [s.busy.peak for s in sites] == [2, 2, 2]
     assert pool.peak_threads <= 6
-    assert wait_until(lambda: pool.threads == 0), "the threads end once the sites are idle"
+    wait_until(lambda: pool.threads == 0, what="the threads ending once the sites are idle")
 
 
 def test_a_canceled_plan_stops_and_the_next_plan_of_the_site_still_runs(sites):

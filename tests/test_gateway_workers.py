@@ -8,6 +8,7 @@ import time
 import pytest
 
 from edge_gateway.workers import SerialLane, WorkerPool, run_bounded
+from tests.support import wait_until
 
 
 class Concurrency:
@@ -27,15 +28,6 @@ class Concurrency:
             self.now -= 1
 
 
-def wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.fixture
 def pool():
     made = WorkerPool(8, idle_timeout=0.2, name="test-worker")
@@ -49,7 +41,7 @@ def test_the_pool_starts_threads_on_demand_up_to_its_size_and_ends_idle_ones(poo
     futures = [pool.submit(seen.during, 0.1) for _ in range(20)]
     assert [f.result(5) for f in futures] == [None] * 20
     assert seen.peak == 8 and pool.peak_threads == 8
-    assert wait_until(lambda: pool.threads == 0), "idle threads end after idle_timeout"
+    wait_until(lambda: pool.threads == 0, what="idle threads ending after idle_timeout")
     assert pool.submit(lambda: 42).result(5) == 42  # and start again when needed
 
 
@@ -101,7 +93,7 @@ def test_lanes_share_the_pool_and_borrow_no_thread_while_empty(pool):
     assert all(lane.idle.wait(5) for lane in lanes)
     assert all(items == [0, 1, 2] for items in ran.values())
     assert pool.peak_threads == 8 and seen.peak == 8, "20 lanes, 8 threads"
-    assert wait_until(lambda: pool.threads == 0)
+    wait_until(lambda: pool.threads == 0, what="the idle threads ending")
 
 
 def test_a_lane_is_busy_until_its_last_item_has_run(pool):

@@ -7,39 +7,25 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 
 import pytest
 
 from edge_gateway.drivers.ipmi.errors import NoAnswer
 from edge_gateway.drivers.ipmi.ping import ping
 from edgeplane_dev.ipmi_sim import SimulatorProcess
+from tests.support import IpmiBmc, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("ipmitool") is None,
                                 reason="ipmitool is not installed (apt-get install ipmitool)")
 
 
-@dataclass(frozen=True)
-class Bmc:
-    port: int
-
-
-@pytest.fixture(scope="module")
-def pool():
-    """Simulated BMCs in one child process, one for each test that asks for ``sim``."""
-    with SimulatorProcess(count=20) as running:
-        yield iter(running.ports)
-
-
 @pytest.fixture
-def sim(pool):
+def sim(ipmi_bmcs) -> IpmiBmc:
     """A BMC of the test's own, never used before."""
-    port = next(pool, None)
-    assert port is not None, "the pool of simulated BMCs is used up: make it bigger"
-    return Bmc(port)
+    return ipmi_bmcs.fresh()
 
 
-def ipmitool(sim: Bmc | SimulatorProcess, *args: str, username: str = "admin",
+def ipmitool(sim: IpmiBmc | SimulatorProcess, *args: str, username: str = "admin",
              password: str = "password") -> subprocess.CompletedProcess[str]:
     # -R 1 -N 1: one attempt, 1 s timeout, so a refused login fails fast.
     return subprocess.run(
@@ -48,7 +34,7 @@ def ipmitool(sim: Bmc | SimulatorProcess, *args: str, username: str = "admin",
         capture_output=True, text=True, timeout=20)
 
 
-def ok(sim: Bmc | SimulatorProcess, *args: str) -> str:
+def ok(sim: IpmiBmc | SimulatorProcess, *args: str) -> str:
     result = ipmitool(sim, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -94,12 +80,12 @@ def test_persistent_override_survives_a_power_cycle(sim):
     assert "Force Boot from default Hard-Drive" in flags
 
 
-def test_power_change_reads_back_after_the_delay():
-    with SimulatorProcess(power_delay=0.3) as sim:
-        ok(sim, "power", "on")
-        assert "Chassis Power is off" in ok(sim, "power", "status")  # not yet
-        time.sleep(0.35)
-        assert "Chassis Power is on" in ok(sim, "power", "status")
+def test_power_change_reads_back_after_the_delay(ipmi_bmcs):
+    sim = ipmi_bmcs.fresh(power_delay=0.3)
+    ok(sim, "power", "on")
+    assert "Chassis Power is off" in ok(sim, "power", "status")  # not yet
+    time.sleep(0.35)
+    assert "Chassis Power is on" in ok(sim, "power", "status")
 
 
 def test_device_id_and_fru_look_like_a_server(sim):
@@ -123,11 +109,11 @@ def test_wrong_password_is_refused(sim):
 
 
 def test_unknown_user_is_refused(sim):
-    started = time.monotonic()
-    result = ipmitool(sim, "power", "status", username="nobody")
+    result = ipmitool(sim, "-v", "power", "status", username="nobody")
     assert result.returncode != 0
     assert "Unable to establish IPMI v2 / RMCP+ session" in result.stderr
-    assert time.monotonic() - started < 1.0  # refused at once (RAKP2 status), not timed out
+    # Refused by the BMC's answer (RAKP 2 status), not for want of one.
+    assert "RAKP 2 message indicates an error : unauthorized name" in result.stderr
 
 
 def test_only_cipher_suite_3_is_offered(sim):
@@ -136,14 +122,14 @@ def test_only_cipher_suite_3_is_offered(sim):
     assert "Chassis Power is" in ok(sim, "-C", "3", "power", "status")
 
 
-def test_sigterm_stops_the_simulator_cleanly():
-    sim = SimulatorProcess().start()
+def test_sigterm_stops_the_simulator_cleanly(tmp_path):
+    log = tmp_path / "ipmi-sim.log"
+    sim = SimulatorProcess(log_path=log).start()
     assert sim.process is not None
     process = sim.process
-    started = time.monotonic()
     os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=5) == 0
-    assert time.monotonic() - started < 1.0
+    assert process.wait(timeout=5) == 0, "it handled the signal (else: -SIGTERM)"
+    assert "stopped" in log.read_text().splitlines()[-1]
     sim.stop()
 
 
@@ -179,11 +165,11 @@ def test_sensor_list_shows_the_thresholds(sim):
     assert sensors["12V"][4:8] == ["10.800", "11.400", "12.600", "13.200"]
 
 
-def test_a_failed_fan_reads_non_recoverable_and_is_logged():
-    with SimulatorProcess(faults=["fan-failed"]) as faulty:
-        ok(faulty, "power", "on")
-        assert rows(ok(faulty, "sdr", "list"))["FAN2"] == ["0 RPM", "nr"]
-        assert "Lower Non-recoverable going low" in ok(faulty, "sel", "list")
+def test_a_failed_fan_reads_non_recoverable_and_is_logged(ipmi_bmcs):
+    faulty = ipmi_bmcs.fresh(faults=["fan-failed"])
+    ok(faulty, "power", "on")
+    assert rows(ok(faulty, "sdr", "list"))["FAN2"] == ["0 RPM", "nr"]
+    assert "Lower Non-recoverable going low" in ok(faulty, "sel", "list")
 
 
 def test_power_changes_are_logged_in_the_sel(sim):
@@ -222,26 +208,26 @@ def test_bootdev_bios_with_efi_reads_back_in_the_boot_flags(sim):
     assert "Force Boot from Floppy/primary removable media" in flags
 
 
-def test_a_bmc_without_sdr_and_sel_refuses_their_commands():
-    with SimulatorProcess(faults=["no-sdr", "no-sel"]) as bare:
-        assert "Chassis Power is off" in ok(bare, "power", "status")
-        assert "Invalid command" in ipmitool(bare, "sdr", "list").stderr
-        assert "Invalid command" in ipmitool(bare, "sel", "list").stderr
-        assert "Sensor Device" not in ok(bare, "mc", "info")
+def test_a_bmc_without_sdr_and_sel_refuses_their_commands(ipmi_bmcs):
+    bare = ipmi_bmcs.fresh(faults=["no-sdr", "no-sel"])
+    assert "Chassis Power is off" in ok(bare, "power", "status")
+    assert "Invalid command" in ipmitool(bare, "sdr", "list").stderr
+    assert "Invalid command" in ipmitool(bare, "sel", "list").stderr
+    assert "Sensor Device" not in ok(bare, "mc", "info")
 
 
-def test_cold_reset_silences_the_bmc_for_a_second(sim):
+def test_cold_reset_silences_the_bmc_then_it_answers_again(sim):
     ok(sim, "power", "on")
-    started = time.monotonic()
     assert "Sent cold reset command to MC" in ok(sim, "mc", "reset", "cold")
     with pytest.raises(NoAnswer):  # not even a ping is answered
         ping("127.0.0.1", sim.port, deadline=time.monotonic() + 0.3)
-    time.sleep(max(0.0, started + 0.9 - time.monotonic()))
-    while True:
-        try:
-            ping("127.0.0.1", sim.port, deadline=time.monotonic() + 0.05)
-            break
-        except NoAnswer:
-            assert time.monotonic() - started < 2.0, "the BMC did not come back"
-    assert time.monotonic() - started > 1.0
+    wait_until(lambda: answers_ping(sim), timeout=5, what="the BMC back after its reset")
     assert "Chassis Power is on" in ok(sim, "power", "status")  # the host ran on
+
+
+def answers_ping(sim: IpmiBmc) -> bool:
+    try:
+        ping("127.0.0.1", sim.port, deadline=time.monotonic() + 0.05)
+    except NoAnswer:
+        return False
+    return True

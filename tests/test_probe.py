@@ -11,18 +11,15 @@ import pytest
 
 from edge_gateway.errors import BmcError, BmcUnreachableError, ConfigError
 from edge_gateway.probe import parse_bmc_url, probe
-from edgeplane.protocol import BmcProtocol, PowerState
-from edgeplane_dev.ipmi_sim import SimulatorProcess
+from edgeplane.protocol import BmcProtocol
 from edgeplane_dev.ports import LOOPBACK, free_port
-from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
-
-SYSTEM = FakeSystem(name="probed", power_state=PowerState.ON)
+from edgeplane_dev.sushy_emulator import SushyEmulator
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    with SushyEmulator([SYSTEM], state_dir=tmp_path_factory.mktemp("sushy-probe")) as running:
-        yield running
+@pytest.fixture
+def emulator(sushy_one_system) -> SushyEmulator:
+    """The session's emulator of one system (on), which probing changes nothing of."""
+    return sushy_one_system
 
 
 def test_probe_redfish(emulator):
@@ -87,10 +84,10 @@ def test_the_probe_command_prints_json_for_a_redfish_bmc(emulator):
     assert printed["protocol"] == "redfish" and printed["power"] == "on"
 
 
-def test_the_probe_command_prints_json_for_an_ipmi_bmc():
-    with SimulatorProcess() as sim:
-        result = edge_gateway_cli("bmc", "probe", f"ipmi://{sim.addresses[0]}",
-                                  "-u", "admin", "-p", "password")
+def test_the_probe_command_prints_json_for_an_ipmi_bmc(ipmi_bmcs):
+    bmc = ipmi_bmcs.fresh()
+    result = edge_gateway_cli("bmc", "probe", f"ipmi://{bmc.address}",
+                              "-u", "admin", "-p", "password")
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["protocol"] == "ipmi"
@@ -100,9 +97,9 @@ def test_the_probe_command_prints_json_for_an_ipmi_bmc():
     assert printed["inventory"]["fru"]["product"]["serial"] == printed["serial"]
 
 
-def test_the_probe_command_names_the_bmc_when_the_password_is_wrong():
-    with SimulatorProcess() as sim:
-        result = edge_gateway_cli("bmc", "probe", f"ipmi://{sim.addresses[0]}",
-                                  "-u", "admin", "-p", "wrong", "--timeout", "5")
+def test_the_probe_command_names_the_bmc_when_the_password_is_wrong(ipmi_bmcs):
+    bmc = ipmi_bmcs.fresh()
+    result = edge_gateway_cli("bmc", "probe", f"ipmi://{bmc.address}",
+                              "-u", "admin", "-p", "wrong", "--timeout", "5")
     assert result.returncode == 2
-    assert sim.addresses[0] in result.stderr and "Traceback" not in result.stderr
+    assert bmc.address in result.stderr and "Traceback" not in result.stderr

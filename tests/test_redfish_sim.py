@@ -8,44 +8,34 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from edgeplane_dev.ports import free_port
-from edgeplane_dev.redfish_sim import SHIPPED, BmcOptions, Mockup, MockupError, RedfishSimulator
-from tests.mockups import two_system_mockup
+from edgeplane_dev.redfish_sim import SHIPPED, BmcOptions, Mockup, MockupError
+from tests.support import SimulatedRedfish, wait_until
 
 AUTH = ("admin", "password")
 
 
 @pytest.fixture
-def sim():
-    with RedfishSimulator(options=BmcOptions(power_delay=0.3, update_seconds=0.6)) as running:
-        yield running
+def sim(redfish_bmcs) -> SimulatedRedfish:
+    """A simulated BMC of this test's own."""
+    return redfish_bmcs.fresh(BmcOptions(power_delay=0.3, update_seconds=0.6))
 
 
-def get(sim: RedfishSimulator, path: str, **kwargs) -> requests.Response:
+def get(sim: SimulatedRedfish, path: str, **kwargs) -> requests.Response:
     return requests.get(sim.url + path, auth=kwargs.pop("auth", AUTH),
                         timeout=kwargs.pop("timeout", 10), **kwargs)
 
 
-def first_system(sim: RedfishSimulator) -> str:
+def first_system(sim: SimulatedRedfish) -> str:
     return get(sim, "/redfish/v1/Systems").json()["Members"][0]["@odata.id"]
 
 
-def reset_target(sim: RedfishSimulator, system: str) -> str:
+def reset_target(sim: SimulatedRedfish, system: str) -> str:
     return get(sim, system).json()["Actions"]["#ComputerSystem.Reset"]["target"]
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 # --- auth -------------------------------------------------------------------------------
@@ -90,7 +80,7 @@ def test_power_change_takes_time_and_is_logged(sim):
                            json={"ResetType": "ForceOff"})
     assert answer.status_code == 204
     assert get(sim, system).json()["PowerState"] == "PoweringOff"
-    assert wait_for(lambda: get(sim, system).json()["PowerState"] == "Off")
+    wait_until(lambda: get(sim, system).json()["PowerState"] == "Off")
     log = get(sim, system).json()["LogServices"]["@odata.id"]
     service = get(sim, log).json()["Members"][0]["@odata.id"]
     entries = get(sim, get(sim, service).json()["Entries"]["@odata.id"]).json()["Members"]
@@ -124,8 +114,8 @@ def test_once_override_and_pending_bios_take_effect_at_the_next_boot(sim):
 
     requests.post(sim.url + reset_target(sim, system), auth=AUTH, timeout=5,
                   json={"ResetType": "ForceRestart"})
-    assert wait_for(lambda: get(sim, bios_path).json()["Attributes"]["PowerProfile"]
-                    == "PowerSaver")
+    wait_until(lambda: get(sim, bios_path).json()["Attributes"]["PowerProfile"]
+               == "PowerSaver")
     boot = get(sim, system).json()["Boot"]
     assert boot["BootSourceOverrideEnabled"] == "Disabled"
     assert get(sim, settings).json()["Attributes"]["PowerProfile"] == "PowerSaver"
@@ -187,7 +177,7 @@ def test_simple_update_runs_a_task_then_changes_the_version(sim, images):
     monitor = started.headers["Location"]
     running = get(sim, monitor)
     assert running.status_code == 202 and running.json()["TaskState"] == "Running"
-    assert wait_for(lambda: get(sim, monitor).status_code == 200)
+    wait_until(lambda: get(sim, monitor).status_code == 200)
     done = get(sim, monitor).json()
     assert done["TaskState"] == "Completed" and done["PercentComplete"] == 100
     assert get(sim, bmc).json()["Version"] == "1.46.0"
@@ -201,7 +191,7 @@ def test_an_update_whose_image_cannot_be_fetched_ends_in_exception(sim):
     nowhere = f"http://127.0.0.1:{free_port()}/bmc-9.9.bin"
     monitor = requests.post(sim.url + target, auth=AUTH, timeout=10,
                             json={"ImageURI": nowhere}).headers["Location"]
-    assert wait_for(lambda: get(sim, monitor).status_code == 200)
+    wait_until(lambda: get(sim, monitor).status_code == 200)
     task = get(sim, monitor).json()
     assert task["TaskState"] == "Exception" and "could not be fetched" in \
         task["Messages"][0]["Message"]
@@ -229,7 +219,7 @@ def test_virtual_media_fetches_the_image(sim, images):
 # --- faults -----------------------------------------------------------------------------
 
 
-def inject(sim: RedfishSimulator, **fault) -> None:
+def inject(sim: SimulatedRedfish, **fault) -> None:
     answer = requests.post(sim.url + "/_sim/faults", json=fault, timeout=5)
     assert answer.status_code == 201, answer.text
 
@@ -251,10 +241,10 @@ def test_faults_answer_as_injected_then_stop(sim):
     with pytest.raises(requests.Timeout):
         get(sim, "/redfish/v1/UpdateService", timeout=0.5)
 
-    inject(sim, kind="latency", seconds=0.3, path="/TaskService$")
-    started = time.monotonic()
-    assert get(sim, "/redfish/v1/TaskService").status_code == 200
-    assert time.monotonic() - started >= 0.3
+    inject(sim, kind="latency", seconds=0.3, path="/TaskService$", count=2)
+    assert get(sim, "/redfish/v1/TaskService").status_code == 200  # slower, still answered
+    (latency,) = requests.get(sim.url + "/_sim/faults", timeout=5).json()
+    assert (latency["kind"], latency["count"]) == ("latency", 1), "that request met it"
 
     requests.delete(sim.url + "/_sim/faults", timeout=5)
     assert requests.get(sim.url + "/_sim/faults", timeout=5).json() == []
@@ -268,18 +258,18 @@ def test_a_bad_fault_is_refused_with_the_reason(sim):
     assert answer.status_code == 400 and "colour" in answer.text
 
 
-def test_manager_reset_makes_the_bmc_go_away_for_a_while():
-    with RedfishSimulator(options=BmcOptions(reset_seconds=0.5)) as sim:
-        manager = get(sim, "/redfish/v1/Managers").json()["Members"][0]["@odata.id"]
-        target = get(sim, manager).json()["Actions"]["#Manager.Reset"]["target"]
-        assert requests.post(sim.url + target, auth=AUTH, json={"ResetType": "GracefulRestart"},
-                             timeout=5).status_code == 204
-        with pytest.raises(requests.ConnectionError):
-            get(sim, "/redfish/v1/Systems")
-        assert wait_for(lambda: _answers(sim), timeout=5)
+def test_manager_reset_makes_the_bmc_go_away_for_a_while(redfish_bmcs):
+    sim = redfish_bmcs.fresh(BmcOptions(reset_seconds=0.5))
+    manager = get(sim, "/redfish/v1/Managers").json()["Members"][0]["@odata.id"]
+    target = get(sim, manager).json()["Actions"]["#Manager.Reset"]["target"]
+    assert requests.post(sim.url + target, auth=AUTH, json={"ResetType": "GracefulRestart"},
+                         timeout=5).status_code == 204
+    with pytest.raises(requests.ConnectionError):
+        get(sim, "/redfish/v1/Systems")
+    wait_until(lambda: _answers(sim), timeout=5, what="the BMC back after its reset")
 
 
-def _answers(sim: RedfishSimulator) -> bool:
+def _answers(sim: SimulatedRedfish) -> bool:
     try:
         return get(sim, "/redfish/v1/Systems").status_code == 200
     except requests.ConnectionError:
@@ -297,20 +287,19 @@ def test_the_request_log_records_what_the_bmc_received(sim):
 # --- other mockups ------------------------------------------------------------------------
 
 
-def test_another_mockup_is_served_by_following_its_links(tmp_path, images):
-    mockup = two_system_mockup(tmp_path / "other")
-    with RedfishSimulator(mockup=mockup, options=BmcOptions(power_delay=0)) as sim:
-        a, b = (m["@odata.id"] for m in get(sim, "/redfish/v1/Systems").json()["Members"])
-        requests.post(sim.url + get(sim, a).json()["Actions"]["#ComputerSystem.Reset"]["target"],
-                      auth=AUTH, json={"ResetType": "On"}, timeout=5)
-        assert get(sim, a).json()["PowerState"] == "On"
-        assert get(sim, b).json()["PowerState"] == "Off", "each system has its own state"
-        slot = "/redfish/v1/Managers/mgr/VM/usb0"
-        inserted = requests.post(sim.url + slot + "/Actions/Insert", auth=AUTH, timeout=10,
-                                 json={"Image": images("live.iso")})
-        assert inserted.status_code == 204 and get(sim, slot).json()["Inserted"] is True
-        requests.post(sim.url + slot + "/Actions/Eject", auth=AUTH, json={}, timeout=5)
-        assert get(sim, slot).json()["Inserted"] is False
+def test_another_mockup_is_served_by_following_its_links(redfish_bmcs, other_mockup, images):
+    sim = redfish_bmcs.fresh(BmcOptions(power_delay=0), mockup=other_mockup)
+    a, b = (m["@odata.id"] for m in get(sim, "/redfish/v1/Systems").json()["Members"])
+    requests.post(sim.url + get(sim, a).json()["Actions"]["#ComputerSystem.Reset"]["target"],
+                  auth=AUTH, json={"ResetType": "On"}, timeout=5)
+    assert get(sim, a).json()["PowerState"] == "On"
+    assert get(sim, b).json()["PowerState"] == "Off", "each system has its own state"
+    slot = "/redfish/v1/Managers/mgr/VM/usb0"
+    inserted = requests.post(sim.url + slot + "/Actions/Insert", auth=AUTH, timeout=10,
+                             json={"Image": images("live.iso")})
+    assert inserted.status_code == 204 and get(sim, slot).json()["Inserted"] is True
+    requests.post(sim.url + slot + "/Actions/Eject", auth=AUTH, json={}, timeout=5)
+    assert get(sim, slot).json()["Inserted"] is False
 
 
 def test_a_directory_that_is_no_mockup_is_refused(tmp_path):

@@ -15,9 +15,7 @@ from chalicelib.rollouts import policy as rules
 from chalicelib.schemas import PolicyIn, RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Presence, Result, StepResult
-from tests.cloud_fixtures import api, aws, call, moto_dynamodb, published, up
-
-FIXTURES = (api, aws, moto_dynamodb, published)
+from tests.support import call, up
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()  # a Monday, 12:00 UTC
 POWER_ON = [{"task": "power.ensure", "params": {"state": "on"}}]

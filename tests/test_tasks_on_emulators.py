@@ -13,11 +13,9 @@ from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import BmcError, GatewayError
 from edge_gateway.tasks import TaskContext, run_task
-from edgeplane.protocol import BmcProtocol, Capability, PowerState
-from edgeplane_dev.ipmi_sim import SimulatorProcess
-from edgeplane_dev.redfish_sim import BmcOptions, RedfishSimulator
-from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
-from tests.mockups import two_system_mockup
+from edgeplane.protocol import BmcProtocol, Capability
+from edgeplane_dev.redfish_sim import BmcOptions
+from tests.support import TASKS, SimulatedRedfish
 
 FAST = BmcOptions(power_delay=0.2, update_seconds=0.5, reset_seconds=0.5)
 
@@ -49,9 +47,9 @@ class Machine:
 
 
 @pytest.fixture
-def redfish_sim():
-    with RedfishSimulator(options=FAST) as sim:
-        yield sim
+def redfish_sim(redfish_bmcs) -> SimulatedRedfish:
+    """A simulated BMC of this test's own."""
+    return redfish_bmcs.fresh(FAST)
 
 
 @pytest.fixture
@@ -61,7 +59,7 @@ def server(redfish_sim):
     machine.driver.close()
 
 
-def sim_system(sim: RedfishSimulator) -> dict:
+def sim_system(sim: SimulatedRedfish) -> dict:
     """The simulated system's document as the BMC holds it now."""
     bmc = sim.bmc
     bmc.settle()
@@ -69,7 +67,7 @@ def sim_system(sim: RedfishSimulator) -> dict:
     return bmc.resources.get(path)
 
 
-def writes(sim: RedfishSimulator) -> list[tuple[str, str]]:
+def writes(sim: SimulatedRedfish) -> list[tuple[str, str]]:
     return [(m, p) for m, p, _ in sim.bmc.received if m in ("POST", "PATCH", "DELETE")
             and not p.endswith("/Sessions") and "/Sessions/" not in p]
 
@@ -88,12 +86,12 @@ def test_power_ensure_off_gracefully_then_on(redfish_sim, server):
     assert resets == ["GracefulShutdown", "On"]
 
 
-def test_an_os_that_ignores_acpi_is_forced_off():
-    with RedfishSimulator(options=BmcOptions(power_delay=0.2, acpi=False)) as sim:
-        machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
-        outcome = machine.run("power.ensure", state="off", graceful_timeout=1)
-        machine.driver.close()
-        assert "forced off" in outcome.message and sim_system(sim)["PowerState"] == "Off"
+def test_an_os_that_ignores_acpi_is_forced_off(redfish_bmcs):
+    sim = redfish_bmcs.fresh(BmcOptions(power_delay=0.2, acpi=False))
+    machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
+    outcome = machine.run("power.ensure", state="off", graceful_timeout=1)
+    machine.driver.close()
+    assert "forced off" in outcome.message and sim_system(sim)["PowerState"] == "Off"
 
 
 def test_power_cycle_falls_back_to_force_restart_and_is_not_idempotent(redfish_sim, server):
@@ -192,16 +190,16 @@ def test_firmware_inventory(server):
 
 
 @pytest.mark.parametrize("style", ["standard", "always-200", "empty-202"])
-def test_firmware_update_follows_every_kind_of_task_monitor(images, style):
+def test_firmware_update_follows_every_kind_of_task_monitor(redfish_bmcs, images, style):
     options = BmcOptions(power_delay=0.2, update_seconds=0.5, monitor_style=style)
-    with RedfishSimulator(options=options) as sim:
-        machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
-        image = images("bmc-1.46.0.bin")
-        outcome = machine.run("firmware.update", image=image, component="BMC",
-                              version="1.46.0")
-        assert outcome.changed and outcome.message == "Contoso BMC Firmware updated to 1.46.0"
-        again = machine.run("firmware.update", image=image, component="BMC", version="1.46.0")
-        machine.driver.close()
+    sim = redfish_bmcs.fresh(options)
+    machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
+    image = images("bmc-1.46.0.bin")
+    outcome = machine.run("firmware.update", image=image, component="BMC",
+                          version="1.46.0")
+    assert outcome.changed and outcome.message == "Contoso BMC Firmware updated to 1.46.0"
+    again = machine.run("firmware.update", image=image, component="BMC", version="1.46.0")
+    machine.driver.close()
     assert not again.changed
     updates = [body for method, path, body in sim.bmc.received
                if path.endswith("UpdateService.SimpleUpdate")]
@@ -209,13 +207,13 @@ def test_firmware_update_follows_every_kind_of_task_monitor(images, style):
                         "Targets": ["/redfish/v1/UpdateService/FirmwareInventory/BMC"]}]
 
 
-def test_a_stalled_firmware_update_is_reported_with_the_task_state(images):
-    with RedfishSimulator(options=BmcOptions(update_seconds=0.5, update_stalls_at=40)) as sim:
-        machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
-        with pytest.raises(BmcError, match=r"stalled: not finished after 10 s; the BMC's task "
-                                           r"is Running at 40%"):
-            machine.run_fast_clock("firmware.update", image=images("bmc-2.0.bin"), timeout=10)
-        machine.driver.close()
+def test_a_stalled_firmware_update_is_reported_with_the_task_state(redfish_bmcs, images):
+    sim = redfish_bmcs.fresh(BmcOptions(update_seconds=0.5, update_stalls_at=40))
+    machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password")
+    with pytest.raises(BmcError, match=r"stalled: not finished after 10 s; the BMC's task "
+                                       r"is Running at 40%"):
+        machine.run_fast_clock("firmware.update", image=images("bmc-2.0.bin"), timeout=10)
+    machine.driver.close()
 
 
 def test_a_firmware_update_that_fails_says_what_the_bmc_said(server, images):
@@ -264,36 +262,29 @@ def test_bmc_reset_waits_until_the_bmc_answers_again(redfish_sim, server):
 # --- sushy-tools' emulator ------------------------------------------------------------------
 
 
-def test_power_boot_and_media_tasks_on_sushy_tools(tmp_path, images):
-    system = FakeSystem(name="peer", power_state=PowerState.OFF)
-    with SushyEmulator([system], state_dir=tmp_path, username="admin",
-                       password="pw") as emulator:
-        machine = Machine(BmcProtocol.REDFISH, emulator.url, "admin", "pw",
-                          system_id=emulator.system_ids[0], power_timeout=30)
-        try:
-            assert machine.run("power.ensure", state="on").changed  # 1-11 s on this emulator
-            assert not machine.run("power.ensure", state="on").changed
-            assert machine.run("boot.override", target="pxe").changed
-            image = images("rescue.iso")
-            assert machine.run("media.insert", image=image).changed
-            assert not machine.run("media.insert", image=image).changed
-            assert machine.run("media.eject").changed
-        finally:
-            machine.driver.close()
+def test_power_boot_and_media_tasks_on_sushy_tools(sushy, images):
+    machine = Machine(BmcProtocol.REDFISH, sushy.url, sushy.username, sushy.password,
+                      system_id=sushy.system_id(TASKS), power_timeout=30)
+    try:
+        assert machine.run("power.ensure", state="on").changed  # 1-11 s on this emulator
+        assert not machine.run("power.ensure", state="on").changed
+        assert machine.run("boot.override", target="pxe").changed
+        image = images("rescue.iso")
+        assert machine.run("media.insert", image=image).changed
+        assert not machine.run("media.insert", image=image).changed
+        assert machine.run("media.eject").changed
+    finally:
+        machine.driver.close()
 
 
 # --- IPMI -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ipmi_sim():
-    with SimulatorProcess(power_delay=0.2) as sim:
-        yield sim
-
-
 @pytest.fixture
-def ipmi(ipmi_sim):
-    machine = Machine(BmcProtocol.IPMI, ipmi_sim.addresses[0], "admin", "password")
+def ipmi(ipmi_bmcs):
+    """A machine on a simulated IPMI BMC of this test's own."""
+    machine = Machine(BmcProtocol.IPMI, ipmi_bmcs.fresh(power_delay=0.2).address, "admin",
+                      "password")
     yield machine
     machine.driver.close()
 
@@ -311,6 +302,7 @@ def test_ipmi_readouts(ipmi):
     inventory = ipmi.run("inventory.collect").data
     assert inventory["fru"]["product"]["manufacturer"] == "Edgeplane"
     assert ipmi.run("health.check").data["sensors"]
+    ipmi.run("power.ensure", state="on")  # the power-on event is in the SEL to clear
     assert ipmi.run("sel.clear").changed
     ipmi.run("power.ensure", state="off")
     messages = [e["message"] for e in ipmi.run("sel.collect").data["entries"]]
@@ -327,25 +319,25 @@ def test_ipmi_bmc_reset_and_refusals(ipmi):
 # --- a BMC of another shape -----------------------------------------------------------------
 
 
-def test_a_bmc_without_bios_firmware_or_logs_says_so_and_still_works(tmp_path, images):
-    with RedfishSimulator(mockup=two_system_mockup(tmp_path / "other"),
-                          options=BmcOptions(power_delay=0.1)) as sim:
-        machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password",
-                          system_id="/redfish/v1/Systems/node-b")
-        try:
-            assert machine.driver.machine_capabilities() == {
-                Capability.POWER, Capability.BOOT, Capability.MEDIA, Capability.INVENTORY}
-            inventory = machine.run("inventory.collect").data
-            assert inventory["system"]["manufacturer"] == "Other"
-            assert machine.run("power.ensure", state="on").changed
-            image = images("rescue.iso")
-            assert machine.run("media.insert", image=image).changed  # under the manager
-            inserts = [p for m, p, _ in sim.bmc.received if p.endswith("/Actions/Insert")]
-            assert inserts == ["/redfish/v1/Managers/mgr/VM/usb0/Actions/Insert"]
-            with pytest.raises(GatewayError, match="no Bios resource|no bios"):
-                machine.run("bios.read")
-        finally:
-            machine.driver.close()
+def test_a_bmc_without_bios_firmware_or_logs_says_so_and_still_works(redfish_bmcs, other_mockup,
+                                                                      images):
+    sim = redfish_bmcs.fresh(BmcOptions(power_delay=0.1), mockup=other_mockup)
+    machine = Machine(BmcProtocol.REDFISH, sim.url, "admin", "password",
+                      system_id="/redfish/v1/Systems/node-b")
+    try:
+        assert machine.driver.machine_capabilities() == {
+            Capability.POWER, Capability.BOOT, Capability.MEDIA, Capability.INVENTORY}
+        inventory = machine.run("inventory.collect").data
+        assert inventory["system"]["manufacturer"] == "Other"
+        assert machine.run("power.ensure", state="on").changed
+        image = images("rescue.iso")
+        assert machine.run("media.insert", image=image).changed  # under the manager
+        inserts = [p for m, p, _ in sim.bmc.received if p.endswith("/Actions/Insert")]
+        assert inserts == ["/redfish/v1/Managers/mgr/VM/usb0/Actions/Insert"]
+        with pytest.raises(GatewayError, match="no Bios resource|no bios"):
+            machine.run("bios.read")
+    finally:
+        machine.driver.close()
 
 
 def test_bios_apply_overwrites_another_pending_value_of_a_wanted_attribute(redfish_sim, server):

@@ -1,0 +1,197 @@
+"""The fleet outlives the processes that serve it.
+
+The store (dynalite, its tables in the stack's folder) crashed mid-rollout with SIGKILL and
+started again on the same folder loses nothing: the reports that arrive meanwhile are held
+by the bridge (and the broker), unacknowledged, and stored once the store answers; the
+rollout then finishes. And a stack taken down and up again finds its sites, rollouts and
+queued messages where they were; ``--fresh`` starts empty and ``down --purge`` deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeplane_cli.client import ApiClient, ApiError
+from edgeplane_dev.fleet_sim import FleetSimulator
+from edgeplane_dev.ports import LOOPBACK
+from edgeplane_dev.stack import LocalStack, load_state, store_dir
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+SITES = 12
+MACHINES = 2
+STEPS = [{"task": "power.ensure", "params": {"state": "on"}},
+         {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}]
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = LocalStack(tmp_path / "dev", [])
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def machine_count(api: ApiClient, sites: list[str]) -> int:
+    """The machines the cloud knows of these sites (a site not registered yet has none)."""
+    count = 0
+    for site in sites:
+        try:
+            count += len(api.get(f"/sites/{site}/machines")["machines"])
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    return count
+
+
+def log_says(stack: LocalStack, name: str, text: str) -> bool:
+    log = stack.directory / "logs" / f"{name}.log"
+    return log.exists() and text in log.read_text(errors="replace")
+
+
+def test_a_store_killed_mid_rollout_loses_nothing_and_the_rollout_finishes(stack):
+    state = stack.state
+    api = ApiClient(state.context, timeout=30)
+    # Power changes read back after 1-2 s: a wave is still running when the store dies.
+    with FleetSimulator(state.mqtt_port, SITES, machines_per_site=MACHINES,
+                        power_delay=(1.0, 2.0)) as fleet:
+        sites = fleet.site_ids
+        wait_until(lambda: machine_count(api, sites) == SITES * MACHINES, timeout=60,
+                   interval=0.3, what="every site registered with its machines")
+        machines_before = machine_count(api, sites)
+        created = api.post("/rollouts", {"name": "through a store crash", "sites": sites,
+                                         "steps": STEPS,
+                                         "policy": {"canary": {"sites": 2}, "growth": 2}})
+        rollout_id = created["rollout"]["rollout_id"]
+
+        def status() -> dict:
+            return api.get(f"/rollouts/{rollout_id}?machines=false")
+
+        # The canary is through and the next wave is on its way: crash the store.
+        wait_until(lambda: (lambda r: r["done"] >= 2 and r["in_flight"] >= 1)(
+            status()["rollout"]), timeout=60, interval=0.1, what="the second wave running")
+        executions_before = {e["site_id"]: e["execution_id"] for e in status()["executions"]}
+        stack.stop_store(crash=True)
+
+        # The running sites finish and report while the store is down: the bridge holds.
+        wait_until(lambda: log_says(stack, "bridge", "the store does not answer"),
+                   timeout=30, interval=0.2, what="a report arriving while the store is down")
+        with pytest.raises(ApiError):
+            api.get(f"/rollouts/{rollout_id}")
+        stack.start_store()
+
+        after = status()
+        assert {e["site_id"]: e["execution_id"] for e in after["executions"]} == \
+            executions_before, "every execution is still there"
+        assert machine_count(api, sites) == machines_before == SITES * MACHINES
+        wait_until(lambda: status()["rollout"]["state"] != "running", timeout=120,
+                   interval=0.5, what="the rollout's end")
+        assert wait_until(lambda: log_says(stack, "bridge", "the store answers again"),
+                          timeout=10, what="the bridge storing what it held")
+        assert fleet.stats().results_sent == SITES
+
+    final = api.get(f"/rollouts/{rollout_id}")
+    assert final["rollout"]["state"] == "succeeded"
+    assert final["rollout"]["counts"] == {"succeeded": SITES}
+    assert len(final["executions"]) == SITES
+    for execution in final["executions"]:
+        assert execution["state"] == "succeeded", execution
+        assert len(execution["machines"]) == MACHINES, "each site's result is stored"
+        assert all(m["state"] == "succeeded" and [s["task"] for s in m["steps"]]
+                   == ["power.ensure", "boot.override"] for m in execution["machines"])
+
+
+# --- the stack down and up again ---------------------------------------------------------
+
+
+def edgeplane(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([str(BIN / "edgeplane"), *args], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, \
+        f"edgeplane {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def persistent_client(port: int, received: list[bytes]) -> mqtt.Client:
+    """An MQTT 3.1.1 client with a persistent session (as the gateways have), subscribed."""
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kept-session",
+                         protocol=mqtt.MQTTv311, clean_session=False)
+    client.on_connect = lambda c, *_: c.subscribe("kept/topic", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda c, u, message: received.append(message.payload)
+    client.connect(LOOPBACK, port)
+    client.loop_start()
+    assert subscribed.wait(10), "subscribed"
+    return client
+
+
+def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
+    env = {**os.environ, "EDGEPLANE_HOME": str(tmp_path / "home")}
+    stack_dir = tmp_path / "home" / "dev"
+    up = ["dev", "up", "--sites", "1", "--redfish", "0", "--servers", "0", "--ipmi", "1"]
+    try:
+        edgeplane(env, *up)
+        rollout = json.loads(edgeplane(env, "rollout", "start", "--site", "site-001", "--step",
+                                       "power.ensure state=on", "--wait", "--json"))
+        rollout_id = rollout["rollout"]["rollout_id"]
+        assert rollout["rollout"]["state"] == "succeeded"
+        edgeplane(env, "sites", "register", "shop-kept", "--tag", "kept")
+        events = json.loads(edgeplane(env, "rollout", "events", rollout_id, "--json"))
+        # A message for a session that is away waits in the broker.
+        state = load_state(stack_dir)
+        assert state is not None
+        received: list[bytes] = []
+        client = persistent_client(state.mqtt_port, received)
+        client.disconnect()
+        client.loop_stop()
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kept-publisher")
+        publisher.connect(LOOPBACK, state.mqtt_port)
+        publisher.loop_start()
+        publisher.publish("kept/topic", b"queued while away", qos=1).wait_for_publish(10)
+        publisher.disconnect()
+        publisher.loop_stop()
+
+        edgeplane(env, "dev", "down")
+        assert store_dir(stack_dir).is_dir()
+        assert "kept" in edgeplane(env, *up)
+
+        sites = json.loads(edgeplane(env, "sites", "list", "--json"))["sites"]
+        assert sorted(s["site_id"] for s in sites) == ["shop-kept", "site-001"]
+        again = json.loads(edgeplane(env, "rollout", "status", rollout_id, "--json"))
+        assert again["rollout"]["state"] == "succeeded"
+        assert again["executions"] == rollout["executions"], "results kept as they were"
+        assert json.loads(edgeplane(env, "rollout", "events", rollout_id, "--json")) == events
+        state = load_state(stack_dir)
+        assert state is not None
+        client = persistent_client(state.mqtt_port, received)
+        try:
+            wait_until(lambda: received, timeout=10, what="the queued message")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        assert received == [b"queued while away"]
+
+        edgeplane(env, "dev", "down")
+        assert "kept" not in edgeplane(env, *up, "--fresh")
+        sites = json.loads(edgeplane(env, "sites", "list", "--json"))["sites"]
+        assert [s["site_id"] for s in sites] == ["site-001"]
+        assert json.loads(edgeplane(env, "rollout", "list", "--json"))["rollouts"] == []
+
+        edgeplane(env, "dev", "down", "--purge")
+        assert not stack_dir.exists()
+    finally:
+        LocalStack(stack_dir, []).down()  # whatever happened, leave no process behind
