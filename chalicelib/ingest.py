@@ -13,8 +13,11 @@ is conditional on being newer than what is stored:
   ``states.EXECUTION_TRANSITIONS`` and never leave a terminal state (``reports``);
 - observed state: per machine, by ``ts`` (see ``drift``).
 
-A message that does not follow the contract is logged and dropped (retrying cannot fix it).
-Store errors propagate, so the SQS consumer lets the batch be retried.
+A message that does not follow the contract is dropped once, before anything of its batch
+is stored: it is logged and counted (``DROPPED_REPORTS``), and the rest of the batch goes on
+(retrying cannot fix it). The contract's bounded decode refuses what is too large or too
+deeply nested before parsing it. Store errors propagate, so the SQS consumer lets the batch
+be retried.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -44,7 +49,13 @@ from edgeplane.protocol import (
 
 LOG = logging.getLogger(__name__)
 
+FACT_WRITERS = 8  # sites whose presence and inventory are written at once
 
+# Reports dropped since the process started, by cause: a metric (each drop is also logged,
+# with ``dropped_reports`` and ``drop_cause`` as structured fields).
+DROPPED_REPORTS: Counter[str] = Counter()
+# An IoT rule record is the message plus its topic: room for the topic over the message.
+MAX_RECORD_BYTES = protocol.MAX_MESSAGE_BYTES + 1024
 
 
 def handle_message(topic: str, payload: bytes, clock: Clock = time.time) -> None:
@@ -57,6 +68,7 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
     now = clock()
     executions: list[Progress] = []
     observed: list[Observed] = []
+    facts: dict[str, list[protocol.Message]] = {}  # presence and inventory, per site
     for topic, payload in messages:
         message = _decode(topic, payload)
         if isinstance(message, Progress):
@@ -64,11 +76,28 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
         elif isinstance(message, Observed):
             observed.append(message)
         elif message is not None:
-            _HANDLERS[type(message)](message, now)
+            facts.setdefault(message.site, []).append(message)
+    if facts:
+        _apply_facts(list(facts.values()), now)
     if executions:
         reports.apply(executions, clock)
     if observed:
         drift.on_observed_batch(observed, now)
+
+
+def _apply_facts(by_site: list[list[protocol.Message]], now: float) -> None:
+    """Each site's presence and inventory in the order they came; sites side by side (a
+    reconnect storm brings thousands at once, and each is a few round trips of its own)."""
+    def apply_site(site_messages: list[protocol.Message]) -> None:
+        for message in site_messages:
+            _HANDLERS[type(message)](message, now)
+
+    if len(by_site) == 1:
+        apply_site(by_site[0])
+        return
+    with ThreadPoolExecutor(min(FACT_WRITERS, len(by_site)),
+                            thread_name_prefix="facts") as pool:
+        list(pool.map(apply_site, by_site))
 
 
 def _decode(topic: str, payload: bytes) -> protocol.Message | None:
@@ -77,14 +106,23 @@ def _decode(topic: str, payload: bytes) -> protocol.Message | None:
         _, direction, _ = protocol.parse_topic(topic)
         if direction != "up":
             raise ProtocolError(f"{message.KIND} message on a cloud-to-site topic")
-        _check_types(message)
     except ProtocolError as exc:
-        LOG.error("dropped a message on %s: %s", topic, exc)
+        _dropped("malformed", "dropped a message on %s: %s", protocol.excerpt(topic), exc)
+        return None
+    except Exception:  # a bug in reading one report must not hold its batch back forever
+        _dropped("unreadable", "dropped a message on %s: it could not be read",
+                 protocol.excerpt(topic), exc_info=True)
         return None
     if not isinstance(message, Progress) and type(message) not in _HANDLERS:
         LOG.warning("ignoring a %s message on %s: not a gateway report", message.KIND, topic)
         return None
     return message
+
+
+def _dropped(cause: str, text: str, *args: object, exc_info: bool = False) -> None:
+    DROPPED_REPORTS[cause] += 1
+    LOG.error(text, *args, exc_info=exc_info,
+              extra={"dropped_reports": 1, "drop_cause": cause})
 
 
 def handle_sqs_records(bodies: Iterable[str]) -> None:
@@ -100,7 +138,9 @@ def handle_sqs_records(bodies: Iterable[str]) -> None:
         try:
             records.append(unwrap_rule_record(body))
         except ProtocolError as exc:
-            LOG.error("dropped an SQS record: %s", exc)
+            _dropped("record", "dropped an SQS record: %s", exc)
+        except Exception:  # as in _decode: one record must not hold the others back
+            _dropped("record", "dropped an SQS record: it could not be read", exc_info=True)
     try:
         handle_messages(records)
         return
@@ -123,11 +163,12 @@ def unwrap_rule_record(body: str) -> tuple[str, bytes]:
 
     AWS IoT lifecycle events (``$aws/events/presence/connected|disconnected/<client id>``,
     forwarded by a second rule) become the presence message a gateway would have sent.
+    The body is parsed within the contract's bounds (size, depth), as a message is.
     """
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise ProtocolError(f"record body is not JSON: {exc}") from None
+        data = protocol.parse_json(body, MAX_RECORD_BYTES)
+    except ProtocolError as exc:
+        raise ProtocolError(f"record body: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
         raise ProtocolError("record body is not a JSON object with a string 'topic'")
     topic = data.pop("topic")
@@ -151,12 +192,12 @@ def presence_from_lifecycle(topic: str, event: dict[str, Any]) -> tuple[str, byt
     version = event.get("versionNumber")
     if kind not in ("connected", "disconnected") or not isinstance(site, str) or \
             isinstance(version, bool) or not isinstance(version, int | float):
-        raise ProtocolError(f"lifecycle event on {topic} lacks eventType, clientId or "
-                            "versionNumber")
+        raise ProtocolError(f"lifecycle event on {protocol.excerpt(topic)} lacks eventType, "
+                            "clientId or versionNumber")
     timestamp = event.get("timestamp")
     message = Presence(site=site, online=kind == "connected", session=float(version),
                        ts=float(timestamp) / 1000 if isinstance(timestamp, int | float)
-                       else time.time())
+                       and not isinstance(timestamp, bool) else time.time())
     return protocol.up_topic(site, Presence.KIND), message.encode()
 
 
@@ -206,7 +247,8 @@ def on_inventory(message: Inventory, now: float) -> None:
         site_actions.append(Site.gateway_version.set(message.gateway_version))
     reports = {}
     for report in message.machines:
-        if not isinstance(report.id, str) or not protocol.MACHINE_ID_PATTERN.match(report.id):
+        if not isinstance(report.id, str) or \
+                not protocol.MACHINE_ID_PATTERN.fullmatch(report.id):
             LOG.error("site %s: inventory names an invalid machine id %r; skipped",
                       message.site, report.id)
             continue
@@ -220,8 +262,12 @@ def on_inventory(message: Inventory, now: float) -> None:
                           attributes_to_get=["machine_digests"]).machine_digests
     except Site.DoesNotExist:
         stored = None
+    applied_new: dict[str, str] = {}
+    if stored is None and not _has_machines(message.site):  # a new site, heard of first
+        _put_new_machines(message, reports, now)
+        reports, applied_new = {}, dict(digests)
     known = stored.as_dict() if stored is not None else {}
-    applied = {}
+    applied = dict(applied_new)
     for machine_id, report in reports.items():
         if known.get(machine_id) == digests[machine_id]:
             applied[machine_id] = digests[machine_id]
@@ -233,7 +279,7 @@ def on_inventory(message: Inventory, now: float) -> None:
         else:
             LOG.info("site %s machine %s: ignored an inventory older than the stored one",
                      message.site, machine_id)
-    complete = len(applied) == len(reports)
+    complete = len(applied) == len(digests)
     digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
                                  Site.inventory_ts.set(message.ts)]
     if complete:
@@ -250,6 +296,32 @@ def _digest(value: Any) -> str:
     data = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _has_machines(site_id: str) -> bool:
+    return any(True for _ in Machine.query(site_id, limit=1, attributes_to_get=["site_id"]))
+
+
+def _put_new_machines(message: Inventory, reports: dict[str, MachineReport],
+                      now: float) -> None:
+    """The machines of a site first heard of, that has none stored, in batches (25 a
+    request) instead of one conditional write each: a fleet registering at once is mostly
+    new sites."""
+    with Machine.batch_write() as batch:
+        for machine_id, report in reports.items():
+            failed = report.error is not None
+            batch.save(Machine(
+                message.site, machine_id, protocol=str(report.protocol),
+                address=str(report.address), source="inventory",
+                machine_class=str(report.machine_class) if report.machine_class else None,
+                capabilities=sorted(map(str, report.capabilities)) or None,
+                manufacturer=None if failed or report.manufacturer is None
+                else str(report.manufacturer),
+                model=None if failed or report.model is None else str(report.model),
+                serial=None if failed or report.serial is None else str(report.serial),
+                power=None if failed or report.power is None else str(report.power),
+                inventory_error=str(report.error) if failed else None,
+                inventory_ts=message.ts, updated_at=now))
 
 
 def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:
@@ -278,29 +350,6 @@ def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:
                              (Machine.power, report.power)):
         actions.append(attribute.set(str(value)) if value is not None else attribute.remove())
     return actions
-
-
-# --- input checks the wire contract leaves to receivers --------------------------------
-
-
-def _check_types(message: protocol.Message) -> None:
-    """Numbers and flags we store must have the right JSON type (decode does not check)."""
-    _number(message.ts, "ts")
-    if isinstance(message, Presence):
-        _number(message.session, "session")
-        if not isinstance(message.online, bool):
-            raise ProtocolError(f"presence field 'online' must be true or false, not "
-                                f"{message.online!r}")
-    if isinstance(message, Progress):
-        if isinstance(message.seq, bool) or not isinstance(message.seq, int) \
-                or message.seq < 0:
-            raise ProtocolError(f"{message.KIND} field 'seq' must be a non-negative integer, "
-                                f"not {message.seq!r}")
-
-
-def _number(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(f"field {name!r} must be a number, not {value!r}")
 
 
 _HANDLERS: dict[type, Callable[[Any, float], None]] = {

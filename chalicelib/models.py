@@ -364,6 +364,11 @@ def conditional_write(item: Model, actions: list[Any], condition: Any = None) ->
     return True
 
 
+# Connections kept per table: ingest and dispatch write from several threads at once
+# (reports.WRITERS per batch, dispatch.DISPATCH_WORKERS), more than botocore's 10.
+POOL_CONNECTIONS = 32
+
+
 def configure(endpoint: str | None, prefix: str, region: str) -> None:
     """Point every model at ``endpoint`` (None: AWS, or in-process moto) and ``prefix``."""
     global _configured
@@ -376,6 +381,7 @@ def configure(endpoint: str | None, prefix: str, region: str) -> None:
             model.Meta.table_name = f"{prefix}{model.TABLE}"
             model.Meta.host = endpoint
             model.Meta.region = region
+            model.Meta.max_pool_connections = POOL_CONNECTIONS
             model._connection = None  # pynamodb caches one per class, with the old host
         _configured = True
     LOG.info("tables %s* at %s (%s)", prefix, endpoint or "AWS", region)

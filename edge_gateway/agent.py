@@ -5,12 +5,16 @@ driver factory and the worker pool are given to it (the pool defaults to the pro
 ``workers``), which is what lets a fleet simulator run thousands of gateways in one process
 with simulated BMCs, and tests run one against a real broker. A site's plans run one after
 another on a ``SerialLane``: a pool thread is borrowed only while the site has plans queued.
+
+No message can stop a gateway: each is decoded and checked against the wire contract's
+bounds before anything acts on it, what is refused is dropped (logged; a plan answered
+with a ``rejected`` result), and ``handle_message`` never raises, so the transport always
+acknowledges the message and the broker does not deliver it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -47,11 +51,17 @@ from edgeplane.protocol import (
     Result,
     decode,
     down_filter,
+    excerpt,
+    new_id,
+    parse_topic,
     summarize,
     up_topic,
 )
 
 LOG = logging.getLogger(__name__)
+
+MAX_CANCELS = 10_000  # canceled executions remembered; the oldest are forgotten first
+MAX_REASON_LENGTH = 1000  # characters of why a plan was refused, in its result
 
 
 def default_driver_factory(machine: MachineConfig) -> Driver:
@@ -81,7 +91,7 @@ class Gateway:
                                                    name=f"site {self.site} plans")
         self._inventory: Future[Inventory | None] | None = None
         self._stopping = threading.Event()
-        self._canceled: set[str] = set()  # executions to stop (or never start)
+        self._canceled: dict[str, None] = {}  # executions to stop (or never start)
         self._observer: threading.Thread | None = None
         self.idle = self._plans.idle  # set while no plan is queued or running
 
@@ -106,8 +116,13 @@ class Gateway:
     def start(self) -> None:
         """Resume journaled work, then connect. Returns at once; work runs on the pool."""
         for journaled in self.journal.unfinished_plans():
+            try:
+                plan = self._check_plan(decode(journaled.payload))
+            except ProtocolError as exc:  # journaled by an older gateway, or while refusing
+                self._refuse_plan(journaled.execution_id, str(exc))
+                continue
             LOG.info("resuming execution %s from the journal", journaled.execution_id)
-            self._enqueue(Plan.from_dict(json.loads(journaled.payload)))
+            self._enqueue(plan)
         self.transport.start(self._on_connect, self.handle_message, self.journal.delivered)
         if self.config.observe_interval > 0:
             self._observer = threading.Thread(target=self._observe_on_interval,
@@ -138,16 +153,43 @@ class Gateway:
     # --- incoming --------------------------------------------------------------------
 
     def handle_message(self, topic: str, payload: bytes) -> None:
-        """Called on the transport's thread: decide quickly, never block on hardware."""
+        """Called on the transport's thread: decide quickly, never block on hardware.
+
+        Never raises, whatever the message holds: the transport acknowledges it either way.
+        """
+        try:
+            self._handle(topic, bytes(payload))
+        except Exception:  # a bug must cost one message, not the site's link
+            LOG.exception("site %s: handling a message on %s failed; dropped", self.site,
+                          excerpt(topic))
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            site, direction, kind = parse_topic(topic)
+        except ProtocolError as exc:
+            LOG.error("site %s: dropped a message: %s", self.site, exc)
+            return
+        if site != self.site or direction != "down":
+            LOG.error("site %s: dropped a message on %s: not a topic of this site's plans",
+                      self.site, excerpt(topic))
+            return
         try:
             message = decode(payload, topic)
+            if isinstance(message, Plan):
+                self._check_plan(message)
         except ProtocolError as exc:
-            LOG.error("site %s: dropped a message on %s: %s", self.site, topic, exc)
+            if kind == Plan.KIND and exc.kind == Plan.KIND and exc.execution_id:
+                self._refuse_plan(exc.execution_id, str(exc), payload)
+            else:
+                LOG.error("site %s: dropped a %s message (%d bytes): %s", self.site, kind,
+                          len(payload), exc)
             return
         if isinstance(message, Cancel):
             LOG.info("site %s: execution %s canceled: %s", self.site, message.execution_id,
-                     message.reason)
-            self._canceled.add(message.execution_id)
+                     excerpt(message.reason, MAX_REASON_LENGTH))
+            self._canceled[message.execution_id] = None
+            while len(self._canceled) > MAX_CANCELS:
+                del self._canceled[next(iter(self._canceled))]
             return
         if not isinstance(message, Plan):
             LOG.warning("site %s: ignoring %s message on %s", self.site, message.KIND, topic)
@@ -155,16 +197,45 @@ class Gateway:
         if self.journal.accept_plan(message.execution_id, payload):
             self._enqueue(message)
             return
-        journaled = self.journal.plan(message.execution_id)
+        self._known_plan(message.execution_id, message.id)
+
+    def _check_plan(self, message: Message) -> Plan:
+        """The plan, if it is one for this site that it can run: known tasks, valid
+        parameters. The contract's decode has checked the rest."""
+        if not isinstance(message, Plan):
+            raise ProtocolError(f"a {message.KIND} message is not a plan")
+        if message.site != self.site:
+            raise ProtocolError(f"the plan is for site {message.site}, not {self.site}",
+                                kind=Plan.KIND, execution_id=message.execution_id)
+        message.check_tasks()
+        return message
+
+    def _refuse_plan(self, execution_id: str, reason: str, payload: bytes | None = None) -> None:
+        """Answer a plan this gateway will not run: a ``rejected`` result, journaled and sent
+        like any other, so the cloud ends the execution now instead of at its timeout.
+        ``payload``: the plan as received, to journal (None: it is in the journal already).
+
+        An execution already journaled keeps its course: a malformed copy of a plan
+        accepted earlier must not end it (the first answer stands, and is sent again)."""
+        if payload is not None and not self.journal.accept_plan(execution_id, payload):
+            self._known_plan(execution_id, new_id())
+            return
+        reason = reason if len(reason) <= MAX_REASON_LENGTH else \
+            reason[:MAX_REASON_LENGTH - 3] + "..."
+        LOG.error("site %s: refused the plan of execution %s: %s", self.site, execution_id,
+                  reason)
+        self._finish(execution_id, [], ExecutionState.REJECTED,
+                     f"the site's gateway refused the plan: {reason}")
+
+    def _known_plan(self, execution_id: str, message_id: str) -> None:
+        journaled = self.journal.plan(execution_id)
         if journaled and journaled.state == PlanState.DONE and journaled.result:
             # The cloud sent the plan again: it may not have the result. Send it again.
-            LOG.info("execution %s already done; sending its result again",
-                     message.execution_id)
+            LOG.info("execution %s already done; sending its result again", execution_id)
             self.transport.publish(up_topic(self.site, Result.KIND), journaled.result,
-                                   key=f"resend-{message.id}")
+                                   key=f"resend-{message_id}")
         else:
-            LOG.info("execution %s is already running; duplicate plan ignored",
-                     message.execution_id)
+            LOG.info("execution %s is already running; duplicate plan ignored", execution_id)
 
     def _enqueue(self, plan: Plan) -> None:
         if not self._plans.put(plan):
@@ -199,10 +270,10 @@ class Gateway:
         if plan.expires_at is not None and time.time() >= plan.expires_at:
             LOG.warning("site %s: execution %s expired before it started", self.site,
                         plan.execution_id)
-            return self._finish(plan, [], ExecutionState.EXPIRED,
+            return self._finish(plan.execution_id, [], ExecutionState.EXPIRED,
                                 "the plan expired before the site could start it")
         if plan.execution_id in self._canceled:
-            return self._finish(plan, [], ExecutionState.CANCELED,
+            return self._finish(plan.execution_id, [], ExecutionState.CANCELED,
                                 "canceled before it started")
         LOG.info("site %s: running execution %s (%d steps on %d machines)", self.site,
                  plan.execution_id, len(plan.steps), len(plan.machines))
@@ -210,27 +281,29 @@ class Gateway:
         def send_progress(batch: list[MachineResult]) -> None:
             self._send(Progress(site=self.site, execution_id=plan.execution_id,
                                 seq=self.journal.next_seq(plan.execution_id),
-                                machines=_as_asked(plan, batch)))
+                                machines=_as_asked(plan.detail, batch)))
 
         batcher = ProgressBatcher(self.config.progress_interval, send_progress)
         machines = self.executor.execute(
             plan, batcher.update, canceled=lambda: plan.execution_id in self._canceled)
         failed = [m.machine for m in machines if m.state != MachineState.SUCCEEDED]
         if plan.execution_id in self._canceled:
-            return self._finish(plan, machines, ExecutionState.CANCELED,
-                                "canceled: every machine stopped after its current step")
+            return self._finish(plan.execution_id, machines, ExecutionState.CANCELED,
+                                "canceled: every machine stopped after its current step",
+                                plan.detail)
         return self._finish(
-            plan, machines, ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
+            plan.execution_id, machines,
+            ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
             f"{len(failed)} of {len(machines)} machines failed: {', '.join(failed)}"
-            if failed else f"{len(machines)} machines succeeded")
+            if failed else f"{len(machines)} machines succeeded", plan.detail)
 
-    def _finish(self, plan: Plan, machines: list[MachineResult], state: ExecutionState,
-                message: str) -> Result:
-        result = Result(site=self.site, execution_id=plan.execution_id,
-                        seq=self.journal.next_seq(plan.execution_id), machines=machines,
+    def _finish(self, execution_id: str, machines: list[MachineResult],
+                state: ExecutionState, message: str, detail: str = Detail.FULL) -> Result:
+        result = Result(site=self.site, execution_id=execution_id,
+                        seq=self.journal.next_seq(execution_id), machines=machines,
                         state=state, message=message)
-        payload = dataclasses.replace(result, machines=_as_asked(plan, machines)).encode()
-        self.journal.finish_plan(plan.execution_id, payload)
+        payload = dataclasses.replace(result, machines=_as_asked(detail, machines)).encode()
+        self.journal.finish_plan(execution_id, payload)
         self._send(result, payload=payload)
         return result
 
@@ -312,8 +385,8 @@ class Gateway:
         self.transport.publish(topic, payload, key=message.id, retain=retain)
 
 
-def _as_asked(plan: Plan, machines: list[MachineResult]) -> list[MachineResult]:
+def _as_asked(detail: str, machines: list[MachineResult]) -> list[MachineResult]:
     """The machines' results in the detail the plan asked for (``Plan.detail``)."""
-    if plan.detail == Detail.OUTCOMES:
+    if detail == Detail.OUTCOMES:
         return [summarize(machine) for machine in machines]
     return machines

@@ -5,6 +5,10 @@ session is persistent (clean_session=False), so the broker keeps QoS 1 plans for
 that is offline and delivers them when it returns; the last will marks the site offline
 when the link drops; paho reconnects with exponential backoff and ``on_connect``
 resubscribes every time.
+
+No callback lets an exception out into paho: one that escaped would stop paho's network
+thread (the site goes offline) before the PUBACK of the message being handled, so the
+broker would deliver that message again at every reconnect, and stop the gateway again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -30,6 +35,15 @@ ConnectHandler = Callable[[], None]
 MessageHandler = Callable[[str, bytes], None]
 DeliveredHandler = Callable[[str], None]
 WillFactory = Callable[[float], tuple[str, bytes]]
+
+
+@contextmanager
+def _contained(what: str) -> Iterator[None]:
+    """Log what a paho callback raises instead of raising it into paho's network thread."""
+    try:
+        yield
+    except Exception:
+        LOG.exception("%s failed; the MQTT link carries on", what)
 
 
 class Transport(Protocol):
@@ -67,6 +81,7 @@ class MqttTransport:
                              clean_session=False, protocol=mqtt.MQTTv311)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)  # unbounded: the journal bounds what we keep
+        client.suppress_exceptions = True  # a second guard: every callback contains its own
         client.reconnect_delay_set(int(settings.reconnect_min_delay),
                                    int(settings.reconnect_max_delay))
         if settings.username:
@@ -124,6 +139,11 @@ class MqttTransport:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
+        with _contained("handling the connection"):
+            self._connected(client, flags, reason_code)
+
+    def _connected(self, client: mqtt.Client, flags: mqtt.ConnectFlags,
+                   reason_code: ReasonCode) -> None:
         if reason_code.is_failure:
             LOG.error("broker %s:%s refused the connection: %s", self.settings.host,
                       self.settings.port, reason_code)
@@ -139,34 +159,40 @@ class MqttTransport:
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Properties | None) -> None:
-        if mid != self._subscribe_mid:
-            return
-        refused = [code for code in reason_codes if code.is_failure]
-        if refused:
-            LOG.error("broker refused subscriptions %s: %s", self.subscriptions, refused)
-            return
-        self.connected.set()  # connected and subscribed: plans can reach us now
+        with _contained("handling the subscription"):
+            if mid != self._subscribe_mid:
+                return
+            refused = [code for code in reason_codes if code.is_failure]
+            if refused:
+                LOG.error("broker refused subscriptions %s: %s", self.subscriptions, refused)
+                return
+            self.connected.set()  # connected and subscribed: plans can reach us now
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         self.connected.clear()
-        LOG.log(logging.WARNING if reason_code.is_failure else logging.INFO,
-                "disconnected from %s:%s: %s", self.settings.host, self.settings.port,
-                reason_code)
-        # The next connection is a new presence session, with a will that says so.
-        self._session = time.time()
-        self._set_will()
+        with _contained("handling the disconnection"):
+            LOG.log(logging.WARNING if reason_code.is_failure else logging.INFO,
+                    "disconnected from %s:%s: %s", self.settings.host, self.settings.port,
+                    reason_code)
+            # The next connection is a new presence session, with a will that says so.
+            self._session = time.time()
+            self._set_will()
 
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
-        if self._handlers:
-            self._handlers[1](message.topic, bytes(message.payload))
+        """Hand the message over; paho acknowledges it (PUBACK) once this returns, which it
+        always does: a message the handler cannot take is logged and dropped."""
+        with _contained(f"handling message {message.mid}"):
+            if self._handlers:
+                self._handlers[1](message.topic, bytes(message.payload))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties) -> None:
-        with self._lock:
-            key = self._inflight.pop(mid, None)
-            if key is None:
-                self._acked_early.add(mid)
-        if key is not None and self._handlers:
-            self._handlers[2](key)
+        with _contained(f"handling the acknowledgement of {mid}"):
+            with self._lock:
+                key = self._inflight.pop(mid, None)
+                if key is None:
+                    self._acked_early.add(mid)
+            if key is not None and self._handlers:
+                self._handlers[2](key)

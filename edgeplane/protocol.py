@@ -36,15 +36,21 @@ Version history:
          (false) tells the gateway the cloud judges no drift there, so it sends no observed
          state after the plan. A gateway that predates them ignores both and reports in
          full, which every cloud reads.
+         Bounds (``MAX_*``, checked by ``decode``) and the execution state ``rejected``: a
+         gateway answers a plan it refuses with a result in that state, saying why. A cloud
+         that predates it drops such a result (not a state it knows) and times the site
+         out, as it did before.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -57,10 +63,47 @@ TOPIC_ROOT = "edgeplane/v1/sites"
 
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MACHINE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# The cloud makes them ``<rollout>.<site>`` (``.<attempt>`` from the second attempt on).
+EXECUTION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,159}$")
+
+# --- bounds ----------------------------------------------------------------------------
+# The most a receiver reads. ``decode`` refuses a message past any of them before anything
+# acts on it, so that no message can make a receiver recurse, loop or store without end;
+# the cloud and the gateways share them.
+
+MAX_MESSAGE_BYTES = 256 * 1024  # one message (what SQS carries; AWS IoT carries 128 KB)
+MAX_DEPTH = 32  # objects and arrays inside each other (a plan needs 5, a report about 9)
+MAX_STEPS = 50  # steps in a plan (the cloud's cap on a rollout); step results per machine
+MAX_MACHINES = 1000  # machines in a plan step, in a plan, in a report
+MAX_NAME_LENGTH = 128  # characters of a short string: task, state, version, message id...
+MAX_TEXT_LENGTH = 64 * 1024  # characters of free text: messages, reasons, errors, addresses
+MAX_TIME = 1e11  # times are seconds since the epoch, from 0 to this
+MIN_TIME = 1e-3  # and a time that is not 0 is at least this (DynamoDB has none < 1e-130)
+MAX_COUNT = 2**53 - 1  # seq and index: non-negative integers, at most this
 
 
 class ProtocolError(ValueError):
-    """A message or topic that does not follow this contract."""
+    """A message or topic that does not follow this contract.
+
+    ``kind`` and ``execution_id`` are the refused message's, when they could be read and are
+    well-formed (a gateway answers a refused plan with a ``rejected`` result); else None.
+    """
+
+    def __init__(self, message: str, *, kind: str | None = None,
+                 execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.execution_id = execution_id
+
+
+def excerpt(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what an error or a log line shows of a
+    value a peer sent, however large it is."""
+    return _cut(repr(value[:limit] if isinstance(value, str | bytes) else value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --- domain enums shared by both sides -------------------------------------------------
@@ -140,6 +183,7 @@ class ExecutionState(enum.StrEnum):
     TIMED_OUT = "timed_out"
     CANCELED = "canceled"
     EXPIRED = "expired"  # the site did not start the plan before the rollout's expiry
+    REJECTED = "rejected"  # the site's gateway refused the plan (the message says why)
 
 
 TERMINAL_MACHINE_STATES = frozenset({MachineState.SUCCEEDED, MachineState.FAILED})
@@ -176,7 +220,7 @@ class Param:
 
     def check(self, task: str, name: str, value: Any) -> Any:
         def refuse(why: str) -> ProtocolError:
-            return ProtocolError(f"task {task}: parameter {name!r} is {value!r}; {why}")
+            return ProtocolError(f"task {task}: parameter {name!r} is {excerpt(value)}; {why}")
 
         if self.type in (ParamType.STRING, ParamType.URL):
             if not isinstance(value, str):
@@ -184,7 +228,7 @@ class Param:
             if self.type == ParamType.URL and not re.match(r"^https?://[^\s/]+", value):
                 raise refuse("it must be an http:// or https:// URL")
         elif self.type == ParamType.INTEGER:
-            if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+            if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value):
                 value = int(value)  # from a command line or a template
             if isinstance(value, bool) or not isinstance(value, int):
                 raise refuse("it must be an integer")
@@ -202,7 +246,8 @@ class Param:
                 raise refuse("it must be a non-empty object")
             for key, item in value.items():
                 if not isinstance(item, str | int | bool):
-                    raise refuse(f"the value of {key!r} must be a string, integer or boolean")
+                    raise refuse(f"the value of {excerpt(key)} must be a string, integer or "
+                                 "boolean")
         if self.choices is not None and value not in self.choices:
             raise refuse(f"allowed: {', '.join(self.choices)}")
         return value
@@ -229,9 +274,8 @@ class TaskSpec:
         unknown = sorted(set(params) - set(self.params))
         if unknown:
             takes = ", ".join(sorted(self.params)) or "no parameters"
-            raise ProtocolError(
-                f"task {self.name}: unknown parameter(s) {', '.join(unknown)}; it takes {takes}"
-            )
+            raise ProtocolError(f"task {self.name}: unknown parameter(s) "
+                                f"{_cut(', '.join(unknown), MAX_NAME_LENGTH)}; it takes {takes}")
         resolved: dict[str, Any] = {}
         for name, param in self.params.items():
             if name in params and params[name] is not None:
@@ -313,9 +357,9 @@ TASKS: dict[str, TaskSpec] = {
 def task_spec(name: str) -> TaskSpec:
     try:
         return TASKS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ProtocolError(
-            f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}"
+            f"unknown task {excerpt(name)}; known tasks: {', '.join(sorted(TASKS))}"
         ) from None
 
 
@@ -323,9 +367,9 @@ def task_spec(name: str) -> TaskSpec:
 
 
 def _check_site(site: str) -> str:
-    if not SITE_ID_PATTERN.match(site):
+    if not isinstance(site, str) or not SITE_ID_PATTERN.fullmatch(site):
         raise ProtocolError(
-            f"site id {site!r} is invalid: use 1-63 lowercase letters, digits and '-', "
+            f"site id {excerpt(site)} is invalid: use 1-63 lowercase letters, digits and '-', "
             "starting with a letter or digit"
         )
     return site
@@ -363,7 +407,7 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     prefix = TOPIC_ROOT + "/"
     parts = topic[len(prefix):].split("/") if topic.startswith(prefix) else []
     if len(parts) != 3 or parts[1] not in ("up", "down"):
-        raise ProtocolError(f"topic {topic!r} is not an Edgeplane topic")
+        raise ProtocolError(f"topic {excerpt(topic)} is not an Edgeplane topic")
     site, direction, kind = parts
     _check_site(site)
     return site, direction, kind
@@ -380,11 +424,97 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+# --- field checks: each takes the value a peer sent and where it is, raises ProtocolError --
+
+Check = Callable[[Any, str], None]
+
+
+def _string(limit: int) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, str):
+            raise ProtocolError(f"{where} must be a string, not {excerpt(value)}")
+        if len(value) > limit:
+            raise ProtocolError(f"{where} is {len(value)} characters long; at most {limit}")
+    return check
+
+
+_name = _string(MAX_NAME_LENGTH)
+_text = _string(MAX_TEXT_LENGTH)
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ProtocolError(f"{where} must be {what}, not {excerpt(value)}")
+    return check
+
+
+_site = _matching(SITE_ID_PATTERN, "a site id (1-63 lowercase letters, digits and '-')")
+_machine_id = _matching(MACHINE_ID_PATTERN, "a machine id (1-63 letters, digits, '_', '.', '-')")
+_execution_id = _matching(EXECUTION_ID_PATTERN,
+                          "an execution id (1-160 letters, digits, '_', '.', '-')")
+
+
+def _time(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{where} must be a number, not {excerpt(value)}")
+    if not (value == 0 or MIN_TIME <= value <= MAX_TIME):  # NaN and infinities fail too
+        raise ProtocolError(f"{where} must be 0 or a number from {MIN_TIME:g} to "
+                            f"{MAX_TIME:g}, not {excerpt(value)}")
+
+
+def _count(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"{where} must be a non-negative integer, not {excerpt(value)}")
+    if value > MAX_COUNT:
+        raise ProtocolError(f"{where} must be a non-negative integer no greater than "
+                            f"{MAX_COUNT}, not {excerpt(value)}")
+
+
+def _flag(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{where} must be true or false, not {excerpt(value)}")
+
+
+def _object(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where} must be an object, not {excerpt(value)}")
+
+
+def _parameters(value: Any, where: str) -> None:
+    _object(value, where)
+    for key in value:
+        _name(key, f"{where}: a parameter name")
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: Any, where: str) -> None:
+        if value is not None:
+            check(value, where)
+    return optional
+
+
+def _list(limit: int | None, item: Check) -> Check:
+    def check(value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            raise ProtocolError(f"{where} must be a list, not {excerpt(value)}")
+        if limit is not None and len(value) > limit:
+            raise ProtocolError(f"{where} has {len(value)} items; at most {limit}")
+        for index, entry in enumerate(value):
+            item(entry, f"{where}[{index}]")
+    return check
+
+
 @dataclass(frozen=True)
 class Message:
-    """Fields every message has. Subclasses set ``KIND`` and add their own fields."""
+    """Fields every message has. Subclasses set ``KIND`` and add their own fields.
+
+    ``_CHECKS`` (here and in every class a message is made of) checks each field a peer
+    sent before the message is built: its type and its bounds.
+    """
 
     KIND: ClassVar[str] = ""
+    _CHECKS: ClassVar[dict[str, Check]] = {"site": _site, "id": _name, "ts": _time}
 
     site: str
     id: str = field(default_factory=new_id)
@@ -398,11 +528,7 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise ProtocolError(f"{cls.KIND} message is incomplete: {exc}") from None
+        return _build(cls, data, f"{cls.KIND} message", "is incomplete")
 
 
 def _fields(value: Any) -> Any:
@@ -441,6 +567,9 @@ def _plain(value: Any) -> Any:
 class PlanStep:
     """One step of a plan: a task with concrete parameters, on some of the site's machines."""
 
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        "task": _name, "params": _parameters, "machines": _list(MAX_MACHINES, _machine_id)}
+
     task: str
     params: dict[str, Any]
     machines: list[str]
@@ -451,6 +580,9 @@ class Plan(Message):
     """The one message a site gets per rollout: every step, already rendered for it."""
 
     KIND: ClassVar[str] = "plan"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "execution_id": _execution_id, "rollout_id": _name,
+        "expires_at": _optional(_time), "detail": _name, "observe": _flag}
 
     execution_id: str = ""
     rollout_id: str = ""
@@ -464,22 +596,34 @@ class Plan(Message):
         raw_steps = data.get("steps")
         if not isinstance(raw_steps, list) or not raw_steps:
             raise ProtocolError("plan has no steps")
+        if len(raw_steps) > MAX_STEPS:
+            raise ProtocolError(f"plan has {len(raw_steps)} steps; at most {MAX_STEPS}")
         steps = []
         for index, raw in enumerate(raw_steps):
             if not isinstance(raw, dict):
                 raise ProtocolError(f"plan step {index} is not an object")
             try:
-                steps.append(
-                    PlanStep(task=raw["task"], params=dict(raw["params"]),
-                             machines=list(raw["machines"]))
-                )
-            except (KeyError, TypeError, ValueError) as exc:
+                steps.append(_build(PlanStep, raw, ""))
+            except ProtocolError as exc:
                 raise ProtocolError(f"plan step {index} is malformed: {exc}") from None
         plan = super().from_dict({**data, "steps": steps})
         assert isinstance(plan, Plan)
         if not plan.execution_id:
             raise ProtocolError("plan has no execution_id")
+        if len(plan.machines) > MAX_MACHINES:
+            raise ProtocolError(f"plan names {len(plan.machines)} machines; at most "
+                                f"{MAX_MACHINES}")
         return plan
+
+    def check_tasks(self) -> None:
+        """Raise ProtocolError unless every step names a known task with valid parameters
+        (what the gateway checks before it accepts a plan)."""
+        for index, step in enumerate(self.steps):
+            try:
+                task_spec(step.task).validate(step.params)
+            except ProtocolError as exc:
+                raise ProtocolError(f"plan step {index}: {exc}", kind=self.KIND,
+                                    execution_id=self.execution_id) from None
 
     @property
     def machines(self) -> list[str]:
@@ -495,9 +639,19 @@ class Cancel(Message):
     finish the current step and skip the rest. The gateway answers with a Result."""
 
     KIND: ClassVar[str] = "cancel"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "execution_id": _execution_id, "reason": _text}
 
     execution_id: str = ""
     reason: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cancel:
+        cancel = super().from_dict(data)
+        assert isinstance(cancel, Cancel)
+        if not cancel.execution_id:
+            raise ProtocolError("cancel has no execution_id")
+        return cancel
 
 
 @dataclass(frozen=True)
@@ -512,6 +666,8 @@ class Presence(Message):
     """
 
     KIND: ClassVar[str] = "presence"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "online": _flag, "session": _time, "gateway_version": _name}
 
     online: bool = True
     session: float = 0.0
@@ -525,6 +681,12 @@ class Presence(Message):
 @dataclass(frozen=True)
 class MachineReport:
     """What a gateway knows about one machine. Never carries BMC credentials."""
+
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        "id": _name, "protocol": _name, "address": _text,
+        "capabilities": _list(None, _name), "manufacturer": _optional(_text),
+        "model": _optional(_text), "serial": _optional(_text), "power": _optional(_name),
+        "error": _optional(_text), "machine_class": _optional(_name)}
 
     id: str
     protocol: str
@@ -541,14 +703,15 @@ class MachineReport:
 @dataclass(frozen=True)
 class Inventory(Message):
     KIND: ClassVar[str] = "inventory"
+    _CHECKS: ClassVar[dict[str, Check]] = {**Message._CHECKS, "gateway_version": _name}
 
     gateway_version: str = ""
     machines: list[MachineReport] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Inventory:
-        machines = [_build(MachineReport, m, "inventory machine") for m in
-                    _list(data, "machines")]
+        machines = [_build(MachineReport, m, f"inventory machine {index}") for index, m in
+                    enumerate(_objects(data, "machines", MAX_MACHINES, cls.KIND))]
         inventory = super().from_dict({**data, "machines": machines})
         assert isinstance(inventory, Inventory)
         return inventory
@@ -557,6 +720,11 @@ class Inventory(Message):
 @dataclass(frozen=True)
 class StepResult:
     """The outcome of one step on one machine. ``changed`` is False when it was already so."""
+
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        "task": _name, "state": _name, "changed": _flag, "message": _text,
+        "started_at": _optional(_time), "finished_at": _optional(_time),
+        "data": _optional(_object), "retryable": _flag, "index": _optional(_count)}
 
     task: str
     state: str = StepState.PENDING
@@ -575,15 +743,19 @@ class StepResult:
 class MachineResult:
     """A snapshot of one machine's share of an execution."""
 
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        "machine": _name, "state": _name, "summary": _optional(_text)}
+
     machine: str
     state: str = MachineState.PENDING
     steps: list[StepResult] = field(default_factory=list)
     summary: str | None = None  # a letter per step (STEP_LETTERS); ``steps`` then has the rest
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MachineResult:
-        steps = [_build(StepResult, s, "step result") for s in _list(data, "steps")]
-        return _build(cls, {**data, "steps": steps}, "machine result")
+    def from_dict(cls, data: dict[str, Any], what: str = "machine result") -> MachineResult:
+        steps = [_build(StepResult, s, f"{what} step {index}") for index, s in
+                 enumerate(_objects(data, "steps", MAX_STEPS, what))]
+        return _build(cls, {**data, "steps": steps}, what)
 
 
 # One letter per step in a summarized machine result: (state, changed).
@@ -637,6 +809,8 @@ class Progress(Message):
     """Snapshots of the machines whose state changed since the last report."""
 
     KIND: ClassVar[str] = "progress"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "execution_id": _execution_id, "seq": _count}
 
     execution_id: str = ""
     seq: int = 0
@@ -644,7 +818,8 @@ class Progress(Message):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Progress:
-        machines = [MachineResult.from_dict(m) for m in _list(data, "machines")]
+        machines = [MachineResult.from_dict(m, f"{cls.KIND} machine {index}") for index, m
+                    in enumerate(_objects(data, "machines", MAX_MACHINES, cls.KIND))]
         progress = super().from_dict({**data, "machines": machines})
         assert isinstance(progress, Progress)
         return progress
@@ -655,28 +830,41 @@ class Result(Progress):
     """The final report of an execution: every machine, and the execution's end state."""
 
     KIND: ClassVar[str] = "result"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Progress._CHECKS, "state": _name, "message": _text}
 
     state: str = ExecutionState.SUCCEEDED
     message: str = ""
 
 
-def _list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def _objects(data: dict[str, Any], key: str, limit: int, what: str) -> list[dict[str, Any]]:
+    """The list of objects ``data[key]`` (empty if absent), at most ``limit`` long."""
     value = data.get(key, [])
+    where = f"{what} field {key!r}"
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ProtocolError(f"{data.get('kind', 'message')} field {key!r} must be a list of "
-                            "objects")
+        raise ProtocolError(f"{where} must be a list of objects")
+    if len(value) > limit:
+        raise ProtocolError(f"{where} has {len(value)} items; at most {limit}")
     return value
 
 
 _T = TypeVar("_T", bound="DataclassInstance")
 
 
-def _build(cls: type[_T], data: dict[str, Any], what: str) -> _T:
+def _build(cls: type[_T], data: dict[str, Any], what: str,
+           incomplete: str = "is malformed") -> _T:
+    """``cls`` from the fields of ``data`` it has, each checked first (``cls._CHECKS``)."""
     known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in data.items() if k in known}
+    checks: dict[str, Check] = getattr(cls, "_CHECKS", {})
+    for name, value in values.items():
+        check = checks.get(name)
+        if check is not None:
+            check(value, f"{what} field {name!r}" if what else f"field {name!r}")
     try:
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**values)
     except TypeError as exc:
-        raise ProtocolError(f"{what} is malformed: {exc}") from None
+        raise ProtocolError(f"{what or 'it'} {incomplete}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -686,6 +874,11 @@ class MachineObservation:
     A field is None where the machine has no such interface (no BIOS over IPMI) or the read
     failed (``error`` says why); the cloud then does not judge that field.
     """
+
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        "machine": _name, "power": _optional(_name), "boot": _optional(_object),
+        "bios": _optional(_object), "firmware": _optional(_list(None, _object)),
+        "error": _optional(_text)}
 
     machine: str
     power: str | None = None
@@ -701,6 +894,8 @@ class Observed(Message):
     gateway's interval."""
 
     KIND: ClassVar[str] = "observed"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "trigger": _name, "execution_id": _optional(_execution_id)}
 
     trigger: str = "interval"  # "plan" or "interval"
     execution_id: str | None = None
@@ -708,8 +903,8 @@ class Observed(Message):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Observed:
-        machines = [_build(MachineObservation, m, "observed machine")
-                    for m in _list(data, "machines")]
+        machines = [_build(MachineObservation, m, f"observed machine {index}")
+                    for index, m in enumerate(_objects(data, "machines", MAX_MACHINES, cls.KIND))]
         observed = super().from_dict({**data, "machines": machines})
         assert isinstance(observed, Observed)
         return observed
@@ -721,34 +916,119 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 UP_KINDS = frozenset({"presence", "inventory", "progress", "result", "observed"})
 
 
-def decode(payload: bytes | str, topic: str | None = None) -> Message:
-    """Parse a message; when the topic is given, it must agree with the message's site.
+# --- decoding ------------------------------------------------------------------------
+
+_STRING_OR_BRACKET = re.compile(r'["\[\]{}]')
+_STRING_REST = re.compile(r'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)  # after its '"'
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json(payload: bytes | bytearray | str, max_bytes: int = MAX_MESSAGE_BYTES,
+               max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON value of ``payload``, if it is within the bounds; else ProtocolError.
+
+    The size and the depth are measured before the payload is parsed: ``json.loads``
+    recurses once per level (100,000 levels raise RecursionError), so the depth is found by
+    a scan of the brackets outside strings, in one pass. The value must be UTF-8, hold no
+    NaN or infinity, and no half of a surrogate pair (a string no store can encode).
+    """
+    if isinstance(payload, str):
+        if len(payload) > max_bytes:
+            raise ProtocolError(f"message is over {max_bytes} bytes; at most {max_bytes}")
+        text, size = payload, len(payload.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(payload)
+        text = ""
+    if size > max_bytes:
+        raise ProtocolError(f"message is {size} bytes; at most {max_bytes}")
+    if not isinstance(payload, str):
+        try:
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"message is not UTF-8: {exc}") from None
+    if text.count("[") + text.count("{") > max_depth and _too_deep(text, max_depth):
+        raise ProtocolError(f"message is nested more than {max_depth} levels deep")
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as exc:  # json.JSONDecodeError, ProtocolError, int() of 4,300+ digits
+        raise ProtocolError(f"message is not valid JSON: {_cut(str(exc), 200)}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("message holds half of a surrogate pair") from None
+    return value
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    depth, position = 0, 0
+    while (found := _STRING_OR_BRACKET.search(text, position)) is not None:
+        position = found.end()
+        char = found.group()
+        if char == '"':
+            rest = _STRING_REST.match(text, position)
+            if rest is None:
+                return False  # a string never closed: json.loads refuses it right there
+            position = rest.end()
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a number a message may hold")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {_cut(text, 40)} is out of range")
+    return value
+
+
+def decode(payload: bytes | bytearray | str, topic: str | None = None,
+           max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Parse a message within the bounds (``parse_json``) and check every field; when the
+    topic is given, it must agree with the message's site and kind.
 
     The topic is what the broker's ACL (or the IoT policy) vouches for, so a gateway cannot
-    report for another site by writing another site id into the payload.
+    report for another site by writing another site id into the payload. A ProtocolError
+    names what is wrong, and carries the message's kind and execution id when they could
+    be read.
     """
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"message is not valid JSON: {exc}") from None
+    data = parse_json(payload, max_bytes)
     if not isinstance(data, dict):
         raise ProtocolError("message is not a JSON object")
+    try:
+        return _decode(data, topic)
+    except ProtocolError as exc:
+        kind, execution_id = data.get("kind"), data.get("execution_id")
+        exc.kind = kind if isinstance(kind, str) and kind in MESSAGE_TYPES else None
+        exc.execution_id = execution_id if isinstance(execution_id, str) and \
+            EXECUTION_ID_PATTERN.fullmatch(execution_id) else None
+        raise
+
+
+def _decode(data: dict[str, Any], topic: str | None) -> Message:
     version = data.get("v")
-    if version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
-            f"protocol version {version!r} is not supported (supported: "
+            f"protocol version {excerpt(version)} is not supported (supported: "
             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})"
         )
     kind = data.get("kind")
     cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown message kind {kind!r}")
+        raise ProtocolError(f"unknown message kind {excerpt(kind)}")
     message = cls.from_dict(data)
-    _check_site(message.site)
     if topic is not None:
         site, _, topic_kind = parse_topic(topic)
         if site != message.site or topic_kind != kind:
             raise ProtocolError(
-                f"{kind} message for site {message.site!r} arrived on topic {topic!r}"
+                f"{kind} message for site {message.site!r} arrived on topic {excerpt(topic)}"
             )
     return message

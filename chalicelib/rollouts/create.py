@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from pynamodb.exceptions import PynamoDBException
@@ -55,6 +56,11 @@ class Created:
 # that cannot run it fails with the reason (and counts against the abort threshold): reading
 # every machine of 10,000 sites before answering would make the operator wait for it.
 RENDER_ALL_UP_TO = 1000
+
+# A large target is read and written in parts of this many sites, WRITERS parts at once
+# (each part is 10 BatchGetItem or 20 BatchWriteItem requests, one after another).
+WRITE_PART = 500
+WRITERS = 4
 
 # The answer to a create lists the executions up to this many sites; above, it has the
 # counters only (reading 10,000 executions back would cost more than creating them).
@@ -134,10 +140,16 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
     return _created(rollout.rollout_id, site_ids, new=False)
 
 
+def _existing(site_ids: list[str]) -> list[Site]:
+    return list(Site.batch_get(site_ids, attributes_to_get=["site_id"]))
+
+
 def resolve_sites(body: RolloutIn) -> list[str]:
     """The target's site ids: each named site must exist, a tag must match at least one."""
     if body.sites is not None:
-        found = {site.site_id for site in Site.batch_get(body.sites, attributes_to_get=["site_id"])}
+        parts = [body.sites[i:i + WRITE_PART] for i in range(0, len(body.sites), WRITE_PART)]
+        with ThreadPoolExecutor(min(WRITERS, len(parts)), thread_name_prefix="create") as pool:
+            found = {site.site_id for sites in pool.map(_existing, parts) for site in sites}
         missing = [site_id for site_id in body.sites if site_id not in found]
         if missing:
             raise NotFound(f"site(s) {', '.join(map(repr, missing))} do not exist")
@@ -166,14 +178,24 @@ def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = 
     now = clock()
     existing = {e.site_id for e in Execution.query(rollout.rollout_id,
                                                    attributes_to_get=["site_id"])}
-    with Execution.batch_write() as batch:
-        for site_id, wave in zip(site_ids, wave_of, strict=True):
-            if site_id in existing:
-                continue
-            site = rendered.get(site_id)
-            batch.save(Execution(
-                rollout.rollout_id, site_id, state=ExecutionState.QUEUED, wave=wave,
-                attempt=1, execution_id=Execution.make_id(rollout.rollout_id, site_id),
-                queue_key=queue_key(wave, 0, site_id), machines={},
-                plan_steps=[asdict(step) for step in site.plan.steps] if site else None,
-                desired=site.desired if site else None, created_at=now, updated_at=now))
+    missing = [(site_id, wave) for site_id, wave in zip(site_ids, wave_of, strict=True)
+               if site_id not in existing]
+
+    def write(part: Sequence[tuple[str, int]]) -> None:
+        with Execution.batch_write() as batch:
+            for site_id, wave in part:
+                site = rendered.get(site_id)
+                batch.save(Execution(
+                    rollout.rollout_id, site_id, state=ExecutionState.QUEUED, wave=wave,
+                    attempt=1, execution_id=Execution.make_id(rollout.rollout_id, site_id),
+                    queue_key=queue_key(wave, 0, site_id), machines={},
+                    plan_steps=[asdict(step) for step in site.plan.steps] if site else None,
+                    desired=site.desired if site else None, created_at=now, updated_at=now))
+
+    parts = [missing[i:i + WRITE_PART] for i in range(0, len(missing), WRITE_PART)]
+    if len(parts) <= 1:
+        for part in parts:
+            write(part)
+        return
+    with ThreadPoolExecutor(min(WRITERS, len(parts)), thread_name_prefix="create") as pool:
+        list(pool.map(write, parts))

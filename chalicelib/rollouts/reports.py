@@ -8,6 +8,8 @@ at the end (``result``, every machine). Delivery is at least once and unordered,
 - each execution is then one conditional UpdateItem, without reading it first: a result
   moves sent/running to its final state (``ReturnValues=ALL_OLD`` tells from which), a
   progress moves sent to running or only updates the machines, when its seq is newer;
+- a result ``rejected`` (the site's gateway refused the plan) is final at once, like a
+  failure that is not retryable: the same plan would be refused again;
 - only what the conditions refuse is read and sorted out: a report of an earlier attempt or
   of an unknown execution (dropped and logged), a duplicate of a final result (the rollout
   is recounted: a crash may have come between the move and its counting), a report for an
@@ -40,7 +42,7 @@ from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
 
 LOG = logging.getLogger(__name__)
 
-MAX_STEPS = 50  # a plan's steps at most (schemas.RolloutIn)
+MAX_STEPS = protocol.MAX_STEPS  # a plan's steps at most (schemas.RolloutIn)
 
 
 @dataclass
@@ -139,7 +141,7 @@ def valid_machines(message: Progress) -> list[MachineResult]:
     valid = []
     for machine in message.machines:
         if not isinstance(machine.machine, str) or \
-                not protocol.MACHINE_ID_PATTERN.match(machine.machine):
+                not protocol.MACHINE_ID_PATTERN.fullmatch(machine.machine):
             LOG.error("execution %s: report names an invalid machine id %r; skipped",
                       message.execution_id, machine.machine)
         elif machine.summary is not None and not _valid_summary(machine):
@@ -176,7 +178,7 @@ def _snapshot(machine: MachineResult, seq: int, now: float) -> str:
 
 
 def _apply_result(report: _Report, message: Result, now: float, batch: _Batch) -> None:
-    target = ExecutionState(message.state)
+    target = ExecutionState(message.state)  # a final state: _group dropped the others
     if target == ExecutionState.FAILED and _retryable(message):
         _retry_or_fail(report, message, now, batch)
         return

@@ -30,10 +30,12 @@ class RolloutState(enum.StrEnum):
 
 TERMINAL_EXECUTION_STATES = frozenset({
     ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.TIMED_OUT,
-    ExecutionState.CANCELED, ExecutionState.EXPIRED,
+    ExecutionState.CANCELED, ExecutionState.EXPIRED, ExecutionState.REJECTED,
 })
-# The outcomes that count against a wave's abort threshold (expired is not the site's fault).
-FAILED_EXECUTION_STATES = frozenset({ExecutionState.FAILED, ExecutionState.TIMED_OUT})
+# The outcomes that count against a wave's abort threshold (expired is not the site's fault;
+# rejected is: the site's gateway refused the plan, and would refuse it again).
+FAILED_EXECUTION_STATES = frozenset({ExecutionState.FAILED, ExecutionState.TIMED_OUT,
+                                     ExecutionState.REJECTED})
 
 EXECUTION_TRANSITIONS: Mapping[ExecutionState, frozenset[ExecutionState]] = {
     ExecutionState.QUEUED: frozenset({ExecutionState.SENT, ExecutionState.RUNNING}
