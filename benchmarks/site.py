@@ -229,6 +229,10 @@ def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
         raise BenchmarkError(f"no result for execution {plan.execution_id} after "
                              f"{timeout:.0f} s (--keep keeps the logs)") from None
     wall = time.monotonic() - started
+    # The gateway observes the plan's machines next, before it takes another plan: wait for
+    # that too, or the next plan's time would include it.
+    recorder.wait_for(lambda found: any(o.execution_id == plan.execution_id for o in found),
+                      protocol.Observed, timeout=timeout)
     return PlanRun(wall, next(r for r in results if r.execution_id == plan.execution_id))
 
 

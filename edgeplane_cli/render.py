@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 STATE_STYLES = {
-    "succeeded": "green", "failed": "red", "timed_out": "red", "canceled": "yellow",
+    "succeeded": "green", "failed": "red", "timed_out": "red", "rejected": "red",
+    "canceled": "yellow",
     "running": "cyan", "sent": "cyan", "queued": "dim", "pending": "dim", "skipped": "yellow",
 }
 

@@ -67,7 +67,7 @@ def render(rollout: dict[str, Any], waves: list[dict[str, Any]],
                   + (f" — {rollout['message']}" if rollout.get("message") else ""))
     table.add_row(bars)
     table.add_row(f"succeeded {counts['succeeded']}  failed "
-                  f"{counts['failed'] + counts['timed_out']}  pending "
+                  f"{counts['failed'] + counts['timed_out'] + counts['rejected']}  pending "
                   f"{counts['queued'] + counts['sent'] + counts['running']}  offline "
                   f"{'?' if offline is None else offline}"
                   f"  expired {counts['expired']}  canceled {counts['canceled']}")
