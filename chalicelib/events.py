@@ -38,20 +38,59 @@ def _events_client() -> tuple[Any, str]:
         return _client, current.event_bus
 
 
+PUT_AT_ONCE = 10  # entries EventBridge takes in one PutEvents
+
+
 def emit(detail_type: str, detail: dict[str, Any], resources: list[str] | None = None) -> bool:
     """Put one event; False (and a log line) if EventBridge refused or was unreachable."""
+    return _put([_entry(detail_type, detail, resources)])
+
+
+class Outbox:
+    """Events gathered while a batch is handled, put ``PUT_AT_ONCE`` to a request when the
+    batch ends (``with Outbox() as outbox``): a reconnect storm announces thousands of sites,
+    one request for each ten instead of one each."""
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def emit(self, detail_type: str, detail: dict[str, Any],
+             resources: list[str] | None = None) -> None:
+        with self._lock:
+            self._entries.append(_entry(detail_type, detail, resources))
+
+    def flush(self) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, []
+        for start in range(0, len(entries), PUT_AT_ONCE):
+            _put(entries[start:start + PUT_AT_ONCE])
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
+def _entry(detail_type: str, detail: dict[str, Any],
+           resources: list[str] | None) -> dict[str, Any]:
+    return {"Source": SOURCE, "DetailType": detail_type,
+            "Detail": json.dumps(detail, sort_keys=True, default=str),
+            "Resources": resources or []}
+
+
+def _put(entries: list[dict[str, Any]]) -> bool:
+    kinds = ", ".join(sorted({entry["DetailType"] for entry in entries}))
     try:
         client, bus = _events_client()
-        answer = client.put_events(Entries=[{
-            "Source": SOURCE, "DetailType": detail_type, "EventBusName": bus,
-            "Detail": json.dumps(detail, sort_keys=True, default=str),
-            "Resources": resources or [],
-        }])
+        answer = client.put_events(Entries=[{**entry, "EventBusName": bus}
+                                            for entry in entries])
     except Exception:  # botocore raises many kinds; none may break the caller
-        LOG.exception("event %s not sent", detail_type)
+        LOG.exception("%d event(s) %s not sent", len(entries), kinds)
         return False
     if answer.get("FailedEntryCount"):
-        LOG.error("event %s refused: %s", detail_type, answer.get("Entries"))
+        LOG.error("event(s) %s refused: %s", kinds, answer.get("Entries"))
         return False
     return True
 

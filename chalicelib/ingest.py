@@ -88,16 +88,20 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
 def _apply_facts(by_site: list[list[protocol.Message]], now: float) -> None:
     """Each site's presence and inventory in the order they came; sites side by side (a
     reconnect storm brings thousands at once, and each is a few round trips of its own)."""
-    def apply_site(site_messages: list[protocol.Message]) -> None:
-        for message in site_messages:
-            _HANDLERS[type(message)](message, now)
+    with events.Outbox() as outbox:  # the presence changes announced together
+        def apply_site(site_messages: list[protocol.Message]) -> None:
+            for message in site_messages:
+                if isinstance(message, Presence):
+                    on_presence(message, now, outbox)
+                else:
+                    _HANDLERS[type(message)](message, now)
 
-    if len(by_site) == 1:
-        apply_site(by_site[0])
-        return
-    with ThreadPoolExecutor(min(FACT_WRITERS, len(by_site)),
-                            thread_name_prefix="facts") as pool:
-        list(pool.map(apply_site, by_site))
+        if len(by_site) == 1:
+            apply_site(by_site[0])
+            return
+        with ThreadPoolExecutor(min(FACT_WRITERS, len(by_site)),
+                                thread_name_prefix="facts") as pool:
+            list(pool.map(apply_site, by_site))
 
 
 def _decode(topic: str, payload: bytes) -> protocol.Message | None:
@@ -209,7 +213,8 @@ def _site_defaults(site_id: str, now: float) -> list[Any]:
     return [Site.name.set(Site.name | site_id), Site.created_at.set(Site.created_at | now)]
 
 
-def on_presence(message: Presence, now: float) -> None:
+def on_presence(message: Presence, now: float,
+                outbox: events.Outbox | None = None) -> None:
     session, rank = message.order
     actions = [
         Site.online.set(message.online),
@@ -226,7 +231,7 @@ def on_presence(message: Presence, now: float) -> None:
              | ((Site.presence_session == session) & (Site.presence_rank < rank)))
     if conditional_update(Site(message.site), actions, later):
         LOG.info("site %s is %s", message.site, "online" if message.online else "offline")
-        events.emit(audit.SITE_PRESENCE, {
+        (outbox or events).emit(audit.SITE_PRESENCE, {
             "site_id": message.site, "online": message.online, "session": session,
             "gateway_version": message.gateway_version or None, "at": now},
             resources=[f"site/{message.site}"])
