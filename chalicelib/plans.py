@@ -68,7 +68,7 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
     A step that selects none of this site's machines is left out of its plan.
     """
     selected = check_capable(site_id, machines, steps)
-    return protocol.Plan(
+    plan = protocol.Plan(
         site=site_id,
         execution_id=Execution.make_id(rollout_id, site_id),
         rollout_id=rollout_id,
@@ -76,3 +76,13 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
                                  machines=sorted(m.machine_id for m in chosen))
                for step, chosen in zip(steps, selected, strict=True) if chosen],
     )
+    size = len(plan.encode())
+    if size > PLAN_BYTES:  # the gateway would refuse it: say so now, naming the site
+        raise Conflict(f"site {site_id!r}: its plan would be {size} bytes; a gateway takes "
+                       f"at most {protocol.MAX_MESSAGE_BYTES}")
+    return plan
+
+
+# What a rendered plan may weigh: the contract's bound, less what dispatch adds (the
+# rollout's expiry, detail and observe flags, a new message id).
+PLAN_BYTES = protocol.MAX_MESSAGE_BYTES - 256

@@ -410,3 +410,13 @@ def test_a_full_report_can_be_asked_for_and_a_site_with_desired_state_is_observe
     status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [POWER_ON],
                                                    "policy": {"report": "all"}})
     assert status == 400 and "report" in body["error"]["message"]
+
+
+def test_a_plan_too_large_for_a_gateway_is_refused_naming_the_site(api, published):
+    add_site(api, "shop-1")
+    huge = {"task": "media.insert", "params": {"image": "http://images.example/" + "a" * 60_000}}
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [huge] * 5})
+    assert status == 409, body
+    assert body["error"]["message"].startswith("site 'shop-1': its plan would be ")
+    assert "a gateway takes at most 262144" in body["error"]["message"]
+    assert published.sent == []
