@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--username", "-u", required=True)
     probe.add_argument("--password", "-p", required=True)
     probe.add_argument("--timeout", type=float, default=30.0)
+    probe.add_argument("--insecure", action="store_true",
+                       help="do not check an HTTPS BMC's certificate (self-signed BMCs)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_gateway(args.config)
-        return probe_bmc(args.url, args.username, args.password, args.timeout)
+        return probe_bmc(args.url, args.username, args.password, args.timeout,
+                         verify_tls=not args.insecure)
     except GatewayError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
@@ -69,10 +72,12 @@ def run_gateway(config_path: str) -> int:
     return 0
 
 
-def probe_bmc(url: str, username: str, password: str, timeout: float) -> int:
+def probe_bmc(url: str, username: str, password: str, timeout: float,
+              verify_tls: bool = True) -> int:
     from edge_gateway.probe import probe
 
-    print(json.dumps(probe(url, username, password, timeout=timeout), indent=2))
+    print(json.dumps(probe(url, username, password, timeout=timeout, verify_tls=verify_tls),
+                     indent=2))
     return 0
 
 

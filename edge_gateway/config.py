@@ -3,6 +3,7 @@
 BMC credentials live here and only here: nothing in this file but the machine ids, protocols
 and addresses is ever sent to the cloud. A password can be given inline, or by reference
 (``password_file`` or ``password_env``) so the file itself can be shared without the secret.
+The gateway warns when this file or a password file is readable by others than its owner.
 
     site = "shop-0042"
     journal = "/var/lib/edge-gateway/journal.db"   # relative paths: next to this file
@@ -24,6 +25,9 @@ and addresses is ever sent to the cloud. A password can be given inline, or by r
     system_id = "/redfish/v1/Systems/1"             # optional: which system of the BMC
     username = "admin"
     password_file = "/etc/edge-gateway/srv-1.password"
+    tls_ca_bundle = "bmc-ca.pem"                    # optional: check the BMC's certificate
+                                                    # against this CA (else the system's);
+                                                    # verify_tls = false: not at all
     timeout = 30                                    # seconds per BMC call
     power_timeout = 300                             # seconds for a power change to read back
     min_interval = 0.2                              # seconds between two calls to the BMC
@@ -36,6 +40,7 @@ and addresses is ever sent to the cloud. A password can be given inline, or by r
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -45,6 +50,8 @@ from typing import Any
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import ConfigError
 from edgeplane.protocol import MACHINE_ID_PATTERN, SITE_ID_PATTERN, BmcProtocol
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ def load_config(path: str | Path) -> SiteConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    warn_if_readable(path, "config file")
     return parse_config(data, base_dir=path.parent, source=str(path))
 
 
@@ -179,7 +187,7 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
         username=_require(raw, "username", str, where),
         password=_password(raw, base_dir, where),
         system_id=raw.get("system_id"),
-        verify_tls=bool(raw.get("verify_tls", False)),
+        verify_tls=_verify_tls(raw, base_dir, where),
     )
     return MachineConfig(
         id=machine_id,
@@ -193,6 +201,39 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
     )
 
 
+def _verify_tls(raw: dict[str, Any], base_dir: Path, where: str) -> bool | str:
+    """BMC certificates are checked unless a machine says ``verify_tls = false``; with
+    ``tls_ca_bundle = "path"`` they are checked against that bundle (a BMC's own CA)."""
+    verify: object = raw.get("verify_tls", True)
+    if not isinstance(verify, bool):
+        raise ConfigError(f"{where}: verify_tls must be true or false, not {verify!r}")
+    bundle = raw.get("tls_ca_bundle")
+    if bundle is not None:
+        if not isinstance(bundle, str) or not verify:
+            raise ConfigError(f"{where}: tls_ca_bundle must be a path, and goes with "
+                              "verify_tls = true")
+        path = Path(bundle) if Path(bundle).is_absolute() else base_dir / bundle
+        if not path.is_file():
+            raise ConfigError(f"{where}: tls_ca_bundle {path} is not a file")
+        return str(path)
+    if not verify and str(raw.get("address", "")).startswith("https://"):
+        LOG.warning("%s: the BMC's TLS certificate is not checked (verify_tls = false)", where)
+    return verify
+
+
+def warn_if_readable(path: Path, what: str) -> bool:
+    """Log a warning (and answer True) when others than the owner may read ``path``."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if mode & 0o077:
+        LOG.warning("%s %s is readable by others (mode %o): it holds secrets; run chmod 600 %s",
+                    what, path, mode & 0o777, path)
+        return True
+    return False
+
+
 def _password(raw: dict[str, Any], base_dir: Path, where: str) -> str:
     if "password" in raw:
         return str(raw["password"])
@@ -204,6 +245,7 @@ def _password(raw: dict[str, Any], base_dir: Path, where: str) -> str:
     if "password_file" in raw:
         path = Path(raw["password_file"])
         path = path if path.is_absolute() else base_dir / path
+        warn_if_readable(path, f"{where}: password_file")
         try:
             return path.read_text().strip()
         except OSError as exc:

@@ -29,7 +29,8 @@ PROTOCOL_FOR_SCHEME = {
 _SERVICE_PATHS = {"", "/redfish", "/redfish/v1"}
 
 
-def parse_bmc_url(url: str, username: str, password: str) -> tuple[BmcProtocol, BmcCredentials]:
+def parse_bmc_url(url: str, username: str, password: str,
+                  verify_tls: bool = True) -> tuple[BmcProtocol, BmcCredentials]:
     """The protocol and the driver credentials a probe URL stands for."""
     parts = urlsplit(url)
     protocol = PROTOCOL_FOR_SCHEME.get(parts.scheme.lower())
@@ -42,17 +43,18 @@ def parse_bmc_url(url: str, username: str, password: str) -> tuple[BmcProtocol, 
     path = parts.path.rstrip("/")
     return protocol, BmcCredentials(
         address=f"{parts.scheme}://{parts.netloc}", username=username, password=password,
-        system_id=None if path in _SERVICE_PATHS else path,
+        system_id=None if path in _SERVICE_PATHS else path, verify_tls=verify_tls,
     )
 
 
-def probe(url: str, username: str, password: str, timeout: float = 30.0) -> dict[str, Any]:
+def probe(url: str, username: str, password: str, timeout: float = 30.0,
+          verify_tls: bool = True) -> dict[str, Any]:
     """Describe the BMC at ``url`` as a JSON-serialisable dict; raise the BmcError if not.
 
     Redfish services with several systems also get ``systems``: one entry per system. If
     the URL names none of them, the top-level machine fields are None.
     """
-    protocol, credentials = parse_bmc_url(url, username, password)
+    protocol, credentials = parse_bmc_url(url, username, password, verify_tls)
     driver = create_driver(protocol, credentials, timeout=timeout)
     try:
         system_ids = _system_ids(driver)

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeplane_cli.private_files import write_private
+
 
 def edgeplane_home() -> Path:
     return Path(os.environ.get("EDGEPLANE_HOME", Path.home() / ".edgeplane"))
@@ -53,13 +55,10 @@ def load_context(api_url: str | None = None, token: str | None = None) -> Contex
 
 def save_context(name: str, context: Context) -> Path:
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         data = {}
     data.setdefault("contexts", {})[name] = {"api_url": context.api_url, "token": context.token}
     data["current-context"] = name
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    path.chmod(0o600)
-    return path
+    return write_private(path, json.dumps(data, indent=2) + "\n")

@@ -35,6 +35,7 @@ from typing import Any
 
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_cli.config import Context
+from edgeplane_cli.private_files import private_dir, write_private
 from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 from edgeplane_dev.processes import is_running, raise_open_file_limit, spawn, stop_group
 from edgeplane_dev.store import Store, StoreError
@@ -147,7 +148,7 @@ class LocalStack:
         self.resumed = store_dir(self.directory).exists()
         # What one run wrote goes; the fleet's data (store, broker, journals) stays.
         shutil.rmtree(self.directory / "logs", ignore_errors=True)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self.state = StackState(
             directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
             token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
@@ -250,7 +251,8 @@ class LocalStack:
         self._save(self._state)
 
     def _save(self, state: StackState) -> None:
-        state_file(Path(state.directory)).write_text(json.dumps(asdict(state), indent=2))
+        # The state holds the API token.
+        write_private(state_file(Path(state.directory)), json.dumps(asdict(state), indent=2))
 
     def _start_cloud(self) -> None:
         from edgeplane_dev.mosquitto import mosquitto_binary, write_config
@@ -308,8 +310,7 @@ class LocalStack:
         client.put(f"/sites/{site.site_id}", {"name": f"Dev site {site.site_id}",
                                               "region": "local", "tags": site.tags,
                                               "timezone": site.timezone})
-        site_dir = self.directory / "sites" / site.site_id
-        site_dir.mkdir(parents=True, exist_ok=True)
+        site_dir = private_dir(self.directory / "sites" / site.site_id)
         machines: list[dict[str, Any]] = []
         if site.redfish:
             machines += self._start_redfish(site, site_dir)
@@ -330,8 +331,8 @@ class LocalStack:
                 "--username", BMC_USERNAME, "--password", BMC_PASSWORD])
             machines.append({"id": machine_id, "protocol": "ipmi",
                              "address": f"{LOOPBACK}:{port}", "class": "edge-1u"})
-        config = site_dir / "gateway.toml"
-        config.write_text(gateway_config(site.site_id, state.mqtt_port, machines))
+        config = write_private(site_dir / "gateway.toml",  # it holds the BMC passwords
+                               gateway_config(site.site_id, state.mqtt_port, machines))
         self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
                                                 str(config)])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,10 @@ def gateway_machines(stack_dir: Path, site_id: str) -> dict[str, dict[str, str]]
     return {m["id"]: m for m in config["machines"]}
 
 
+def tmp_home(stack_dir):
+    return stack_dir.parent
+
+
 @pytest.fixture
 def stack_env(tmp_path):
     env = {**os.environ, "EDGEPLANE_HOME": str(tmp_path / "home")}
@@ -58,6 +63,11 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     edgeplane(env, "dev", "up", "--sites", "2")
     state = load_state(stack_dir)
     assert state is not None and len(state.processes) >= 9
+    # What holds secrets (the API token, BMC passwords) only its owner may read.
+    for private in (stack_dir / "stack.json", stack_dir / "sites" / "site-001" / "gateway.toml",
+                    tmp_home(stack_dir) / "config.json"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+        assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700, private.parent
 
     sites = json.loads(edgeplane(env, "sites", "list", "--json").stdout)["sites"]
     assert sorted(s["site_id"] for s in sites) == ["site-001", "site-002"]

@@ -84,3 +84,59 @@ def test_the_local_stack_writes_configs_the_gateway_accepts(tmp_path):
     config = load_config(write(tmp_path, text))
     assert [m.id for m in config.machines] == ["rf-1", "ipmi-1"]
     assert config.machines[0].credentials.system_id == "/redfish/v1/Systems/abc"
+
+
+def test_bmc_certificates_are_checked_unless_a_machine_opts_out(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SRV2_PASSWORD", "pw2")
+    (tmp_path / "srv-1.password").write_text("pw1\n")
+    (tmp_path / "bmc-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = load_config(write(tmp_path, GOOD))
+    assert [m.credentials.verify_tls for m in config.machines] == [True, True]
+    pinned = GOOD.replace('password_file = "srv-1.password"',
+                          'password_file = "srv-1.password"\ntls_ca_bundle = "bmc-ca.pem"')
+    (first, _) = load_config(write(tmp_path, pinned)).machines
+    assert first.credentials.verify_tls == str(tmp_path / "bmc-ca.pem")
+    opted_out = GOOD.replace('password_file = "srv-1.password"',
+                             'password_file = "srv-1.password"\nverify_tls = false')
+    with caplog.at_level("WARNING"):
+        (first, _) = load_config(write(tmp_path, opted_out)).machines
+    assert first.credentials.verify_tls is False
+    assert "TLS certificate is not checked" in caplog.text
+    for bad, said in (('verify_tls = "no"', "verify_tls must be true or false"),
+                      ('tls_ca_bundle = "missing.pem"', "is not a file")):
+        with pytest.raises(ConfigError, match=said):
+            load_config(write(tmp_path, GOOD.replace(
+                'password_file = "srv-1.password"', f'password_file = "srv-1.password"\n{bad}')))
+
+
+def test_a_config_or_password_file_others_can_read_is_warned_about(tmp_path, monkeypatch,
+                                                                    caplog):
+    monkeypatch.setenv("SRV2_PASSWORD", "pw2")
+    secret = tmp_path / "srv-1.password"
+    secret.write_text("pw1\n")
+    path = write(tmp_path, GOOD)
+    path.chmod(0o600)
+    secret.chmod(0o600)
+    with caplog.at_level("WARNING"):
+        load_config(path)
+    assert "readable by others" not in caplog.text
+    path.chmod(0o644)
+    secret.chmod(0o640)
+    with caplog.at_level("WARNING"):
+        load_config(path)
+    assert f"config file {path} is readable by others (mode 644)" in caplog.text
+    assert f"password_file {secret} is readable by others (mode 640)" in caplog.text
+
+
+def test_secret_files_are_written_private_and_whole(tmp_path):
+    import stat
+
+    from edgeplane_cli.private_files import write_private
+
+    target = write_private(tmp_path / "state" / "stack.json", '{"token": "t1"}')
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    target.chmod(0o644)  # replaced whole: the new file is private again
+    write_private(target, '{"token": "t2"}')
+    assert (stat.S_IMODE(target.stat().st_mode), target.read_text()) == (0o600, '{"token": "t2"}')
+    assert [p.name for p in target.parent.iterdir()] == ["stack.json"]  # no temporary left

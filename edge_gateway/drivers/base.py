@@ -55,7 +55,9 @@ class BmcCredentials:
     password: str = field(repr=False)
     # Redfish: which ComputerSystem under the service (its @odata.id); None = the only one.
     system_id: str | None = None
-    verify_tls: bool = False
+    # HTTPS BMCs: True checks the certificate against the system's CAs, a path against that
+    # CA bundle; False (an explicit opt-out, for self-signed BMCs) does not check it.
+    verify_tls: bool | str = True
 
 
 # What a BMC offers changes only with its firmware: drivers read it again after this long.
