@@ -27,10 +27,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from chalicelib.errors import PublishFailed
+from edge_gateway.agent import Gateway
+from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
+from edge_gateway.drivers.base import BmcCredentials
+from edge_gateway.journal import Journal
+from edge_gateway.transport import MqttTransport
 from edgeplane import protocol
-from edgeplane.protocol import PowerState
+from edgeplane.protocol import BmcProtocol, PowerState
 from edgeplane_dev.mosquitto import Mosquitto
 from edgeplane_dev.ports import LOOPBACK
+from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
 from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 
 if TYPE_CHECKING:
@@ -353,3 +359,44 @@ class SushyForTest:
 
     def received(self) -> list[tuple[str, str]]:
         return self.emulator.received()[self._seen:]
+
+
+class GatewaySite:
+    """One site's gateway core on simulated machines, against a broker; restartable on the
+    same journal (and so the same persistent MQTT session). ``settings``: more of the site's
+    config (``observe_interval=0``...)."""
+
+    def __init__(self, tmp_path: Path, port: int, site: str,
+                 machines: dict[str, SimulatedMachine], gateway_class: type[Gateway] = Gateway,
+                 **settings: Any) -> None:
+        self.site = site
+        self.machines = machines
+        self.gateway_class = gateway_class
+        self.config = SiteConfig(
+            site=site, journal=tmp_path / "journal.db",
+            mqtt=MqttSettings(port=port, reconnect_min_delay=1, reconnect_max_delay=2),
+            machines=tuple(
+                MachineConfig(id=m, protocol=BmcProtocol.IPMI, power_timeout=5,
+                              poll_interval=0.05, min_interval=0.0,
+                              credentials=BmcCredentials(f"10.0.0.{i + 1}", "admin", "secret"))
+                for i, m in enumerate(machines)),
+            progress_interval=0.2, **settings)
+        self.gateway: Gateway | None = None
+
+    def start(self) -> Gateway:
+        self.gateway = self.gateway_class(
+            self.config,
+            transport_factory=lambda gw: MqttTransport(self.config.mqtt, self.site,
+                                                       gw.subscriptions, gw.will),
+            journal=Journal(self.config.journal), driver_factory=self.driver)
+        self.gateway.start()
+        assert self.gateway.transport.connected.wait(10)
+        return self.gateway
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+    def driver(self, machine: MachineConfig) -> SimulatedDriver:
+        return SimulatedDriver(machine.credentials, self.machines[machine.id])

@@ -6,14 +6,9 @@ import dataclasses
 
 import pytest
 
-from edge_gateway.agent import Gateway
-from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
-from edge_gateway.drivers.base import BmcCredentials, BootOverride
-from edge_gateway.journal import Journal
-from edge_gateway.transport import MqttTransport
+from edge_gateway.drivers.base import BootOverride
 from edgeplane import protocol
 from edgeplane.protocol import (
-    BmcProtocol,
     BootMode,
     BootTarget,
     Capability,
@@ -27,49 +22,9 @@ from edgeplane.protocol import (
 )
 from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
+from tests.support import GatewaySite
 
 SITE = "shop-0001"
-
-
-def site_config(tmp_path, port: int, machines: list[str]) -> SiteConfig:
-    return SiteConfig(
-        site=SITE,
-        journal=tmp_path / "journal.db",
-        mqtt=MqttSettings(port=port, reconnect_min_delay=1, reconnect_max_delay=2),
-        machines=tuple(
-            MachineConfig(id=m, protocol=BmcProtocol.IPMI, power_timeout=5, poll_interval=0.05,
-                          min_interval=0.0,
-                          credentials=BmcCredentials(f"10.0.0.{i + 1}", "admin", "secret"))
-            for i, m in enumerate(machines)
-        ),
-        progress_interval=0.2,
-    )
-
-
-class Site:
-    """A gateway with simulated machines, started against the broker."""
-
-    def __init__(self, tmp_path, port: int, machines: dict[str, SimulatedMachine]) -> None:
-        self.machines = machines
-        self.config = site_config(tmp_path, port, list(machines))
-        self.gateway: Gateway | None = None
-
-    def start(self) -> Gateway:
-        self.gateway = Gateway(
-            self.config,
-            transport_factory=lambda gw: MqttTransport(self.config.mqtt, SITE,
-                                                       gw.subscriptions, gw.will),
-            journal=Journal(self.config.journal),
-            driver_factory=lambda m: SimulatedDriver(m.credentials, self.machines[m.id]),
-        )
-        self.gateway.start()
-        assert self.gateway.transport.connected.wait(10)
-        return self.gateway
-
-    def stop(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-            self.gateway = None
 
 
 @pytest.fixture
@@ -83,7 +38,7 @@ def recorder(broker):
 def site(tmp_path, broker):
     machines = {"srv-1": SimulatedMachine(power_delay=0.2, serial="S1"),
                 "srv-2": SimulatedMachine(power=PowerState.ON, serial="S2")}
-    s = Site(tmp_path, broker.port, machines)
+    s = GatewaySite(tmp_path, broker.port, SITE, machines)
     yield s
     s.stop()
 

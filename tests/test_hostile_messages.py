@@ -21,15 +21,14 @@ from pathlib import Path
 import pytest
 
 from edge_gateway.agent import Gateway
-from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
-from edge_gateway.drivers.base import BmcCredentials
+from edge_gateway.config import MqttSettings
 from edge_gateway.journal import Journal
 from edge_gateway.transport import MqttTransport
 from edgeplane import protocol
-from edgeplane.protocol import BmcProtocol, Plan, PlanStep, ProtocolError, Result, decode
+from edgeplane.protocol import Plan, PlanStep, ProtocolError, Result, decode
 from edgeplane_dev.recorder import Recorder
-from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
-from tests.support import ROOT, machine_result, up, wait_until
+from edgeplane_dev.simulated_driver import SimulatedMachine
+from tests.support import ROOT, GatewaySite, machine_result, up, wait_until
 
 SITE = "shop-0666"
 MACHINE = "srv-1"
@@ -51,38 +50,16 @@ class CountingGateway(Gateway):
         super().handle_message(topic, payload)
 
 
-class HostileSite:
-    """One site's gateway with a simulated machine, restartable on the same journal (and the
-    same persistent MQTT session)."""
+class HostileSite(GatewaySite):
+    """One site's gateway with one simulated machine, keeping what the broker delivered."""
 
     def __init__(self, tmp_path: Path, port: int) -> None:
-        self.machine = SimulatedMachine()
-        self.config = SiteConfig(
-            site=SITE, journal=tmp_path / "journal.db",
-            mqtt=MqttSettings(port=port, reconnect_min_delay=1, reconnect_max_delay=2),
-            machines=(MachineConfig(id=MACHINE, protocol=BmcProtocol.IPMI, power_timeout=5,
-                                    poll_interval=0.05, min_interval=0.0,
-                                    credentials=BmcCredentials("10.0.0.1", "admin", "pw")),),
-            progress_interval=0.2, observe_interval=0)
-        self.gateway: CountingGateway | None = None
+        super().__init__(tmp_path, port, SITE, {MACHINE: SimulatedMachine()},
+                         gateway_class=CountingGateway, observe_interval=0)
 
-    def start(self) -> CountingGateway:
-        self.gateway = CountingGateway(
-            self.config,
-            transport_factory=lambda gw: MqttTransport(self.config.mqtt, SITE,
-                                                       gw.subscriptions, gw.will),
-            journal=Journal(self.config.journal), driver_factory=self.driver)
-        self.gateway.start()
-        assert self.gateway.transport.connected.wait(10)
-        return self.gateway
-
-    def stop(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-            self.gateway = None
-
-    def driver(self, machine: MachineConfig) -> SimulatedDriver:
-        return SimulatedDriver(machine.credentials, self.machine)
+    @property
+    def machine(self) -> SimulatedMachine:
+        return self.machines[MACHINE]
 
 
 @pytest.fixture
