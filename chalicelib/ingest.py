@@ -267,12 +267,30 @@ def on_inventory(message: Inventory, now: float) -> None:
                           attributes_to_get=["machine_digests"]).machine_digests
     except Site.DoesNotExist:
         stored = None
-    applied_new: dict[str, str] = {}
+    known = stored.as_dict() if stored is not None else {}
     if stored is None and not _has_machines(message.site):  # a new site, heard of first
         _put_new_machines(message, reports, now)
-        reports, applied_new = {}, dict(digests)
-    known = stored.as_dict() if stored is not None else {}
-    applied = dict(applied_new)
+        applied = dict(digests)
+    else:
+        applied = _write_changed_machines(message, reports, digests, known, now)
+    complete = len(applied) == len(digests)
+    digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
+                                 Site.inventory_ts.set(message.ts)]
+    if complete:
+        digest_actions.append(Site.inventory_digest.set(whole))
+    if applied:
+        digest_actions.append(Site.machine_ids.add(set(applied)))
+    newest = Site.inventory_ts.does_not_exist() | (Site.inventory_ts < message.ts)
+    if not conditional_write(Site(message.site), site_actions + digest_actions, newest):
+        conditional_write(Site(message.site), site_actions)
+
+
+def _write_changed_machines(message: Inventory, reports: dict[str, MachineReport],
+                            digests: dict[str, str], known: dict[str, Any],
+                            now: float) -> dict[str, str]:
+    """Write each machine whose report differs from the one applied last (unless the
+    stored one is newer); the digests of the machines now as reported."""
+    applied = {}
     for machine_id, report in reports.items():
         if known.get(machine_id) == digests[machine_id]:
             applied[machine_id] = digests[machine_id]
@@ -284,16 +302,7 @@ def on_inventory(message: Inventory, now: float) -> None:
         else:
             LOG.info("site %s machine %s: ignored an inventory older than the stored one",
                      message.site, machine_id)
-    complete = len(applied) == len(digests)
-    digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
-                                 Site.inventory_ts.set(message.ts)]
-    if complete:
-        digest_actions.append(Site.inventory_digest.set(whole))
-    if applied:
-        digest_actions.append(Site.machine_ids.add(set(applied)))
-    newest = Site.inventory_ts.does_not_exist() | (Site.inventory_ts < message.ts)
-    if not conditional_write(Site(message.site), site_actions + digest_actions, newest):
-        conditional_write(Site(message.site), site_actions)
+    return applied
 
 
 def _digest(value: Any) -> str:
