@@ -124,6 +124,22 @@ class Counting:
         self.client.loop_stop()
 
 
+def send_and_collect(publisher: mqtt.Client, counting: Counting, payloads: dict[str, bytes],
+                     wait: float) -> tuple[float, int]:
+    """Publish each site its payload on its plan topic and wait (at most ``wait`` s) for
+    every site's answer: (seconds from the first publish to the last answer, answers)."""
+    counting.reset()
+    started = time.monotonic()
+    infos = [publisher.publish(protocol.plan_topic(site), payload, qos=1)
+             for site, payload in payloads.items()]
+    for info in infos:
+        info.wait_for_publish(60)
+    deadline = time.monotonic() + wait
+    while len(counting.replies) < len(payloads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return counting.last_reply - started, len(counting.replies)
+
+
 # --- (a) the bare baseline ------------------------------------------------------------------
 
 
@@ -155,17 +171,8 @@ def baseline(port: int, count: int) -> dict:
             if not connected.acquire(timeout=120):
                 raise TimeoutError("bare clients did not all connect")
         connect_s = time.monotonic() - started
-        counting.reset()
-        payload = b"x" * 200
-        started = time.monotonic()
-        infos = [publisher.publish(protocol.plan_topic(s), payload, qos=1) for s in sites]
-        for info in infos:
-            info.wait_for_publish(60)
-        deadline = time.monotonic() + 300
-        while len(counting.replies) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        elapsed = counting.last_reply - started
-        replies = len(counting.replies)
+        elapsed, replies = send_and_collect(publisher, counting,
+                                            dict.fromkeys(sites, b"x" * 200), wait=300)
     finally:
         loop.stop()
         publisher.disconnect()
@@ -190,17 +197,7 @@ def fleet_only(port: int, plans: dict[str, bytes], machines: int) -> dict:
         with FleetSimulator(port, sorted(plans), machines, thread_stack_size=SMALL_THREAD_STACK,
                             max_parallel=machines):
             time.sleep(2)  # inventories settle, as before the rollout
-            counting.reset()
-            started = time.monotonic()
-            infos = [publisher.publish(protocol.plan_topic(site), payload, qos=1)
-                     for site, payload in plans.items()]
-            for info in infos:
-                info.wait_for_publish(60)
-            deadline = time.monotonic() + 600
-            while len(counting.replies) < count and time.monotonic() < deadline:
-                time.sleep(0.01)
-            elapsed = counting.last_reply - started
-            results = len(counting.replies)
+            elapsed, results = send_and_collect(publisher, counting, plans, wait=600)
     finally:
         publisher.disconnect()
         publisher.loop_stop()
