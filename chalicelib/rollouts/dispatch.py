@@ -126,19 +126,22 @@ class _Sender:
         """What sending these needs, read together: the plans not stored, and which sites
         have a desired state (only there does the gateway report observed state after an
         inline-steps plan: nowhere else is it judged)."""
-        self.render([e.site_id for e in chosen if e.plan_steps is None])
-        if self.rollout.blueprint is None:
-            self._judged = {site.site_id for site in Site.batch_get(
-                [e.site_id for e in chosen], attributes_to_get=["site_id", "has_desired"])
-                if site.has_desired}
+        unrendered = [e.site_id for e in chosen if e.plan_steps is None]
+        if self.rollout.blueprint is not None:
+            self.render(unrendered)
+            return
+        sites = rendering.read_sites([e.site_id for e in chosen], full=False)
+        self._judged = {site_id for site_id, site in sites.items() if site.has_desired}
+        self.render(unrendered, sites)
 
-    def render(self, site_ids: list[str]) -> None:
+    def render(self, site_ids: list[str], sites: dict[str, Site] | None = None) -> None:
         """Render, together, the plans of the sites whose executions were stored without
         one (every site past the first wave of a large rollout: see ``create``)."""
         if not site_ids:
             return
         source = rendering.source_of_rollout(self.rollout)
-        rendered, problems = rendering.render_many(self.rollout.rollout_id, site_ids, source)
+        rendered, problems = rendering.render_many(self.rollout.rollout_id, site_ids, source,
+                                                   sites)
         self._rendered.update(rendered)
         self._problems.update(problems)
 

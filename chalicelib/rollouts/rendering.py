@@ -77,17 +77,19 @@ def render_all(rollout_id: str, site_ids: Sequence[str],
     return rendered
 
 
-def render_many(rollout_id: str, site_ids: Sequence[str], source: Source
+def render_many(rollout_id: str, site_ids: Sequence[str], source: Source,
+                sites: dict[str, Site] | None = None
                 ) -> tuple[dict[str, render.RenderedSite], dict[str, str]]:
     """Each site's plan, and why each site that cannot run the rollout cannot.
 
     The sites and their machines are read in batches (100 keys a request) through the
     machine ids each site keeps (``Site.machine_ids``), so rendering a wave of a thousand
     sites costs a few dozen requests, not one query per site. A site stored before it kept
-    its machine ids is queried on its own.
+    its machine ids is queried on its own. ``sites``: those already read (``read_sites``).
     """
-    sites = _read_sites(site_ids, full=source.blueprint is not None)
-    machines = _read_machines(sites.values())
+    if sites is None:
+        sites = read_sites(site_ids, full=source.blueprint is not None)
+    machines = _read_machines([sites[s] for s in dict.fromkeys(site_ids) if s in sites])
     rendered: dict[str, render.RenderedSite] = {}
     problems: dict[str, str] = {}
     for site_id in site_ids:
@@ -103,8 +105,9 @@ def render_many(rollout_id: str, site_ids: Sequence[str], source: Source
     return rendered, problems
 
 
-def _read_sites(site_ids: Sequence[str], full: bool) -> dict[str, Site]:
-    fields = None if full else ["site_id", "machine_ids"]
+def read_sites(site_ids: Sequence[str], full: bool) -> dict[str, Site]:
+    """The sites, whole (a blueprint's templates read them) or what inline steps need."""
+    fields = None if full else ["site_id", "machine_ids", "has_desired"]
     return {site.site_id: site for site in Site.batch_get(
         list(dict.fromkeys(site_ids)), consistent_read=True, attributes_to_get=fields)}
 
