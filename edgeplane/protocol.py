@@ -521,7 +521,7 @@ class Message:
     ts: float = field(default_factory=now)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(_fields(self))}
+        return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(self)}
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
@@ -529,20 +529,6 @@ class Message:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
         return _build(cls, data, f"{cls.KIND} message", "is incomplete")
-
-
-def _fields(value: Any) -> Any:
-    """A dataclass as a dict, recursively (as ``asdict``), where step and machine results
-    leave out the fields that hold their default: a receiver fills them in again."""
-    if is_dataclass(value) and not isinstance(value, type):
-        terse = isinstance(value, StepResult | MachineResult | MachineObservation | Plan)
-        return {f.name: _fields(getattr(value, f.name)) for f in fields(value)
-                if not (terse and getattr(value, f.name) == _default(f))}
-    if isinstance(value, dict):
-        return {k: _fields(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_fields(v) for v in value]
-    return value
 
 
 def _default(spec: Field[Any]) -> Any:
@@ -554,6 +540,14 @@ def _default(spec: Field[Any]) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    """A message's value as it goes on the wire, in one walk: dataclasses as objects, enums
+    as their values, no None in an object; step and machine results, observations and plans
+    also leave out the fields that hold their default (a receiver fills them in again)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        terse = isinstance(value, StepResult | MachineResult | MachineObservation | Plan)
+        return {f.name: _plain(item) for f in fields(value)
+                if (item := getattr(value, f.name)) is not None
+                and not (terse and item == _default(f))}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
