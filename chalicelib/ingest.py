@@ -213,9 +213,22 @@ def _site_defaults(site_id: str, now: float) -> list[Any]:
     return [Site.name.set(Site.name | site_id), Site.created_at.set(Site.created_at | now)]
 
 
+# How far ahead of the cloud's clock a gateway's presence session may be. The session is
+# the gateway's clock when it connected, so it can be no later than now but for clock
+# skew; a later one is taken as now + this, so a report numbered far in the future (a
+# broken clock, or a forgery) cannot pin a site's presence: the next real connection wins
+# again once this much time has passed.
+MAX_CLOCK_AHEAD = 300.0
+
+
 def on_presence(message: Presence, now: float,
                 outbox: events.Outbox | None = None) -> None:
     session, rank = message.order
+    if session > now + MAX_CLOCK_AHEAD:
+        LOG.warning("site %s: presence session %.0f is %.0f s ahead of the cloud's clock; "
+                    "taken as %.0f s ahead", message.site, session, session - now,
+                    MAX_CLOCK_AHEAD)
+        session = now + MAX_CLOCK_AHEAD
     actions = [
         Site.online.set(message.online),
         Site.presence_session.set(session),

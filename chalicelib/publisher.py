@@ -4,7 +4,9 @@ Two implementations behind one interface: ``IotDataPublisher`` (the AWS IoT data
 the cloud) and ``MqttPublisher`` (paho-mqtt to a broker, for the local stack). Both raise
 ``PublishFailed`` when the broker did not acknowledge, and create their client on first use,
 never at import. ``current()`` returns the process-wide one chosen by EDGEPLANE_PUBLISHER
-("iot" or "mqtt://host:port"); ``install()`` replaces it (tests, embedding).
+("iot", "mqtts://host:port" with this process's certificate, see
+``settings.mqtt_identity``, or "mqtt://host:port" for a broker without TLS); ``install()``
+replaces it (tests, embedding).
 """
 
 from __future__ import annotations
@@ -73,11 +75,13 @@ class MqttPublisher:
     """
 
     def __init__(self, host: str, port: int, client_id: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, identity: settings.MqttIdentity | None = None) -> None:
         self.host = host
         self.port = port
+        # A broker that takes the client id from the certificate ignores this one.
         self.client_id = client_id or f"edgeplane-cloud-{uuid.uuid4().hex[:12]}"
         self.timeout = timeout
+        self.identity = identity
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
@@ -85,7 +89,7 @@ class MqttPublisher:
 
     @property
     def where(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.identity else 'mqtt'}://{self.host}:{self.port}"
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
@@ -113,6 +117,10 @@ class MqttPublisher:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  protocol=mqtt.MQTTv311, clean_session=True)
             client.reconnect_delay_set(1, 30)
+            if self.identity is not None:
+                client.tls_set(ca_certs=self.identity.ca_file,
+                               certfile=self.identity.cert_file,
+                               keyfile=self.identity.key_file)
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
             try:
@@ -159,24 +167,31 @@ class MqttPublisher:
             self._connected.clear()
 
 
-def from_spec(spec: str, iot_endpoint: str | None = None,
-              region: str | None = None) -> Publisher:
-    """Build a publisher from EDGEPLANE_PUBLISHER's value: "iot" or "mqtt://host:port"."""
+def from_spec(spec: str, iot_endpoint: str | None = None, region: str | None = None,
+              identity: settings.MqttIdentity | None = None) -> Publisher:
+    """Build a publisher from EDGEPLANE_PUBLISHER's value: "iot", "mqtts://host:port"
+    (TLS, with ``identity``) or "mqtt://host:port"."""
     if spec == "iot":
         return IotDataPublisher(iot_endpoint, region)
     parts = urlsplit(spec)
-    if parts.scheme == "mqtt" and parts.hostname:
+    if parts.scheme in ("mqtt", "mqtts") and parts.hostname:
+        if parts.scheme == "mqtts" and identity is None:
+            raise BadRequest(f"EDGEPLANE_PUBLISHER is {spec!r}, but this process has no "
+                             "broker identity: set EDGEPLANE_MQTT_CA, EDGEPLANE_MQTT_CERT "
+                             "and EDGEPLANE_MQTT_KEY")
         try:
-            port = parts.port or 1883
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError:
             port = None
         if port:
-            return MqttPublisher(parts.hostname, port)
-    raise BadRequest(f"EDGEPLANE_PUBLISHER is {spec!r}; use 'iot' or 'mqtt://host:port'")
+            return MqttPublisher(parts.hostname, port,
+                                 identity=identity if parts.scheme == "mqtts" else None)
+    raise BadRequest(f"EDGEPLANE_PUBLISHER is {spec!r}; use 'iot', 'mqtts://host:port' or "
+                     "'mqtt://host:port'")
 
 
 _current: Publisher | None = None
-_current_key: tuple[str, str | None, str] | None = None
+_current_key: tuple[object, ...] | None = None
 _installed = False
 _current_lock = threading.Lock()
 
@@ -188,11 +203,16 @@ def current() -> Publisher:
         if _installed and _current is not None:
             return _current
         conf = settings.load()
-        key = (conf.publisher, conf.iot_endpoint, conf.region)
+        try:
+            identity = settings.mqtt_identity()
+        except ValueError as exc:
+            raise NotConfigured(setting="EDGEPLANE_MQTT_CERT",
+                                consequence=str(exc)) from None
+        key = (conf.publisher, conf.iot_endpoint, conf.region, identity)
         if _current is None or _current_key != key:
             _close(_current)
             try:
-                _current = from_spec(conf.publisher, conf.iot_endpoint, conf.region)
+                _current = from_spec(conf.publisher, conf.iot_endpoint, conf.region, identity)
             except BadRequest as exc:
                 raise NotConfigured(setting="EDGEPLANE_PUBLISHER",
                                     consequence=exc.message) from None

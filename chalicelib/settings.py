@@ -53,3 +53,29 @@ def load() -> Settings:
 def ingest_queue_name() -> str:
     """The SQS queue ingestion reads; app.py needs it at import for ``chalice deploy``."""
     return _get("EDGEPLANE_INGEST_QUEUE") or DEFAULT_INGEST_QUEUE
+
+
+@dataclass(frozen=True)
+class MqttIdentity:
+    """The files of a client certificate for a broker that requires one (``mqtts://``)."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+def mqtt_identity() -> MqttIdentity | None:
+    """EDGEPLANE_MQTT_CA, EDGEPLANE_MQTT_CERT and EDGEPLANE_MQTT_KEY: this process's
+    identity on the broker, when it publishes through one (the local stack); in AWS the
+    cloud publishes through IoT Core's data API and its IAM role instead."""
+    names = ("EDGEPLANE_MQTT_CA", "EDGEPLANE_MQTT_CERT", "EDGEPLANE_MQTT_KEY")
+    values = [_get(name) for name in names]
+    if not any(values):
+        return None
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} unset: a broker identity needs all of "
+                         f"{', '.join(names)}")
+    ca, cert, key = values
+    assert ca and cert and key
+    return MqttIdentity(ca, cert, key)

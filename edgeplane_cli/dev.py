@@ -110,9 +110,10 @@ def sim(
         raise typer.BadParameter("a fleet needs at least one site with one machine")
     if processes < 1:
         raise typer.BadParameter("--processes must be at least 1")
+    pki = None
     if port is None:
         from edgeplane_dev.processes import is_running
-        from edgeplane_dev.stack import load_state
+        from edgeplane_dev.stack import load_state, pki_dir
 
         path = _stack_dir(directory)
         state = load_state(path)
@@ -121,6 +122,7 @@ def sim(
             raise typer.BadParameter(f"no local stack is running from {path}: start one "
                                      "with `edgeplane dev up`, or give --port")
         port = state.mqtt_port
+        pki = pki_dir(path)  # the stack's broker wants each site's certificate
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge_gateway").setLevel(logging.ERROR)  # per-site noise, x N sites
     limit = raise_open_file_limit()
@@ -128,7 +130,8 @@ def sim(
         console.print(f"[yellow]{sites} sites need {sites} sockets; the open-file limit is "
                       f"{limit} (raise it with `ulimit -n`)[/yellow]")
     fleet = FleetSimulator(port, sites, machines, max_parallel=max_parallel,
-                           thread_stack_size=SMALL_THREAD_STACK, processes=processes)
+                           thread_stack_size=SMALL_THREAD_STACK, processes=processes,
+                           pki=pki)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, as on Ctrl-C
     console.print(f"starting {sites} simulated sites ({machines} machines each) against "
                   f"127.0.0.1:{port}; Ctrl-C stops them")

@@ -30,12 +30,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgeplane import protocol
+from edgeplane_dev.pki import Identity
 
 LOG = logging.getLogger(__name__)
 
@@ -258,9 +260,10 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
                client_id: str = "edgeplane-bridge",
                stop_event: threading.Event | None = None, workers: int = 1,
                batch_handler: BatchHandler | None = None,
-               batch_size: int = BATCH_SIZE) -> None:
+               batch_size: int = BATCH_SIZE, identity: Identity | None = None) -> None:
     """Forward every gateway report to ``batch_handler`` (or ``handler``, one message at a
-    time) until ``stop_event`` is set (or forever)."""
+    time) until ``stop_event`` is set (or forever). With ``identity`` (``cloud.ingest``'s
+    certificate) it connects over TLS; the broker then takes the client id from it."""
     stop_event = stop_event or threading.Event()
     if batch_handler is None:
         batch_handler = one_at_a_time(handler) if handler else _default_batch_handler
@@ -269,6 +272,9 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
                          protocol=mqtt.MQTTv311, clean_session=False)
     client.manual_ack_set(True)
     client.reconnect_delay_set(RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY)
+    if identity is not None:
+        client.tls_set(ca_certs=str(identity.ca_file), certfile=str(identity.cert_file),
+                       keyfile=str(identity.key_file))
     client.on_connect = bridge.on_connect
     client.on_subscribe = bridge.on_subscribe
     client.on_disconnect = bridge.on_disconnect
@@ -298,13 +304,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="batches handled at once (bounds what a backlog costs)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="messages per batch at most")
+    parser.add_argument("--ca-file", help="TLS: the broker's CA certificate")
+    parser.add_argument("--cert-file", help="TLS: this bridge's certificate (cloud.ingest)")
+    parser.add_argument("--key-file", help="TLS: this bridge's private key")
     args = parser.parse_args(argv)
+    tls_files = (args.ca_file, args.cert_file, args.key_file)
+    if any(tls_files) and not all(tls_files):
+        parser.error("TLS needs --ca-file, --cert-file and --key-file together")
+    identity = Identity("cloud.ingest", Path(args.cert_file), Path(args.key_file),
+                        Path(args.ca_file)) if all(tls_files) else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     run_bridge(args.host, args.port, client_id=args.client_id, stop_event=stop,
-               workers=args.workers, batch_size=args.batch_size)
+               workers=args.workers, batch_size=args.batch_size, identity=identity)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from edge_gateway.journal import Journal
 from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Plan, Result
+from edgeplane_dev.pki import LocalCa
 from edgeplane_dev.ports import LOOPBACK
 from edgeplane_dev.processes import raise_open_file_limit  # noqa: F401 - re-exported
 from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
@@ -169,6 +170,7 @@ class FleetSimulator:
         seed: int = 0,
         workers: int = 64,
         processes: int = 1,
+        pki: Path | None = None,
     ) -> None:
         self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
         invalid = [s for s in self.site_ids if not protocol.SITE_ID_PATTERN.match(s)]
@@ -185,7 +187,7 @@ class FleetSimulator:
                            progress_interval=progress_interval,
                            max_connecting=max(1, max_connecting // self.processes),
                            keepalive=keepalive, reconnect_delays=reconnect_delays,
-                           thread_stack_size=thread_stack_size, workers=workers)
+                           thread_stack_size=thread_stack_size, workers=workers, pki=pki)
             self._parts = [FleetProcess(mqtt_port, chunk, {**options, "seed": seed + n})
                            for n, chunk in enumerate(split(self.site_ids, self.processes))]
         self.loop = MultiplexedMqtt(max_connecting=max_connecting)
@@ -196,6 +198,8 @@ class FleetSimulator:
         self._mqtt = MqttSettings(host=host, port=mqtt_port, keepalive=keepalive,
                                   reconnect_min_delay=reconnect_delays[0],
                                   reconnect_max_delay=reconnect_delays[1])
+        # Each site's own certificate from the CA at ``pki`` (a broker that requires TLS).
+        self._ca = LocalCa(pki).ensure() if pki is not None and not self._parts else None
         self._power_delay = power_delay
         self._max_parallel = max_parallel
         self._progress_interval = progress_interval
@@ -358,8 +362,14 @@ class FleetSimulator:
                                            serial=f"SIM-{site}-{m.id}")
                     for m in self.machine_configs}
         self.machines[site] = machines
+        mqtt = self._mqtt
+        if self._ca is not None:
+            identity = self._ca.identity(site)
+            mqtt = replace(mqtt, tls=True, ca_file=str(identity.ca_file),
+                            cert_file=str(identity.cert_file),
+                            key_file=str(identity.key_file))
         config = SiteConfig(site=site, journal=Path(":memory:"),
-                            mqtt=self._mqtt, machines=self.machine_configs,
+                            mqtt=mqtt, machines=self.machine_configs,
                             max_parallel=self._max_parallel,
                             progress_interval=self._progress_interval, observe_interval=0)
 

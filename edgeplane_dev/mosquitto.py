@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgeplane import protocol
+from edgeplane_dev.pki import Identity, cloud_identity
 from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 from edgeplane_dev.processes import spawn, stop
 
@@ -26,17 +28,56 @@ def mosquitto_binary() -> str:
     return found
 
 
+def write_acl(path: Path) -> Path:
+    """The broker's ACL: the rule the infra's IoT policy expresses with
+    ``${iot:Connection.Thing.ThingName}``. ``%u`` is the client's identity (its
+    certificate's common name): a site publishes only under its own ``up`` topics and reads
+    only its own ``down`` topics. The cloud's parts: ingest reads every site's reports,
+    the parts that send plans and cancels write every site's ``down`` topics."""
+    root = protocol.TOPIC_ROOT
+    lines = [
+        f"pattern write {root}/%u/up/#",
+        f"pattern read {root}/%u/down/#",
+        "",
+        f"user {cloud_identity('ingest')}",
+        f"topic read {root}/+/up/#",
+    ]
+    for part in ("api", "ticker", "bridge"):
+        lines += ["", f"user {cloud_identity(part)}", f"topic write {root}/+/down/#"]
+    # What an operator's tools (and the benchmarks' fleet-only baseline) need: both ways.
+    lines += ["", f"user {cloud_identity('operator')}", f"topic write {root}/+/down/#",
+              f"topic read {root}/+/up/#"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_config(directory: Path, port: int, persistence: bool = True,
-                 log_file: Path | None = None) -> Path:
+                 log_file: Path | None = None, tls: Identity | None = None) -> Path:
     """A config with persistence on (unless told otherwise), so queued QoS 1 messages and
     retained ones survive a broker restart. The log goes to stdout, or to ``log_file``,
-    where mosquitto writes each line as it happens (its stdout is block-buffered)."""
+    where mosquitto writes each line as it happens (its stdout is block-buffered).
+
+    With ``tls`` (the broker's identity from the stack's CA) the broker behaves like AWS
+    IoT Core: TLS only, a client certificate from that CA required of every client (no
+    anonymous client), the certificate's common name taken as the username the ACL scopes
+    (``write_acl``) and as the client id, so a client id can only be used by its owner."""
     directory.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"listener {port} {LOOPBACK}",
-        "allow_anonymous true",
-        f"persistence {'true' if persistence else 'false'}",
-    ]
+    lines = [f"listener {port} {LOOPBACK}"]
+    if tls is None:
+        lines.append("allow_anonymous true")
+    else:
+        lines += [
+            f"cafile {tls.ca_file}",
+            f"certfile {tls.cert_file}",
+            f"keyfile {tls.key_file}",
+            "tls_version tlsv1.2",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            f"acl_file {write_acl(directory / 'acl')}",
+        ]
+    lines.append(f"persistence {'true' if persistence else 'false'}")
     if persistence:
         lines.append(f"persistence_location {directory}/")
     lines += [
@@ -64,15 +105,16 @@ class Mosquitto:
     message. It logs to ``log_path``, a line at a time."""
 
     def __init__(self, directory: Path, port: int | None = None,
-                 persistence: bool = True) -> None:
+                 persistence: bool = True, tls: Identity | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.persistence = persistence
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{LOOPBACK}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{LOOPBACK}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -83,7 +125,8 @@ class Mosquitto:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> Mosquitto:
-        config = write_config(self.directory, self.port, self.persistence, self.log_path)
+        config = write_config(self.directory, self.port, self.persistence, self.log_path,
+                              self.tls)
         self.process = spawn([mosquitto_binary(), "-c", str(config)], self.log_path)
         wait_for_tcp(self.port, timeout=10)
         return self

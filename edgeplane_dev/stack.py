@@ -10,6 +10,12 @@ machine) and a real ``edge-gateway`` process.
 Sites are registered through the HTTPS API; their machines arrive through the gateways'
 inventory reports. ``up()`` returns once every site is online with its machines known.
 
+The broker behaves like AWS IoT Core: TLS only, and every client proves who it is with a
+certificate from the stack's own CA (``pki/``, see ``edgeplane_dev.pki``): each site with
+its own (in ``sites/<site>/tls/``), the cloud's parts with theirs (``cloud.ingest`` for the
+bridge's subscription; ``cloud.api``, ``cloud.ticker`` and ``cloud.bridge`` for what each
+process publishes). The broker's ACL keeps each to its own topics.
+
 Every process runs in its own process group and is listed in ``stack.json`` in the stack's
 directory, so ``down()`` (also from another process: ``edgeplane dev down``) stops all of it.
 
@@ -36,6 +42,7 @@ from typing import Any
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_cli.config import Context
 from edgeplane_cli.private_files import private_dir, write_private
+from edgeplane_dev.pki import Identity, LocalCa, cloud_identity
 from edgeplane_dev.ports import LOOPBACK, free_port, wait_for_tcp
 from edgeplane_dev.processes import is_running, raise_open_file_limit, spawn, stop_group
 from edgeplane_dev.store import Store, StoreError
@@ -86,6 +93,11 @@ class StackState:
     def context(self) -> Context:
         return Context(self.api_url, self.token)
 
+    def identity(self, name: str) -> Identity:
+        """A certificate for a client of the stack's broker: a site id, or
+        ``cloud.operator`` for tools that send plans and read reports."""
+        return local_ca(Path(self.directory)).identity(name)
+
 
 def plan_sites(count: int, redfish_per_site: int = 1, ipmi_per_site: int = 1,
                servers_per_site: int = 1) -> list[SitePlan]:
@@ -109,6 +121,16 @@ def state_file(directory: Path) -> Path:
 def store_dir(directory: Path) -> Path:
     """Where the stack's store keeps its tables."""
     return directory / "store"
+
+
+def pki_dir(directory: Path) -> Path:
+    """Where the stack's CA keeps its key and the identities it issued."""
+    return directory / "pki"
+
+
+def local_ca(directory: Path) -> LocalCa:
+    """The stack's CA (created on first use): identities for clients of its broker."""
+    return LocalCa(pki_dir(directory)).ensure()
 
 
 def request_counts_file(directory: Path) -> Path:
@@ -135,6 +157,7 @@ class LocalStack:
         self.state: StackState | None = None
         self.store: Store | None = None
         self.resumed = False  # up() found the data of an earlier run
+        self.ca = LocalCa(pki_dir(directory))
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -149,6 +172,7 @@ class LocalStack:
         # What one run wrote goes; the fleet's data (store, broker, journals) stays.
         shutil.rmtree(self.directory / "logs", ignore_errors=True)
         private_dir(self.directory)
+        self.ca.ensure()
         self.state = StackState(
             directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
             token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
@@ -223,7 +247,7 @@ class LocalStack:
             "EDGEPLANE_DYNAMODB_ENDPOINT": f"http://{LOOPBACK}:{state.store_port}",
             "EDGEPLANE_EVENTS_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
             "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
-            "EDGEPLANE_PUBLISHER": f"mqtt://{LOOPBACK}:{state.mqtt_port}",
+            "EDGEPLANE_PUBLISHER": f"mqtts://{LOOPBACK}:{state.mqtt_port}",
             "EDGEPLANE_API_TOKEN": state.token,
         }
         if state.counter_port:
@@ -243,6 +267,10 @@ class LocalStack:
         if self.store is None:
             raise StackError("the stack's store was not started by this process")
         return self.store
+
+    def _cloud_part_env(self, part: str) -> dict[str, str]:
+        """The cloud's environment, with this part's identity on the broker."""
+        return {**self._cloud_env(), **self.ca.identity(cloud_identity(part)).env()}
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
                cwd: Path | None = None) -> None:
@@ -272,7 +300,8 @@ class LocalStack:
         self._save(state)
         self._spawn("moto", [sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
                              "-p", str(state.moto_port)])
-        config = write_config(self.directory / "mosquitto", state.mqtt_port)
+        config = write_config(self.directory / "mosquitto", state.mqtt_port,
+                              tls=self.ca.broker())
         raise_open_file_limit()  # the broker inherits it: one descriptor per site
         self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
         self._create_tables()
@@ -280,12 +309,16 @@ class LocalStack:
         wait_for_tcp(state.mqtt_port, timeout=10)
         api_port = state.api_url.rsplit(":", 1)[1]
         self._spawn("api", [str(BIN / "chalice"), "local", "--host", LOOPBACK, "--port",
-                            api_port, "--no-autoreload"], env=self._cloud_env(),
+                            api_port, "--no-autoreload"], env=self._cloud_part_env("api"),
                     cwd=PROJECT_ROOT)
+        ingest = self.ca.identity(cloud_identity("ingest"))
         self._spawn("bridge", [sys.executable, "-m", "edgeplane_dev.bridge", "--port",
-                               str(state.mqtt_port)], env=self._cloud_env())
+                               str(state.mqtt_port), "--ca-file", str(ingest.ca_file),
+                               "--cert-file", str(ingest.cert_file),
+                               "--key-file", str(ingest.key_file)],
+                    env=self._cloud_part_env("bridge"))
         self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
-                               "5"], env=self._cloud_env())
+                               "5"], env=self._cloud_part_env("ticker"))
         wait_for_tcp(int(api_port), timeout=30)
 
     def _create_tables(self) -> None:
@@ -331,8 +364,10 @@ class LocalStack:
                 "--username", BMC_USERNAME, "--password", BMC_PASSWORD])
             machines.append({"id": machine_id, "protocol": "ipmi",
                              "address": f"{LOOPBACK}:{port}", "class": "edge-1u"})
+        identity = self.ca.identity(site.site_id, site_dir / "tls")
         config = write_private(site_dir / "gateway.toml",  # it holds the BMC passwords
-                               gateway_config(site.site_id, state.mqtt_port, machines))
+                               gateway_config(site.site_id, state.mqtt_port, machines,
+                                              identity))
         self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
                                                 str(config)])
 
@@ -380,8 +415,10 @@ class LocalStack:
                 raise StackError(f"{name} exited during start-up; its log ends:\n{tail}")
 
 
-def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]]) -> str:
-    """The TOML a real site would have: broker, journal, and its machines with credentials."""
+def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]],
+                   identity: Identity | None = None) -> str:
+    """The TOML a real site would have: broker (TLS with the site's ``identity``), journal,
+    and its machines with credentials."""
     lines = [
         f"site = {json.dumps(site_id)}",
         'journal = "journal.db"',
@@ -392,6 +429,10 @@ def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]])
         f"port = {mqtt_port}",
         "reconnect_max_delay = 5",
     ]
+    if identity is not None:
+        lines += ["tls = true", f"ca_file = {json.dumps(str(identity.ca_file))}",
+                  f"cert_file = {json.dumps(str(identity.cert_file))}",
+                  f"key_file = {json.dumps(str(identity.key_file))}"]
     # Machine classes (examples/fleet/machine-classes.yaml): timeouts per kind of server.
     classes = sorted({machine["class"] for machine in machines if machine.get("class")})
     for name in classes:

@@ -44,6 +44,7 @@ from tests.support import (
     RedfishSimulators,
     SushyForTest,
 )
+from tests.tls_support import SecureBroker
 
 if TYPE_CHECKING:
     from chalice.test import Client
@@ -57,6 +58,19 @@ def mosquitto(tmp_path_factory) -> Iterator[Mosquitto]:
     """The session's mosquitto, on a free loopback port; tests use ``broker``."""
     with Mosquitto(tmp_path_factory.mktemp("mosquitto"), persistence=False) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
+    """A broker like the local stack's (and AWS IoT Core): TLS, a certificate from its CA
+    required of every client, the ACL; its CA issues the identities tests connect with.
+    Tests on it use site ids of their own: it is shared, and nothing is cleared."""
+    from edgeplane_dev.pki import LocalCa
+
+    directory = tmp_path_factory.mktemp("secure-broker")
+    ca = LocalCa(directory / "pki").ensure()
+    with Mosquitto(directory / "mosquitto", persistence=False, tls=ca.broker()) as running:
+        yield SecureBroker(running, ca)
 
 
 @pytest.fixture

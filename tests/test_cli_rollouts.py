@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeplane import protocol
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_dev.stack import LocalStack
 from tests.support import machine_result, wait_until
+from tests.tls_support import Peer, connect
 
 pytestmark = pytest.mark.e2e
 
@@ -30,30 +29,30 @@ def cloud(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli-rollouts")
     stack = LocalStack(home / "dev", [])
     state = stack.up()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-sites")
+    peers: dict[str, Peer] = {}
     try:
-        yield from _registered(home, state, client)
+        # Each site speaks for itself, with its own certificate, as its gateway would.
+        for site in SITES:
+            peers[site] = connect(state.mqtt_port, state.identity(site))
+        yield from _registered(home, state, peers)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        for peer in peers.values():
+            peer.close()
         stack.down()
 
 
-def _registered(home: Path, state, client: mqtt.Client):
+def _registered(home: Path, state, peers: dict[str, Peer]):
     env = {**os.environ, "EDGEPLANE_API_URL": state.api_url, "EDGEPLANE_TOKEN": state.token,
            "EDGEPLANE_HOME": str(home), "COLUMNS": "120"}
     api = ApiClient(state.context)
-    client.connect("127.0.0.1", state.mqtt_port)
-    client.loop_start()
     for site in SITES:  # each site's gateway announces its machine
         inventory = protocol.Inventory(site=site, machines=[protocol.MachineReport(
             id="srv-1", protocol="ipmi", address="10.0.0.1", capabilities=["power"])])
-        client.publish(protocol.up_topic(site, "inventory"), inventory.encode(),
-                       qos=1).wait_for_publish(10)
+        peers[site].publish(protocol.up_topic(site, "inventory"), inventory.encode())
     for site in SITES:
         wait_until(lambda site=site: registered(api, site), timeout=30, interval=0.2,
                    what=f"{site} registered")
-    yield env, api, client
+    yield env, api, peers
 
 
 def registered(api: ApiClient, site: str) -> bool:
@@ -68,12 +67,11 @@ def edgeplane(env, *args: str) -> subprocess.CompletedProcess:
                           env=env, timeout=120)
 
 
-def report(client: mqtt.Client, rollout_id: str, site: str, state: str) -> None:
+def report(peers: dict[str, Peer], rollout_id: str, site: str, state: str) -> None:
     result = protocol.Result(site=site, execution_id=f"{rollout_id}.{site}", seq=1,
                              machines=[machine_result("srv-1", state)], state=state,
                              message=f"{site} {state}")
-    info = client.publish(protocol.up_topic(site, "result"), result.encode(), qos=1)
-    info.wait_for_publish(10)
+    peers[site].publish(protocol.up_topic(site, "result"), result.encode())
 
 
 def wait_for_state(api: ApiClient, rollout_id: str, predicate, timeout: float = 30) -> dict:
@@ -93,16 +91,16 @@ def start(env, *flags: str) -> str:
 
 
 def test_watch_follows_a_rollout_to_its_end_and_exits_zero(cloud):
-    env, api, client = cloud
+    env, api, peers = cloud
     rollout_id = start(env)
     watcher = subprocess.Popen([str(BIN / "edgeplane"), "rollout", "watch", rollout_id,
                                 "--interval", "0.2", "--timeout", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env)
-    report(client, rollout_id, SITES[0], "succeeded")  # the canary
+    report(peers, rollout_id, SITES[0], "succeeded")  # the canary
     wait_for_state(api, rollout_id, lambda r: r["current_wave"] == 1)
     for site in SITES[1:]:
-        report(client, rollout_id, site, "succeeded")
+        report(peers, rollout_id, site, "succeeded")
     out, err = watcher.communicate(timeout=90)
     assert watcher.returncode == 0, err
     last = out[out.rindex(f"rollout {rollout_id}"):]
@@ -111,9 +109,9 @@ def test_watch_follows_a_rollout_to_its_end_and_exits_zero(cloud):
 
 
 def test_watch_exits_non_zero_when_the_canary_aborts_the_rollout(cloud):
-    env, api, client = cloud
+    env, api, peers = cloud
     rollout_id = start(env, "--abort-min", "1")
-    report(client, rollout_id, SITES[0], "failed")
+    report(peers, rollout_id, SITES[0], "failed")
     rollout = wait_for_state(api, rollout_id, lambda r: r["state"] != "running")
     assert rollout["state"] == "aborted"
     watched = edgeplane(env, "rollout", "watch", rollout_id, "--interval", "0.2")

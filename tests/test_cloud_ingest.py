@@ -60,6 +60,20 @@ def test_presence_follows_the_protocol_order_not_arrival(aws):
     assert site().presence_session == 200.0
 
 
+def test_a_presence_session_from_the_far_future_cannot_pin_the_site(aws):
+    """A session numbered years ahead (a broken clock or a forgery) counts as only a few
+    minutes ahead: once those pass, the gateway's next real connection wins again."""
+    now = time.time()
+    forged = Presence(site=SITE, online=False, session=now + 10 * 365 * 86400)
+    ingest.handle_message(*up(forged), clock=lambda: now)
+    assert site().online is False
+    assert site().presence_session == pytest.approx(now + ingest.MAX_CLOCK_AHEAD)
+    later = now + ingest.MAX_CLOCK_AHEAD + 1
+    real = Presence(site=SITE, online=True, session=later)
+    ingest.handle_message(*up(real), clock=lambda: later)
+    assert site().online is True
+
+
 def test_presence_keeps_what_the_operator_declared(aws):
     Site(SITE, name="Shop One", tags=["paris"], timezone="Europe/Paris").save()
     send(Presence(site=SITE, online=True, session=1.0))

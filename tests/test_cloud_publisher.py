@@ -16,8 +16,10 @@ from chalicelib import publisher
 from chalicelib.errors import NotConfigured, PublishFailed
 from chalicelib.publisher import IotDataPublisher, MqttPublisher
 from edgeplane import protocol
+from edgeplane_dev.pki import cloud_identity
 from edgeplane_dev.ports import free_port
 from tests.support import REGION, call, wait_until
+from tests.tls_support import connect
 
 TOPIC = protocol.plan_topic("shop-1")
 
@@ -68,8 +70,40 @@ def test_from_spec():
     mqtt_publisher = publisher.from_spec("mqtt://127.0.0.1:1884")
     assert isinstance(mqtt_publisher, MqttPublisher)
     assert (mqtt_publisher.host, mqtt_publisher.port) == ("127.0.0.1", 1884)
-    with pytest.raises(Exception, match="use 'iot' or 'mqtt://host:port'"):
+    with pytest.raises(Exception, match="use 'iot', 'mqtts://host:port' or 'mqtt://host:port'"):
         publisher.from_spec("kafka://x")
+    with pytest.raises(Exception, match="no broker identity: set EDGEPLANE_MQTT_CA"):
+        publisher.from_spec("mqtts://127.0.0.1:8883")
+
+
+def test_an_identity_needs_all_three_files(monkeypatch):
+    publisher.install(None)
+    monkeypatch.setenv("EDGEPLANE_PUBLISHER", "mqtts://127.0.0.1:8883")
+    monkeypatch.setenv("EDGEPLANE_MQTT_CERT", "/etc/edgeplane/cloud.pem")
+    with pytest.raises(NotConfigured, match="EDGEPLANE_MQTT_CA, EDGEPLANE_MQTT_KEY unset"):
+        publisher.current()
+
+
+def test_publishes_over_tls_as_its_own_identity(secure_broker, monkeypatch):
+    """The cloud's part publishes a plan through the broker that requires certificates;
+    the site gets it. Without its certificate it is refused, clearly."""
+    site = "publisher-site"
+    receiver = connect(secure_broker.port, secure_broker.identity(site))
+    try:
+        receiver.subscribe(protocol.down_filter(site))
+        monkeypatch.setenv("EDGEPLANE_PUBLISHER", f"mqtts://127.0.0.1:{secure_broker.port}")
+        for name, value in secure_broker.identity(cloud_identity("api")).env().items():
+            monkeypatch.setenv(name, value)
+        publisher.install(None)
+        publisher.current().publish(protocol.plan_topic(site), b'{"over": "tls"}')
+        assert receiver.received.get(timeout=10).payload == b'{"over": "tls"}'
+    finally:
+        publisher.install(None)
+        receiver.close()
+    anonymous = MqttPublisher("127.0.0.1", secure_broker.port, timeout=2)
+    with pytest.raises(PublishFailed):
+        anonymous.publish(protocol.plan_topic(site), b"{}")
+    anonymous.close()
 
 
 def test_current_follows_the_settings(monkeypatch):

@@ -5,12 +5,13 @@ the ticker. Canary, growing waves, an offline site that catches up, and the even
 from __future__ import annotations
 
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from edgeplane_cli.client import ApiClient
 from edgeplane_dev.fleet_sim import FleetSimulator
-from edgeplane_dev.stack import LocalStack
+from edgeplane_dev.stack import LocalStack, pki_dir
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,8 @@ POLL = 0.5  # seconds between two looks at 200 sites through the API
 
 def test_a_canaried_rollout_to_200_simulated_sites(stack):
     api = ApiClient(stack.context, timeout=60)
-    with FleetSimulator(stack.mqtt_port, SITES, machines_per_site=4) as fleet:
+    with FleetSimulator(stack.mqtt_port, SITES, machines_per_site=4,
+                        pki=pki_dir(Path(stack.directory))) as fleet:
         # Sites announce themselves (presence, inventory) and the cloud registers them.
         wait_until(lambda: sum(bool(s["online"]) for s in api.get("/sites")["sites"])
                    == SITES, timeout=120, interval=POLL, what="every site online")

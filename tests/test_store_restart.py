@@ -13,18 +13,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+from edgeplane import protocol
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_dev.fleet_sim import FleetSimulator
-from edgeplane_dev.ports import LOOPBACK
-from edgeplane_dev.stack import LocalStack, load_state, store_dir
+from edgeplane_dev.pki import cloud_identity
+from edgeplane_dev.stack import LocalStack, StackState, load_state, pki_dir, store_dir
 from tests.support import wait_until
+from tests.tls_support import Peer, connect
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +66,7 @@ def test_a_store_killed_mid_rollout_loses_nothing_and_the_rollout_finishes(stack
     api = ApiClient(state.context, timeout=30)
     # Power changes read back after 1-2 s: a wave is still running when the store dies.
     with FleetSimulator(state.mqtt_port, SITES, machines_per_site=MACHINES,
-                        power_delay=(1.0, 2.0)) as fleet:
+                        power_delay=(1.0, 2.0), pki=pki_dir(stack.directory)) as fleet:
         sites = fleet.site_ids
         wait_until(lambda: machine_count(api, sites) == SITES * MACHINES, timeout=60,
                    interval=0.3, what="every site registered with its machines")
@@ -125,18 +124,16 @@ def edgeplane(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def persistent_client(port: int, received: list[bytes]) -> mqtt.Client:
-    """An MQTT 3.1.1 client with a persistent session (as the gateways have), subscribed."""
-    subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kept-session",
-                         protocol=mqtt.MQTTv311, clean_session=False)
-    client.on_connect = lambda c, *_: c.subscribe("kept/topic", qos=1)
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.on_message = lambda c, u, message: received.append(message.payload)
-    client.connect(LOOPBACK, port)
-    client.loop_start()
-    assert subscribed.wait(10), "subscribed"
-    return client
+AWAY = "shop-away"  # a site whose gateway is away while the cloud sends it something
+
+
+def persistent_client(state: StackState, received: list[bytes]) -> Peer:
+    """The site's MQTT session, persistent (as a gateway's is), subscribed to its plans."""
+    peer = connect(state.mqtt_port, state.identity(AWAY), client_id=AWAY,
+                   clean_session=False)
+    peer.client.on_message = lambda c, u, message: received.append(message.payload)
+    peer.subscribe(protocol.down_filter(AWAY))
+    return peer
 
 
 def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
@@ -155,15 +152,10 @@ def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
         state = load_state(stack_dir)
         assert state is not None
         received: list[bytes] = []
-        client = persistent_client(state.mqtt_port, received)
-        client.disconnect()
-        client.loop_stop()
-        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="kept-publisher")
-        publisher.connect(LOOPBACK, state.mqtt_port)
-        publisher.loop_start()
-        publisher.publish("kept/topic", b"queued while away", qos=1).wait_for_publish(10)
-        publisher.disconnect()
-        publisher.loop_stop()
+        persistent_client(state, received).close()
+        operator = connect(state.mqtt_port, state.identity(cloud_identity("operator")))
+        operator.publish(protocol.plan_topic(AWAY), b"queued while away")
+        operator.close()
 
         edgeplane(env, "dev", "down")
         assert store_dir(stack_dir).is_dir()
@@ -177,12 +169,11 @@ def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
         assert json.loads(edgeplane(env, "rollout", "events", rollout_id, "--json")) == events
         state = load_state(stack_dir)
         assert state is not None
-        client = persistent_client(state.mqtt_port, received)
+        away = persistent_client(state, received)
         try:
             wait_until(lambda: received, timeout=10, what="the queued message")
         finally:
-            client.disconnect()
-            client.loop_stop()
+            away.close()
         assert received == [b"queued while away"]
 
         edgeplane(env, "dev", "down")
