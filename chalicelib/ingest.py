@@ -130,7 +130,8 @@ def _dropped(cause: str, text: str, *args: object, exc_info: bool = False) -> No
 
 
 def handle_sqs_records(bodies: Iterable[str]) -> None:
-    """The SQS consumer: each body is what the IoT rule ``SELECT *, topic() AS topic`` made.
+    """The SQS consumer: each body is what the IoT rule ``SELECT *, topic() AS topic,
+    clientid() AS client_id`` made.
 
     A record that is not such a body is dropped. The records are stored as one batch; if
     that fails, each is tried on its own (so one bad record cannot hold the rest back), and
@@ -163,7 +164,13 @@ def handle_sqs_records(bodies: Iterable[str]) -> None:
 
 
 def unwrap_rule_record(body: str) -> tuple[str, bytes]:
-    """(topic, original message) from an IoT rule record: the message plus a "topic" field.
+    """(topic, original message) from an IoT rule record: the message plus a "topic" field,
+    and the MQTT client id of its publisher ("client_id"), which IoT Core has bound to the
+    certificate it connected with (the thing name is the site id).
+
+    The IoT policy already keeps a site to its own topics; a report whose topic names
+    another site than the identity that sent it is refused here too, whatever its payload
+    says, so no policy mistake lets one site speak for another.
 
     AWS IoT lifecycle events (``$aws/events/presence/connected|disconnected/<client id>``,
     forwarded by a second rule) become the presence message a gateway would have sent.
@@ -176,8 +183,14 @@ def unwrap_rule_record(body: str) -> tuple[str, bytes]:
     if not isinstance(data, dict) or not isinstance(data.get("topic"), str):
         raise ProtocolError("record body is not a JSON object with a string 'topic'")
     topic = data.pop("topic")
+    client_id = data.pop("client_id", None)
     if topic.startswith(LIFECYCLE_PREFIX):
         return presence_from_lifecycle(topic, data)
+    if client_id is not None:
+        site, _, _ = protocol.parse_topic(topic)
+        if client_id != site:
+            raise ProtocolError(f"a report on {protocol.excerpt(topic)} came from client "
+                                f"{protocol.excerpt(client_id)}, not from site {site}")
     return topic, json.dumps(data, separators=(",", ":")).encode()
 
 

@@ -1,8 +1,11 @@
 """The local stand-in for the IoT rule: broker -> the cloud's ingest handler.
 
-In AWS, the rule ``SELECT *, topic() AS topic FROM 'edgeplane/v1/sites/+/up/+'`` sends every
-gateway report to SQS, and the Lambda consumer calls ``chalicelib.ingest.handle_message``.
-Here one paho-mqtt client subscribes to the same filter and calls the same handler.
+In AWS, the rule ``SELECT *, topic() AS topic, clientid() AS client_id FROM
+'edgeplane/v1/sites/+/up/+'`` sends every gateway report to SQS, and the Lambda consumer
+calls ``chalicelib.ingest.handle_messages``. Here one paho-mqtt client subscribes to the
+same filter and calls the same handler; the broker's ACL has already kept each site to its
+own topics (MQTT does not tell a subscriber who published, so the topic is what the
+broker vouches for).
 
 The session is persistent (MQTT 3.1.1, clean_session=False) so that reports published while
 the bridge is down are queued by the broker and delivered when it returns; it subscribes in

@@ -387,6 +387,20 @@ def test_sqs_records_are_ingested(aws, monkeypatch):
     assert [m.machine_id for m in Machine.query("shop-2")] == ["srv-1"]
 
 
+def test_a_record_whose_topic_names_another_site_than_its_sender_is_dropped(aws):
+    """The rule adds the publisher's client id (bound to its certificate): site shop-2
+    reporting on shop-1's topic changes nothing, even with a payload that says shop-1."""
+    forged = json.loads(rule_record(Presence(site=SITE, online=True, session=5.0)))
+    genuine = json.loads(rule_record(Inventory(site="shop-2", machines=[report()])))
+    before = ingest.DROPPED_REPORTS["record"]
+    ingest.handle_sqs_records([json.dumps({**forged, "client_id": "shop-2"}),
+                               json.dumps({**genuine, "client_id": "shop-2"})])
+    assert ingest.DROPPED_REPORTS["record"] == before + 1
+    with pytest.raises(Site.DoesNotExist):
+        site()
+    assert [m.machine_id for m in Machine.query("shop-2")] == ["srv-1"]
+
+
 def lifecycle(kind: str, version: int, site_id: str = SITE) -> str:
     """An AWS IoT lifecycle event as its rule forwards it (SELECT *, topic() AS topic)."""
     return json.dumps({"clientId": site_id, "timestamp": 1795550000000 + version,
