@@ -7,7 +7,9 @@ with no control plane at all.
 (a) ``baseline``: N plain paho clients on one selectors loop (the fleet simulator's), each
 subscribed to its site's plan topic; one client publishes one 200-byte QoS 1 message per
 site, each site replies once; from the first publish to the last reply. On a mosquitto of
-its own, nothing else running.
+its own, nothing else running; once in clear text and once (``baseline_tls``) as the
+stack's broker runs: TLS, every client with its own certificate, the ACL. The difference is
+what TLS costs: the handshakes (``connect_s``) and the records around each message.
 (b) ``rollout``: the local stack (the store, dynalite, for DynamoDB; moto server for
 EventBridge; mosquitto, the Chalice app, the ingest bridge, the ticker) and N simulated
 sites (every site the real gateway core on simulated BMCs, 4 machines); one rollout through
@@ -18,10 +20,12 @@ storage requests per site (the DynamoDB and EventBridge requests the stack's pro
 during the rollout, counted at the clients: ``edgeplane_dev.request_counter``), and peak
 memory (the simulator's process and the stack's).
 (c) ``fleet_only``: what the fleet itself needs. A new simulated fleet (the same sites,
-machines and BMC delays) on a mosquitto of its own; a plain client publishes to every site
-the plan the rollout sent it (as the rollout's sites received it) and waits for every
-result; from the first publish to the last result. ``ratio_to_fleet_only`` is the rollout's
-time over this one.
+machines and BMC delays) on a mosquitto of its own, with TLS, certificates and the ACL as
+the stack's; a plain client signs and publishes to
+every site the plan the rollout sent it (as the rollout's sites received it, signed again
+with a key of this run, as the cloud signs each plan it sends) and waits for every result;
+from the first signature to the last result. ``ratio_to_fleet_only`` is the rollout's time
+over this one.
 
 The last line printed is a JSON summary; ``--write`` replaces this benchmark's block in
 BENCHMARKS.md.
@@ -43,11 +47,13 @@ from collections import Counter
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chalicelib.signing import PlanSigner  # noqa: E402
 from edgeplane import protocol  # noqa: E402
 from edgeplane_cli.client import ApiClient  # noqa: E402
 from edgeplane_dev.fleet_sim import (  # noqa: E402
@@ -57,8 +63,9 @@ from edgeplane_dev.fleet_sim import (  # noqa: E402
     site_ids,
 )
 from edgeplane_dev.mosquitto import Mosquitto  # noqa: E402
+from edgeplane_dev.pki import Identity, LocalCa, cloud_identity  # noqa: E402
 from edgeplane_dev.request_counter import WRITE_INTERVAL  # noqa: E402
-from edgeplane_dev.stack import LocalStack  # noqa: E402
+from edgeplane_dev.stack import LocalStack, pinned_keys, pki_dir  # noqa: E402
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
@@ -82,9 +89,11 @@ def vm_hwm_mib(pid: int | str = "self") -> float:
 
 
 class Counting:
-    """A client on every site topic: payload bytes down and up, and replies seen."""
+    """A client on every site topic: payload bytes down and up, and replies seen; it also
+    publishes the plans (one connection: a broker that takes the client id from the
+    certificate would have two of one identity take turns)."""
 
-    def __init__(self, port: int, client_id: str) -> None:
+    def __init__(self, port: int, client_id: str, identity: Identity | None = None) -> None:
         self.down = self.up = 0
         self.replies: set[str] = set()
         self.plans: dict[str, bytes] = {}  # the last plan each site was sent
@@ -92,6 +101,9 @@ class Counting:
         self._lock = threading.Lock()
         ready = threading.Event()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.max_inflight_messages_set(0)
+        if identity is not None:
+            client.tls_set(**identity.tls_args)
         client.on_connect = lambda c, *_: c.subscribe(f"{protocol.TOPIC_ROOT}/#", qos=1)
         client.on_subscribe = lambda *_: ready.set()
         client.on_message = self._on_message
@@ -124,13 +136,15 @@ class Counting:
         self.client.loop_stop()
 
 
-def send_and_collect(publisher: mqtt.Client, counting: Counting, payloads: dict[str, bytes],
-                     wait: float) -> tuple[float, int]:
-    """Publish each site its payload on its plan topic and wait (at most ``wait`` s) for
-    every site's answer: (seconds from the first publish to the last answer, answers)."""
+def send_and_collect(counting: Counting, payloads: dict[str, bytes], wait: float,
+                     signer: PlanSigner | None = None) -> tuple[float, int]:
+    """Publish each site its payload on its plan topic (signed by ``signer`` first, if
+    given) and wait (at most ``wait`` s) for every site's answer: (seconds from the first
+    publish, or signature, to the last answer, answers)."""
     counting.reset()
     started = time.monotonic()
-    infos = [publisher.publish(protocol.plan_topic(site), payload, qos=1)
+    infos = [counting.client.publish(protocol.plan_topic(site), payload if signer is None
+                                     else _signed_again(signer, payload), qos=1)
              for site, payload in payloads.items()]
     for info in infos:
         info.wait_for_publish(60)
@@ -140,24 +154,31 @@ def send_and_collect(publisher: mqtt.Client, counting: Counting, payloads: dict[
     return counting.last_reply - started, len(counting.replies)
 
 
+def _signed_again(signer: PlanSigner, payload: bytes) -> bytes:
+    """A plan as the rollout sent it, signed with ``signer`` until the same expiry."""
+    plan = protocol.decode(payload)
+    return signer.sign(plan, float(json.loads(payload)["signature"]["expires"]))
+
+
 # --- (a) the bare baseline ------------------------------------------------------------------
 
 
-def baseline(port: int, count: int) -> dict:
-    """N plain clients: one message down each, one reply up each."""
+def baseline(port: int, count: int, ca: LocalCa | None = None) -> dict:
+    """N plain clients: one message down each, one reply up each; with ``ca``, each with
+    the certificate of its site (a broker with TLS)."""
     sites = site_ids(count)
-    # paho's own loop (select()) fails on fds above 1,024: these two come before the sites.
-    counting = Counting(port, "bare-counter")
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-publisher")
-    publisher.max_inflight_messages_set(0)
-    publisher.connect(LOOPBACK, port)
-    publisher.loop_start()
+    # paho's own loop (select()) fails on fds above 1,024: this one comes before the sites.
+    counting = Counting(port, "bare-counter",
+                        ca.identity(cloud_identity("operator")) if ca else None)
+    identities = {site: ca.identity(site) for site in sites} if ca else {}
     loop = MultiplexedMqtt(max_connecting=64).start()
     connected = threading.Semaphore(0)
     clients = []
     try:
         for site in sites:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{site}")
+            if ca:
+                client.tls_set(**identities[site].tls_args)
             topic = protocol.plan_topic(site)
             reply_topic = f"{protocol.TOPIC_ROOT}/{site}/up/reply"
             client.on_connect = lambda c, *_, t=topic: c.subscribe(t, qos=1)
@@ -171,12 +192,10 @@ def baseline(port: int, count: int) -> dict:
             if not connected.acquire(timeout=120):
                 raise TimeoutError("bare clients did not all connect")
         connect_s = time.monotonic() - started
-        elapsed, replies = send_and_collect(publisher, counting,
-                                            dict.fromkeys(sites, b"x" * 200), wait=300)
+        elapsed, replies = send_and_collect(counting, dict.fromkeys(sites, b"x" * 200),
+                                            wait=300)
     finally:
         loop.stop()
-        publisher.disconnect()
-        publisher.loop_stop()
         counting.close()
     return {"sites": count, "connect_s": round(connect_s, 2), "request_reply_s":
             round(elapsed, 2), "replies": replies}
@@ -185,22 +204,20 @@ def baseline(port: int, count: int) -> dict:
 # --- (c) the fleet alone -----------------------------------------------------------------
 
 
-def fleet_only(port: int, plans: dict[str, bytes], machines: int) -> dict:
-    """The same plans to a new simulated fleet with no cloud: publish, wait for results."""
+def fleet_only(port: int, plans: dict[str, bytes], machines: int, pki: Path) -> dict:
+    """The same plans to a new simulated fleet with no cloud (the sites' certificates from
+    the CA at ``pki``): sign, publish, wait for results."""
     count = len(plans)
-    counting = Counting(port, "fleet-only-counter")
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-only-publisher")
-    publisher.max_inflight_messages_set(0)
-    publisher.connect(LOOPBACK, port)
-    publisher.loop_start()
+    signer = PlanSigner(Ed25519PrivateKey.generate())
+    counting = Counting(port, "fleet-only-counter",
+                        LocalCa(pki).ensure().identity(cloud_identity("operator")))
     try:
         with FleetSimulator(port, sorted(plans), machines, thread_stack_size=SMALL_THREAD_STACK,
-                            max_parallel=machines):
+                            max_parallel=machines, plan_keys=[signer.public_key_b64],
+                            pki=pki):
             time.sleep(2)  # inventories settle, as before the rollout
-            elapsed, results = send_and_collect(publisher, counting, plans, wait=600)
+            elapsed, results = send_and_collect(counting, plans, wait=600, signer=signer)
     finally:
-        publisher.disconnect()
-        publisher.loop_stop()
         counting.close()
     return {"sites": count, "fleet_only_s": round(elapsed, 2), "results": results,
             "mqtt_up_bytes_per_site": round(counting.up / count)}
@@ -241,9 +258,11 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
     state = stack.up()
     api = ApiClient(state.context, timeout=900)  # a 10,000-site create takes minutes
     try:
-        counting = Counting(state.mqtt_port, "bench-counter")
+        counting = Counting(state.mqtt_port, "bench-counter",
+                            state.identity(cloud_identity("operator")))
         with FleetSimulator(state.mqtt_port, count, machines,
-                            thread_stack_size=SMALL_THREAD_STACK, max_parallel=machines) as fleet:
+                            thread_stack_size=SMALL_THREAD_STACK, max_parallel=machines,
+                            plan_keys=pinned_keys(stack_dir), pki=pki_dir(stack_dir)) as fleet:
             started = time.monotonic()
             deadline = started + timeout
             # Registered once the store has been quiet for a while (listing the sites to
@@ -327,7 +346,7 @@ def write(summary: dict, command: str) -> None:
     """This fleet size's block in BENCHMARKS.md (each size keeps its own)."""
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text()
-    base, run = summary["baseline"], summary["rollout"]
+    base, tls, run = summary["baseline"], summary["baseline_tls"], summary["rollout"]
     begin, end = (f"<!-- benchmarks/fleet.py --sites {run['sites']}: {mark} -->"
                   for mark in ("begin", "end"))
     block = "\n".join([
@@ -344,6 +363,9 @@ def write(summary: dict, command: str) -> None:
         f"{run['mqtt_up_bytes_per_site']} | {run['storage_requests_per_site']} | "
         f"{run['simulator_peak_rss_mib']} / {run['stack_peak_rss_mib']} MiB |",
         "",
+        f"Bare baseline in clear text / with TLS and a certificate per client: connect "
+        f"{base['connect_s']} / {tls['connect_s']} s, request and reply "
+        f"{base['request_reply_s']} / {tls['request_reply_s']} s.",
         f"Registration: {run['register_s']} s. Waves: "
         + ", ".join(f"{w['sites']} sites {w['seconds']} s" for w in run["waves"]) + ".",
         f"Requests per site by service: {run['requests_per_site_by_service']}. CPU seconds "
@@ -376,10 +398,15 @@ def main() -> int:
         run = rollout(Path(tmp) / "dev", args.sites, args.machines, args.timeout)
         plans = run.pop("plans")
         print(f"rollout: {json.dumps(run)}")
-        with Mosquitto(Path(tmp) / "fleet-only") as broker:
-            alone = fleet_only(broker.port, plans, args.machines)
+        # The stack's CA (and the identities it issued to the sites) serve the runs after.
+        ca = LocalCa(pki_dir(Path(tmp) / "dev")).ensure()
+        with Mosquitto(Path(tmp) / "fleet-only", tls=ca.broker()) as broker:
+            alone = fleet_only(broker.port, plans, args.machines, ca.directory)
         print(f"fleet only: {alone}")
-    summary = {"baseline": base, "rollout": run, "fleet_only": alone,
+        with Mosquitto(Path(tmp) / "baseline-tls", tls=ca.broker()) as broker:
+            base_tls = baseline(broker.port, args.sites, ca)
+        print(f"baseline with TLS: {base_tls}")
+    summary = {"baseline": base, "baseline_tls": base_tls, "rollout": run, "fleet_only": alone,
                "fleet_only_s": alone["fleet_only_s"],
                "ratio": round(run["rollout_s"] / max(base["request_reply_s"], 0.001), 1),
                "ratio_to_fleet_only": round(

@@ -7,8 +7,8 @@ A quick measurement of ``edgeplane_dev.fleet_sim`` on this machine, not the benc
 on 127.0.0.1: a mosquitto of our own, the simulator in this process (every site the real
 gateway core on simulated BMCs, all sessions on one MQTT loop thread; with ``--processes
 K`` in K child processes, each with its own loop), and two plain paho clients standing in
-for the cloud: one publishes a power.ensure plan to every site, the other receives
-inventories and results. Measured:
+for the cloud: one publishes a power.ensure plan to every site (signed, before the clock
+starts, as the cloud would), the other receives inventories and results. Measured:
 
 - ``build_s``: building and starting every site (the loop connects them meanwhile);
   ``connect_s``: from the start until every site is connected and subscribed;
@@ -38,8 +38,10 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chalicelib.signing import PlanSigner
 from edgeplane import protocol
 from edgeplane.protocol import Plan, PlanStep
 from edgeplane_dev.fleet_sim import (
@@ -155,6 +157,7 @@ def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
           timeout: float, workers: int = 64, processes: int = 1) -> dict:
     open_files = raise_open_file_limit()  # before the broker: it inherits the limit
     machine_ids = [m.id for m in machine_configs(machines)]
+    signer = PlanSigner(Ed25519PrivateKey.generate())  # the cloud's key, for this run
     with tempfile.TemporaryDirectory(prefix="fleet-probe-") as directory, \
             Mosquitto(Path(directory) / "mosquitto") as broker:
         cloud = Cloud(broker.port)  # its sockets first: paho's own loop uses select()
@@ -162,7 +165,7 @@ def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
         threads_before = set(threading.enumerate())
         fleet = FleetSimulator(broker.port, sites, machines, max_parallel=max_parallel,
                                max_connecting=max_connecting, workers=workers,
-                               processes=processes,
+                               processes=processes, plan_keys=[signer.public_key_b64],
                                thread_stack_size=SMALL_THREAD_STACK)
         try:
             started = time.monotonic()
@@ -178,10 +181,10 @@ def probe(sites: int, machines: int, max_parallel: int, max_connecting: int,
             idle_threads = threads_of(pids)
             idle_rss_mib = fleet.stats().rss_mib
 
-            plans = [(protocol.plan_topic(site), Plan(
+            plans = [(protocol.plan_topic(site), signer.sign(Plan(
                 site=site, execution_id=f"probe.{site}", rollout_id="probe",
-                steps=[PlanStep("power.ensure", {"state": "on"}, machine_ids)]).encode())
-                for site in fleet.site_ids]
+                steps=[PlanStep("power.ensure", {"state": "on"}, machine_ids)]),
+                time.time() + 3600)) for site in fleet.site_ids]
             cpu_before = sum(map(cpu_seconds, pids)), cpu_seconds(broker.process.pid)
             published = time.monotonic()
             cloud.publish_plans(plans)

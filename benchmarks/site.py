@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chalicelib.signing import PlanSigner
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, Plan, PlanStep, Presence, Result
 from edgeplane_dev.mosquitto import Mosquitto
@@ -56,6 +59,7 @@ PASSWORD = "password"  # noqa: S105 - the simulator's well-known demo credential
 RATIO_TARGET = 1.5
 RSS_TARGET_MIB = 60.0
 BIOS_ATTRIBUTES = {"ProcTurboMode": "Disabled", "PowerProfile": "Balanced"}
+SIGNER = PlanSigner(Ed25519PrivateKey.generate())  # the cloud's key, for one run
 SECTION_TITLE = "## Site: one gateway, N Redfish BMCs"
 BEGIN_MARK = "<!-- benchmarks/site.py results: begin -->"
 END_MARK = "<!-- benchmarks/site.py results: end -->"
@@ -180,6 +184,9 @@ def gateway_config(site: str, mqtt_port: int, ports: list[int], settings: Settin
         f"host = {json.dumps(LOOPBACK)}",
         f"port = {mqtt_port}",
         "reconnect_max_delay = 5",
+        "",
+        "[trust]",
+        f"plan_keys = {json.dumps([SIGNER.public_key_b64])}",
     ]
     for number, port in enumerate(ports, start=1):
         lines += [
@@ -221,8 +228,9 @@ def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
     def done(results: list[Result]) -> bool:
         return any(r.execution_id == plan.execution_id for r in results)
 
+    payload = SIGNER.sign(plan, time.time() + 3600)  # as the cloud sends it
     started = time.monotonic()
-    recorder.publish(protocol.plan_topic(plan.site), plan.encode())
+    recorder.publish(protocol.plan_topic(plan.site), payload)
     try:
         results = recorder.wait_for(done, Result, timeout=timeout)
     except TimeoutError:

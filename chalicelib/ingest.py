@@ -35,7 +35,8 @@ from typing import Any
 from chalicelib import audit, drift, events
 from chalicelib.clock import Clock
 from chalicelib.errors import IngestFailed
-from chalicelib.models import Machine, Site, conditional_update, conditional_write
+from chalicelib.models import Machine, Site, conditional_write, update_returning
+from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import reports
 from edgeplane import protocol
 from edgeplane.protocol import (
@@ -87,12 +88,18 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
 
 def _apply_facts(by_site: list[list[protocol.Message]], now: float) -> None:
     """Each site's presence and inventory in the order they came; sites side by side (a
-    reconnect storm brings thousands at once, and each is a few round trips of its own)."""
+    reconnect storm brings thousands at once, and each is a few round trips of its own).
+    A presence that finds its site unknown tells the inventory after it that the site has
+    nothing stored yet (a site registering: its presence and inventory come together)."""
     with events.Outbox() as outbox:  # the presence changes announced together
         def apply_site(site_messages: list[protocol.Message]) -> None:
+            new_site = False
             for message in site_messages:
                 if isinstance(message, Presence):
-                    on_presence(message, now, outbox)
+                    new_site = on_presence(message, now, outbox) or new_site
+                elif isinstance(message, Inventory):
+                    on_inventory(message, now, new_site=new_site)
+                    new_site = False  # its machines are stored now
                 else:
                     _HANDLERS[type(message)](message, now)
 
@@ -234,8 +241,16 @@ def _site_defaults(site_id: str, now: float) -> list[Any]:
 MAX_CLOCK_AHEAD = 300.0
 
 
+# Sites whose first record this process wrote (their presence found none), until their
+# inventory is applied: a site stored since sites keep their machines' ids has, without
+# ids, no machine (see on_inventory).
+STORED_FIRST = RecentKeys(10_000)
+
+
 def on_presence(message: Presence, now: float,
-                outbox: events.Outbox | None = None) -> None:
+                outbox: events.Outbox | None = None) -> bool:
+    """Store the site's presence if it is later than the stored one; True when the site
+    had no record before (this report is the first thing stored of it)."""
     session, rank = message.order
     if session > now + MAX_CLOCK_AHEAD:
         LOG.warning("site %s: presence session %.0f is %.0f s ahead of the cloud's clock; "
@@ -255,23 +270,37 @@ def on_presence(message: Presence, now: float,
         actions.append(Site.last_seen_at.set(now))
     later = (Site.presence_session.does_not_exist() | (Site.presence_session < session)
              | ((Site.presence_session == session) & (Site.presence_rank < rank)))
-    if conditional_update(Site(message.site), actions, later):
-        LOG.info("site %s is %s", message.site, "online" if message.online else "offline")
-        (outbox or events).emit(audit.SITE_PRESENCE, {
-            "site_id": message.site, "online": message.online, "session": session,
-            "gateway_version": message.gateway_version or None, "at": now},
-            resources=[f"site/{message.site}"])
-    else:
+    old = update_returning(Site(message.site), actions, later)
+    if old is None:
         LOG.info("site %s: ignored a presence report older than the stored one", message.site)
+        return False
+    LOG.info("site %s is %s", message.site, "online" if message.online else "offline")
+    (outbox or events).emit(audit.SITE_PRESENCE, {
+        "site_id": message.site, "online": message.online, "session": session,
+        "gateway_version": message.gateway_version or None, "at": now},
+        resources=[f"site/{message.site}"])
+    if old:
+        return False
+    STORED_FIRST.add(message.site)
+    return True
 
 
-def on_inventory(message: Inventory, now: float) -> None:
+def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None:
     """Apply a site's inventory, writing only what changed since the last one applied.
 
     Every reconnect sends an inventory, and most say what the last one said: the site's
-    write is conditional on the inventory's digest being the stored one, and when it is,
-    that one write is all. Otherwise the machines whose report changed are written (each
-    on condition that it is not older than the one stored), and then the digests.
+    write (its last-seen time) answers with what the site held before, and when its
+    inventory's digest is this one's, that one write is all. Otherwise the machines whose
+    report changed are written (each on condition that it is not older than the one
+    stored), and then the digests, on condition that no newer inventory was applied.
+
+    A site with nothing stored before (that write created it, or ``new_site``: its
+    presence, handled just before, did) has no machine either: a machine is stored only
+    under a site stored before it. Its machines go in batches (25 a request), not one
+    conditional write each, and with ``new_site`` the site's own write is its digests':
+    a registering site costs its presence, one batch of machines and one write. A site
+    stored with neither machine ids nor digests may be one stored before sites kept them,
+    with machines: one query tells, unless this process stored the site first.
     """
     site_actions = [Site.last_seen_at.set(now), *_site_defaults(message.site, now)]
     if message.gateway_version:
@@ -286,19 +315,22 @@ def on_inventory(message: Inventory, now: float) -> None:
         reports[report.id] = report
     digests = {machine_id: _digest(report) for machine_id, report in reports.items()}
     whole = _digest(sorted(digests.items()))
-    if conditional_write(Site(message.site), site_actions, Site.inventory_digest == whole):
-        return
-    try:
-        stored = Site.get(message.site, consistent_read=True,
-                          attributes_to_get=["machine_digests"]).machine_digests
-    except Site.DoesNotExist:
-        stored = None
-    known = stored.as_dict() if stored is not None else {}
-    if stored is None and not _has_machines(message.site):  # a new site, heard of first
-        _put_new_machines(message, reports, now)
+    stored: Site | None = None
+    if not new_site:
+        old = update_returning(Site(message.site), site_actions)
+        stored = Site.from_raw_data(old) if old else None
+        if stored is not None and stored.inventory_digest == whole:
+            return
+    known = stored.machine_digests.as_dict() \
+        if stored is not None and stored.machine_digests is not None else {}
+    if stored is None or (stored.machine_digests is None and stored.machine_ids is None
+                          and (message.site in STORED_FIRST
+                               or not _has_machines(message.site))):
+        _put_new_machines(message, reports, now)  # no machine stored: none to keep
         applied = dict(digests)
     else:
         applied = _write_changed_machines(message, reports, digests, known, now)
+    STORED_FIRST.discard(message.site)
     complete = len(applied) == len(digests)
     digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
                                  Site.inventory_ts.set(message.ts)]
@@ -307,7 +339,9 @@ def on_inventory(message: Inventory, now: float) -> None:
     if applied:
         digest_actions.append(Site.machine_ids.add(set(applied)))
     newest = Site.inventory_ts.does_not_exist() | (Site.inventory_ts < message.ts)
-    if not conditional_write(Site(message.site), site_actions + digest_actions, newest):
+    if not new_site:  # the site's own facts are written already
+        conditional_write(Site(message.site), digest_actions, newest)
+    elif not conditional_write(Site(message.site), site_actions + digest_actions, newest):
         conditional_write(Site(message.site), site_actions)
 
 
@@ -321,9 +355,11 @@ def _write_changed_machines(message: Inventory, reports: dict[str, MachineReport
         if known.get(machine_id) == digests[machine_id]:
             applied[machine_id] = digests[machine_id]
             continue
-        newer = Machine.inventory_ts.does_not_exist() | (Machine.inventory_ts < message.ts)
-        if conditional_update(Machine(message.site, machine_id),
-                              _machine_actions(report, message.ts, now), newer):
+        # Not older: the same inventory again (delivered again after a crash between its
+        # machines and its site) is written again, and counts as applied.
+        newer = Machine.inventory_ts.does_not_exist() | (Machine.inventory_ts <= message.ts)
+        if conditional_write(Machine(message.site, machine_id),
+                             _machine_actions(report, message.ts, now), newer):
             applied[machine_id] = digests[machine_id]
         else:
             LOG.info("site %s machine %s: ignored an inventory older than the stored one",
@@ -392,7 +428,7 @@ def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:
     return actions
 
 
-_HANDLERS: dict[type, Callable[[Any, float], None]] = {
+_HANDLERS: dict[type, Callable[[Any, float], object]] = {
     Presence: on_presence,
     Inventory: on_inventory,
     Observed: drift.on_observed,

@@ -34,13 +34,14 @@ from pynamodb.exceptions import PynamoDBException, TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import settings
+from chalicelib import recent, settings
 
 LOG = logging.getLogger(__name__)
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 _config_lock = threading.Lock()
+_client_lock = threading.Lock()
 _configured = False
 
 
@@ -64,13 +65,23 @@ class EdgeplaneModel(Model):
     """Base of every table: configures the models from the environment on first use."""
 
     TABLE: ClassVar[str] = ""
+    _client_of: ClassVar[TableConnection | None] = None  # the connection whose client is built
 
     @classmethod
     def _get_connection(cls) -> TableConnection:
         # pynamodb routes every operation through here, so this is the "first use" hook.
         if not _configured:
             configure_from_settings()
-        return super()._get_connection()
+        connection = super()._get_connection()
+        if cls.__dict__.get("_client_of") is not connection:
+            # pynamodb builds the botocore client on first use, and every thread that
+            # comes before it is built builds one (each loading the service's model, a
+            # costly parse): ingest's writers all start at once. One builds it; the
+            # others wait for it.
+            with _client_lock:
+                connection.connection.client  # noqa: B018 - builds it
+                cls._client_of = connection
+        return connection
 
 
 class Site(EdgeplaneModel):
@@ -364,6 +375,25 @@ def conditional_write(item: Model, actions: list[Any], condition: Any = None) ->
     return True
 
 
+def update_returning(item: Model, actions: list[Any], condition: Any = None,
+                     values: str = "ALL_OLD") -> dict[str, Any] | None:
+    """Update ``item`` (if ``condition`` holds) and answer the item as stored, before
+    (``ALL_OLD``; empty: it did not exist) or after (``ALL_NEW``) the update (``NONE``:
+    nothing); None, and nothing written, if the condition did not hold. One request both
+    writes and tells what it replaced, or what it left: no read before or after."""
+    hash_key, range_key = item._get_hash_range_key_serialized_values()
+    try:
+        answer = item._get_connection().update_item(hash_key, range_key, actions=actions,
+                                                    condition=condition,
+                                                    return_values=values)
+    except PynamoDBException as exc:
+        if conditional_failed(exc):
+            return None
+        raise
+    stored: dict[str, Any] = answer.get("Attributes", {})
+    return stored
+
+
 # Connections kept per table: ingest and dispatch write from several threads at once
 # (reports.WRITERS per batch, dispatch.DISPATCH_WORKERS), more than botocore's 10.
 POOL_CONNECTIONS = 32
@@ -384,6 +414,7 @@ def configure(endpoint: str | None, prefix: str, region: str) -> None:
             model.Meta.max_pool_connections = POOL_CONNECTIONS
             model._connection = None  # pynamodb caches one per class, with the old host
         _configured = True
+        recent.forget_all()  # what was remembered of the other store's items
     LOG.info("tables %s* at %s (%s)", prefix, endpoint or "AWS", region)
 
 
@@ -445,3 +476,4 @@ def delete_tables() -> None:
     for model in MODELS:
         if model.exists():
             model.delete_table()
+    recent.forget_all()

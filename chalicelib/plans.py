@@ -83,6 +83,7 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
     return plan
 
 
-# What a rendered plan may weigh: the contract's bound, less what dispatch adds (the
-# rollout's expiry, detail and observe flags, a new message id).
-PLAN_BYTES = protocol.MAX_MESSAGE_BYTES - 256
+# What a rendered plan may weigh: the contract's bound, less what dispatch adds: the
+# rollout's expiry, the detail and observe flags (under 70 bytes) and the signature (170
+# bytes: its key id, expiry and value; BENCHMARKS.md, "Plan signatures").
+PLAN_BYTES = protocol.MAX_MESSAGE_BYTES - 512

@@ -28,6 +28,9 @@ class Settings:
     ingest_queue: str
     event_bus: str  # EventBridge bus for state-change events
     events_endpoint: str | None  # moto server locally; None: AWS
+    # The key plans and cancels are signed with: a PEM file, or secretsmanager:<secret id>
+    # (see chalicelib/signing.py).
+    plan_signing_key: str | None
 
 
 def _get(name: str) -> str | None:
@@ -47,6 +50,7 @@ def load() -> Settings:
         ingest_queue=ingest_queue_name(),
         event_bus=_get("EDGEPLANE_EVENT_BUS") or DEFAULT_EVENT_BUS,
         events_endpoint=_get("EDGEPLANE_EVENTS_ENDPOINT"),
+        plan_signing_key=_get("EDGEPLANE_PLAN_SIGNING_KEY"),
     )
 
 

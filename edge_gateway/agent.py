@@ -6,10 +6,11 @@ driver factory and the worker pool are given to it (the pool defaults to the pro
 with simulated BMCs, and tests run one against a real broker. A site's plans run one after
 another on a ``SerialLane``: a pool thread is borrowed only while the site has plans queued.
 
-No message can stop a gateway: each is decoded and checked against the wire contract's
-bounds before anything acts on it, what is refused is dropped (logged; a plan answered
-with a ``rejected`` result), and ``handle_message`` never raises, so the transport always
-acknowledges the message and the broker does not deliver it again.
+No message can stop a gateway: each is checked (``intake``: the contract's bounds, the
+cloud's signature, the contract's fields, what the gateway can run) before anything acts on
+it, what is refused is dropped (logged; a plan answered with a ``rejected`` result), and
+``handle_message`` never raises, so the transport always acknowledges the message and the
+broker does not deliver it again.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import GatewayError
 from edge_gateway.executor import PlanExecutor, ProgressBatcher
+from edge_gateway.intake import Intake, refused_plan
 from edge_gateway.journal import Journal, PlanState
 from edge_gateway.observer import observe_machine
 from edge_gateway.pacing import PacedDriver, PacerRegistry
 from edge_gateway.transport import Transport
+from edge_gateway.trust import PlanVerifier, SignatureError
 from edge_gateway.workers import SerialLane, WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
     Cancel,
@@ -49,11 +52,9 @@ from edgeplane.protocol import (
     Progress,
     ProtocolError,
     Result,
-    decode,
     down_filter,
     excerpt,
     new_id,
-    parse_topic,
     summarize,
     up_topic,
 )
@@ -81,6 +82,7 @@ class Gateway:
         self.config = config
         self.site = config.site
         self.version = version
+        self.intake = Intake(config.site, PlanVerifier(config.plan_keys))
         self.journal = journal or Journal(config.journal)
         self.pacers = PacerRegistry()
         self.driver_factory = driver_factory
@@ -114,11 +116,16 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume journaled work, then connect. Returns at once; work runs on the pool."""
+        """Resume journaled work, then connect. Returns at once; work runs on the pool.
+
+        A journaled plan is checked again as when it arrived: its signature as of then, by a
+        key the site still pins (``Intake.read_journaled``)."""
+        LOG.info("site %s: runs the plans signed by %s", self.site,
+                 ", ".join(self.intake.verifier.key_ids))
         for journaled in self.journal.unfinished_plans():
             try:
-                plan = self._check_plan(decode(journaled.payload))
-            except ProtocolError as exc:  # journaled by an older gateway, or while refusing
+                plan = self.intake.read_journaled(journaled.payload, journaled.received_at)
+            except ProtocolError as exc:  # by an older gateway, or a key unpinned since
                 self._refuse_plan(journaled.execution_id, str(exc))
                 continue
             LOG.info("resuming execution %s from the journal", journaled.execution_id)
@@ -165,24 +172,15 @@ class Gateway:
 
     def _handle(self, topic: str, payload: bytes) -> None:
         try:
-            site, direction, kind = parse_topic(topic)
+            message = self.intake.read(topic, payload)
         except ProtocolError as exc:
-            LOG.error("site %s: dropped a message: %s", self.site, exc)
-            return
-        if site != self.site or direction != "down":
-            LOG.error("site %s: dropped a message on %s: not a topic of this site's plans",
-                      self.site, excerpt(topic))
-            return
-        try:
-            message = decode(payload, topic)
-            if isinstance(message, Plan):
-                self._check_plan(message)
-        except ProtocolError as exc:
-            if kind == Plan.KIND and exc.kind == Plan.KIND and exc.execution_id:
-                self._refuse_plan(exc.execution_id, str(exc), payload)
-            else:
-                LOG.error("site %s: dropped a %s message (%d bytes): %s", self.site, kind,
-                          len(payload), exc)
+            execution_id = refused_plan(topic, exc)
+            if execution_id:
+                self._refuse_plan(execution_id, str(exc), payload,
+                                  signed=not isinstance(exc, SignatureError))
+            else:  # a cancel that does not verify among them: it is never acted on
+                LOG.error("site %s: dropped a message on %s (%d bytes): %s", self.site,
+                          excerpt(topic), len(payload), exc)
             return
         if isinstance(message, Cancel):
             LOG.info("site %s: execution %s canceled: %s", self.site, message.execution_id,
@@ -199,33 +197,35 @@ class Gateway:
             return
         self._known_plan(message.execution_id, message.id)
 
-    def _check_plan(self, message: Message) -> Plan:
-        """The plan, if it is one for this site that it can run: known tasks, valid
-        parameters. The contract's decode has checked the rest."""
-        if not isinstance(message, Plan):
-            raise ProtocolError(f"a {message.KIND} message is not a plan")
-        if message.site != self.site:
-            raise ProtocolError(f"the plan is for site {message.site}, not {self.site}",
-                                kind=Plan.KIND, execution_id=message.execution_id)
-        message.check_tasks()
-        return message
-
-    def _refuse_plan(self, execution_id: str, reason: str, payload: bytes | None = None) -> None:
-        """Answer a plan this gateway will not run: a ``rejected`` result, journaled and sent
-        like any other, so the cloud ends the execution now instead of at its timeout.
+    def _refuse_plan(self, execution_id: str, reason: str, payload: bytes | None = None,
+                     signed: bool = True) -> None:
+        """Answer a plan this gateway will not run: a ``rejected`` result, sent like any
+        other, so the cloud ends the execution now instead of at its timeout.
         ``payload``: the plan as received, to journal (None: it is in the journal already).
 
         An execution already journaled keeps its course: a malformed copy of a plan
-        accepted earlier must not end it (the first answer stands, and is sent again)."""
-        if payload is not None and not self.journal.accept_plan(execution_id, payload):
-            self._known_plan(execution_id, new_id())
-            return
+        accepted earlier must not end it (the first answer stands, and is sent again).
+        A plan whose signature did not verify (``signed`` False) is not the cloud's: it is
+        answered but not journaled, so that it cannot take the execution id of a genuine
+        plan still to come."""
+        if payload is not None:
+            if signed:
+                known = not self.journal.accept_plan(execution_id, payload)
+            else:
+                known = self.journal.plan(execution_id) is not None
+            if known:
+                self._known_plan(execution_id, new_id())
+                return
         reason = reason if len(reason) <= MAX_REASON_LENGTH else \
             reason[:MAX_REASON_LENGTH - 3] + "..."
         LOG.error("site %s: refused the plan of execution %s: %s", self.site, execution_id,
                   reason)
-        self._finish(execution_id, [], ExecutionState.REJECTED,
-                     f"the site's gateway refused the plan: {reason}")
+        message = f"the site's gateway refused the plan: {reason}"
+        if signed:
+            self._finish(execution_id, [], ExecutionState.REJECTED, message)
+        else:  # no journaled plan, so no report numbers: this answer is its only report
+            self._send(Result(site=self.site, execution_id=execution_id, seq=0,
+                              state=ExecutionState.REJECTED, message=message))
 
     def _known_plan(self, execution_id: str, message_id: str) -> None:
         journaled = self.journal.plan(execution_id)

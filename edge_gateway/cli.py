@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import warnings
 
 from edge_gateway import __version__
 from edge_gateway.errors import GatewayError
 
 LOG = logging.getLogger("edge_gateway")
+
+# glibc's malloc gives every thread a cache of the blocks it freed (tcache) and spreads
+# threads over up to 8 arenas per core. The gateway works on each machine in a thread of its
+# own, so at a hundred machines at once those caches hold megabytes that nothing uses (see
+# BENCHMARKS.md, "Memory"). glibc reads its tunables only when a process starts.
+MALLOC_TUNABLES = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,20 +41,57 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--username", "-u", required=True)
     probe.add_argument("--password", "-p", required=True)
     probe.add_argument("--timeout", type=float, default=30.0)
-    probe.add_argument("--insecure", action="store_true",
-                       help="do not check an HTTPS BMC's certificate (self-signed BMCs)")
+    trust = probe.add_mutually_exclusive_group()
+    trust.add_argument("--insecure", action="store_true",
+                       help="do not check an HTTPS BMC's certificate against CAs (self-signed "
+                       "BMCs): print its fingerprint, to compare with the BMC's and pin")
+    trust.add_argument("--tls-fingerprint", metavar="sha256:AB:CD:...",
+                       help="accept only the HTTPS BMC certificate of this SHA-256 "
+                       "fingerprint (try a pin before putting it in the config)")
 
     args = parser.parse_args(argv)
+    if args.command == "run" and argv is None:  # the process's own command line
+        restart_with_malloc_tunables()
+        leave_out_charset_detection()
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
             return run_gateway(args.config)
         return probe_bmc(args.url, args.username, args.password, args.timeout,
-                         verify_tls=not args.insecure)
+                         verify_tls=not args.insecure, tls_fingerprint=args.tls_fingerprint)
     except GatewayError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def restart_with_malloc_tunables() -> None:
+    """Start this process's command again (same pid) with ``MALLOC_TUNABLES``, once: not if
+    GLIBC_TUNABLES is set already (by the operator, or by the first start), nor where the C
+    library is not glibc."""
+    if "GLIBC_TUNABLES" in os.environ or not sys.executable or not sys.orig_argv:
+        return
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):  # not a name this system knows: not glibc
+        return
+    if not libc.startswith("glibc "):
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very command, again
+
+
+def leave_out_charset_detection() -> None:
+    """Keep requests from loading a character set detector (charset_normalizer, heavier than
+    requests itself; see BENCHMARKS.md, "Memory"). requests uses one only to guess the
+    encoding of a body that declares none, and without one decodes such a body as UTF-8:
+    what BMCs send is JSON, UTF-8 by RFC 8259. For a process that has not loaded requests
+    yet; requests' warning that it found no detector is silenced with it."""
+    if "requests" in sys.modules:
+        return
+    for name in ("chardet", "charset_normalizer"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
 
 
 def run_gateway(config_path: str) -> int:
@@ -73,11 +118,24 @@ def run_gateway(config_path: str) -> int:
 
 
 def probe_bmc(url: str, username: str, password: str, timeout: float,
-              verify_tls: bool = True) -> int:
+              verify_tls: bool = True, tls_fingerprint: str | None = None) -> int:
+    """Print what the BMC is (JSON, on stdout) and, for an HTTPS BMC whose certificate no CA
+    vouches for, how to pin it (on stderr)."""
     from edge_gateway.probe import probe
 
-    print(json.dumps(probe(url, username, password, timeout=timeout, verify_tls=verify_tls),
-                     indent=2))
+    result = probe(url, username, password, timeout=timeout, verify_tls=verify_tls,
+                   tls_fingerprint=tls_fingerprint)
+    print(json.dumps(result, indent=2))
+    tls = result.get("tls") or {}
+    if tls.get("trusted_by") == "none":
+        print(f"edge-gateway: the BMC presented the certificate {tls['fingerprint']}, which "
+              "was not checked (--insecure).\nCompare it with the fingerprint the BMC itself "
+              "shows (its local console, web interface or label); only if they match, pin it "
+              "in the machine's [[machines]] table:\n\n"
+              f'    tls_fingerprint = "{tls["fingerprint"]}"\n', file=sys.stderr)
+    elif tls.get("trusted_by") == "pin":
+        print(f"edge-gateway: the BMC's certificate matches the pin {tls['fingerprint']}",
+              file=sys.stderr)
     return 0
 
 

@@ -18,6 +18,11 @@ The gateway warns when this file or a password file is readable by others than i
     cert_file = "site.crt"
     key_file = "site.key"
 
+    [trust]                                         # the cloud's plan-signing keys (base64
+    plan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]  # of the raw Ed25519
+                                                    # key): the gateway runs only the plans
+                                                    # and cancels one of them signed
+
     [[machines]]
     id = "srv-1"
     protocol = "redfish"                            # or "ipmi"
@@ -28,14 +33,40 @@ The gateway warns when this file or a password file is readable by others than i
     tls_ca_bundle = "bmc-ca.pem"                    # optional: check the BMC's certificate
                                                     # against this CA (else the system's);
                                                     # verify_tls = false: not at all
+    # tls_fingerprint = "sha256:AB:CD:...:EF"       # or: accept only this one certificate
+                                                    # (self-signed BMCs; see bmc probe)
     timeout = 30                                    # seconds per BMC call
     power_timeout = 300                             # seconds for a power change to read back
     min_interval = 0.2                              # seconds between two calls to the BMC
     class = "r650"                                  # settings shared by a class of machines
 
     [classes.r650]                                  # any machine setting but id/address
-    power_timeout = 600
-    min_interval = 1.0
+    power_timeout = 600                             # (a machine's own verify_tls,
+    min_interval = 1.0                              # tls_ca_bundle or tls_fingerprint
+                                                    # replaces its class's three)
+
+An HTTPS BMC's certificate is trusted in one of three ways: checked against the system's
+CAs (the default) or ``tls_ca_bundle``; pinned by its SHA-256 fingerprint
+(``tls_fingerprint``: that certificate and no other, its chain and host name unchecked);
+or not checked at all (``verify_tls = false``, with a warning). Most BMCs ship a
+self-signed certificate, which only a pin trusts securely:
+
+1. ``edge-gateway bmc probe https://10.0.0.11 -u admin -p ... --insecure`` prints the
+   certificate's fingerprint and the line to add;
+2. compare that fingerprint with the one the BMC itself shows (its local console or web
+   interface, or the label of a new machine): only if they match is it the BMC's;
+3. add ``tls_fingerprint = "sha256:..."`` to the machine (``--tls-fingerprint`` tries it
+   with the probe first). Hex in either case, with or without colons, is accepted.
+
+A replaced certificate is then refused, naming the pinned and the presented fingerprints,
+before any request (or password) is sent: check the new one the same way and update the
+pin. A class may carry a pin only for machines that present the very same certificate.
+
+``[trust] plan_keys`` pins the public keys the cloud signs plans with (its operator gives
+them out; from the cloud's PEM key: ``openssl pkey -in key.pem -pubout -outform DER |
+tail -c 32 | base64``). A plan signed by any of them runs, so a key rotates without a flag
+day: pin the new key at every site, switch the cloud to it, then unpin the old one. A
+config without any key is refused: the gateway would refuse every plan.
 """
 
 from __future__ import annotations
@@ -49,6 +80,8 @@ from typing import Any
 
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import ConfigError
+from edge_gateway.fingerprints import parse_fingerprint
+from edge_gateway.trust import public_key
 from edgeplane.protocol import MACHINE_ID_PATTERN, SITE_ID_PATTERN, BmcProtocol
 
 LOG = logging.getLogger(__name__)
@@ -94,6 +127,8 @@ class SiteConfig:
     progress_interval: float = 1.0
     # Seconds between two observations of every machine (for drift); 0: only after plans.
     observe_interval: float = 3600.0
+    # The cloud's plan-signing public keys (base64 of the raw key), any of which it believes.
+    plan_keys: tuple[str, ...] = ()
 
     def machine(self, machine_id: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.id == machine_id), None)
@@ -116,13 +151,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
     if not SITE_ID_PATTERN.match(site):
         raise ConfigError(f"{source}: site {site!r} is not a valid site id "
                           "(lowercase letters, digits and '-')")
-    mqtt_data = data.get("mqtt", {})
-    if not isinstance(mqtt_data, dict):
-        raise ConfigError(f"{source}: [mqtt] must be a table")
-    try:
-        mqtt = MqttSettings(**mqtt_data)
-    except TypeError as exc:
-        raise ConfigError(f"{source}: [mqtt] {exc}") from None
+    mqtt = _mqtt(data.get("mqtt", {}), base_dir, source)
     raw_machines = data.get("machines", [])
     if not isinstance(raw_machines, list):
         raise ConfigError(f"{source}: machines must be an array of tables ([[machines]])")
@@ -144,10 +173,49 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         max_parallel=int(data.get("max_parallel", SiteConfig.max_parallel)),
         progress_interval=float(data.get("progress_interval", 1.0)),
         observe_interval=float(data.get("observe_interval", SiteConfig.observe_interval)),
+        plan_keys=_plan_keys(data.get("trust", {}), source),
     )
 
 
 CLASS_ONLY_FORBIDDEN = frozenset({"id", "address", "system_id"})
+# The ways to trust a BMC's certificate: one choice, made by the machine or by its class.
+TRUST_SETTINGS = frozenset({"verify_tls", "tls_ca_bundle", "tls_fingerprint"})
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
+def _mqtt(raw: Any, base_dir: Path, source: str) -> MqttSettings:
+    """The broker link. With a certificate (``cert_file``) TLS is on unless said otherwise,
+    and the three files must exist (relative paths: next to the config); the key is the
+    site's identity, so the gateway warns when others may read it. Without TLS the link
+    is in clear text, which is fit only for a broker on the same machine: a warning says so."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [mqtt] must be a table")
+    data = dict(raw)
+    data.setdefault("tls", bool(data.get("cert_file")))
+    if not isinstance(data["tls"], bool):
+        raise ConfigError(f"{source}: [mqtt] tls must be true or false, not {data['tls']!r}")
+    for name in TLS_FILES:
+        if data.get(name) is None:
+            continue
+        if not isinstance(data[name], str) or not data[name]:
+            raise ConfigError(f"{source}: [mqtt] {name} must be a path")
+        path = Path(data[name]) if Path(data[name]).is_absolute() else base_dir / data[name]
+        if not path.is_file():
+            raise ConfigError(f"{source}: [mqtt] {name} {path} is not a file")
+        data[name] = str(path)
+    if data["tls"]:
+        missing = [name for name in TLS_FILES if not data.get(name)]
+        if missing:
+            raise ConfigError(f"{source}: [mqtt] tls = true needs {', '.join(missing)} (the "
+                              "broker's CA, and the site's certificate and key)")
+        warn_if_readable(Path(data["key_file"]), "the site's MQTT key")
+    else:
+        LOG.warning("%s: the MQTT link is not encrypted (tls = false): fit only for a broker "
+                    "on this machine", source)
+    try:
+        return MqttSettings(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: [mqtt] {exc}") from None
 
 
 def _with_class(raw: Any, index: int, classes: dict[str, dict[str, Any]],
@@ -165,6 +233,8 @@ def _with_class(raw: Any, index: int, classes: dict[str, dict[str, Any]],
     if wrong:
         raise ConfigError(f"{source}: class {name!r} sets {', '.join(wrong)}, which belong to "
                           "one machine")
+    if TRUST_SETTINGS & set(raw):
+        shared = {key: value for key, value in shared.items() if key not in TRUST_SETTINGS}
     return {**shared, **raw}
 
 
@@ -182,12 +252,15 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
     except ValueError:
         raise ConfigError(f"{where}: protocol {protocol!r} is not one of "
                           f"{', '.join(p.value for p in BmcProtocol)}") from None
+    address = _require(raw, "address", str, where)
+    fingerprint = _tls_fingerprint(raw, protocol, address, where)
     credentials = BmcCredentials(
-        address=_require(raw, "address", str, where),
+        address=address,
         username=_require(raw, "username", str, where),
         password=_password(raw, base_dir, where),
         system_id=raw.get("system_id"),
         verify_tls=_verify_tls(raw, base_dir, where),
+        tls_fingerprint=fingerprint,
     )
     return MachineConfig(
         id=machine_id,
@@ -221,6 +294,34 @@ def _verify_tls(raw: dict[str, Any], base_dir: Path, where: str) -> bool | str:
     return verify
 
 
+def _tls_fingerprint(raw: dict[str, Any], protocol: BmcProtocol, address: str,
+                     where: str) -> str | None:
+    """``tls_fingerprint = "sha256:AB:CD:..."`` pins the BMC's certificate: that one is
+    accepted, any other refused; its chain and host name are not checked (self-signed BMCs).
+    It replaces the other ways to trust a certificate, so it goes with neither of them."""
+    text = raw.get("tls_fingerprint")
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ConfigError(f'{where}: tls_fingerprint must be a string ("sha256:AB:CD:..."), '
+                          f"not {text!r}")
+    try:
+        fingerprint = parse_fingerprint(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: tls_fingerprint {text!r} {exc}") from None
+    if protocol != BmcProtocol.REDFISH or not address.lower().startswith("https://"):
+        raise ConfigError(f"{where}: tls_fingerprint pins the certificate of an HTTPS (Redfish) "
+                          f"BMC; this machine is {protocol} at {address!r}")
+    if raw.get("verify_tls") is False:
+        raise ConfigError(f"{where}: tls_fingerprint and verify_tls = false contradict each "
+                          "other: with a fingerprint the certificate is checked (against it); "
+                          "remove verify_tls")
+    if "tls_ca_bundle" in raw:
+        raise ConfigError(f"{where}: tls_fingerprint and tls_ca_bundle are two ways to trust "
+                          "the BMC's certificate: give one")
+    return fingerprint
+
+
 def warn_if_readable(path: Path, what: str) -> bool:
     """Log a warning (and answer True) when others than the owner may read ``path``."""
     try:
@@ -251,6 +352,29 @@ def _password(raw: dict[str, Any], base_dir: Path, where: str) -> str:
         except OSError as exc:
             raise ConfigError(f"{where}: password_file {path} cannot be read: {exc}") from None
     raise ConfigError(f"{where}: give password, password_env or password_file")
+
+
+def _plan_keys(raw: Any, source: str) -> tuple[str, ...]:
+    """``[trust] plan_keys``: one key at least, each an Ed25519 public key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [trust] must be a table")
+    unknown = sorted(set(raw) - {"plan_keys"})
+    if unknown:
+        raise ConfigError(f"{source}: [trust] has unknown setting(s) {', '.join(unknown)}; "
+                          "it has plan_keys")
+    keys = raw.get("plan_keys", [])
+    if not isinstance(keys, list):
+        raise ConfigError(f"{source}: [trust] plan_keys must be a list of keys (base64)")
+    if not keys:
+        raise ConfigError(f"{source}: no plan key is pinned, and the gateway runs only plans "
+                          "the cloud signed: add the cloud's public key, [trust] plan_keys "
+                          '= ["<base64>"]')
+    for index, key in enumerate(keys):
+        try:
+            public_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [trust] plan_keys[{index}] {exc}") from None
+    return tuple(key.strip() for key in keys)
 
 
 def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:

@@ -25,6 +25,11 @@ class BmcAuthError(BmcError):
     """The BMC rejected the credentials."""
 
 
+class BmcTlsError(BmcError):
+    """TLS with the BMC failed: its certificate is not trusted or not the pinned one, or
+    the two sides share no protocol version or cipher."""
+
+
 class BmcUnreachableError(BmcError):
     """The BMC did not answer at all (connection refused, timed out)."""
 

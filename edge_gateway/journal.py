@@ -4,6 +4,11 @@ A site finishes what it started: a plan is journaled before it runs, so a gatewa
 restarts resumes it (every step is an "ensure", so running one again is safe); every message
 for the cloud goes through the outbox and stays there until the broker acknowledges it
 (MQTT PUBACK), so results survive a restart with the WAN down.
+
+Plans are never deleted: an execution is how a plan received again is recognized, and a
+signed plan may be sent again (replayed) until its signature expires, up to
+``protocol.MAX_SIGNATURE_TTL`` after it was received. Pruning, if it comes, must keep every
+plan received less than that long ago.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ class OutboxMessage:
 @dataclass(frozen=True)
 class JournaledPlan:
     execution_id: str
-    payload: bytes
+    payload: bytes  # as received, signature and all
     state: PlanState
     result: bytes | None
+    received_at: float
 
 
 class Journal:
@@ -89,19 +95,20 @@ class Journal:
     def plan(self, execution_id: str) -> JournaledPlan | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT execution_id, payload, state, result FROM plans WHERE execution_id = ?",
+                "SELECT execution_id, payload, state, result, received_at FROM plans "
+                "WHERE execution_id = ?",
                 (execution_id,),
             ).fetchone()
-        return JournaledPlan(row[0], row[1], PlanState(row[2]), row[3]) if row else None
+        return _plan(row) if row else None
 
     def unfinished_plans(self) -> list[JournaledPlan]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT execution_id, payload, state, result FROM plans WHERE state = ? "
-                "ORDER BY received_at",
+                "SELECT execution_id, payload, state, result, received_at FROM plans "
+                "WHERE state = ? ORDER BY received_at",
                 (PlanState.RUNNING,),
             ).fetchall()
-        return [JournaledPlan(r[0], r[1], PlanState(r[2]), r[3]) for r in rows]
+        return [_plan(row) for row in rows]
 
     def next_seq(self, execution_id: str) -> int:
         """The next report number for an execution; it keeps growing across restarts."""
@@ -141,3 +148,7 @@ class Journal:
                 "SELECT message_id, topic, payload, retain FROM outbox ORDER BY position"
             ).fetchall()
         return [OutboxMessage(r[0], r[1], bytes(r[2]), bool(r[3])) for r in rows]
+
+
+def _plan(row: tuple[str, bytes, str, bytes | None, float]) -> JournaledPlan:
+    return JournaledPlan(row[0], bytes(row[1]), PlanState(row[2]), row[3], float(row[4]))

@@ -21,6 +21,20 @@ with every report the gateway makes for one execution, so a receiver can drop re
 arrive late. Unknown fields are ignored on decode: a newer sender may add fields, and an
 older receiver keeps working.
 
+Plans and cancels are signed by the cloud (Ed25519), and a gateway acts only on what
+verifies with a key its site pins. The signature is one more field of the message's object:
+
+    "signature": {"key": <key id>, "expires": <seconds since the epoch>,
+                  "value": <the signature, base64url without padding>}
+
+What is signed (``signed_bytes``) is the canonical form (``canonical``: sorted keys, no
+spaces, UTF-8) of the whole object with ``signature`` reduced to ``key`` and ``expires``. A
+receiver verifies the canonical form of what it parsed, not the bytes it received, so it
+verifies exactly what it will act on: duplicate keys, spaces or escapes change nothing. The
+key id is ``key_id`` of the raw public key; ``split_signature`` reads the envelope within
+bounds. This module holds no cryptography (standard library only): the gateway verifies
+(``edge_gateway.trust``), the cloud signs (``chalicelib.signing``).
+
 Version history:
     1 -- first version: plans of power.ensure / boot.override steps, presence, inventory,
          per-machine progress snapshots and final results.
@@ -40,11 +54,18 @@ Version history:
          gateway answers a plan it refuses with a result in that state, saying why. A cloud
          that predates it drops such a result (not a state it knows) and times the site
          out, as it did before.
+         Signatures (``signature`` on plans and cancels, ``MAX_SIGNATURE_TTL``): a gateway
+         runs only plans and cancels the cloud signed with a key its site pins, and answers
+         any other plan with a ``rejected`` result. A gateway that predates them ignores
+         the field; one that requires them rejects every plan of a cloud that predates them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import hashlib
 import json
 import math
 import re
@@ -52,7 +73,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -80,6 +101,9 @@ MAX_TEXT_LENGTH = 64 * 1024  # characters of free text: messages, reasons, error
 MAX_TIME = 1e11  # times are seconds since the epoch, from 0 to this
 MIN_TIME = 1e-3  # and a time that is not 0 is at least this (DynamoDB has none < 1e-130)
 MAX_COUNT = 2**53 - 1  # seq and index: non-negative integers, at most this
+# How far ahead of a gateway's clock a signature may expire (30 days; checked when the
+# gateway verifies it, not by decode): it remembers every plan it received for longer.
+MAX_SIGNATURE_TTL = 30 * 86400
 
 
 class ProtocolError(ValueError):
@@ -94,6 +118,16 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.kind = kind
         self.execution_id = execution_id
+
+    def about(self, data: object) -> Self:
+        """This error, naming the kind and execution id of the refused message's object
+        ``data`` where they are there and well-formed (else None)."""
+        kind = data.get("kind") if isinstance(data, dict) else None
+        execution_id = data.get("execution_id") if isinstance(data, dict) else None
+        self.kind = kind if isinstance(kind, str) and kind in MESSAGE_TYPES else None
+        self.execution_id = execution_id if isinstance(execution_id, str) and \
+            EXECUTION_ID_PATTERN.fullmatch(execution_id) else None
+        return self
 
 
 def excerpt(value: object, limit: int = 80) -> str:
@@ -524,11 +558,16 @@ class Message:
         return {"v": PROTOCOL_VERSION, "kind": self.KIND, **_plain(self)}
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        return encode_object(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Message:
         return _build(cls, data, f"{cls.KIND} message", "is incomplete")
+
+
+def encode_object(data: dict[str, Any]) -> bytes:
+    """A message's object as it goes on the wire: compact JSON with sorted keys."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _default(spec: Field[Any]) -> Any:
@@ -994,16 +1033,18 @@ def decode(payload: bytes | bytearray | str, topic: str | None = None,
     names what is wrong, and carries the message's kind and execution id when they could
     be read.
     """
-    data = parse_json(payload, max_bytes)
+    return decode_object(parse_json(payload, max_bytes), topic)
+
+
+def decode_object(data: Any, topic: str | None = None) -> Message:
+    """``decode`` of a value ``parse_json`` gave: for a receiver that reads the object
+    before it decodes it (a gateway checks the signature first)."""
     if not isinstance(data, dict):
         raise ProtocolError("message is not a JSON object")
     try:
         return _decode(data, topic)
     except ProtocolError as exc:
-        kind, execution_id = data.get("kind"), data.get("execution_id")
-        exc.kind = kind if isinstance(kind, str) and kind in MESSAGE_TYPES else None
-        exc.execution_id = execution_id if isinstance(execution_id, str) and \
-            EXECUTION_ID_PATTERN.fullmatch(execution_id) else None
+        exc.about(data)
         raise
 
 
@@ -1026,3 +1067,98 @@ def _decode(data: dict[str, Any], topic: str | None) -> Message:
                 f"{kind} message for site {message.site!r} arrived on topic {excerpt(topic)}"
             )
     return message
+
+
+# --- signatures ------------------------------------------------------------------------
+
+SIGNATURE_FIELD = "signature"
+SIGNATURE_BYTES = 64  # an Ed25519 signature
+_SIGNATURE_PARTS = ("key", "expires", "value")
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A message's signature as read (``split_signature``), not verified yet.
+
+    ``expires`` is the number as the message holds it: an integer stays one, so that the
+    signed bytes a receiver builds again are the sender's."""
+
+    key: str
+    expires: float
+    value: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "expires": self.expires,
+                "value": base64.urlsafe_b64encode(self.value).rstrip(b"=").decode()}
+
+
+def key_id(raw_public_key: bytes) -> str:
+    """The id a signature names its key by: from the raw 32-byte Ed25519 public key."""
+    return "ed25519:" + hashlib.sha256(raw_public_key).hexdigest()[:16]
+
+
+def canonical(value: Any) -> bytes:
+    """The one encoding of a value that is signed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def signed_bytes(data: dict[str, Any], key: str, expires: float) -> bytes:
+    """What a signature by ``key`` expiring at ``expires`` signs: the canonical form of the
+    message's object ``data`` with ``signature`` reduced to its key and expiry."""
+    unsigned = {name: value for name, value in data.items() if name != SIGNATURE_FIELD}
+    return canonical({**unsigned, SIGNATURE_FIELD: {"key": key, "expires": expires}})
+
+
+def with_signature(data: dict[str, Any], signature: Signature) -> dict[str, Any]:
+    """The message's object ``data`` carrying ``signature``."""
+    return {**data, SIGNATURE_FIELD: signature.to_dict()}
+
+
+def split_signature(data: dict[str, Any]) -> tuple[dict[str, Any], Signature]:
+    """The message's object without its signature, and the signature, read within bounds
+    (not verified: that takes the key). A ProtocolError names the field that is wrong, and
+    carries the message's kind and execution id when they could be read."""
+    try:
+        return _split_signature(data)
+    except ProtocolError as exc:
+        exc.about(data)
+        raise
+
+
+def _split_signature(data: dict[str, Any]) -> tuple[dict[str, Any], Signature]:
+    if SIGNATURE_FIELD not in data:
+        raise ProtocolError(f"the message is not signed (no field {SIGNATURE_FIELD!r})")
+    raw = data[SIGNATURE_FIELD]
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"field {SIGNATURE_FIELD!r} must be an object, not {excerpt(raw)}")
+    unknown = sorted(str(name) for name in raw if name not in _SIGNATURE_PARTS)
+    if unknown:
+        raise ProtocolError(f"field {SIGNATURE_FIELD!r} has unknown field(s) "
+                            f"{_cut(', '.join(unknown), MAX_NAME_LENGTH)}; it has "
+                            f"{', '.join(_SIGNATURE_PARTS)}")
+    missing = [name for name in _SIGNATURE_PARTS if name not in raw]
+    if missing:
+        raise ProtocolError(f"field {SIGNATURE_FIELD!r} has no {', '.join(missing)}")
+    key, expires, value = (raw[name] for name in _SIGNATURE_PARTS)
+    _name(key, "signature field 'key'")
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or \
+            not math.isfinite(expires):
+        raise ProtocolError("signature field 'expires' must be a finite number (seconds "
+                            f"since the epoch), not {excerpt(expires)}")
+    _time(expires, "signature field 'expires'")
+    _name(value, "signature field 'value'")
+    if not _BASE64URL.fullmatch(value):
+        raise ProtocolError(f"signature field 'value' is not base64url: {excerpt(value)}")
+    digits = value.rstrip("=")
+    try:
+        signature = base64.urlsafe_b64decode(digits + "=" * (-len(digits) % 4))
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"signature field 'value' is not base64url: {excerpt(value)}") \
+            from None
+    if len(signature) != SIGNATURE_BYTES:
+        raise ProtocolError(f"signature field 'value' is {len(signature)} bytes; an Ed25519 "
+                            f"signature is {SIGNATURE_BYTES}")
+    unsigned = {name: item for name, item in data.items() if name != SIGNATURE_FIELD}
+    return unsigned, Signature(key, expires, signature)

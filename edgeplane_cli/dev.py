@@ -98,6 +98,10 @@ def sim(
         help="machines a site works on at once (threads per plan)")] = 4,
     processes: Annotated[int, typer.Option(
         help="processes to spread the sites over (one per core is plenty)")] = 1,
+    plan_key: Annotated[list[str] | None, typer.Option(
+        metavar="KEY",
+        help="a public key (base64) the sites believe plans signed with; repeatable "
+             "(default: the running local stack's)")] = None,
     directory: StackDir = None,
 ) -> None:
     """Run N simulated sites, each the real gateway core on simulated BMCs, until Ctrl-C."""
@@ -111,9 +115,10 @@ def sim(
     if processes < 1:
         raise typer.BadParameter("--processes must be at least 1")
     pki = None
+    plan_keys = list(plan_key or [])
     if port is None:
         from edgeplane_dev.processes import is_running
-        from edgeplane_dev.stack import load_state, pki_dir
+        from edgeplane_dev.stack import load_state, pinned_keys, pki_dir
 
         path = _stack_dir(directory)
         state = load_state(path)
@@ -123,6 +128,10 @@ def sim(
                                      "with `edgeplane dev up`, or give --port")
         port = state.mqtt_port
         pki = pki_dir(path)  # the stack's broker wants each site's certificate
+        plan_keys = plan_keys or pinned_keys(path)  # and its cloud signs their plans
+    if not plan_keys:
+        raise typer.BadParameter("--plan-key: the sites run only signed plans; give the "
+                                 "public key of the cloud that signs them")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge_gateway").setLevel(logging.ERROR)  # per-site noise, x N sites
     limit = raise_open_file_limit()
@@ -131,7 +140,7 @@ def sim(
                       f"{limit} (raise it with `ulimit -n`)[/yellow]")
     fleet = FleetSimulator(port, sites, machines, max_parallel=max_parallel,
                            thread_stack_size=SMALL_THREAD_STACK, processes=processes,
-                           pki=pki)
+                           pki=pki, plan_keys=plan_keys)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly, as on Ctrl-C
     console.print(f"starting {sites} simulated sites ({machines} machines each) against "
                   f"127.0.0.1:{port}; Ctrl-C stops them")

@@ -19,7 +19,7 @@ from edgeplane_cli.render import (
     sites_table,
 )
 from edgeplane_cli.rollouts import wait_for_rollout
-from edgeplane_dev.stack import LocalStack, plan_sites
+from edgeplane_dev.stack import LocalStack, StackState, plan_sites
 
 DEMO_STEPS = [
     {"task": "power.ensure", "params": {"state": "on"}},
@@ -43,6 +43,7 @@ def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bo
         console.print(sites_table(api.get("/sites")["sites"]))
         ok = _actions(api, timeout)
         ok = _blueprint(api, timeout) and ok
+        ok = _channel(state) and ok
         console.print("tearing the stack down...")
     console.print(f"demo {'succeeded' if ok else 'FAILED'} in "
                   f"{time.monotonic() - started:.1f} s")
@@ -93,6 +94,19 @@ def _blueprint(api: ApiClient, timeout: float) -> bool:
                   f"{time.monotonic() - rollout_started:.1f} s")
     console.print(drift_table(_observed(api)))
     return bool(data["rollout"]["state"] == "succeeded")
+
+
+def _channel(state: StackState) -> bool:
+    """Three attacks on the device channel, tried for real: each must be refused."""
+    from edgeplane_dev.channel_checks import channel_table, run_checks
+
+    console.rule("4. the device channel: TLS, an identity per site, signed plans")
+    console.print("every client proves who it is with a certificate from the stack's CA; "
+                  "each site reads and writes only its own topics; gateways run only plans "
+                  "the cloud signed")
+    checks = run_checks(state, "site-001")
+    console.print(channel_table(checks))
+    return all(check.refused for check in checks)
 
 
 def _observed(api: ApiClient, timeout: float = 15.0) -> dict:

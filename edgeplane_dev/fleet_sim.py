@@ -5,8 +5,8 @@ simulated BMCs.
 session (client id = site id, persistent, QoS 1, last will) on one shared
 ``MultiplexedMqtt`` loop thread, an in-memory journal and ``SimulatedDriver`` machines:
 
-    with FleetSimulator(mqtt_port=1883, sites=10_000) as fleet:
-        ...  # publish plans, or run a rollout from the cloud; fleet.stats()
+    with FleetSimulator(mqtt_port=1883, sites=10_000, plan_keys=[cloud_public_key]) as fleet:
+        ...  # publish signed plans, or run a rollout from the cloud; fleet.stats()
 
 Machines are named like the local stack's (``rf-N`` configured as Redfish, ``ipmi-N`` as
 IPMI; the driver is simulated whatever the config says). Site ids are ``site-00001`` and
@@ -150,7 +150,9 @@ class FleetSimulator:
     real config). ``max_connecting``: sessions waiting for CONNACK at once (mosquitto's
     listen backlog is 100). ``thread_stack_size``: set process-wide while the fleet runs.
     ``workers``: threads the sites of a process share. ``processes``: child processes to
-    split the sites over (1: all in this process).
+    split the sites over (1: all in this process). ``plan_keys``: the public keys of the
+    cloud's plan signers each site pins (``[trust] plan_keys``): a site runs only plans and
+    cancels one of them signed.
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class FleetSimulator:
         workers: int = 64,
         processes: int = 1,
         pki: Path | None = None,
+        plan_keys: Iterable[str] = (),
     ) -> None:
         self.site_ids = site_ids(sites) if isinstance(sites, int) else list(sites)
         invalid = [s for s in self.site_ids if not protocol.SITE_ID_PATTERN.match(s)]
@@ -179,6 +182,7 @@ class FleetSimulator:
         if processes < 1 or workers < 1:
             raise ValueError("a fleet needs at least one process and one worker thread")
         self.machine_configs = machine_configs(machines_per_site)
+        self.plan_keys = tuple(plan_keys)
         self.processes = min(processes, max(1, len(self.site_ids)))
         self._parts: list[FleetProcess] = []
         if self.processes > 1:
@@ -187,7 +191,8 @@ class FleetSimulator:
                            progress_interval=progress_interval,
                            max_connecting=max(1, max_connecting // self.processes),
                            keepalive=keepalive, reconnect_delays=reconnect_delays,
-                           thread_stack_size=thread_stack_size, workers=workers, pki=pki)
+                           thread_stack_size=thread_stack_size, workers=workers, pki=pki,
+                           plan_keys=self.plan_keys)
             self._parts = [FleetProcess(mqtt_port, chunk, {**options, "seed": seed + n})
                            for n, chunk in enumerate(split(self.site_ids, self.processes))]
         self.loop = MultiplexedMqtt(max_connecting=max_connecting)
@@ -371,7 +376,8 @@ class FleetSimulator:
         config = SiteConfig(site=site, journal=Path(":memory:"),
                             mqtt=mqtt, machines=self.machine_configs,
                             max_parallel=self._max_parallel,
-                            progress_interval=self._progress_interval, observe_interval=0)
+                            progress_interval=self._progress_interval, observe_interval=0,
+                            plan_keys=self.plan_keys)
 
         def transport(gateway: Gateway) -> MultiplexedTransport:
             made = MultiplexedTransport(self.loop, config.mqtt, site, gateway.subscriptions,

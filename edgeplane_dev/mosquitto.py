@@ -44,8 +44,9 @@ def write_acl(path: Path) -> Path:
     ]
     for part in ("api", "ticker", "bridge"):
         lines += ["", f"user {cloud_identity(part)}", f"topic write {root}/+/down/#"]
-    # What an operator's tools (and the benchmarks' fleet-only baseline) need: both ways.
-    lines += ["", f"user {cloud_identity('operator')}", f"topic write {root}/+/down/#",
+    # What an operator's tools (and the benchmarks' fleet-only baseline) need: sending
+    # plans, and seeing what every site is sent and reports.
+    lines += ["", f"user {cloud_identity('operator')}", f"topic readwrite {root}/+/down/#",
               f"topic read {root}/+/up/#"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -35,6 +35,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,18 @@ def local_ca(directory: Path) -> LocalCa:
     return LocalCa(pki_dir(directory)).ensure()
 
 
+def plan_key_file(directory: Path) -> Path:
+    """The key the stack's cloud signs plans and cancels with (``chalicelib.signing``)."""
+    return directory / "keys" / "plan-signing.pem"
+
+
+def pinned_keys(directory: Path) -> list[str]:
+    """What a gateway of the stack pins (``[trust] plan_keys``): its cloud's public key."""
+    from chalicelib.signing import public_key_of
+
+    return [public_key_of(plan_key_file(directory))]
+
+
 def request_counts_file(directory: Path) -> Path:
     """Where a counting stack's request counter writes its sums (``request_counter``)."""
     return directory / "requests.json"
@@ -173,6 +186,11 @@ class LocalStack:
         shutil.rmtree(self.directory / "logs", ignore_errors=True)
         private_dir(self.directory)
         self.ca.ensure()
+        key = plan_key_file(self.directory)
+        if not key.exists():  # made once: the fleet's gateways pin it, and outlive this run
+            from chalicelib.signing import write_new_key
+
+            write_new_key(private_dir(key.parent) / key.name)
         self.state = StackState(
             directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
             token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
@@ -249,6 +267,7 @@ class LocalStack:
             "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
             "EDGEPLANE_PUBLISHER": f"mqtts://{LOOPBACK}:{state.mqtt_port}",
             "EDGEPLANE_API_TOKEN": state.token,
+            "EDGEPLANE_PLAN_SIGNING_KEY": str(plan_key_file(self.directory)),
         }
         if state.counter_port:
             from edgeplane_dev.request_counter import monitoring_env
@@ -367,7 +386,7 @@ class LocalStack:
         identity = self.ca.identity(site.site_id, site_dir / "tls")
         config = write_private(site_dir / "gateway.toml",  # it holds the BMC passwords
                                gateway_config(site.site_id, state.mqtt_port, machines,
-                                              identity))
+                                              identity, pinned_keys(self.directory)))
         self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
                                                 str(config)])
 
@@ -416,9 +435,10 @@ class LocalStack:
 
 
 def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]],
-                   identity: Identity | None = None) -> str:
+                   identity: Identity | None = None, plan_keys: Sequence[str] = ()) -> str:
     """The TOML a real site would have: broker (TLS with the site's ``identity``), journal,
-    and its machines with credentials."""
+    the cloud's keys it believes plans signed with (``plan_keys``), and its machines with
+    credentials."""
     lines = [
         f"site = {json.dumps(site_id)}",
         'journal = "journal.db"',
@@ -433,6 +453,8 @@ def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]],
         lines += ["tls = true", f"ca_file = {json.dumps(str(identity.ca_file))}",
                   f"cert_file = {json.dumps(str(identity.cert_file))}",
                   f"key_file = {json.dumps(str(identity.key_file))}"]
+    if plan_keys:
+        lines += ["", "[trust]", f"plan_keys = {json.dumps(list(plan_keys))}"]
     # Machine classes (examples/fleet/machine-classes.yaml): timeouts per kind of server.
     classes = sorted({machine["class"] for machine in machines if machine.get("class")})
     for name in classes:

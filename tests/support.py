@@ -1,5 +1,6 @@
-"""What the tests share besides fixtures (those are in conftest.py): polling, the cloud
-tests' helpers, and the session's broker and BMC simulators as one test sees them.
+"""What the tests share besides fixtures (those are in conftest.py): polling, the plan
+signing key (the cloud under test signs with it, every gateway under test pins it), the
+cloud tests' helpers, and the session's broker and BMC simulators as one test sees them.
 
 Each shared service is started once per session; a test that changes state gets state of
 its own: a BMC no other test has used (``IpmiSimulators``, ``RedfishSimulators``), a system
@@ -11,6 +12,7 @@ code with).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -24,14 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chalicelib import signing
 from chalicelib.errors import PublishFailed
 from edge_gateway.agent import Gateway
 from edge_gateway.config import MachineConfig, MqttSettings, SiteConfig
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.journal import Journal
 from edge_gateway.transport import MqttTransport
+from edge_gateway.trust import PlanVerifier
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, PowerState
 from edgeplane_dev.mosquitto import Mosquitto
@@ -69,6 +74,35 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+# --- plan signatures ---------------------------------------------------------------------
+
+# The tests' signing key: what the cloud under test signs with, and what every gateway under
+# test pins (``PLAN_KEYS``). Fixed, so that a failure reproduces byte for byte.
+PLAN_SIGNER = signing.PlanSigner(Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"edgeplane tests: the plan signing key").digest()))
+PLAN_KEYS = (PLAN_SIGNER.public_key_b64,)
+SIGNATURE_TTL = 3600.0  # how long the tests' signatures stand, unless a test says
+
+
+def sign(message: protocol.Message | dict[str, Any], expires: float | None = None,
+         signer: signing.PlanSigner = PLAN_SIGNER) -> bytes:
+    """A plan or cancel (a message, or an object of one, however malformed) as the cloud
+    sends it: signed, expiring ``SIGNATURE_TTL`` from now unless ``expires`` says."""
+    return protocol.encode_object(signed(message, expires, signer))
+
+
+def signed(message: protocol.Message | dict[str, Any], expires: float | None = None,
+           signer: signing.PlanSigner = PLAN_SIGNER) -> dict[str, Any]:
+    """The object of ``sign``: the message's, with its signature."""
+    data = message.to_dict() if isinstance(message, protocol.Message) else message
+    return signer.sign_object(data, time.time() + SIGNATURE_TTL if expires is None
+                              else expires)
+
+
+# The cloud under test signs with the tests' key.
+signing.install(PLAN_SIGNER)
+
+
 # --- the cloud ---------------------------------------------------------------------------
 
 
@@ -86,7 +120,16 @@ class RecordingPublisher:
         self.sent.append((topic, payload))
 
     def plans(self) -> list[protocol.Plan]:
-        return [protocol.decode(payload, topic) for topic, payload in self.sent]
+        """What was sent, decoded once its signature is verified as a gateway would, but
+        as of a second before it expires: the cloud under test may run on a test clock."""
+        verifier = PlanVerifier(PLAN_KEYS)
+        plans = []
+        for topic, payload in self.sent:
+            data = protocol.parse_json(payload)
+            _, signature = protocol.split_signature(data)
+            plans.append(protocol.decode_object(
+                verifier.verify(data, now=signature.expires - 1), topic))
+        return plans
 
 
 def call(client: Client, method: str, path: str, body: object = None,
@@ -363,8 +406,9 @@ class SushyForTest:
 
 class GatewaySite:
     """One site's gateway core on simulated machines, against a broker; restartable on the
-    same journal (and so the same persistent MQTT session). ``settings``: more of the site's
-    config (``observe_interval=0``...)."""
+    same journal (and so the same persistent MQTT session). It pins the tests' plan key
+    (``PLAN_KEYS``). ``settings``: more of the site's config (``observe_interval=0``,
+    ``plan_keys``...)."""
 
     def __init__(self, tmp_path: Path, port: int, site: str,
                  machines: dict[str, SimulatedMachine], gateway_class: type[Gateway] = Gateway,
@@ -380,7 +424,7 @@ class GatewaySite:
                               poll_interval=0.05, min_interval=0.0,
                               credentials=BmcCredentials(f"10.0.0.{i + 1}", "admin", "secret"))
                 for i, m in enumerate(machines)),
-            progress_interval=0.2, **settings)
+            progress_interval=0.2, **{"plan_keys": PLAN_KEYS, **settings})
         self.gateway: Gateway | None = None
 
     def start(self) -> Gateway:

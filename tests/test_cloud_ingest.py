@@ -16,10 +16,12 @@ from chalice.test import Client
 from chalicelib import audit, ingest
 from chalicelib.errors import IngestFailed
 from chalicelib.models import Execution, Machine, Rollout, Site, Wave
+from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import create, tick
 from chalicelib.schemas import RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
+from tests.store_requests import counting_requests
 from tests.support import ROOT, machine_result, up
 
 SITE = "shop-1"
@@ -104,6 +106,10 @@ def test_inventory_creates_the_site_and_its_machines(aws):
 
 
 def test_inventory_keeps_the_operators_declaration_and_drops_older_reports(aws):
+    # A machine is stored under a site stored before it (the API refuses a machine of an
+    # unknown site); this site keeps neither machine ids nor digests, as sites stored
+    # before they did.
+    Site(SITE, name=SITE).save()
     Machine(SITE, "srv-1", protocol="ipmi", address="10.0.0.5", source="api").save()
     newer = Inventory(site=SITE, ts=2000.0, machines=[report(power="off")])
     older = Inventory(site=SITE, ts=1000.0, machines=[report(power="on", serial="OLD")])
@@ -152,6 +158,93 @@ def test_a_changed_inventory_writes_only_the_machines_that_changed(aws):
     ingest.handle_message(*up(Inventory(site=SITE, ts=3.0, machines=[
         report("srv-1"), report("srv-2", power="off"), report("srv-3")])), clock=lambda: 400.0)
     assert written_at() == {"srv-1": 100.0, "srv-2": 200.0, "srv-3": 200.0}
+
+
+def four_machines() -> list[MachineReport]:
+    return [report(f"srv-{n}") for n in range(1, 5)]
+
+
+def registration(session: float) -> list[tuple[str, bytes]]:
+    """What a gateway sends when it connects: its presence, then its inventory."""
+    return [up(Presence(site=SITE, online=True, session=session)),
+            up(Inventory(site=SITE, ts=session, machines=four_machines()))]
+
+
+def test_a_new_site_registers_in_three_requests_and_reconnects_in_two(aws):
+    """Its presence finds the site unknown, so nothing of it is stored to read or to keep:
+    its machines go in one batch, then the site's digests. A reconnect with the same
+    inventory is its presence and one write of the site."""
+    with counting_requests() as sent:
+        ingest.handle_messages(registration(1.0), clock=lambda: 100.0)
+    assert sent == {"UpdateItem": 2, "BatchWriteItem": 1, "PutEvents": 1}
+    stored = site()
+    names = [f"srv-{n}" for n in range(1, 5)]
+    assert (stored.online, stored.last_seen_at, stored.inventory_ts) == (True, 100.0, 1.0)
+    assert sorted(stored.machine_ids) == sorted(stored.machine_digests.as_dict()) == names
+    assert stored.inventory_digest is not None
+    assert written_at() == dict.fromkeys(names, 100.0)
+
+    with counting_requests() as sent:
+        ingest.handle_messages(registration(2.0), clock=lambda: 200.0)
+    assert sent == {"UpdateItem": 2, "PutEvents": 1}
+    assert written_at() == dict.fromkeys(names, 100.0), "no machine written again"
+    assert site().last_seen_at == 200.0
+
+
+def test_an_inventory_of_an_unknown_site_reads_nothing_first(aws):
+    """Without its presence before it: the site's write finds nothing was stored."""
+    with counting_requests() as sent:
+        send(Inventory(site=SITE, ts=1.0, machines=four_machines()))
+    assert sent == {"UpdateItem": 2, "BatchWriteItem": 1}
+    assert sorted(site().machine_ids) == [f"srv-{n}" for n in range(1, 5)]
+
+
+@pytest.mark.parametrize("presence_stored_here, cost", [
+    (True, {"UpdateItem": 2, "BatchWriteItem": 1}),
+    # By another process: a site stored without machine ids or digests may have machines
+    # stored before sites kept them; one query tells (none here).
+    (False, {"UpdateItem": 2, "Query": 1, "BatchWriteItem": 1}),
+])
+def test_a_site_whose_presence_came_in_an_earlier_batch_gets_its_machines(
+        aws, monkeypatch, presence_stored_here, cost):
+    send(Presence(site=SITE, online=True, session=1.0))
+    if not presence_stored_here:
+        monkeypatch.setattr(ingest, "STORED_FIRST", RecentKeys(10))
+    with counting_requests() as sent:
+        send(Inventory(site=SITE, ts=1.0, machines=four_machines()))
+    assert sent == cost
+    assert sorted(site().machine_ids) == [f"srv-{n}" for n in range(1, 5)]
+    assert site().online is True
+
+
+def test_what_a_process_remembers_of_the_store_goes_with_its_tables(aws):
+    from chalicelib import models
+
+    send(Presence(site=SITE, online=True, session=1.0))
+    assert SITE in ingest.STORED_FIRST
+    models.delete_tables()
+    models.create_tables()
+    assert SITE not in ingest.STORED_FIRST
+
+
+def test_a_registration_cut_between_its_machines_and_its_site_completes_when_sent_again(
+        aws, monkeypatch):
+    write = ingest.conditional_write
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the consumer died here")
+
+    monkeypatch.setattr(ingest, "conditional_write", crash)
+    with pytest.raises(RuntimeError, match="died"):
+        ingest.handle_messages(registration(1.0), clock=lambda: 100.0)
+    assert len(written_at()) == 4 and site().machine_ids is None
+    monkeypatch.setattr(ingest, "conditional_write", write)
+    ingest.handle_messages(registration(1.0), clock=lambda: 110.0)  # delivered again
+    stored = site()
+    assert sorted(stored.machine_ids) == [f"srv-{n}" for n in range(1, 5)]
+    assert stored.inventory_digest is not None
+    ingest.handle_messages(registration(2.0), clock=lambda: 200.0)
+    assert set(written_at().values()) == {110.0}, "the reconnect writes no machine"
 
 
 def test_a_machine_declared_by_the_operator_gets_the_next_inventory_in_full(aws):
@@ -242,6 +335,65 @@ def test_a_late_progress_after_a_terminal_state_does_not_reopen_it(rollout):
     assert execution(rollout).state == "succeeded"
     send(result(rollout, 8, state="failed"))  # a second, different "final" result
     assert execution(rollout).state == "succeeded"
+
+
+def test_results_read_nothing_back_and_the_last_of_a_wave_moves_the_rollout(rollout):
+    """A batch's counting answers the counters it left: a wave not yet complete costs no
+    read, and the batch whose count completes it is the one that moves the rollout on."""
+    with counting_requests() as sent:
+        send(result(rollout, 3, **{"srv-1": "succeeded"}))
+    # the execution, the rollout's and the wave's counters; the log and the event
+    assert sent == {"UpdateItem": 3, "BatchWriteItem": 1, "PutEvents": 1}
+    assert Rollout.get(rollout.rollout_id).state == "running"
+    send(result(rollout, 3, site_id="shop-2", **{"srv-1": "succeeded"}))
+    assert Rollout.get(rollout.rollout_id).state == "succeeded"
+
+
+def test_a_progress_after_its_result_costs_nothing(rollout):
+    send(result(rollout, 5, **{"srv-1": "succeeded"}))
+    with counting_requests() as sent:
+        send(progress(rollout, 3, **{"srv-1": "running"}))  # from a batch handled later
+    assert sent == {}
+    assert (execution(rollout).state, results(rollout)) == ("succeeded",
+                                                            {"srv-1": (5, "succeeded")})
+
+
+def test_a_progress_after_a_result_another_process_stored_is_read_and_dropped(
+        rollout, monkeypatch):
+    from chalicelib.rollouts import reports
+
+    send(result(rollout, 5, **{"srv-1": "succeeded"}))
+    monkeypatch.setattr(reports, "CLOSED", RecentKeys(10))  # not seen here
+    with counting_requests() as sent:
+        send(progress(rollout, 3, **{"srv-1": "running"}))
+    assert sent == {"UpdateItem": 1, "GetItem": 1}, "refused, then read"
+    assert execution(rollout).state == "succeeded"
+    assert Execution.make_id(rollout.rollout_id, SITE) in reports.CLOSED, "known now"
+
+
+def test_what_a_process_remembers_is_bounded_and_forgets_the_oldest_first():
+    recent = RecentKeys(2)
+    for key in ("r-1.a", "r-1.b", "r-1.a", "r-1.c"):
+        recent.add(key)
+    assert ("r-1.a" in recent, "r-1.b" in recent, "r-1.c" in recent) == (True, False, True)
+    assert len(recent) == 2
+    recent.discard("r-1.a")
+    assert "r-1.a" not in recent and len(recent) == 1
+
+
+def test_the_first_progress_moves_a_sent_execution_in_one_request(rollout):
+    with counting_requests() as sent:
+        send(progress(rollout, 2, **{"srv-1": "running"}))  # the first to arrive, seq 2
+    assert sent == {"UpdateItem": 2, "BatchWriteItem": 1, "PutEvents": 1}, \
+        "the execution, the rollout's counters of the move, its log and event"
+    stored = execution(rollout)
+    assert (stored.state, stored.last_seq, stored.started_at is not None) == \
+        ("running", 2, True)
+    started = stored.started_at
+    with counting_requests() as sent:
+        send(progress(rollout, 3, **{"srv-1": "succeeded"}))
+    assert sent == {"UpdateItem": 1}, "running already: no move to count"
+    assert execution(rollout).started_at == started
 
 
 def test_out_of_order_progress_keeps_the_newest_snapshot_per_machine(rollout):

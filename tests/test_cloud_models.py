@@ -111,3 +111,32 @@ def test_models_configure_from_the_environment_against_moto_server(moto_server, 
     assert Site.get("shop-1").name == "Shop"
     models.configure(moto_server, "other-", REGION)
     assert not Site.exists()
+
+
+def test_threads_using_a_model_first_all_at_once_build_one_client(aws, monkeypatch):
+    import threading
+
+    from botocore.session import Session
+
+    built = []
+    create_client = Session.create_client
+
+    def counted(self, *args, **kwargs):
+        built.append(args[0] if args else kwargs.get("service_name"))
+        return create_client(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "create_client", counted)
+    monkeypatch.setattr(Site, "_connection", None)  # as in a new process
+    start = threading.Barrier(8)
+
+    def first_use() -> None:
+        start.wait()
+        Site(f"shop-{threading.get_ident()}").save()
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert built == ["dynamodb"]
+    assert len(list(Site.scan())) == 8

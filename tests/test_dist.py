@@ -29,6 +29,6 @@ def test_the_gateway_wheel_holds_only_the_gateway_and_the_contract(tmp_path):
     assert "edge_gateway/agent.py" in code and "edge_gateway/drivers/redfish/__init__.py" in code
     requires = sorted(r.split(";")[0].split("<")[0].split(">")[0].strip()
                       for r in metadata.get_all("Requires-Dist"))
-    assert requires == ["paho-mqtt", "pyghmi", "sushy"]
+    assert requires == ["cryptography", "paho-mqtt", "pyghmi", "sushy"]
     assert "edge-gateway = edge_gateway.cli:main" in entry_points
     assert wheel.stat().st_size < 200 * 1024

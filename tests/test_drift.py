@@ -20,7 +20,7 @@ from edgeplane.protocol import (
 )
 from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.redfish_sim import BmcOptions
-from tests.support import call
+from tests.support import PLAN_KEYS, call
 
 SITE = "shop-0042"
 
@@ -89,7 +89,7 @@ def test_drift_from_a_real_gateway_against_the_simulators(api, published, bus_ev
         assert call(api, "PUT", f"/sites/{SITE}/machines/{machine_id}",
                     {"protocol": str(kind), "address": address})[0] == 200
     config = SiteConfig(
-        site=SITE, journal=tmp_path / "journal.db", observe_interval=0,
+        site=SITE, journal=tmp_path / "journal.db", observe_interval=0, plan_keys=PLAN_KEYS,
         mqtt=MqttSettings(port=broker.port, reconnect_min_delay=1, reconnect_max_delay=2),
         machines=tuple(MachineConfig(id=m, protocol=kind, timeout=5, power_timeout=20,
                                      poll_interval=0.2, min_interval=0,
@@ -110,7 +110,7 @@ def test_drift_from_a_real_gateway_against_the_simulators(api, published, bus_ev
         assert status == 201, body
         (plan,) = published.plans()
         assert [s.task for s in plan.steps] == ["power.ensure", "bios.apply"]
-        recorder.publish(protocol.plan_topic(SITE), plan.encode())
+        recorder.publish(*published.sent[-1])  # as the cloud signed it
         result = recorder.wait_for(lambda ms: len(ms) == 1, Result, timeout=60)[0]
         assert result.state == "succeeded", result
         after_plan = recorder.wait_for(lambda ms: len(ms) == 1, Observed)[0]

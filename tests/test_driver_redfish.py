@@ -7,8 +7,10 @@ the power test makes one transition per system, both at once, and polls for the 
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
+import weakref
 
 import pytest
 
@@ -20,6 +22,7 @@ from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
 from edge_gateway.probe import probe
 from edgeplane.protocol import BootFirmwareMode, BootMode, BootTarget, Capability, PowerState
 from edgeplane_dev.ports import LOOPBACK, free_port
+from edgeplane_dev.redfish_sim.bmc import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from edgeplane_dev.sushy_emulator import FakeSystem
 from tests.support import (
     BOOTS,
@@ -215,6 +218,53 @@ def test_close_is_idempotent_and_the_driver_reconnects(emulator, connect):
     driver.close()
     driver.close()
     assert driver.get_power_state() in (PowerState.ON, PowerState.OFF)
+
+
+def test_a_closed_driver_is_freed_without_the_garbage_collector(redfish_bmcs):
+    """Its connection (sushy's root, connector and session auth, requests' session) goes
+    when the driver does: a gateway that closes a site's drivers does not hold them until
+    the collector's next full pass. (Our simulator: it has a session service.)"""
+    credentials = BmcCredentials(address=redfish_bmcs.fresh().url,
+                                 username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD)
+    driver = create_driver("redfish", credentials, timeout=5.0)
+    assert isinstance(driver, RedfishDriver)
+    gc.disable()
+    try:
+        driver.get_power_state()
+        service = driver._service
+        parts = [weakref.ref(part) for part in (service.root(), service.connector,
+                                                service.connector._session)]
+        driver.close()
+        del driver, service
+        assert [part() for part in parts] == [None, None, None]
+    finally:
+        gc.enable()
+
+
+def test_bmcs_that_publish_the_same_registry_share_one_parsed_copy(redfish_bmcs):
+    """Machines of one model send the same attribute registry: it is parsed once and every
+    driver reads that copy. A registry that differs (here a BMC lists one attribute fewer)
+    is a registry of its own, whatever its name."""
+    bmcs = redfish_bmcs.fresh(count=3)
+    (registry,) = [path for path in bmcs.bmcs[2].resources.paths()
+                   if path.endswith("/BiosAttributeRegistryP89.v1_0_0.json")]
+    fewer = bmcs.bmcs[2].resources.get(registry)  # a copy of its own
+    entries = fewer["RegistryEntries"]["Attributes"]
+    entries[:] = [entry for entry in entries if entry["AttributeName"] != "PowerProfile"]
+    bmcs.bmcs[2].resources.put(registry, fewer)
+    drivers = [create_driver("redfish", BmcCredentials(
+        address=url, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD), timeout=5.0)
+        for url in bmcs.urls]
+    try:
+        first, second, third = (driver.get_bios().registry for driver in drivers)
+    finally:
+        for driver in drivers:
+            driver.close()
+    assert first is not None and third is not None
+    assert second is first
+    assert "PowerProfile" in first and "PowerProfile" not in third
+    with pytest.raises(TypeError):
+        first["PowerProfile"] = first["ProcTurboMode"]  # type: ignore[index]
 
 
 def test_probe_lists_every_system_of_a_multi_system_service(emulator):

@@ -8,12 +8,21 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from edgeplane_dev.channel_checks import run_checks
 from edgeplane_dev.processes import is_running
-from edgeplane_dev.stack import BMC_PASSWORD, BMC_USERNAME, LocalStack, load_state
+from edgeplane_dev.stack import (
+    BMC_PASSWORD,
+    BMC_USERNAME,
+    LocalStack,
+    load_state,
+    pinned_keys,
+    plan_key_file,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +47,16 @@ def ipmitool(address: str, *command: str) -> str:
         timeout=30).stdout
 
 
-def gateway_machines(stack_dir: Path, site_id: str) -> dict[str, dict[str, str]]:
-    """What the site's own config says about its machines (addresses, system ids)."""
+def gateway_config(stack_dir: Path, site_id: str) -> dict[str, Any]:
+    """The site's own config."""
     import tomllib
 
-    config = tomllib.loads((stack_dir / "sites" / site_id / "gateway.toml").read_text())
-    return {m["id"]: m for m in config["machines"]}
+    return tomllib.loads((stack_dir / "sites" / site_id / "gateway.toml").read_text())
+
+
+def gateway_machines(stack_dir: Path, site_id: str) -> dict[str, dict[str, str]]:
+    """What the site's own config says about its machines (addresses, system ids)."""
+    return {m["id"]: m for m in gateway_config(stack_dir, site_id)["machines"]}
 
 
 def tmp_home(stack_dir):
@@ -63,11 +76,14 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     edgeplane(env, "dev", "up", "--sites", "2")
     state = load_state(stack_dir)
     assert state is not None and len(state.processes) >= 9
-    # What holds secrets (the API token, BMC passwords) only its owner may read.
+    # What holds secrets (the API token, BMC passwords, the plan key) only its owner may read.
     for private in (stack_dir / "stack.json", stack_dir / "sites" / "site-001" / "gateway.toml",
-                    tmp_home(stack_dir) / "config.json"):
+                    tmp_home(stack_dir) / "config.json", plan_key_file(stack_dir)):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
         assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700, private.parent
+    # Every plan is signed with the stack's key, which each gateway pins.
+    assert gateway_config(stack_dir, "site-001")["trust"]["plan_keys"] == \
+        pinned_keys(stack_dir)
 
     sites = json.loads(edgeplane(env, "sites", "list", "--json").stdout)["sites"]
     assert sorted(s["site_id"] for s in sites) == ["site-001", "site-002"]
@@ -115,6 +131,17 @@ def test_rollout_through_the_whole_local_stack(stack_env):
     assert again["rollout"]["state"] == "succeeded"
     steps = [s for m in again["executions"][0]["machines"] for s in m["steps"]]
     assert steps and not any(s["changed"] for s in steps)
+
+    # The demo's three attacks on the device channel are refused, and did nothing: the
+    # unsigned plan asked srv-1 to power off.
+    checks = run_checks(state, "site-001")
+    assert [check.refused for check in checks] == [True, True, True], checks
+    server = gateway_machines(stack_dir, "site-001")["srv-1"]["address"]
+    auth = (BMC_USERNAME, BMC_PASSWORD)
+    systems = requests.get(server + "/redfish/v1/Systems", timeout=10, auth=auth).json()
+    system = requests.get(server + systems["Members"][0]["@odata.id"], timeout=10,
+                          auth=auth).json()
+    assert system["PowerState"] == "On"
 
     down = edgeplane(env, "dev", "down")
     assert "stopped" in down.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from edgeplane_cli.client import ApiClient
 from edgeplane_dev.fleet_sim import FleetSimulator
-from edgeplane_dev.stack import LocalStack, pki_dir
+from edgeplane_dev.stack import LocalStack, pinned_keys, pki_dir
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,8 @@ POLL = 0.5  # seconds between two looks at 200 sites through the API
 def test_a_canaried_rollout_to_200_simulated_sites(stack):
     api = ApiClient(stack.context, timeout=60)
     with FleetSimulator(stack.mqtt_port, SITES, machines_per_site=4,
-                        pki=pki_dir(Path(stack.directory))) as fleet:
+                        pki=pki_dir(Path(stack.directory)),
+                        plan_keys=pinned_keys(Path(stack.directory))) as fleet:
         # Sites announce themselves (presence, inventory) and the cloud registers them.
         wait_until(lambda: sum(bool(s["online"]) for s in api.get("/sites")["sites"])
                    == SITES, timeout=120, interval=POLL, what="every site online")

@@ -21,6 +21,7 @@ from edgeplane_dev.fleet_sim import (
 )
 from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
+from tests.support import PLAN_KEYS, sign
 
 MACHINES = ["rf-1", "rf-2", "ipmi-1", "ipmi-2"]
 
@@ -53,7 +54,8 @@ def fleet_of(broker):
     started: list[FleetSimulator] = []
 
     def start(sites: int, **options) -> FleetSimulator:
-        fleet = FleetSimulator(broker.port, sites, reconnect_delays=(0.2, 1.0), **options)
+        fleet = FleetSimulator(broker.port, sites, reconnect_delays=(0.2, 1.0),
+                               plan_keys=PLAN_KEYS, **options)
         started.append(fleet)
         fleet.start(timeout=30)
         return fleet
@@ -75,7 +77,7 @@ def test_200_sites_report_in_and_each_runs_its_plan_once(fleet_of, recorder):
             ("rf-1", "redfish"), ("rf-2", "redfish"), ("ipmi-1", "ipmi"), ("ipmi-2", "ipmi")]
 
     for site in fleet.site_ids:
-        recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+        recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
     results = recorder.wait_for(lambda ms: {m.site for m in ms} == sites, Result)
 
     assert sorted(r.execution_id for r in results) == sorted(f"r1.{s}" for s in sites)
@@ -98,7 +100,7 @@ def test_a_plan_sent_while_a_site_is_offline_arrives_when_it_reconnects(fleet_of
     fleet.take_offline(site)
     will = recorder.wait_for(lambda ms: not latest_presence(ms, site).online, Presence)
     assert latest_presence(will, site).session == online.session
-    recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+    recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
     assert fleet.gateway(site).plans_received == 0
 
     fleet.bring_online(site)
@@ -119,7 +121,7 @@ def test_a_dropped_connection_reconnects_by_itself(fleet_of, recorder):
     recorder.wait_for(lambda ms: any(m.site == site and not m.online for m in ms), Presence)
     recorder.wait_for(lambda ms: latest_presence(ms, site).session > online.session
                       and latest_presence(ms, site).online, Presence)
-    recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+    recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert (result.site, result.state) == (site, "succeeded")
 
@@ -129,13 +131,13 @@ def test_a_duplicated_plan_is_not_run_again_and_its_result_is_resent(fleet_of, r
     site = fleet.site_ids[0]
     gateway = fleet.gateway(site)
     plan = power_on(site)
-    recorder.publish(protocol.plan_topic(site), plan.encode())
+    recorder.publish(protocol.plan_topic(site), sign(plan))
     recorder.wait_for(lambda ms: len(ms) == 1, Result)
     assert gateway.idle.wait(10)  # the plan's closing observation is done too
     calls_before = [len(m.calls) for m in fleet.machines[site].values()]
 
     again = dataclasses.replace(plan, id=protocol.new_id())
-    recorder.publish(protocol.plan_topic(site), again.encode())
+    recorder.publish(protocol.plan_topic(site), sign(again))
     results = recorder.wait_for(lambda ms: len(ms) == 2, Result)
 
     assert results[0].encode() == results[1].encode()
@@ -146,12 +148,12 @@ def test_a_duplicated_plan_is_not_run_again_and_its_result_is_resent(fleet_of, r
 def test_stop_closes_every_socket_and_joins_every_thread(broker, recorder):
     threads_before = set(threading.enumerate())
     fds_before = open_fds()
-    fleet = FleetSimulator(broker.port, 50)
+    fleet = FleetSimulator(broker.port, 50, plan_keys=PLAN_KEYS)
     try:
         fleet.start(timeout=30)
         recorder.wait_for(lambda ms: len(ms) == 50, Inventory)
         for site in fleet.site_ids:
-            recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+            recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
         recorder.wait_for(lambda ms: len(ms) == 50, Result)
     finally:
         fleet.stop()
@@ -214,14 +216,15 @@ def test_fleet_stats_total_sums_every_field():
 
 
 def test_sites_split_over_processes_run_their_plans_and_obey_relayed_calls(broker, recorder):
-    fleet = FleetSimulator(broker.port, 12, processes=3, reconnect_delays=(0.2, 1.0))
+    fleet = FleetSimulator(broker.port, 12, processes=3, reconnect_delays=(0.2, 1.0),
+                           plan_keys=PLAN_KEYS)
     try:
         fleet.start(timeout=60)
         pids = fleet.pids
         assert len(set(pids)) == 3 and os.getpid() not in pids
         recorder.wait_for(lambda ms: {m.site for m in ms} == set(fleet.site_ids), Inventory)
         for site in fleet.site_ids:
-            recorder.publish(protocol.plan_topic(site), power_on(site).encode())
+            recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
         results = recorder.wait_for(lambda ms: len(ms) == 12, Result)
         assert {r.state for r in results} == {"succeeded"}
         stats = fleet.stats()
@@ -254,7 +257,7 @@ def _ended(pid: int) -> bool:
 
 
 def test_a_fleet_process_that_dies_is_reported_and_the_fleet_still_stops(broker):
-    fleet = FleetSimulator(broker.port, 4, processes=2)
+    fleet = FleetSimulator(broker.port, 4, processes=2, plan_keys=PLAN_KEYS)
     try:
         fleet.start(timeout=60)
         survivor, victim = fleet.pids

@@ -22,7 +22,7 @@ from edgeplane.protocol import (
 )
 from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
-from tests.support import GatewaySite
+from tests.support import GatewaySite, sign
 
 SITE = "shop-0001"
 
@@ -66,7 +66,7 @@ def test_connect_reports_presence_and_inventory_without_credentials(site, record
 
 def test_plan_runs_and_reports_progress_then_result(site, recorder):
     site.start()
-    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(power_on_pxe_plan()))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert result.state == "succeeded"
     machines = {m.machine: m for m in result.machines}
@@ -85,7 +85,7 @@ def test_plan_runs_and_reports_progress_then_result(site, recorder):
 def test_a_failing_bmc_fails_only_its_machine_with_a_clear_message(site, recorder):
     site.machines["srv-2"].fail_with = "HTTP 503 Service Unavailable"
     site.start()
-    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(power_on_pxe_plan()))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert result.state == "failed"
     machines = {m.machine: m for m in result.machines}
@@ -101,12 +101,12 @@ def test_a_failing_bmc_fails_only_its_machine_with_a_clear_message(site, recorde
 def test_duplicate_plan_does_not_run_twice_and_resends_the_result(site, recorder):
     site.start()
     plan = power_on_pxe_plan()
-    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(plan))
     recorder.wait_for(lambda ms: len(ms) == 1, Result)
     assert site.gateway.idle.wait(10)  # the plan and the observation after it are done
     calls_before = len(site.machines["srv-1"].calls)
     again = dataclasses.replace(plan, id=protocol.new_id())
-    recorder.publish(protocol.plan_topic(SITE), again.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(again))
     results = recorder.wait_for(lambda ms: len(ms) == 2, Result)
     assert results[0].encode() == results[1].encode()
     assert len(site.machines["srv-1"].calls) == calls_before
@@ -115,7 +115,7 @@ def test_duplicate_plan_does_not_run_twice_and_resends_the_result(site, recorder
 def test_plan_for_a_machine_the_site_does_not_have_fails_that_machine(site, recorder):
     site.start()
     plan = power_on_pxe_plan(machines=("srv-1", "ghost"))
-    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(plan))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     machines = {m.machine: m for m in result.machines}
     assert machines["srv-1"].state == "succeeded"
@@ -128,7 +128,7 @@ def test_plan_sent_while_offline_arrives_on_reconnect(site, recorder):
     recorder.wait_for(lambda ms: len(ms) == 1, Inventory)
     site.stop()
     recorder.wait_for(lambda ms: any(not m.online for m in ms), Presence)
-    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(power_on_pxe_plan()))
     site.start()
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert result.state == "succeeded"
@@ -154,7 +154,7 @@ def test_results_survive_a_restart_while_the_broker_is_down(site, broker, record
     recorder.close()
     broker.stop()
     # The plan arrived just before the WAN went down; it runs, the result stays journaled.
-    gateway.handle_message(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    gateway.handle_message(protocol.plan_topic(SITE), sign(power_on_pxe_plan()))
     assert gateway.idle.wait(10)
     assert any(m.topic.endswith("/result") for m in gateway.journal.pending())
     site.stop()  # and the gateway restarts before the link is back
@@ -172,11 +172,11 @@ def test_cancel_stops_a_running_plan_after_its_current_step(site, recorder):
     site.machines["srv-1"].power_delay = 1.0  # the first step takes a while
     site.start()
     plan = power_on_pxe_plan(machines=("srv-1",))
-    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(plan))
     recorder.wait_for(lambda ms: len(ms) >= 1, Progress)
     recorder.publish(protocol.cancel_topic(SITE),
-                     protocol.Cancel(site=SITE, execution_id=plan.execution_id,
-                                     reason="operator").encode())
+                     sign(protocol.Cancel(site=SITE, execution_id=plan.execution_id,
+                                          reason="operator")))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert result.state == "canceled"
     steps = result.machines[0].steps
@@ -192,7 +192,7 @@ def test_a_plan_asking_for_outcomes_gets_a_letter_per_step_and_no_observed_state
         else SimulatedDriver(m.credentials, site.machines[m.id])
     plan = dataclasses.replace(power_on_pxe_plan(), detail=protocol.Detail.OUTCOMES,
                                observe=False)
-    recorder.publish(protocol.plan_topic(SITE), plan.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(plan))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     machines = {m.machine: m for m in result.machines}
     assert (machines["srv-1"].summary, machines["srv-1"].steps) == ("cc", [])
@@ -200,8 +200,8 @@ def test_a_plan_asking_for_outcomes_gets_a_letter_per_step_and_no_observed_state
     (failed,) = machines["srv-2"].steps
     assert (failed.index, failed.task) == (0, "power.ensure")
     assert "BMC said no" in failed.message
-    recorder.publish(protocol.plan_topic(SITE), dataclasses.replace(
-        power_on_pxe_plan("r2.shop-0001"), observe=True).encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(dataclasses.replace(
+        power_on_pxe_plan("r2.shop-0001"), observe=True)))
     recorder.wait_for(lambda ms: len(ms) == 2, Result)
     (observed,) = recorder.wait_for(lambda ms: len(ms) >= 1, protocol.Observed)
     assert observed.execution_id == "r2.shop-0001"  # only the plan that asked for it
@@ -216,7 +216,7 @@ def _refuse(*args, **kwargs):
 def test_a_plan_past_its_expiry_is_not_run(site, recorder):
     site.start()
     expired = dataclasses.replace(power_on_pxe_plan(), expires_at=1.0)
-    recorder.publish(protocol.plan_topic(SITE), expired.encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(expired))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     assert (result.state, result.machines) == ("expired", [])
     assert site.machines["srv-1"].power == PowerState.OFF
@@ -231,7 +231,7 @@ def test_an_unreachable_bmc_fails_as_retryable(site, recorder):
     site.start()
     site.gateway.driver_factory = lambda m: _Broken(m, unreachable) if m.id == "srv-2" \
         else SimulatedDriver(m.credentials, site.machines[m.id])
-    recorder.publish(protocol.plan_topic(SITE), power_on_pxe_plan().encode())
+    recorder.publish(protocol.plan_topic(SITE), sign(power_on_pxe_plan()))
     result = recorder.wait_for(lambda ms: len(ms) == 1, Result)[0]
     failed = {m.machine: m for m in result.machines}["srv-2"].steps[0]
     assert failed.state == "failed" and failed.retryable is True

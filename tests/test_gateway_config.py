@@ -6,7 +6,9 @@ import pytest
 
 from edge_gateway.config import load_config
 from edge_gateway.errors import ConfigError
+from edge_gateway.trust import PlanVerifier
 from edgeplane_dev.stack import gateway_config
+from tests.support import PLAN_KEYS
 
 GOOD = """
 site = "shop-0042"
@@ -16,6 +18,12 @@ max_parallel = 4
 host = "broker.example.net"
 port = 8883
 tls = true
+ca_file = "ca.pem"
+cert_file = "site.crt"
+key_file = "site.key"
+
+[trust]
+plan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]
 
 [[machines]]
 id = "srv-1"
@@ -35,6 +43,9 @@ power_timeout = 600
 
 
 def write(tmp_path, text):
+    for name in ("ca.pem", "site.crt", "site.key"):  # the site's identity (contents unread)
+        (tmp_path / name).write_text("-----BEGIN-----\n")
+        (tmp_path / name).chmod(0o600)
     path = tmp_path / "gateway.toml"
     path.write_text(text)
     return path
@@ -46,6 +57,7 @@ def test_a_full_config_loads_with_secrets_by_reference(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, GOOD))
     assert config.site == "shop-0042" and config.max_parallel == 4
     assert config.mqtt.tls and config.mqtt.port == 8883
+    assert config.mqtt.cert_file == str(tmp_path / "site.crt"), "next to the config"
     assert config.journal == tmp_path / "shop-0042.journal.db"
     srv1, srv2 = config.machines
     assert srv1.credentials.password == "s3cret"
@@ -80,8 +92,10 @@ def test_the_local_stack_writes_configs_the_gateway_accepts(tmp_path):
     text = gateway_config("site-001", 1883, [
         {"id": "rf-1", "protocol": "redfish", "address": "http://127.0.0.1:9000",
          "system_id": "/redfish/v1/Systems/abc"},
-        {"id": "ipmi-1", "protocol": "ipmi", "address": "127.0.0.1:9623"}])
+        {"id": "ipmi-1", "protocol": "ipmi", "address": "127.0.0.1:9623"}],
+        plan_keys=PLAN_KEYS)
     config = load_config(write(tmp_path, text))
+    assert config.plan_keys == PLAN_KEYS
     assert [m.id for m in config.machines] == ["rf-1", "ipmi-1"]
     assert config.machines[0].credentials.system_id == "/redfish/v1/Systems/abc"
 
@@ -140,3 +154,74 @@ def test_secret_files_are_written_private_and_whole(tmp_path):
     write_private(target, '{"token": "t2"}')
     assert (stat.S_IMODE(target.stat().st_mode), target.read_text()) == (0o600, '{"token": "t2"}')
     assert [p.name for p in target.parent.iterdir()] == ["stack.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("change, error", [
+    (('key_file = "site.key"\n', ""), "tls = true needs key_file"),
+    (('ca_file = "ca.pem"', 'ca_file = "missing.pem"'), "ca_file .*missing.pem is not a file"),
+    (("tls = true", 'tls = "yes"'), "tls must be true or false"),
+    (('cert_file = "site.crt"', "cert_file = 7"), "cert_file must be a path"),
+])
+def test_the_broker_identity_is_checked(tmp_path, change, error):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(write(tmp_path, GOOD.replace(*change)))
+
+
+def test_a_certificate_turns_tls_on_and_clear_text_is_warned_of(tmp_path, monkeypatch,
+                                                                 caplog):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    assert load_config(write(tmp_path, GOOD.replace("tls = true\n", ""))).mqtt.tls
+    plain = GOOD.replace("tls = true\n", "").replace('ca_file = "ca.pem"\n', "")
+    plain = plain.replace('cert_file = "site.crt"\n', "").replace('key_file = "site.key"\n', "")
+    assert not load_config(write(tmp_path, plain)).mqtt.tls
+    assert "the MQTT link is not encrypted" in caplog.text
+
+
+def test_a_site_key_readable_by_others_is_warned_of(tmp_path, monkeypatch, caplog):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    path = write(tmp_path, GOOD)
+    (tmp_path / "site.key").chmod(0o644)
+    load_config(path)
+    assert "the site's MQTT key" in caplog.text and "chmod 600" in caplog.text
+
+
+ROTATED = "OYbEAtpOkuIeXtnWwpaDSa3gyQpAzglFBZZOqVH11NE="  # a second key, while keys rotate
+
+
+def test_the_cloud_s_keys_are_pinned_one_or_more(tmp_path, monkeypatch):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.plan_keys == ("6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I=",)
+    two = GOOD.replace('plan_keys = ["', f'plan_keys = ["{ROTATED}", "')
+    config = load_config(write(tmp_path, two))
+    assert config.plan_keys[0] == ROTATED and len(config.plan_keys) == 2
+    assert PlanVerifier(config.plan_keys).key_ids == ["ed25519:2709eabbe0474e62",
+                                                      "ed25519:ea03887ea2cce8cf"]
+
+
+@pytest.mark.parametrize("change, error", [
+    (('[trust]\nplan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]\n', ""),
+     r"no plan key is pinned.*add the cloud's public key, \[trust\] plan_keys"),
+    (('plan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]', "plan_keys = []"),
+     "no plan key is pinned"),
+    (('plan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]',
+      'plan_keys = "6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="'),
+     r"\[trust\] plan_keys must be a list"),
+    (("6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I=", "not base64!"),
+     r"\[trust\] plan_keys\[0\] is not base64"),
+    (("6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I=", "AAAA"),
+     r"plan_keys\[0\] is 3 bytes; an Ed25519 public key is 32"),
+    (('plan_keys = ["6OW5K9Mok9014418VclQ7M0WplhdiG9uhfMSxF2rn0I="]', "plan_keys = [7]"),
+     r"plan_keys\[0\] must be a string"),
+    (("[trust]\n", "[trust]\nkeys = []\n"), r"\[trust\] has unknown setting\(s\) keys"),
+])
+def test_a_config_without_a_good_plan_key_is_refused_naming_the_fix(tmp_path, monkeypatch,
+                                                                    change, error):
+    (tmp_path / "srv-1.password").write_text("s3cret\n")
+    monkeypatch.setenv("SRV2_PASSWORD", "other")
+    with pytest.raises(ConfigError, match=error):
+        load_config(write(tmp_path, GOOD.replace(*change)))

@@ -16,7 +16,7 @@ from edge_gateway.workers import WorkerPool
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Cancel, Plan, PlanStep, PowerState
 from edgeplane_dev.simulated_driver import SimulatedDriver, SimulatedMachine
-from tests.support import wait_until
+from tests.support import PLAN_KEYS, sign, wait_until
 
 MACHINES = ["m1", "m2", "m3", "m4"]
 
@@ -83,7 +83,8 @@ class PooledSite:
             for i, m in enumerate(MACHINES))
         self.config = SiteConfig(site=site, journal=Path(":memory:"), mqtt=MqttSettings(),
                                  machines=machines, max_parallel=max_parallel,
-                                 progress_interval=0.0, observe_interval=0)
+                                 progress_interval=0.0, observe_interval=0,
+                                 plan_keys=PLAN_KEYS)
         self.state = {m: SimulatedMachine() for m in MACHINES}
         self.busy = Busy()
         self.transport = RecordingTransport()
@@ -97,7 +98,7 @@ class PooledSite:
                     steps=[PlanStep("power.ensure", {"state": state}, MACHINES),
                            PlanStep("boot.override", {"target": "pxe", "mode": "once"},
                                     MACHINES)])
-        self.gateway.handle_message(protocol.plan_topic(self.config.site), plan.encode())
+        self.gateway.handle_message(protocol.plan_topic(self.config.site), sign(plan))
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_a_canceled_plan_stops_and_the_next_plan_of_the_site_still_runs(sites):
     site.plan("r2.shop-0001")
     site.gateway.handle_message(
         protocol.cancel_topic(site.config.site),
-        Cancel(site=site.config.site, execution_id="r1.shop-0001", reason="test").encode())
+        sign(Cancel(site=site.config.site, execution_id="r1.shop-0001", reason="test")))
     assert site.gateway.idle.wait(10)
     results = {m.execution_id: m for m in site.transport.messages if m.KIND == "result"}
     assert results["r1.shop-0001"].state == "canceled"

@@ -28,7 +28,7 @@ from edgeplane import protocol
 from edgeplane.protocol import Plan, PlanStep, ProtocolError, Result, decode
 from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.simulated_driver import SimulatedMachine
-from tests.support import ROOT, GatewaySite, machine_result, up, wait_until
+from tests.support import ROOT, GatewaySite, machine_result, sign, up, wait_until
 
 SITE = "shop-0666"
 MACHINE = "srv-1"
@@ -95,7 +95,7 @@ def result_of(recorder: Recorder, execution_id: str) -> Result:
 
 
 def runs_a_plan(recorder: Recorder, execution_id: str) -> None:
-    recorder.publish(PLAN_TOPIC, good_plan(execution_id).encode())
+    recorder.publish(PLAN_TOPIC, sign(good_plan(execution_id)))
     result = result_of(recorder, execution_id)
     assert result.state == "succeeded", result.message
 
@@ -123,18 +123,18 @@ class Poison:
 
 
 def _many_steps() -> bytes:
-    """A plan of 5000 steps that is within the size bound: refused for its steps."""
+    """A signed plan of 5000 steps that is within the size bound: refused for its steps."""
     step = {"task": "sel.clear", "params": {}, "machines": ["m"]}
-    payload = encoded(plan_dict(f"p-steps.{SITE}", steps=[step] * 5000))
+    payload = sign(plan_dict(f"p-steps.{SITE}", steps=[step] * 5000))
     assert len(payload) <= protocol.MAX_MESSAGE_BYTES
     return payload
 
 
 POISONS = [
-    Poison("site-is-a-number", encoded(plan_dict(f"p-site.{SITE}", site=123)),
+    Poison("site-is-a-number", sign(plan_dict(f"p-site.{SITE}", site=123)),
            rejected=f"p-site.{SITE}", reason="field 'site' must be a site id"),
     Poison("execution-id-is-an-object",
-           encoded(plan_dict("x", execution_id={"$gt": ""})),
+           sign(plan_dict("x", execution_id={"$gt": ""})),
            reason="field 'execution_id' must be an execution id"),
     Poison("nested-100000-deep", b"[" * 100_000 + b"]" * 100_000,
            reason="nested more than 32 levels deep"),
@@ -205,7 +205,7 @@ def test_refused_plans_are_answered_at_once_with_a_rejected_result(site, recorde
                              "plan message for site 'shop-0667' arrived on topic"),
     }
     for data, _ in refused.values():
-        recorder.publish(PLAN_TOPIC, encoded(data))
+        recorder.publish(PLAN_TOPIC, sign(data))
     for execution_id, (_, reason) in refused.items():
         result = result_of(recorder, execution_id)
         assert (result.site, result.state) == (SITE, "rejected")
@@ -228,8 +228,8 @@ def test_a_5000_step_plan_is_rejected_before_any_step_runs(site, recorder):
 def test_a_malformed_copy_of_an_accepted_plan_does_not_end_it(site, recorder):
     site.start()
     runs_a_plan(recorder, "r-1.shop-0666")
-    copy = encoded(plan_dict("r-1.shop-0666", steps=[{"task": "power.toggle", "params": {},
-                                                      "machines": [MACHINE]}]))
+    copy = sign(plan_dict("r-1.shop-0666", steps=[{"task": "power.toggle", "params": {},
+                                                   "machines": [MACHINE]}]))
     recorder.publish(PLAN_TOPIC, copy)
     first, again = results_of(recorder, "r-1.shop-0666", count=2)[-2:]
     assert (first.state, again.state) == ("succeeded", "succeeded")
@@ -261,7 +261,7 @@ def test_an_unexpected_error_costs_the_message_not_the_link(site, recorder, capl
         return accept(execution_id, payload)
 
     gateway.journal.accept_plan = failing_once
-    lost = good_plan("r-lost.shop-0666").encode()
+    lost = sign(good_plan("r-lost.shop-0666"))
     with caplog.at_level(logging.ERROR, logger="edge_gateway.agent"):
         recorder.publish(PLAN_TOPIC, lost)
         runs_a_plan(recorder, "r-1.shop-0666")

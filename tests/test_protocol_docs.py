@@ -185,3 +185,18 @@ def test_a_parameter_is_described_from_its_schema():
     assert _describe(protocol.TASKS["sel.collect"].params["limit"]) == \
         "integer 1–10000, default `100`"
     assert _describe(Param(ParamType.INTEGER, minimum=0)) == "integer ≥ 0, required"
+
+
+def test_the_signed_example_verifies_with_the_key_the_doc_gives():
+    from edge_gateway.trust import PlanVerifier
+
+    text = DOC.read_text()
+    section = text.split("## Signatures", 1)[1].split("\n## ", 1)[0]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, flags=re.DOTALL).group(1))
+    (key,) = re.findall(r"signed\s+by the key `([A-Za-z0-9+/=]+)`", section)
+    canonical = re.search(r"```\n(\{.*?\})\n```", section, flags=re.DOTALL).group(1)
+    unsigned, signature = protocol.split_signature(example)
+    assert canonical.encode() == protocol.signed_bytes(unsigned, signature.key,
+                                                       signature.expires)
+    verified = PlanVerifier([key]).verify(example, now=example["ts"])
+    assert protocol.decode_object(verified, _topic_of(example["kind"])).KIND == "cancel"

@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chalicelib import audit, ingest
+from chalicelib.errors import NotFound
 from chalicelib.models import Execution, Machine, Rollout, Site
 from chalicelib.rollouts import advance, control, create, dispatch, read, tick
 from chalicelib.rollouts import policy as rules
 from chalicelib.schemas import PolicyIn, RolloutIn
 from edgeplane import protocol
-from edgeplane.protocol import Presence, Result, StepResult
+from edgeplane.protocol import Presence, Progress, Result, StepResult
+from tests.store_requests import counting_requests
 from tests.support import call, up
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()  # a Monday, 12:00 UTC
@@ -152,6 +154,59 @@ def call_view(rollout_id: str):
     from chalicelib import views
     rollout = Rollout.get(rollout_id, consistent_read=True)
     return 200, {"rollout": views.rollout(rollout, read.executions_of(rollout_id))}
+
+
+def test_a_large_target_is_checked_whole_while_its_first_wave_is_rendered(
+        aws, published, clock, monkeypatch):
+    monkeypatch.setattr(create, "RENDER_ALL_UP_TO", 2)  # above: the first wave is rendered
+    monkeypatch.setattr(create, "WRITE_PART", 2)
+    sites = make_sites(6)
+    for target in ([*sites, "shop-404"], ["shop-404", *sites]):  # later, or in the canary
+        with pytest.raises(NotFound, match=r"site\(s\) 'shop-404' do not exist"):
+            start(published, clock, target, canary={"sites": 1})
+    assert published.sent == [] and list(Rollout.scan()) == []
+    rollout_id = start(published, clock, sites, canary={"sites": 1})
+    assert execution(rollout_id, sites[0]).plan_steps is not None, "rendered at the create"
+    assert execution(rollout_id, sites[1]).plan_steps is None, "rendered when dispatched"
+
+
+def test_many_listed_sites_are_checked_by_reading_the_fleets_ids(aws, published, clock,
+                                                                monkeypatch):
+    monkeypatch.setattr(create, "RENDER_ALL_UP_TO", 2)
+    monkeypatch.setattr(create, "SCAN_FROM", 3)
+    sites = make_sites(8, machine_ids={"srv-1"})
+    with pytest.raises(NotFound, match=r"site\(s\) 'shop-404' do not exist"):
+        start(published, clock, [*sites[:4], "shop-404", *sites[4:]], canary={"sites": 1})
+    with counting_requests() as sent:
+        start(published, clock, sites, canary={"sites": 1})
+    assert sent["Scan"] == create.WRITERS, "one page of each segment: no lookup"
+
+
+def test_a_fleet_much_larger_than_the_target_is_looked_up_instead_of_read(aws, monkeypatch):
+    from pynamodb.connection import TableConnection
+
+    sites = make_sites(6)
+    scan = TableConnection.scan
+
+    def small_pages(self, *args, **kwargs):  # as a fleet of many pages would give
+        return scan(self, *args, **{**kwargs, "limit": 1})
+
+    monkeypatch.setattr(TableConnection, "scan", small_pages)
+    monkeypatch.setattr(create, "SCAN_FROM", 3)
+    assert create._scan_ids(0, pages=20) is not None, "a segment read whole"
+    with counting_requests() as sent:
+        found = create.existing_sites([*sites[:3], "shop-404"])
+    assert found == set(sites[:3])
+    assert sent["Scan"] <= create.WRITERS and sent["BatchGetItem"] == 1, \
+        "a page per segment, then the lookup"
+
+
+def test_a_new_rollout_looks_up_no_wave_or_execution_before_writing_them(aws, published,
+                                                                         clock):
+    sites = make_sites(3, machine_ids={"srv-1"})
+    with counting_requests() as sent:
+        start(published, clock, sites, canary={"sites": 1})
+    assert sent["Query"] == 2, "the dispatch's of the queued sites, and the answer's list"
 
 
 def test_a_failed_canary_aborts_and_nothing_else_moves(aws, published, clock):
@@ -351,6 +406,32 @@ def test_a_silent_site_times_out_and_a_retry_gets_a_new_execution_id(aws, publis
     tick.tick(published, clock)
     assert execution(rollout_id, site).state == "timed_out", "no retries left"
     assert state_of(rollout_id) == "failed"
+
+
+def test_a_retry_is_timed_from_its_own_start(aws, published, clock):
+    (site,) = make_sites(1)
+    rollout_id = start(published, clock, [site], site_timeout=600,
+                       retries={"max": 1, "backoff": 10})
+    step = StepResult(task="power.ensure", state="running")
+    first = Progress(site=site, execution_id=Execution.make_id(rollout_id, site), seq=1,
+                     machines=[protocol.MachineResult(machine="srv-1", state="running",
+                                                      steps=[step])])
+    ingest.handle_message(*up(first), clock=clock)
+    assert execution(rollout_id, site).started_at == T0
+    clock.now += 100
+    finish(rollout_id, site, clock, "failed", retryable=True)
+    assert execution(rollout_id, site).started_at is None, "the retry has not started"
+    clock.now += 11
+    tick.tick(published, clock)
+    assert execution(rollout_id, site).state == "sent"
+    clock.now = T0 + 650  # past the timeout from the first attempt's start, not the retry's
+    tick.tick(published, clock)
+    assert execution(rollout_id, site).state == "sent"
+    retry = Progress(site=site, execution_id=Execution.make_id(rollout_id, site, 2), seq=1,
+                     machines=first.machines)
+    ingest.handle_message(*up(retry), clock=clock)
+    assert (execution(rollout_id, site).state, execution(rollout_id, site).started_at) == \
+        ("running", T0 + 650)
 
 
 def test_retryable_failures_are_retried_and_others_are_not(aws, published, clock):

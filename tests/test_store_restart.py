@@ -21,7 +21,15 @@ from edgeplane import protocol
 from edgeplane_cli.client import ApiClient, ApiError
 from edgeplane_dev.fleet_sim import FleetSimulator
 from edgeplane_dev.pki import cloud_identity
-from edgeplane_dev.stack import LocalStack, StackState, load_state, pki_dir, store_dir
+from edgeplane_dev.stack import (
+    LocalStack,
+    StackState,
+    load_state,
+    pinned_keys,
+    pki_dir,
+    plan_key_file,
+    store_dir,
+)
 from tests.support import wait_until
 from tests.tls_support import Peer, connect
 
@@ -66,7 +74,8 @@ def test_a_store_killed_mid_rollout_loses_nothing_and_the_rollout_finishes(stack
     api = ApiClient(state.context, timeout=30)
     # Power changes read back after 1-2 s: a wave is still running when the store dies.
     with FleetSimulator(state.mqtt_port, SITES, machines_per_site=MACHINES,
-                        power_delay=(1.0, 2.0), pki=pki_dir(stack.directory)) as fleet:
+                        power_delay=(1.0, 2.0), pki=pki_dir(stack.directory),
+                        plan_keys=pinned_keys(stack.directory)) as fleet:
         sites = fleet.site_ids
         wait_until(lambda: machine_count(api, sites) == SITES * MACHINES, timeout=60,
                    interval=0.3, what="every site registered with its machines")
@@ -157,9 +166,11 @@ def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
         operator.publish(protocol.plan_topic(AWAY), b"queued while away")
         operator.close()
 
+        key = plan_key_file(stack_dir).read_bytes()
         edgeplane(env, "dev", "down")
         assert store_dir(stack_dir).is_dir()
         assert "kept" in edgeplane(env, *up)
+        assert plan_key_file(stack_dir).read_bytes() == key, "the sites' pinned key is kept"
 
         sites = json.loads(edgeplane(env, "sites", "list", "--json"))["sites"]
         assert sorted(s["site_id"] for s in sites) == ["shop-kept", "site-001"]

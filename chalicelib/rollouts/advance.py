@@ -101,16 +101,14 @@ def _release_lease(rollout: Rollout, token: str) -> bool:
     return not conditional_write(rollout, [Rollout.advance_wanted.remove()], ours)
 
 
-def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[int]) -> bool:
-    """After sites finished (in these waves): can anything move? (A read per wave instead
-    of a full advance for each batch of results that changes nothing but counters.)"""
+def needs_advance(rollout: Rollout, policy: PolicyIn, finished_in: Iterable[Wave]) -> bool:
+    """After sites finished (in these waves, with their counters as the batch's counting
+    left them, ``bookkeeping.Counted``): can anything move? (Instead of a full advance
+    for each batch of results that changes nothing but counters.)"""
     if rollout.state != RolloutState.RUNNING or policy.max_in_flight or policy.max_per_minute:
         return rollout.state == RolloutState.RUNNING  # a place in flight was freed
-    for wave in finished_in:
-        counters = Wave.get(rollout.rollout_id, wave, consistent_read=True)
-        if int(counters.done) >= int(counters.size) or int(counters.failed) > 0:
-            return True
-    return False
+    return any(int(wave.done) >= int(wave.size) or int(wave.failed) > 0
+               for wave in finished_in)
 
 
 def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, Rollout]:

@@ -8,6 +8,11 @@ event-log item and one EventBridge event per ``EVENT_CHUNK`` moves.
 
 A crash between the moves and the flush loses counts (never moves): the tick recounts every
 live rollout from its executions (``tick.reconcile``), as it did for a lost single ADD.
+
+Where sites finished, the ADDs answer the counters as they left them (``counted``): what
+tells the batch whether it made anything possible (a wave complete, a failure to judge),
+with no read after its writes. Of batches finishing a wave's last sites at once, the one
+whose ADD completes it is the one that sees it complete.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.update import Action
 
 from chalicelib import audit
-from chalicelib.models import Execution, Rollout, Wave, conditional_write
+from chalicelib.models import Execution, Rollout, Wave, update_returning
 from chalicelib.rollouts import states
 from edgeplane.protocol import ExecutionState
 
@@ -41,14 +46,25 @@ class _RolloutChanges:
     moves: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Counted:
+    """A rollout in which sites finished, and the waves they finished in, with their
+    counters as this batch's ADDs left them."""
+
+    rollout: Rollout
+    waves: list[Wave]
+
+
 class Changes:
     """Execution moves that took, to be counted and logged together: one per dispatch
     round or ingest batch (``moved`` may be called from several threads). As a context
-    manager, it flushes on the way out, raised or not."""
+    manager, it flushes on the way out, raised or not. ``counted``: what the flush
+    answered, per rollout in which sites finished."""
 
     def __init__(self) -> None:
         self._by_rollout: dict[str, _RolloutChanges] = defaultdict(_RolloutChanges)
         self._lock = threading.Lock()
+        self.counted: dict[str, Counted] = {}
 
     def __enter__(self) -> Changes:
         return self
@@ -58,15 +74,6 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self._by_rollout)
-
-    @property
-    def rollout_ids(self) -> list[str]:
-        return list(self._by_rollout)
-
-    def waves_finished_in(self, rollout_id: str) -> set[int]:
-        """The waves in which some execution reached a terminal state."""
-        found = self._by_rollout.get(rollout_id)
-        return set(found.wave_done) if found else set()
 
     def moved(self, execution: Execution, source: ExecutionState, target: ExecutionState,
               now: float) -> None:
@@ -107,8 +114,10 @@ class Changes:
                 actions.append(Rollout.done.add(counts.done))
             per_state = [Rollout.state_counts[state].add(delta)
                          for state, delta in sorted(counts.states.items()) if delta]
+            answer = "ALL_NEW" if counts.done else "NONE"
             try:
-                conditional_write(Rollout(rollout_id), actions + per_state)
+                stored = update_returning(Rollout(rollout_id), actions + per_state,
+                                          values=answer)
             except PynamoDBException as exc:
                 if exc.cause_response_code != "ValidationException":
                     raise
@@ -116,10 +125,15 @@ class Changes:
                 # the next recount writes them.
                 LOG.warning("rollout %s has no state_counts; counted without them",
                             rollout_id)
-                conditional_write(Rollout(rollout_id), actions)
+                stored = update_returning(Rollout(rollout_id), actions, values=answer)
+            waves = []
             for wave, done in counts.wave_done.items():
                 wave_actions: list[Action] = [Wave.done.add(done)]
                 if counts.wave_failed[wave]:
                     wave_actions.append(Wave.failed.add(counts.wave_failed[wave]))
-                Wave(rollout_id, wave).update(actions=wave_actions)
+                counters = Wave(rollout_id, wave)
+                counters.update(actions=wave_actions)  # answers the counters it left
+                waves.append(counters)
+            if stored:
+                self.counted[rollout_id] = Counted(Rollout.from_raw_data(stored), waves)
             audit.record_moves(rollout_id, counts.moves)

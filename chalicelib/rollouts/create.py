@@ -1,10 +1,10 @@
 """Creating a rollout.
 
 Deciding is separated from doing: ``create`` first resolves the target sites and renders
-every site's plan (which is where a rollout the fleet cannot run is refused), and only then
-writes anything. Every write is idempotent, so a retried request, or the same
-``client_token`` again, completes a creation that crashed half way instead of starting a
-second rollout:
+every site's plan (which is where a rollout the fleet cannot run is refused; so is any
+rollout while the cloud has no key to sign plans with), and only then writes anything.
+Every write is idempotent, so a retried request, or the same ``client_token`` again,
+completes a creation that crashed half way instead of starting a second rollout:
 
 1. write the target's site ids, then put the rollout, on condition that its id is new (the
    id derives from the client token);
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from pynamodb.exceptions import PynamoDBException
 
-from chalicelib import audit
+from chalicelib import audit, signing
 from chalicelib.clock import Clock
 from chalicelib.definitions import render
 from chalicelib.errors import BadRequest, Conflict, NotFound
@@ -35,7 +35,7 @@ from chalicelib.rollouts.advance import DISPATCH_LEASE, advance
 from chalicelib.rollouts.moves import get_rollout
 from chalicelib.rollouts.policy import wave_sizes
 from chalicelib.rollouts.read import executions_of, get_or_none
-from chalicelib.rollouts.rendering import render_all, source_of
+from chalicelib.rollouts.rendering import Source, read_sites, render_many, source_of
 from chalicelib.rollouts.states import RolloutState
 from chalicelib.schemas import RolloutIn
 from edgeplane.protocol import ExecutionState
@@ -82,6 +82,7 @@ def rollout_id_for(client_token: str | None) -> str:
 
 
 def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> Created:
+    signing.current()  # NotConfigured: not one of its plans could be sent
     rollout_id = rollout_id_for(body.client_token)
     if body.client_token:
         existing = get_or_none(rollout_id)
@@ -93,7 +94,8 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     policy = body.policy
     sizes = wave_sizes(len(site_ids), policy)
     checked = site_ids if len(site_ids) <= RENDER_ALL_UP_TO else site_ids[:sizes[0]]
-    rendered = render_all(rollout_id, checked, source)
+    rendered = check_and_render(rollout_id, site_ids, checked, source,
+                                listed=body.sites is not None)
 
     now = clock()
     target_ref = targets.write(rollout_id, site_ids)  # before the rollout that names it
@@ -120,7 +122,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
              len(source.steps), len(site_ids), sizes)
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
                                                    "waves": sizes}, now)
-    ensure_executions(rollout, site_ids, clock, rendered)
+    ensure_executions(rollout, site_ids, clock, rendered, new=True)
     advance(rollout_id, publisher, clock, lease=rollout.lease_token)
     return _created(rollout_id, site_ids, new=True)
 
@@ -140,19 +142,55 @@ def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Cloc
     return _created(rollout.rollout_id, site_ids, new=False)
 
 
-def _existing(site_ids: list[str]) -> list[Site]:
-    return list(Site.batch_get(site_ids, attributes_to_get=["site_id"]))
+# Which of many sites exist: a target of thousands is mostly the whole fleet, and reading
+# every site's id (a scan, a page a request, each page up to 1 MB) costs fewer requests and
+# reads than looking the sites up (100 a request, each a read of at least 4 KB). The scan
+# stops once it read what the lookups would have (a fleet much larger than the target):
+# the sites are then looked up, so the check costs at most twice its lookups.
+SCAN_FROM = 1000  # sites: below, the lookups are a few requests
+SCAN_PAGE = 1 << 20
+LOOKUP_READ = 4096
+
+
+def existing_sites(site_ids: Sequence[str]) -> set[str]:
+    """Those of ``site_ids`` that exist."""
+    if len(site_ids) >= SCAN_FROM:
+        pages = -(-len(site_ids) * LOOKUP_READ // SCAN_PAGE // WRITERS)  # per segment
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="create") as pool:
+            segments = list(pool.map(lambda segment: _scan_ids(segment, pages),
+                                     range(WRITERS)))
+        fleet = [ids for ids in segments if ids is not None]
+        if len(fleet) == len(segments):
+            return set(site_ids) & set().union(*fleet)
+    parts = [site_ids[i:i + WRITE_PART] for i in range(0, len(site_ids), WRITE_PART)]
+    with ThreadPoolExecutor(max(1, min(WRITERS, len(parts))),
+                            thread_name_prefix="create") as pool:
+        return set().union(*pool.map(_existing, parts))
+
+
+def _scan_ids(segment: int, pages: int) -> set[str] | None:
+    """Every site id in one of ``WRITERS`` segments of the table, or None if that takes
+    more than ``pages`` pages."""
+    found: set[str] = set()
+    start = None
+    for _ in range(max(1, pages)):
+        page = Site._get_connection().scan(attributes_to_get=["site_id"], segment=segment,
+                                           total_segments=WRITERS, exclusive_start_key=start)
+        found.update(item["site_id"]["S"] for item in page.get("Items", []))
+        start = page.get("LastEvaluatedKey")
+        if start is None:
+            return found
+    return None
+
+
+def _existing(site_ids: Sequence[str]) -> set[str]:
+    return {site.site_id for site in Site.batch_get(site_ids, attributes_to_get=["site_id"])}
 
 
 def resolve_sites(body: RolloutIn) -> list[str]:
-    """The target's site ids: each named site must exist, a tag must match at least one."""
+    """The target's site ids: the listed ones in the order given (that each exists is
+    ``check_and_render``'s), or a tag's, sorted (it must match at least one)."""
     if body.sites is not None:
-        parts = [body.sites[i:i + WRITE_PART] for i in range(0, len(body.sites), WRITE_PART)]
-        with ThreadPoolExecutor(min(WRITERS, len(parts)), thread_name_prefix="create") as pool:
-            found = {site.site_id for sites in pool.map(_existing, parts) for site in sites}
-        missing = [site_id for site_id in body.sites if site_id not in found]
-        if missing:
-            raise NotFound(f"site(s) {', '.join(map(repr, missing))} do not exist")
         return list(body.sites)
     site_ids = sorted(site.site_id for site in Site.scan(Site.tags.contains(body.tag),
                                                            attributes_to_get=["site_id"]))
@@ -161,23 +199,50 @@ def resolve_sites(body: RolloutIn) -> list[str]:
     return site_ids
 
 
+def check_and_render(rollout_id: str, site_ids: Sequence[str], checked: Sequence[str],
+                     source: Source, listed: bool) -> dict[str, render.RenderedSite]:
+    """The plans of ``checked`` (the first sites of ``site_ids``); NotFound naming every
+    listed site that does not exist, else Conflict naming every checked site that cannot
+    run the plan. The checked sites are read once, for both; the others of a list are
+    checked meanwhile (``existing_sites``; a tag's exist: the scan found them)."""
+    rest = list(site_ids[len(checked):]) if listed else []
+    with ThreadPoolExecutor(1, thread_name_prefix="create") as pool:
+        others = pool.submit(existing_sites, rest)
+        sites = read_sites(checked, full=source.blueprint is not None)
+        rendered, problems = render_many(rollout_id, checked, source, sites)
+        found = set(sites) | others.result()
+    missing = [site_id for site_id in site_ids if site_id not in found]
+    if missing:
+        raise NotFound(f"site(s) {', '.join(map(repr, missing))} do not exist")
+    if problems:
+        raise Conflict("; ".join(problems[site_id] for site_id in checked
+                                 if site_id in problems))
+    return rendered
+
+
 def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = time.time,
-                      rendered: dict[str, render.RenderedSite] | None = None) -> None:
+                      rendered: dict[str, render.RenderedSite] | None = None,
+                      new: bool = False) -> None:
     """One queued execution per site, in its wave, with its rendered plan; those that exist
     are left as they are (a retried create completes a crashed one, and its executions
     render their plan when dispatched). Waves are consecutive slices of the target in the
-    order given (a tag's sites sorted by id)."""
+    order given (a tag's sites sorted by id).
+
+    ``new``: the rollout was just created by this request, so it has no wave and no
+    execution yet (nothing to look up).
+    """
     rendered = rendered or {}
     sizes = [int(size) for size in rollout.waves or [len(site_ids)]]
-    have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
+    have = set() if new else {int(w.wave) for w in Wave.query(rollout.rollout_id,
+                                                                consistent_read=True)}
     with Wave.batch_write() as batch:
         for index, size in enumerate(sizes):
             if index not in have:  # a wave's counters are never reset
                 batch.save(Wave(rollout.rollout_id, index, size=size))
     wave_of = [index for index, size in enumerate(sizes) for _ in range(size)]
     now = clock()
-    existing = {e.site_id for e in Execution.query(rollout.rollout_id,
-                                                   attributes_to_get=["site_id"])}
+    existing = set() if new else {e.site_id for e in Execution.query(
+        rollout.rollout_id, attributes_to_get=["site_id"])}
     missing = [(site_id, wave) for site_id, wave in zip(site_ids, wave_of, strict=True)
                if site_id not in existing]
 

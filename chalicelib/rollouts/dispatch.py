@@ -2,7 +2,8 @@
 
 A site's plan is claimed before it is published (queued -> sent, conditional), so of two
 writers dispatching at once only one sends it; a plan that could not be published is given
-back to the queue for the next advance.
+back to the queue for the next advance. Every plan is signed (``chalicelib.signing``): with
+no signing key, nothing is claimed or sent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
+from chalicelib import signing
 from chalicelib.clock import Clock
 from chalicelib.definitions.render import RenderedSite
 from chalicelib.errors import Conflict, PublishFailed
@@ -56,8 +58,9 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
     if not chosen:
         return 0
+    signer = signing.current()  # NotConfigured before any claim: nothing goes unsigned
     with Changes() as changes:
-        sender = _Sender(rollout, policy, publisher, clock, changes)
+        sender = _Sender(rollout, policy, publisher, signer, clock, changes)
         sender.prepare(chosen)
         if len(chosen) == 1:
             sent = int(sender.send(chosen[0]))
@@ -76,10 +79,11 @@ class _Sender:
     """Claims one queued execution and publishes its plan (one per thread at a time)."""
 
     def __init__(self, rollout: Rollout, policy: PolicyIn, publisher: Publisher,
-                 clock: Clock, changes: Changes) -> None:
+                 signer: signing.PlanSigner, clock: Clock, changes: Changes) -> None:
         self.rollout = rollout
         self.policy = policy
         self.publisher = publisher
+        self.signer = signer
         self.clock = clock
         self.changes = changes
         self._rendered: dict[str, RenderedSite] = {}
@@ -99,6 +103,7 @@ class _Sender:
                              expires_at=self.rollout.expires_at,
                              detail=protocol.Detail(self.policy.report),
                              observe=self._judged is None or site_id in self._judged)
+        payload = self.signer.sign(plan, signing.expiry(plan, self.clock()))
         # The plan rendered now is kept with the claim: the results name steps by place.
         rendered = {} if execution.plan_steps is not None else {
             "plan_steps": [asdict(step) for step in steps]}
@@ -109,7 +114,7 @@ class _Sender:
                           sent_at=self.clock(), **rendered):
             return False
         try:
-            self.publisher.publish(protocol.plan_topic(site_id), plan.encode())
+            self.publisher.publish(protocol.plan_topic(site_id), payload)
         except PublishFailed as exc:
             LOG.error("rollout %s: plan for site %s not sent: %s", self.rollout.rollout_id,
                       site_id, exc.message)

@@ -110,7 +110,7 @@ def requeue(execution: Execution, policy: PolicyIn, reason: str,
         Execution.message.set(f"attempt {attempt - 1} failed, retrying after "
                               f"{not_before - now:.0f} s: {reason}"),
         Execution.updated_at.set(now), Execution.machines.set({}),
-        Execution.last_seq.remove(),
+        Execution.last_seq.remove(), Execution.started_at.remove(),  # not started yet
     ]
     if not conditional_update(execution, actions, Execution.state == source):
         return False

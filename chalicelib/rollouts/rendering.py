@@ -67,16 +67,6 @@ RENDER_FIELDS = ["site_id", "machine_id", "protocol", "capabilities", "machine_c
                  "labels", "manufacturer", "model", "serial"]
 
 
-def render_all(rollout_id: str, site_ids: Sequence[str],
-               source: Source) -> dict[str, render.RenderedSite]:
-    """Every site's plan, or one Conflict naming every site that cannot run the steps."""
-    rendered, problems = render_many(rollout_id, site_ids, source)
-    if problems:
-        raise Conflict("; ".join(problems[site_id] for site_id in site_ids
-                                 if site_id in problems))
-    return rendered
-
-
 def render_many(rollout_id: str, site_ids: Sequence[str], source: Source,
                 sites: dict[str, Site] | None = None
                 ) -> tuple[dict[str, render.RenderedSite], dict[str, str]]:

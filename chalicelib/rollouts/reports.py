@@ -7,16 +7,19 @@ at the end (``result``, every machine). Delivery is at least once and unordered,
   progress before it (it carries every machine), progress reports merge per machine by seq;
 - each execution is then one conditional UpdateItem, without reading it first: a result
   moves sent/running to its final state (``ReturnValues=ALL_OLD`` tells from which), a
-  progress moves sent to running or only updates the machines, when its seq is newer;
+  progress moves sent to running or only updates the machines of a running one, when its
+  seq is newer (ALL_OLD tells which it did);
 - a result ``rejected`` (the site's gateway refused the plan) is final at once, like a
   failure that is not retryable: the same plan would be refused again;
 - only what the conditions refuse is read and sorted out: a report of an earlier attempt or
   of an unknown execution (dropped and logged), a duplicate of a final result (the rollout
   is recounted: a crash may have come between the move and its counting), a report for an
   execution still queued (moved by the engine), a progress older than the stored one
-  (merged per machine, optimistically on ``report_count``);
+  (merged per machine, optimistically on ``report_count``); a progress of an execution
+  this process saw finish is dropped unread (``CLOSED``);
 - the moves' counters and events are written once per batch (``Changes``), and each
-  rollout touched is advanced once, if anything can move.
+  rollout in which sites finished is advanced once, if anything can move: the counting's
+  answer tells, without a read.
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import PynamoDBException
-
 from chalicelib import publisher
 from chalicelib.clock import Clock
-from chalicelib.models import Execution, conditional_failed, conditional_update
+from chalicelib.models import Execution, conditional_update, update_returning
+from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import states
 from chalicelib.rollouts.advance import advance, needs_advance
 from chalicelib.rollouts.bookkeeping import IN_FLIGHT, Changes
@@ -43,6 +45,13 @@ from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
 LOG = logging.getLogger(__name__)
 
 MAX_STEPS = protocol.MAX_STEPS  # a plan's steps at most (schemas.RolloutIn)
+
+
+# Executions no report can change anymore, that this process saw closed: finished (a final
+# state is never left) or replaced by their retry (which has an id of its own); an id is
+# never used for another execution. A progress arrives after its result when the two come
+# in batches handled side by side: one of these is dropped without a request.
+CLOSED = RecentKeys(10_000)
 
 
 @dataclass
@@ -90,17 +99,15 @@ def apply(messages: list[Progress], clock: Clock = time.time) -> None:
                 _apply_result(report, report.result, now, batch)
             else:
                 _apply_progress(report, now, batch)
-        finished = {rollout_id: batch.changes.waves_finished_in(rollout_id)
-                    for rollout_id in batch.changes.rollout_ids}
-    for rollout_id in sorted(set(finished) | batch.recount):
-        if rollout_id not in batch.recount and not finished[rollout_id]:
-            continue  # nothing finished: nothing can move
-        rollout = get_rollout(rollout_id)
+    # Where sites finished, the counting answered the counters it left: no read of them.
+    counted = batch.changes.counted
+    for rollout_id in sorted(set(counted) | batch.recount):
         if rollout_id in batch.recount:
-            reconcile(rollout, clock)
-        elif not needs_advance(rollout, policy_of(rollout),
-                                      finished[rollout_id]):
-            continue
+            reconcile(get_rollout(rollout_id), clock)
+        elif not needs_advance(counted[rollout_id].rollout,
+                               policy_of(counted[rollout_id].rollout),
+                               counted[rollout_id].waves):
+            continue  # nothing can move
         advance(rollout_id, publisher.current(), clock)
 
 
@@ -197,16 +204,19 @@ def _apply_result(report: _Report, message: Result, now: float, batch: _Batch) -
     if old is not None:
         old.message = text
         batch.changes.moved(old, ExecutionState(old.state), target, now)
+        CLOSED.add(report.execution_id)
         LOG.info("execution %s %s: %s", report.execution_id, target, text)
         return
     execution = _read(report)
     if execution is None:
         return
     if execution.state in states.TERMINAL_EXECUTION_STATES:
+        CLOSED.add(report.execution_id)
         batch.recount.add(report.rollout_id)  # a duplicate: make sure it was counted
     elif transition(execution, target, lambda: now, message=text,
                            changes=batch.changes, started_at=execution.started_at or now,
                            last_seq=message.seq, machines=machines):
+        CLOSED.add(report.execution_id)
         LOG.info("execution %s %s: %s", report.execution_id, target, text)
 
 
@@ -224,13 +234,15 @@ def _retry_or_fail(report: _Report, message: Result, now: float, batch: _Batch) 
             rollout.state not in states.STOPPED_ROLLOUT_STATES:
         if requeue(execution, policy, str(message.message), lambda: now,
                           batch.changes):
+            CLOSED.add(report.execution_id)  # the next attempt has an id of its own
             LOG.info("execution %s failed (retryable): queued again", report.execution_id)
         return  # the tick dispatches it after the backoff
     machines = {m.machine: _snapshot(m, message.seq, now) for m in valid_machines(message)}
-    transition(execution, ExecutionState.FAILED, lambda: now,
-                      message=str(message.message), changes=batch.changes,
-                      started_at=execution.started_at or now, last_seq=message.seq,
-                      machines=machines)
+    if transition(execution, ExecutionState.FAILED, lambda: now,
+                  message=str(message.message), changes=batch.changes,
+                  started_at=execution.started_at or now, last_seq=message.seq,
+                  machines=machines):
+        CLOSED.add(report.execution_id)
 
 
 def _retryable(message: Result) -> bool:
@@ -244,21 +256,22 @@ def _retryable(message: Result) -> bool:
 
 
 def _apply_progress(report: _Report, now: float, batch: _Batch) -> None:
+    if report.execution_id in CLOSED:
+        return  # its result came first: a late progress never reopens it
     same = Execution.execution_id == report.execution_id
     newer = Execution.last_seq.does_not_exist() | (Execution.last_seq < report.seq)
-    actions = _machine_actions(report, report.machines, now)
-    start = [Execution.state.set(ExecutionState.RUNNING), Execution.started_at.set(now)]
-    # The first report of a plan usually finds it sent, later ones find it running.
-    tries = [(start, ExecutionState.SENT), ([], ExecutionState.RUNNING)]
-    if report.seq > 1:
-        tries.reverse()
-    for extra, state in tries:
-        old = _update(report, actions + extra, same & newer & (Execution.state == state))
-        if old is not None:
-            if extra:
-                batch.changes.moved(old, ExecutionState.SENT, ExecutionState.RUNNING, now)
-            return
-    _merge_progress(report, now, batch)
+    # Sent or running, it is running after its first report: the execution as it was
+    # tells whether this one moved it (and started it: a retry starts without a start).
+    actions = _machine_actions(report, report.machines, now) + [
+        Execution.state.set(ExecutionState.RUNNING),
+        Execution.started_at.set(Execution.started_at | now)]
+    old = _update(report, actions, same & newer & Execution.state.is_in(*IN_FLIGHT))
+    if old is not None:
+        if old.state == ExecutionState.SENT:
+            batch.changes.moved(old, ExecutionState.SENT, ExecutionState.RUNNING, now)
+        return
+    if report.execution_id not in CLOSED:  # its result may have come meanwhile
+        _merge_progress(report, now, batch)
 
 
 def _machine_actions(report: _Report, machines: dict[str, tuple[int, MachineResult]],
@@ -274,6 +287,8 @@ def _merge_progress(report: _Report, now: float, batch: _Batch) -> None:
     for _ in range(3):
         execution = _read(report)
         if execution is None or execution.state in states.TERMINAL_EXECUTION_STATES:
+            if execution is not None:
+                CLOSED.add(report.execution_id)
             return  # a late progress never reopens a finished execution
         if execution.state == ExecutionState.QUEUED:
             transition(execution, ExecutionState.RUNNING, lambda: now,
@@ -301,16 +316,8 @@ def _merge_progress(report: _Report, now: float, batch: _Batch) -> None:
 
 def _update(report: _Report, actions: list[Any], condition: Any) -> Execution | None:
     """One conditional update; the execution as it was before, or None if refused."""
-    site_id = report.site
-    try:
-        answer = Execution._get_connection().update_item(
-            report.rollout_id, site_id, actions=actions, condition=condition,
-            return_values="ALL_OLD")
-    except PynamoDBException as exc:
-        if conditional_failed(exc):
-            return None
-        raise
-    return Execution.from_raw_data(answer["Attributes"])
+    old = update_returning(Execution(report.rollout_id, report.site), actions, condition)
+    return Execution.from_raw_data(old) if old is not None else None
 
 
 def _read(report: _Report) -> Execution | None:

@@ -58,6 +58,10 @@ class BmcCredentials:
     # HTTPS BMCs: True checks the certificate against the system's CAs, a path against that
     # CA bundle; False (an explicit opt-out, for self-signed BMCs) does not check it.
     verify_tls: bool | str = True
+    # HTTPS BMCs: the SHA-256 fingerprint of the one certificate to accept (``sha256:AB:..``,
+    # see ``edge_gateway.fingerprints``). It replaces the checks above (chain, host name):
+    # any other certificate is refused.
+    tls_fingerprint: str | None = None
 
 
 # What a BMC offers changes only with its firmware: drivers read it again after this long.

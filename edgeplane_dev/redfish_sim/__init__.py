@@ -17,8 +17,9 @@ malformed JSON) are injected on request.
   event logs, sessions and basic auth;
 - ``faults``: what can be injected;
 - ``bmc``: ``RedfishBmc``, dispatching requests to the above;
-- ``server``: HTTP on loopback ports (``RedfishSimulator`` in process, ``serve`` and
-  ``main`` for ``python -m edgeplane_dev.redfish_sim --port P``).
+- ``server``: HTTP, or HTTPS with a given certificate, on loopback ports
+  (``RedfishSimulator`` in process, ``serve`` and ``main`` for
+  ``python -m edgeplane_dev.redfish_sim --port P``).
 
 The shipped mockup is DMTF's public-rackmount1 (BSD-3-Clause, ``mockups/.../LICENSE.md``);
 its Bios names the attribute registry ``BiosAttributeRegistryP89.v1_0_0`` without carrying

@@ -1,4 +1,5 @@
-"""Serving simulated Redfish BMCs over HTTP on loopback ports, one BMC per port.
+"""Serving simulated Redfish BMCs over HTTP, or HTTPS with a given certificate and key,
+on loopback ports, one BMC per port.
 
 Besides the Redfish service, each port answers a small control API for tests and
 operators (no auth, loopback only):
@@ -15,6 +16,8 @@ import argparse
 import json
 import logging
 import signal
+import socket
+import ssl
 import sys
 import threading
 from collections.abc import Sequence
@@ -37,22 +40,50 @@ from edgeplane_dev.redfish_sim.update import MONITOR_STYLES
 
 LOG = logging.getLogger(__name__)
 CONTROL = "/_sim/"
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over its TLS handshake
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, bmc: RedfishBmc, stopping: threading.Event) -> None:
+    def __init__(self, port: int, bmc: RedfishBmc, stopping: threading.Event,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.bmc = bmc
         self.stopping = stopping
+        self.tls = tls
         super().__init__((LOOPBACK, port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.tls is None:
+            return connection, address
+        # The handshake runs in the request's thread (_Handler.setup), not in the one that
+        # accepts: a client slow to shake hands holds up no other.
+        return self.tls.wrap_socket(connection, server_side=True,
+                                    do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError)):
+            # A client that refuses the certificate ends the handshake: as a BMC, say nothing.
+            LOG.debug("%s: connection from %s ended: %s", self.server_address[1],
+                      client_address, error)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as BMCs and sushy use it
     disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     server: _Server
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         LOG.debug("%s " + format, self.server.server_address[1], *args)
@@ -169,22 +200,27 @@ def _error(status: int) -> Reply:
 
 class RedfishSimulator:
     """Simulated BMCs in this process, one per port, each on its own copy of the mockup;
-    a context manager. ``bmcs[i]`` is the BMC on ``ports[i]``."""
+    a context manager. ``bmcs[i]`` is the BMC on ``ports[i]``. With ``tls_cert`` and
+    ``tls_key`` (PEM files) every port serves HTTPS with that certificate, as a BMC with its
+    own (often self-signed) certificate does."""
 
     def __init__(self, ports: Sequence[int] = (0,), mockup: Path | str | None = None,
-                 options: BmcOptions = DEFAULT_OPTIONS, registries: bool = True) -> None:
+                 options: BmcOptions = DEFAULT_OPTIONS, registries: bool = True,
+                 tls_cert: Path | str | None = None, tls_key: Path | str | None = None) -> None:
+        tls = server_tls(tls_cert, tls_key)
         shared = Mockup.load(mockup or SHIPPED)
         extra = load_registries() if registries else []
         self.bmcs = [RedfishBmc(shared, options, extra) for _ in ports]
         self._stopping = threading.Event()
-        self._servers = [_Server(port, bmc, self._stopping)
+        self._servers = [_Server(port, bmc, self._stopping, tls)
                          for port, bmc in zip(ports, self.bmcs, strict=True)]
+        self.scheme = "https" if tls else "http"
         self.ports = [server.server_address[1] for server in self._servers]
         self._threads: list[threading.Thread] = []
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{LOOPBACK}:{port}" for port in self.ports]
+        return [f"{self.scheme}://{LOOPBACK}:{port}" for port in self.ports]
 
     @property
     def url(self) -> str:
@@ -220,17 +256,32 @@ class RedfishSimulator:
         self.stop()
 
 
+def server_tls(cert: Path | str | None, key: Path | str | None) -> ssl.SSLContext | None:
+    """The server side of TLS with this certificate and key (PEM); None for plain HTTP."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("HTTPS needs both a certificate and its key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def serve(ports: Sequence[int], mockup: Path | str | None = None,
-          options: BmcOptions = DEFAULT_OPTIONS) -> None:
+          options: BmcOptions = DEFAULT_OPTIONS, tls_cert: Path | str | None = None,
+          tls_key: Path | str | None = None) -> None:
     """Serve one BMC per port until SIGTERM or Ctrl-C; prints ``ready <port> ...`` once
-    listening. Raises OSError if a port is taken, MockupError for a bad mockup."""
+    listening. Raises OSError if a port is taken or the certificate cannot be read,
+    MockupError for a bad mockup."""
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    with RedfishSimulator(ports, mockup, options) as simulator:
-        LOG.info("Redfish simulator on %s, port(s) %s, user %s, mockup %s", LOOPBACK,
-                 ", ".join(map(str, simulator.ports)), options.username, mockup or SHIPPED)
+    with RedfishSimulator(ports, mockup, options, tls_cert=tls_cert,
+                          tls_key=tls_key) as simulator:
+        LOG.info("Redfish simulator on %s, %s port(s) %s, user %s, mockup %s", LOOPBACK,
+                 simulator.scheme.upper(), ", ".join(map(str, simulator.ports)),
+                 options.username, mockup or SHIPPED)
         print("ready", *simulator.ports, flush=True)
         while not stop.wait(0.5):
             pass
@@ -258,7 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="how the firmware task monitor answers")
     parser.add_argument("--no-acpi", action="store_true",
                         help="the OS ignores GracefulShutdown")
+    parser.add_argument("--tls-cert", type=Path, default=None,
+                        help="serve HTTPS with this certificate (PEM; with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, default=None,
+                        help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = BmcOptions(username=args.username, password=args.password,
@@ -267,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          update_stalls_at=args.update_stalls_at,
                          monitor_style=args.monitor_style, acpi=not args.no_acpi)
     try:
-        serve(args.port, args.mockup, options)
+        serve(args.port, args.mockup, options, tls_cert=args.tls_cert, tls_key=args.tls_key)
     except (OSError, MockupError) as exc:
         print(f"redfish_sim: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,9 @@ class BiosAttribute:
 class BiosSettings:
     current: dict[str, Any]
     pending: dict[str, Any]  # written, not yet in effect (until the next reset)
-    # None: the BMC publishes no registry; attributes are then checked against ``current``
-    registry: dict[str, BiosAttribute] | None = None
+    # None: the BMC publishes no registry; attributes are then checked against ``current``.
+    # Read-only: a driver may share one registry among the machines of one model.
+    registry: Mapping[str, BiosAttribute] | None = None
 
 
 class BiosInterface(abc.ABC):

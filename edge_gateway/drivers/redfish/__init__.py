@@ -2,6 +2,7 @@
 
 - ``service``: the connection (lazy root, connector with timeouts and retries, auth,
   system selection) and the error boundary (``RedfishService.call``);
+- ``tls``: the connector for a BMC whose certificate is pinned (``tls_fingerprint``);
 - ``tables``: Redfish words and sushy constants <-> Edgeplane's;
 - ``power``, ``boot``, ``media``, ``bios``, ``firmware``, ``inventory``, ``health``,
   ``logs``, ``bmc``: one hardware interface each (``RedfishPower`` implements

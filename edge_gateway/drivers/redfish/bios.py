@@ -3,18 +3,27 @@
 Raw documents rather than sushy's ``Bios``: we need the settings object's ETag header and
 the registry file's Location, which sushy keeps to itself. Names and values are checked in
 the task layer against what ``get_bios()`` returns; here we only read and write.
+
+An attribute registry is the same document on every machine of one model and firmware, and
+a large one (1-2 MB of JSON on some BMCs): ``SHARED_REGISTRIES`` parses each registry once
+per process and every driver reads that one copy.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from edge_gateway.drivers.interfaces import BiosAttribute, BiosInterface, BiosSettings
 from edge_gateway.drivers.redfish.documents import Document, link
-from edge_gateway.drivers.redfish.service import RedfishService, Refusal
+from edge_gateway.drivers.redfish.service import RedfishService, Refusal, document_of
 
 LOG = logging.getLogger(__name__)
 
@@ -56,16 +65,16 @@ class RedfishBios(BiosInterface):
             self._service.patch(settings_path, {"Attributes": attributes}, etag)
 
     @functools.cached_property
-    def _bios_registries(self) -> dict[str, dict[str, BiosAttribute] | None]:
+    def _bios_registries(self) -> dict[str, Mapping[str, BiosAttribute] | None]:
         """The attribute registries read so far, by name: each is read once per driver."""
         return {}
 
-    def _bios_registry(self, name: str) -> dict[str, BiosAttribute] | None:
+    def _bios_registry(self, name: str) -> Mapping[str, BiosAttribute] | None:
         """The attribute registry ``name`` as BiosAttributes; None if the BMC has none."""
         if name not in self._bios_registries:
-            document = _find_registry(self._service, name)
-            self._bios_registries[name] = _parse_registry(document) if document else None
-            if document is None:
+            registry = _find_registry(self._service, name)
+            self._bios_registries[name] = registry.attributes if registry else None
+            if registry is None:
                 LOG.info("BMC %s: attribute registry %s is not published",
                          self._service.address, name)
         return self._bios_registries[name]
@@ -85,7 +94,49 @@ def _bios(service: RedfishService) -> Document:
 # --- the attribute registry --------------------------------------------------------------
 
 
-def _find_registry(service: RedfishService, name: str) -> Document | None:
+class Registry(NamedTuple):
+    """An attribute registry as read: its Id, and its attributes (None if it lists none)."""
+
+    id: object
+    attributes: Mapping[str, BiosAttribute] | None
+
+    @classmethod
+    def of(cls, document: Document) -> Registry:
+        return cls(document.get("Id"), _parse_registry(document))
+
+
+class SharedRegistries:
+    """Registries parsed once per content, for every driver of the process: keyed by the
+    SHA-256 of the bytes the BMC sent, not by name or URI (vendors give different registries
+    the same name). The ``size`` most recently used are kept. Parsing holds the lock: the
+    machines of a site ask for the same registry at the same moment, and one parses it."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._registries: OrderedDict[bytes, Registry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def parsed(self, content: bytes, parse: Callable[[], Registry]) -> Registry:
+        key = hashlib.sha256(content).digest()
+        with self._lock:
+            registry = self._registries.get(key)
+            if registry is None:
+                registry = self._registries[key] = parse()
+                while len(self._registries) > self.size:
+                    self._registries.popitem(last=False)
+            else:
+                self._registries.move_to_end(key)
+            return registry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._registries.clear()
+
+
+SHARED_REGISTRIES = SharedRegistries()
+
+
+def _find_registry(service: RedfishService, name: str) -> Registry | None:
     """Find ``name`` in the Registries collection and follow its Location.
 
     A registry file whose Id or Registry is ``name`` (or the same name and major.minor
@@ -106,29 +157,39 @@ def _find_registry(service: RedfishService, name: str) -> Document | None:
         if file is None:
             continue
         if _same_registry(name, file):
-            return _registry_document(service, file)
+            return _registry_of_file(service, file)
         if _related_registry(name, file):
             related.append(file)
     for file in related:
-        document = _registry_document(service, file)
-        if document is not None and document.get("Id") == name:
-            return document
+        registry = _registry_of_file(service, file)
+        if registry is not None and registry.id == name:
+            return registry
     return None
 
 
-def _registry_document(service: RedfishService, file: Document) -> Document | None:
+def _registry_of_file(service: RedfishService, file: Document) -> Registry | None:
     if "RegistryEntries" in file:  # the registry itself, inline in the collection
-        return file
+        return Registry.of(file)
     locations = [entry for entry in file.get("Location") or [] if isinstance(entry, dict)]
     locations.sort(key=lambda entry: entry.get("Language") != "en")
     for location in locations:
         uri = location.get("Uri")
         if isinstance(uri, str) and uri:
-            return service.optional_json(uri)
+            return _read_registry(service, uri)
     # PublicationUri is on the Internet and ArchiveUri a zip: neither is fetched here.
     LOG.info("BMC %s: registry file %s has no Location Uri on the BMC", service.address,
              file.get("@odata.id"))
     return None
+
+
+def _read_registry(service: RedfishService, uri: str) -> Registry | None:
+    """The registry at ``uri`` (None if the BMC has none there), parsed only if no other
+    BMC sent the same bytes before."""
+    response = service.optional_get(uri)
+    if response is None:
+        return None
+    return SHARED_REGISTRIES.parsed(response.content,
+                                    lambda: Registry.of(document_of(uri, response)))
 
 
 def _key(name: object) -> tuple[str, str, str] | None:
@@ -153,7 +214,8 @@ def _related_registry(name: str, file: Document) -> bool:
     return False
 
 
-def _parse_registry(document: Document) -> dict[str, BiosAttribute] | None:
+def _parse_registry(document: Document) -> Mapping[str, BiosAttribute] | None:
+    """The registry's attributes, read-only (one copy serves every driver)."""
     entries = (document.get("RegistryEntries") or {}).get("Attributes")
     if not isinstance(entries, list):
         return None
@@ -162,7 +224,7 @@ def _parse_registry(document: Document) -> dict[str, BiosAttribute] | None:
         attribute = _attribute(entry) if isinstance(entry, dict) else None
         if attribute is not None:
             registry[attribute.name] = attribute
-    return registry
+    return MappingProxyType(registry)
 
 
 def _attribute(entry: Document) -> BiosAttribute | None:

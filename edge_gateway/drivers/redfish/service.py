@@ -27,8 +27,9 @@ from sushy import exceptions as sushy_exc
 from sushy.resources.system.system import System
 
 from edge_gateway.drivers.base import BmcCredentials
+from edge_gateway.drivers.redfish import tls
 from edge_gateway.drivers.redfish.documents import Document, link, links
-from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
+from edge_gateway.errors import BmcAuthError, BmcError, BmcTlsError, BmcUnreachableError
 
 LOG = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class RedfishService:
 
     def root(self) -> sushy.Sushy:
         if self._root is None:
-            connector = sushy_connector.Connector(
-                self.address, verify=self.credentials.verify_tls,
+            connector = tls.connector(
+                self.address, self.credentials.verify_tls, self.credentials.tls_fingerprint,
                 server_side_retries=self.retries, server_side_retries_delay=self.retry_delay,
                 default_request_timeout=self.timeout,
             )
@@ -130,23 +131,25 @@ class RedfishService:
         return self.connector.get(path)
 
     def get_json(self, path: str) -> Document:
-        document = self.get(path).json()
-        if not isinstance(document, dict):
-            raise Refusal(f"{path} answered {type(document).__name__}, not a JSON object")
-        return document
+        return document_of(path, self.get(path))
 
-    def optional_json(self, path: str | None) -> Document | None:
-        """The document at ``path``; None if there is no link or the BMC has no such thing."""
+    def optional_get(self, path: str | None) -> requests.Response | None:
+        """The answer at ``path``; None if there is no link or the BMC has no such thing."""
         if path is None:
             return None
         try:
-            return self.get_json(path)
+            return self.get(path)
         except sushy_exc.HTTPError as exc:
             if exc.status_code in _ABSENT_STATUS:
                 LOG.debug("BMC %s: %s is absent (HTTP %s)", self.address, path,
                           exc.status_code)
                 return None
             raise
+
+    def optional_json(self, path: str | None) -> Document | None:
+        """The document at ``path``; None if there is no link or the BMC has no such thing."""
+        response = self.optional_get(path)
+        return None if response is None or path is None else document_of(path, response)
 
     def post(self, path: str, body: Document | None = None) -> requests.Response:
         return self.connector.post(path, data=body)
@@ -235,7 +238,7 @@ class RedfishService:
         except sushy_exc.ConnectionError as exc:
             cause = exc.__context__
             if isinstance(cause, requests.exceptions.SSLError):
-                raise BmcError(self.address, what, f"TLS failed: {reason(cause)}") from exc
+                raise self._tls_error(what, cause) from exc
             raise BmcUnreachableError(self.address, what,
                                       reason(cause) if cause else str(exc)) from exc
         except sushy_exc.HTTPError as exc:
@@ -244,10 +247,16 @@ class RedfishService:
             raise BmcError(self.address, what, str(exc)) from exc
         except (requests.exceptions.InvalidJSONError, json.JSONDecodeError) as exc:
             raise BmcError(self.address, what, f"the answer is not valid JSON: {exc}") from exc
+        except requests.exceptions.SSLError as exc:
+            raise self._tls_error(what, exc) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise BmcUnreachableError(self.address, what, reason(exc)) from exc
         except requests.exceptions.RequestException as exc:
             raise BmcError(self.address, what, reason(exc)) from exc
+
+    def _tls_error(self, what: str, exc: requests.exceptions.SSLError) -> BmcTlsError:
+        return BmcTlsError(self.address, what,
+                           tls.tls_failure(reason(exc), self.credentials.tls_fingerprint))
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -261,6 +270,10 @@ class RedfishService:
             # log out in close() or not at all (a restarted BMC forgot the session anyway).
             root._auth = None
         if connector is not None:
+            # The connector and sushy's auth object point at each other (and the auth at
+            # the root): unlinked, all of them are freed with the driver, not left for the
+            # garbage collector's next full pass (with a whole site's worth of sessions).
+            connector.set_auth(None)
             connector.close()
 
     def close(self) -> None:
@@ -273,6 +286,14 @@ class RedfishService:
             except (sushy_exc.SushyError, requests.RequestException) as exc:
                 LOG.warning("BMC %s: closing the Redfish session failed: %s", self.address, exc)
         self.forget()
+
+
+def document_of(path: str, response: requests.Response) -> Document:
+    """The JSON object the BMC answered for ``path`` (a Refusal if it is another value)."""
+    document = response.json()
+    if not isinstance(document, dict):
+        raise Refusal(f"{path} answered {type(document).__name__}, not a JSON object")
+    return document
 
 
 _SUSHY_HTTP_MESSAGE = re.compile(r"^HTTP (?P<method>[A-Z]+) (?P<url>\S+) returned code")
