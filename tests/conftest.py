@@ -49,6 +49,8 @@ from tests.tls_support import SecureBroker
 if TYPE_CHECKING:
     from chalice.test import Client
 
+    from edgeplane_dev.recorder import Recorder
+
 
 # --- the broker ----------------------------------------------------------------------------
 
@@ -79,6 +81,18 @@ def broker(mosquitto) -> Iterator[Broker]:
     sessions this test opens end with it."""
     with Broker(mosquitto) as clean:
         yield clean
+
+
+@pytest.fixture
+def recorder(broker) -> Iterator[Recorder]:
+    """A client that publishes to the broker and records every message on it. Made before
+    any fleet a test starts: paho's own network thread waits in select(), which cannot
+    watch a socket whose descriptor is above 1,024."""
+    from edgeplane_dev.recorder import Recorder
+
+    rec = Recorder(broker.port)
+    yield rec
+    rec.close()
 
 
 # --- BMCs ----------------------------------------------------------------------------------

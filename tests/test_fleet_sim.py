@@ -19,7 +19,6 @@ from edgeplane_dev.fleet_sim import (
     site_ids,
     split,
 )
-from edgeplane_dev.recorder import Recorder
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
 from tests.support import PLAN_KEYS, sign
 
@@ -38,15 +37,6 @@ def open_fds() -> int:
 def latest_presence(messages: list[Presence], site: str) -> Presence | None:
     mine = [m for m in messages if m.site == site]
     return max(mine, key=lambda m: m.order) if mine else None
-
-
-@pytest.fixture
-def recorder(broker):
-    # Made before any fleet: paho's own network thread waits in select(), which cannot
-    # watch a socket whose descriptor is above 1,024.
-    rec = Recorder(broker.port)
-    yield rec
-    rec.close()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from edge_gateway.agent import Gateway
 from edge_gateway.journal import Journal
 from edgeplane import protocol
 from edgeplane.protocol import Plan, PlanStep
-from edgeplane_dev.recorder import Recorder
 from tests.support import machine_result, sign, signed, up, wait_until
 from tests.test_hostile_messages import (
     MACHINE,
@@ -69,13 +68,6 @@ def site(tmp_path, broker) -> Iterator[HostileSite]:
     running = HostileSite(tmp_path, broker.port)
     yield running
     running.stop()
-
-
-@pytest.fixture
-def recorder(broker) -> Iterator[Recorder]:
-    rec = Recorder(broker.port, client_id="fuzz-recorder")
-    yield rec
-    rec.close()
 
 
 @pytest.fixture

@@ -28,13 +28,6 @@ SITE = "shop-0001"
 
 
 @pytest.fixture
-def recorder(broker):
-    rec = Recorder(broker.port)
-    yield rec
-    rec.close()
-
-
-@pytest.fixture
 def site(tmp_path, broker):
     machines = {"srv-1": SimulatedMachine(power_delay=0.2, serial="S1"),
                 "srv-2": SimulatedMachine(power=PowerState.ON, serial="S2")}

@@ -63,13 +63,6 @@ class HostileSite(GatewaySite):
 
 
 @pytest.fixture
-def recorder(broker):
-    rec = Recorder(broker.port, client_id="hostile-recorder")
-    yield rec
-    rec.close()
-
-
-@pytest.fixture
 def site(tmp_path, broker):
     running = HostileSite(tmp_path, broker.port)
     yield running

@@ -45,13 +45,6 @@ class SignedSite(GatewaySite):
 
 
 @pytest.fixture
-def recorder(broker):
-    rec = Recorder(broker.port, client_id="signed-plans-recorder")
-    yield rec
-    rec.close()
-
-
-@pytest.fixture
 def site(tmp_path, broker):
     running = SignedSite(tmp_path, broker.port)
     yield running
