@@ -9,11 +9,9 @@ The stack must refuse all three; ``tests/test_broker_identity.py`` and
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,8 +21,8 @@ from edgeplane import protocol
 from edgeplane.protocol import Plan, PlanStep, Presence
 from edgeplane_cli.client import ApiClient
 from edgeplane_dev.pki import Identity, cloud_identity
-from edgeplane_dev.ports import LOOPBACK
 from edgeplane_dev.stack import StackState
+from edgeplane_dev.tls_client import connect
 
 ROGUE_SITE = "site-rogue"  # a site of the fleet's CA that is not the one attacked
 
@@ -99,29 +97,7 @@ def _connect(port: int, ca_file: Path, identity: Identity | None) -> mqtt.Client
     client.tls_set(ca_certs=str(ca_file), cert_reqs=ssl.CERT_REQUIRED,
                    certfile=str(identity.cert_file) if identity else None,
                    keyfile=str(identity.key_file) if identity else None)
-    answered = threading.Event()
-    failure: list[str] = []
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                   properties: Any) -> None:
-        if reason.is_failure:
-            failure.append(str(reason))
-        answered.set()
-
-    def on_disconnect(*_: Any) -> None:
-        failure.append("disconnected")
-        answered.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = on_disconnect
-    try:
-        client.connect(LOOPBACK, port, keepalive=10)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectionError(str(exc) or type(exc).__name__) from None
-    client.loop_start()
-    if not answered.wait(10) or failure:
-        client.loop_stop()
-        raise ConnectionError(", ".join(failure) or "no answer")
+    connect(client, port)
     return client
 
 

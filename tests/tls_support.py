@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeplane_dev.mosquitto import Mosquitto
 from edgeplane_dev.pki import Identity, LocalCa
-from edgeplane_dev.ports import LOOPBACK
+from edgeplane_dev.tls_client import connect as connect_client
 
 
 @dataclass
@@ -72,17 +72,7 @@ def connect(port: int, identity: Identity | None, client_id: str = "",
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session, protocol=mqtt.MQTTv311)
     peer = Peer(client)
-    connected = threading.Event()
-    refused: list[str] = []
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                   properties: Any) -> None:
-        if reason.is_failure:
-            refused.append(str(reason))
-        connected.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = lambda *_: (peer.disconnected.set(), connected.set())
+    client.on_disconnect = lambda *_: peer.disconnected.set()
     client.on_message = lambda _c, _u, message: peer.received.put(message)
     client.on_subscribe = lambda _c, _u, _mid, codes, _p: peer.granted.put(codes)
     if tls:
@@ -90,12 +80,5 @@ def connect(port: int, identity: Identity | None, client_id: str = "",
             client.tls_set(**identity.tls_args)
         else:
             client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
-    try:
-        client.connect(LOOPBACK, port, keepalive=30)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectionError(f"connect failed: {exc}") from exc
-    client.loop_start()
-    if not connected.wait(10) or refused or peer.disconnected.is_set():
-        peer.close()
-        raise ConnectionError(f"the broker refused the client: {refused or 'disconnected'}")
+    connect_client(client, port)
     return peer
