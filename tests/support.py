@@ -444,3 +444,9 @@ class GatewaySite:
 
     def driver(self, machine: MachineConfig) -> SimulatedDriver:
         return SimulatedDriver(machine.credentials, self.machines[machine.id])
+
+    @property
+    def machine(self) -> SimulatedMachine:
+        """The site's machine, for a site of one."""
+        (only,) = self.machines.values()
+        return only

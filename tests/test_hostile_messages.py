@@ -57,10 +57,6 @@ class HostileSite(GatewaySite):
         super().__init__(tmp_path, port, SITE, {MACHINE: SimulatedMachine()},
                          gateway_class=CountingGateway, observe_interval=0)
 
-    @property
-    def machine(self) -> SimulatedMachine:
-        return self.machines[MACHINE]
-
 
 @pytest.fixture
 def site(tmp_path, broker):

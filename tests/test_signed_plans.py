@@ -39,10 +39,6 @@ class SignedSite(GatewaySite):
         super().__init__(tmp_path, port, SITE, {MACHINE: SimulatedMachine(power_delay=0.2)},
                          observe_interval=0, plan_keys=plan_keys)
 
-    @property
-    def machine(self) -> SimulatedMachine:
-        return self.machines[MACHINE]
-
 
 @pytest.fixture
 def site(tmp_path, broker):
