@@ -136,11 +136,12 @@ def edgeplane(env: dict[str, str], *args: str) -> str:
 AWAY = "shop-away"  # a site whose gateway is away while the cloud sends it something
 
 
-def persistent_client(state: StackState, received: list[bytes]) -> Peer:
-    """The site's MQTT session, persistent (as a gateway's is), subscribed to its plans."""
+def persistent_client(state: StackState) -> Peer:
+    """The site's MQTT session, persistent (as a gateway's is), subscribed to its plans.
+    A resumed session gets its queued messages right after the CONNACK: the peer records
+    them from the moment it connects."""
     peer = connect(state.mqtt_port, state.identity(AWAY), client_id=AWAY,
                    clean_session=False)
-    peer.client.on_message = lambda c, u, message: received.append(message.payload)
     peer.subscribe(protocol.down_filter(AWAY))
     return peer
 
@@ -160,8 +161,7 @@ def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
         # A message for a session that is away waits in the broker.
         state = load_state(stack_dir)
         assert state is not None
-        received: list[bytes] = []
-        persistent_client(state, received).close()
+        persistent_client(state).close()
         operator = connect(state.mqtt_port, state.identity(cloud_identity("operator")))
         operator.publish(protocol.plan_topic(AWAY), b"queued while away")
         operator.close()
@@ -180,12 +180,13 @@ def test_the_fleet_outlives_the_stack_until_fresh_or_purged(tmp_path):
         assert json.loads(edgeplane(env, "rollout", "events", rollout_id, "--json")) == events
         state = load_state(stack_dir)
         assert state is not None
-        away = persistent_client(state, received)
+        away = persistent_client(state)
         try:
-            wait_until(lambda: received, timeout=10, what="the queued message")
+            queued = away.received.get(timeout=10)
         finally:
             away.close()
-        assert received == [b"queued while away"]
+        assert queued.payload == b"queued while away"
+        assert away.received.empty(), "delivered once"
 
         edgeplane(env, "dev", "down")
         assert "kept" not in edgeplane(env, *up, "--fresh")
