@@ -10,17 +10,24 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeplane import protocol
+from edgeplane_dev.pki import Identity
 
 
 class Recorder:
-    """Subscribes to a topic filter and keeps every decoded message, in arrival order."""
+    """Subscribes to a topic filter and keeps every decoded message, in arrival order. On a
+    broker that checks who connects, it is ``identity`` (whose name is its client id)."""
 
     def __init__(self, port: int, topic_filter: str = protocol.UP_FILTER,
-                 client_id: str = "test-recorder") -> None:
+                 client_id: str = "test-recorder", identity: Identity | None = None) -> None:
         self.messages: list[tuple[str, protocol.Message]] = []
         self._cond = threading.Condition()
         subscribed = threading.Event()
+        if identity is not None:
+            client_id = identity.name
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if identity is not None:
+            client.tls_set(ca_certs=str(identity.ca_file), certfile=str(identity.cert_file),
+                           keyfile=str(identity.key_file))
         client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_message = self._on_message

@@ -12,7 +12,9 @@ the system's CAs and a self-signed one refused, never accepted unchecked.
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +27,17 @@ from edge_gateway.fingerprints import format_fingerprint, hex_digits
 # urllib3's words when the fingerprint differs (urllib3.util.ssl_.assert_fingerprint).
 _MISMATCH = re.compile(r'Fingerprints did not match\. Expected "[0-9a-f]+", '
                        r'got "(?P<presented>[0-9a-f]+)"')
+
+
+@functools.cache
+def _pinned_context() -> ssl.SSLContext:
+    """One client context for every pinned BMC: no CA store (the pin is the check). Without
+    a context of its own, urllib3 would build one per connection and load the system's CA
+    store into it, each time: ~1 MiB and tens of milliseconds of CPU per BMC connection."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class PinnedAdapter(HTTPAdapter):
@@ -45,6 +58,7 @@ class PinnedAdapter(HTTPAdapter):
         for key in ("ssl_context", "ca_certs", "ca_cert_dir"):
             pool.pop(key, None)
         pool["cert_reqs"] = "CERT_NONE"
+        pool["ssl_context"] = _pinned_context()
         pool["assert_fingerprint"] = hex_digits(self.fingerprint)
         return host, pool
 
