@@ -160,6 +160,18 @@ def test_the_certificate_as_ca_bundle_is_accepted(bmc, certificate, other_certif
         describe(bmc.url, verify_tls=str(other_certificate.cert_file))
 
 
+def test_with_a_ca_bundle_the_host_name_is_checked_too(bmc, certificate):
+    """The certificate names 127.0.0.1 only: reached as ``localhost`` it is refused, on
+    every connection (the bundle's context is shared, its checks are not relaxed)."""
+    by_name = bmc.url.replace(LOOPBACK, "localhost")
+    for _ in range(2):
+        with pytest.raises(BmcTlsError, match="certificate verify failed"):
+            describe(by_name, verify_tls=str(certificate.cert_file))
+    assert bmc.bmc.received == []
+    info, _ = describe(bmc.url, verify_tls=str(certificate.cert_file))
+    assert info.manufacturer == "Contoso"
+
+
 def test_a_machine_that_opts_out_is_not_checked_and_warned_about(bmc, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edge_gateway.config"):
         config = site_config(tmp_path, {"address": bmc.url, "verify_tls": False})
