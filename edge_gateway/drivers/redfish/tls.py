@@ -60,7 +60,8 @@ class SharedContextAdapter(HTTPAdapter):
     def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: bool | str | None,
             cert: Any = None) -> tuple[Any, Any]:
-        host, typed = super().build_connection_pool_key_attributes(request, verify, cert)
+        host, typed = super().build_connection_pool_key_attributes(
+            request, True if verify is None else verify, cert)
         if verify is False:
             return host, {**typed, "ssl_context": _unchecked_context()}
         if isinstance(verify, str) and not os.path.isdir(verify):
