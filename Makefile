@@ -5,18 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NODE_STAMP := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 
-.PHONY: demo test lint install system vendor dist clean
+.PHONY: demo test lint install system infra openapi vendor dist clean
 
 demo: install
 	$(BIN)/edgeplane dev demo
 
-test: install
-	$(BIN)/pytest
+# tests/test_infra.py reads the stacks `make infra` just synthesized.
+test: install infra
+	EDGEPLANE_CDK_OUT=$(CURDIR)/infra/cdk.out $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
+	$(BIN)/python -m chalicelib.api.openapi docs/openapi.json --check
+
+# The API's OpenAPI document, written again from the route table and the models.
+openapi: install
+	$(BIN)/python -m chalicelib.api.openapi docs/openapi.json
 
 install: system $(STAMP) $(NODE_STAMP)
 
@@ -41,10 +47,15 @@ $(NODE_STAMP): | system
 dist: install
 	$(BIN)/python scripts/build_dists.py
 
-# The Lambda bundle needs the wire contract: Chalice ships vendor/ as it is.
+# The AWS deployment (infra/): synthesize every stage into infra/cdk.out/ offline (the
+# Lambda bundle is built on the way, wire contract included), then cdk-nag and cfn-lint.
+infra: install
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 $(BIN)/python -m infra
+
+# For `chalice deploy` by hand only: the CDK app builds its own bundle (infra/bundle.py).
 vendor:
 	mkdir -p vendor/edgeplane
 	cp edgeplane/__init__.py edgeplane/protocol.py vendor/edgeplane/
 
 clean:
-	rm -rf $(VENV) vendor build dist *.egg-info node_modules
+	rm -rf $(VENV) vendor build dist *.egg-info node_modules infra/build infra/cdk.out

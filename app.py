@@ -8,40 +8,71 @@ from typing import Any
 from chalice import Chalice, Rate
 from chalice.app import CloudWatchEvent, SQSEvent
 
-from chalicelib import __version__, auth, errors, ingest, publisher, settings
+from chalicelib import commands, errors, ingest, publisher, settings
+from chalicelib import health as checks
+from chalicelib.access import guard
+from chalicelib.api import inputs
+from chalicelib.api.audit_trail import routes as audit_routes
 from chalicelib.api.definitions import routes as definition_routes
 from chalicelib.api.drift import routes as drift_routes
+from chalicelib.api.openapi import routes as openapi_routes
+from chalicelib.api.principals import routes as principal_routes
 from chalicelib.api.rollouts import routes as rollout_routes
 from chalicelib.api.sites import sites as site_routes
 from chalicelib.rollouts import tick
-from edgeplane.protocol import PROTOCOL_VERSION
 
 app = Chalice(app_name="edgeplane")
 app.log.setLevel(logging.INFO)
 
-# Outermost first: errors wraps auth, so a refused token is mapped like any other error.
+# Outermost first: errors wraps the rest, so a refused token or role is mapped like any
+# other error. Then who calls and whether their role may (chalicelib/access/rules.py); then
+# each request's size, path and query against its route's row (chalicelib/api/contract.py);
+# last, the audit of the writes that succeed.
 app.register_middleware(errors.middleware, "http")
-app.register_middleware(auth.middleware, "http")
+app.register_middleware(guard.authorizer(app), "http")
+app.register_middleware(inputs.middleware, "http")
+app.register_middleware(guard.auditor, "http")
 
 app.register_blueprint(site_routes)
 app.register_blueprint(rollout_routes)
 app.register_blueprint(definition_routes)
 app.register_blueprint(drift_routes)
+app.register_blueprint(principal_routes)
+app.register_blueprint(audit_routes)
+app.register_blueprint(openapi_routes)
 
 
+# 503 naming the store or the broker when down; checked at most every few seconds.
 @app.route("/health", methods=["GET"])
 def health() -> dict[str, Any]:
-    return {"ok": True, "version": __version__, "protocol": PROTOCOL_VERSION}
+    return checks.answer()
+
+
+# Every route needs a role and every write is audited (chalicelib/access/rules.py); an app
+# with a route missing from that table does not start.
+guard.check_routes(app)
+# The store not answering is a 503 that names it, on every route.
+errors.store_failures_answer_503(app)
 
 
 # The queue name is read at import only because `chalice deploy` needs it to wire the
 # event source; everything else reads the environment when it runs.
 @app.on_sqs_message(queue=settings.ingest_queue_name(), batch_size=10)
-def ingest_reports(event: SQSEvent) -> None:
-    ingest.handle_sqs_records(record.body for record in event)
+def ingest_reports(event: SQSEvent) -> dict[str, Any]:
+    # A partial batch response: only the records that failed go back to the queue.
+    failed = ingest.handle_sqs_records((record.to_dict()["messageId"], record.body)
+                                       for record in event)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
 # Timeouts, expiry and windows that opened: what no result will trigger.
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def rollout_tick(event: CloudWatchEvent) -> None:
     tick.tick(publisher.current())
+
+
+# Commands put on Edgeplane's bus (chalicelib/commands): the rule takes only their source and
+# detail types; each is acted on once per event id and answered with an event.
+@app.on_cw_event(commands.event_pattern(), name="rollout_commands")
+def rollout_commands(event: CloudWatchEvent) -> None:
+    commands.handle(event.to_dict(), publisher.current())

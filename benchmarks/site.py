@@ -101,6 +101,7 @@ class PlanRun:
 
     wall_s: float
     result: Result
+    result_messages: int = 1  # the messages it came in (parts, when one could not hold it)
 
 
 @dataclass
@@ -257,9 +258,13 @@ def bench_plan(site: str, execution_id: str, machines: list[str]) -> Plan:
 
 
 def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
-    """Publish the plan and wait for its Result; the wall time covers both."""
+    """Publish the plan and wait for its Result (every part of it, when one message cannot
+    hold it); the wall time covers both."""
+    def whole(results: list[Result]) -> Result | None:
+        return protocol.join_parts(r for r in results if r.execution_id == plan.execution_id)
+
     def done(results: list[Result]) -> bool:
-        return any(r.execution_id == plan.execution_id for r in results)
+        return whole(results) is not None
 
     payload = SIGNER.sign(plan, time.time() + 3600)  # as the cloud sends it
     started = time.monotonic()
@@ -274,7 +279,11 @@ def run_plan(recorder: Recorder, plan: Plan, timeout: float) -> PlanRun:
     # that too, or the next plan's time would include it.
     recorder.wait_for(lambda found: any(o.execution_id == plan.execution_id for o in found),
                       protocol.Observed, timeout=timeout)
-    return PlanRun(wall, next(r for r in results if r.execution_id == plan.execution_id))
+    result = whole(results)
+    assert result is not None
+    parts = {r.part for r in results if r.execution_id == plan.execution_id
+             and r.seq == result.seq}
+    return PlanRun(wall, result, len(parts))
 
 
 def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
@@ -389,6 +398,7 @@ def summarize(settings: Settings, single: SiteRun, site: SiteRun) -> dict[str, A
         "single_peak_rss_mib": round(single.peak_rss_mib, 1),
         "rss_target_mib": RSS_TARGET_MIB,
         "result_state": result.state,
+        "result_messages": site.plans[0].result_messages,
         "machines_succeeded": succeeded(result),
         "machine_s_median": round(statistics.median(spans), 2) if spans else None,
         "machine_s_max": round(max(spans), 2) if spans else None,
@@ -438,7 +448,8 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
         f"({ok[summary['rss_ok']]}) |",
         f"| gateway peak RSS, baseline site | {summary['single_peak_rss_mib']:.1f} MiB | |",
         f"| result | {summary['result_state']}, {summary['machines_succeeded']}/"
-        f"{summary['machines']} machines succeeded | |",
+        f"{summary['machines']} machines succeeded, in {summary['result_messages']} "
+        "message(s) | |",
         f"| per-machine time in the {summary['machines']}-machine plan | median "
         f"{summary['machine_s_median']} s, max {summary['machine_s_max']} s | |",
         f"| CPU during the plan | gateway {summary['gateway_cpu_s']:.1f} s, "

@@ -10,11 +10,12 @@ exception into its own 500 body).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from chalice import Response
+from chalice import Chalice, Response
 from chalice.app import ChaliceUnhandledError
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ class InvalidField(BadRequest):
     template = "field {field!r} is invalid: {reason}"
 
 
+class PayloadTooLarge(CloudError):
+    status = 413
+    code = "payload_too_large"
+    template = "the request body is {size} bytes; {route} takes at most {limit}"
+
+
 class Unauthorized(CloudError):
     status = 401
     code = "unauthorized"
@@ -51,6 +58,14 @@ class Unauthorized(CloudError):
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers["WWW-Authenticate"] = 'Bearer realm="edgeplane"'
+
+
+class Forbidden(CloudError):
+    """Authenticated, but the principal's role is below what the route needs."""
+
+    status = 403
+    code = "forbidden"
+    template = "{reason}"
 
 
 class NotFound(CloudError):
@@ -79,10 +94,12 @@ class NotConfigured(CloudError):
     template = "{setting} is not configured: {consequence}"
 
 
-class IngestFailed(CloudError):
-    """Raised by the SQS consumer so that Lambda returns the batch to the queue."""
+class StoreUnavailable(CloudError):
+    """The store did not answer (or said "not now"): nothing is wrong with the request."""
 
-    template = "{failed} of {total} messages could not be stored; the batch will be retried"
+    status = 503
+    code = "store_unavailable"
+    template = "the store does not answer ({reason}); try again shortly"
 
 
 def to_response(error: CloudError) -> Response:
@@ -114,4 +131,46 @@ def middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
             LOG.error("%s %s failed: %s", getattr(event, "method", "?"),
                       getattr(event, "path", "?"), exc.message)
         return to_response(exc)
+    except Exception as exc:  # a middleware's (the authorizer's) reading of the store
+        unavailable = _as_store_unavailable(exc)
+        if unavailable is None:
+            raise
+        LOG.error("%s %s failed: %s", getattr(event, "method", "?"),
+                  getattr(event, "path", "?"), unavailable.message)
+        return to_response(unavailable)
+
+
+def store_failures_answer_503(app: Chalice) -> None:
+    """Every route of ``app`` answers 503 naming the store when the store does not answer.
+
+    Chalice turns whatever else a view raises into a bare 500 before any middleware sees it,
+    so each view is wrapped: the store's failure becomes StoreUnavailable (a CloudError,
+    which reaches ``middleware``). Call it once every route is registered.
+    """
+    for methods in app.routes.values():
+        for entry in methods.values():
+            entry.view_function = _store_failure_as_503(entry.view_function)
+
+
+def _store_failure_as_503(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except CloudError:
+            raise
+        except Exception as exc:
+            unavailable = _as_store_unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    return wrapped
+
+
+def _as_store_unavailable(exc: Exception) -> StoreUnavailable | None:
+    from chalicelib.availability import store_unavailable
+
+    reason = store_unavailable(exc)
+    return None if reason is None else StoreUnavailable(reason=reason)
 

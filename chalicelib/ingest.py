@@ -33,8 +33,8 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from chalicelib import audit, drift, events
+from chalicelib.availability import store_unavailable
 from chalicelib.clock import Clock
-from chalicelib.errors import IngestFailed
 from chalicelib.models import Machine, Site, conditional_write, update_returning
 from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import reports
@@ -136,38 +136,49 @@ def _dropped(cause: str, text: str, *args: object, exc_info: bool = False) -> No
               extra={"dropped_reports": 1, "drop_cause": cause})
 
 
-def handle_sqs_records(bodies: Iterable[str]) -> None:
-    """The SQS consumer: each body is what the IoT rule ``SELECT *, topic() AS topic,
-    clientid() AS client_id`` made.
+def handle_sqs_records(records: Iterable[tuple[str, str]]) -> list[str]:
+    """The SQS consumer: (message id, body) pairs, each body what the IoT rule ``SELECT *,
+    topic() AS topic, clientid() AS client_id`` made. Returns the ids of the records that
+    could not be stored: Lambda reports them as the batch's failures, and SQS hands back
+    those alone (so a record that keeps failing reaches the dead-letter queue by itself,
+    and its batch is not stored again with it).
 
-    A record that is not such a body is dropped. The records are stored as one batch; if
-    that fails, each is tried on its own (so one bad record cannot hold the rest back), and
-    if any still fails, IngestFailed makes Lambda hand the batch back to SQS (the records
-    already stored are idempotent to process again).
+    A record that is not such a body is dropped (retrying cannot fix it). The records are
+    stored as one batch; if that fails, each is tried on its own (what was stored before a
+    failure is idempotent to store again), unless the store did not answer: then every
+    record goes back at once (SQS hands them out again after their visibility timeout, and
+    to the dead-letter queue after ``infra.device.MAX_RECEIVES`` tries).
     """
-    records = []
-    for body in bodies:
+    unwrapped: list[tuple[str, tuple[str, bytes]]] = []
+    for message_id, body in records:
         try:
-            records.append(unwrap_rule_record(body))
+            unwrapped.append((message_id, unwrap_rule_record(body)))
         except ProtocolError as exc:
             _dropped("record", "dropped an SQS record: %s", exc)
         except Exception:  # as in _decode: one record must not hold the others back
             _dropped("record", "dropped an SQS record: it could not be read", exc_info=True)
     try:
-        handle_messages(records)
-        return
-    except Exception:
+        handle_messages([message for _, message in unwrapped])
+        return []
+    except Exception as exc:
+        down = store_unavailable(exc)
+        if down is not None:  # no record is at fault: all go back, none is tried alone
+            LOG.error("the store does not answer (%s); the %d records go back to the queue",
+                      down, len(unwrapped))
+            return [message_id for message_id, _ in unwrapped]
         LOG.exception("storing a batch of %d records failed; trying them one by one",
-                      len(records))
-    failed = 0
-    for topic, payload in records:
+                      len(unwrapped))
+    failed = []
+    for message_id, (topic, payload) in unwrapped:
         try:
             handle_message(topic, payload)
         except Exception:
             LOG.exception("storing a message on %s failed", topic)
-            failed += 1
+            failed.append(message_id)
     if failed:
-        raise IngestFailed(failed=failed, total=len(records))
+        LOG.error("%d of %d records could not be stored; SQS hands them back", len(failed),
+                  len(unwrapped))
+    return failed
 
 
 def unwrap_rule_record(body: str) -> tuple[str, bytes]:
@@ -294,6 +305,13 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
     report changed are written (each on condition that it is not older than the one
     stored), and then the digests, on condition that no newer inventory was applied.
 
+    An inventory in parts (a site of more machines than one message holds) has no digest
+    of the whole: each part is applied as above but against the machines' digests only (a
+    part of unchanged machines costs the site's one write), its digests written on
+    condition that no newer inventory was applied (an earlier part of the same one was),
+    and the whole's digest cleared. Two parts applied at once may each write the digests
+    without the other's: those machines are then written again at the next inventory.
+
     A site with nothing stored before (that write created it, or ``new_site``: its
     presence, handled just before, did) has no machine either: a machine is stored only
     under a site stored before it. Its machines go in batches (25 a request), not one
@@ -315,14 +333,18 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
         reports[report.id] = report
     digests = {machine_id: _digest(report) for machine_id, report in reports.items()}
     whole = _digest(sorted(digests.items()))
+    in_parts = message.parts is not None
     stored: Site | None = None
     if not new_site:
         old = update_returning(Site(message.site), site_actions)
         stored = Site.from_raw_data(old) if old else None
-        if stored is not None and stored.inventory_digest == whole:
+        if stored is not None and not in_parts and stored.inventory_digest == whole:
             return
     known = stored.machine_digests.as_dict() \
         if stored is not None and stored.machine_digests is not None else {}
+    if in_parts and stored is not None and digests and \
+            all(known.get(machine_id) == digest for machine_id, digest in digests.items()):
+        return  # a part of machines as they were applied last
     if stored is None or (stored.machine_digests is None and stored.machine_ids is None
                           and (message.site in STORED_FIRST
                                or not _has_machines(message.site))):
@@ -334,11 +356,14 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
     complete = len(applied) == len(digests)
     digest_actions: list[Any] = [Site.machine_digests.set({**known, **applied}),
                                  Site.inventory_ts.set(message.ts)]
-    if complete:
+    if in_parts:  # no digest of the whole to compare the next inventory with
+        digest_actions.append(Site.inventory_digest.remove())
+    elif complete:
         digest_actions.append(Site.inventory_digest.set(whole))
     if applied:
         digest_actions.append(Site.machine_ids.add(set(applied)))
-    newest = Site.inventory_ts.does_not_exist() | (Site.inventory_ts < message.ts)
+    newest = Site.inventory_ts.does_not_exist() | (
+        Site.inventory_ts <= message.ts if in_parts else Site.inventory_ts < message.ts)
     if not new_site:  # the site's own facts are written already
         conditional_write(Site(message.site), digest_actions, newest)
     elif not conditional_write(Site(message.site), site_actions + digest_actions, newest):

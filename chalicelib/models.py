@@ -26,6 +26,7 @@ from pynamodb.attributes import (
     ListAttribute,
     MapAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
@@ -48,6 +49,13 @@ _configured = False
 def conditional_failed(exc: PynamoDBException) -> bool:
     """True when a write was refused only because its condition did not hold."""
     return exc.cause_response_code == CONDITION_FAILED
+
+
+def too_large(exc: PynamoDBException) -> bool:
+    """True when a write was refused because the item would pass DynamoDB's item size
+    (400 KB)."""
+    return exc.cause_response_code == "ValidationException" and \
+        "maximum allowed size" in str(exc.cause_response_message or "")
 
 
 def _string_list(**kwargs: Any) -> ListAttribute[str]:
@@ -245,12 +253,26 @@ class Execution(EdgeplaneModel):
     # its "seq" and "at". Progress updates single entries; the final result replaces all.
     machines: MapAttribute[str, Any] = MapAttribute(null=True)
     report_count = NumberAttribute(null=True)  # reports applied: the merge's version
+    # The parts of a result in parts applied so far, "<seq>:<part>:<failures>" each (see
+    # rollouts.parts); its machines are kept here as outcomes, in full in ResultPart.
+    result_parts = UnicodeSetAttribute(null=True)
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
 
-    def machine_reports(self) -> dict[str, dict[str, Any]]:
+    def machine_reports(self, with_parts: bool = True) -> dict[str, dict[str, Any]]:
+        """Each machine's newest report. A machine whose final result came in parts is
+        kept here as its outcome, naming its ``part``: with ``with_parts``, one query
+        reads the parts and gives it in full."""
         raw = self.machines.as_dict() if self.machines is not None else {}
-        return {machine: json.loads(report) for machine, report in sorted(raw.items())}
+        reports = {machine: json.loads(report) for machine, report in sorted(raw.items())}
+        if with_parts and self.result_parts and any("part" in r for r in reports.values()):
+            for part in ResultPart.query(self.execution_id, consistent_read=True):
+                for machine, report in (part.machines or {}).items():
+                    outcome = reports.get(machine)
+                    if outcome is not None and (outcome.get("seq"), outcome.get("part")) \
+                            == (part.seq, part.part):
+                        reports[machine] = report
+        return reports
 
     @staticmethod
     def make_id(rollout_id: str, site_id: str, attempt: int = 1) -> str:
@@ -267,6 +289,34 @@ class Execution(EdgeplaneModel):
         if not dot or not rollout_id or not site_id or (attempt and not attempt.isdigit()):
             raise ValueError(f"execution id {execution_id!r} is not <rollout>.<site>")
         return rollout_id, site_id
+
+
+class ResultPart(EdgeplaneModel):
+    """One part of an execution's final result, for a result one message could not hold
+    (``protocol.Result.part``): the machines it carries, each in full as its execution
+    would keep it (``rollouts.snapshots``). The same part delivered again is written again,
+    the same."""
+
+    TABLE = "result-parts"
+
+    class Meta:
+        table_name = "edgeplane-result-parts"
+
+    execution_id = UnicodeAttribute(hash_key=True)
+    part_key = UnicodeAttribute(range_key=True)  # "<seq>.<part>", zero-padded: in order
+    rollout_id = UnicodeAttribute()
+    site_id = UnicodeAttribute()
+    seq = NumberAttribute()
+    part = NumberAttribute()
+    parts = NumberAttribute()
+    machines = JSONAttribute()  # machine id -> its report
+    stored_at = NumberAttribute()
+
+    @staticmethod
+    def key(seq: int, part: int | None = None) -> str:
+        """The part's ``part_key``; without ``part``, what every part of ``seq`` starts
+        with."""
+        return f"{seq:016d}." + ("" if part is None else f"{part:04d}")
 
 
 class Wave(EdgeplaneModel):
@@ -346,8 +396,118 @@ class BlueprintRevision(EdgeplaneModel):
     created_at = NumberAttribute()
 
 
+class Principal(EdgeplaneModel):
+    """A caller of the API with a role (``chalicelib.access``). Only a salted hash of its
+    token is kept; a revoked principal stays, so that the audit's names stay unique."""
+
+    TABLE = "principals"
+
+    class Meta:
+        table_name = "edgeplane-principals"
+
+    name = UnicodeAttribute(hash_key=True)
+    role = UnicodeAttribute()
+    token_salt = UnicodeAttribute()  # hex; the key of the token's HMAC-SHA256
+    token_hash = UnicodeAttribute()  # hex
+    created_by = UnicodeAttribute()
+    created_at = NumberAttribute()
+    revoked_at = NumberAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+
+
+# The audit's indexes: one principal's, one site's, one rollout's records in time order (the
+# last two sparse: only records about a site or a rollout carry its id).
+
+
+class AuditByPrincipal(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-principal"
+        projection = AllProjection()
+
+    principal = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)
+
+
+class AuditBySite(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-site"
+        projection = AllProjection()
+
+    site_id = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)
+
+
+class AuditByRollout(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-rollout"
+        projection = AllProjection()
+
+    rollout_id = UnicodeAttribute(hash_key=True)
+    at_id = UnicodeAttribute(range_key=True)
+
+
+class AuditRecord(EdgeplaneModel):
+    """One write through the API: who, when, which route, what it changed
+    (``chalicelib.access.trail``). Written once, never updated; DynamoDB removes it after
+    ``expires_at``. Partitioned by month (``bucket``), ordered by ``at_id``
+    (``<at>-<random>``), which every index shares as its sort key."""
+
+    TABLE = "audit"
+
+    class Meta:
+        table_name = "edgeplane-audit"
+
+    bucket = UnicodeAttribute(hash_key=True)  # "2025-03": the UTC month of ``at``
+    at_id = UnicodeAttribute(range_key=True)
+    at = NumberAttribute()
+    principal = UnicodeAttribute()
+    role = UnicodeAttribute(null=True)
+    method = UnicodeAttribute()
+    route = UnicodeAttribute()  # the route's pattern, e.g. /sites/{site_id}
+    path = UnicodeAttribute()  # the path as called
+    status = NumberAttribute()
+    target_kind = UnicodeAttribute()
+    target_id = UnicodeAttribute()
+    action = UnicodeAttribute()
+    site_id = UnicodeAttribute(null=True)
+    rollout_id = UnicodeAttribute(null=True)
+    before = JSONAttribute(null=True)
+    after = JSONAttribute(null=True)
+    summary = JSONAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute()
+    by_principal = AuditByPrincipal()
+    by_site = AuditBySite()
+    by_rollout = AuditByRollout()
+
+
+class CommandClaim(EdgeplaneModel):
+    """A command that came in as an EventBridge event (``chalicelib.commands``), by its event
+    id: who runs it now (``token``, until ``lease_until``) and, once run, its answer.
+    EventBridge delivers at least once; this makes each event act once. DynamoDB removes it
+    after ``expires_at``, long after EventBridge stops retrying."""
+
+    TABLE = "commands"
+
+    class Meta:
+        table_name = "edgeplane-commands"
+
+    event_id = UnicodeAttribute(hash_key=True)
+    command = UnicodeAttribute()  # the event's detail-type
+    state = UnicodeAttribute()  # "claimed", then "done"
+    token = UnicodeAttribute()  # the claim of the invocation running it
+    lease_until = NumberAttribute()
+    attempts = NumberAttribute(default=1)
+    claimed_at = NumberAttribute()  # by the first attempt
+    answer = JSONAttribute(null=True)  # the answer event's detail, once done
+    expires_at = TTLAttribute()
+
+
 MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, RolloutTarget, Execution,
-                                            Wave, Definition, BlueprintRevision, RolloutEvent)
+                                            ResultPart,
+                                            Wave, Definition, BlueprintRevision, RolloutEvent,
+                                            Principal, AuditRecord, CommandClaim)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:
@@ -446,7 +606,8 @@ def create_tables(timeout: float = 60.0) -> list[str]:
         if model.exists():
             continue
         try:
-            model.create_table(billing_mode="PAY_PER_REQUEST")
+            # TTL is set once the table is ACTIVE (below): DynamoDB refuses it before.
+            model.create_table(billing_mode="PAY_PER_REQUEST", ignore_update_ttl_errors=True)
         except TableError as exc:
             if exc.cause_response_code != "ResourceInUseException":  # created meanwhile
                 raise
@@ -461,6 +622,10 @@ def create_tables(timeout: float = 60.0) -> list[str]:
                              f"{', '.join(m.Meta.table_name for m in waiting)}")
         if waiting:
             time.sleep(0.1)
+    for model in MODELS:
+        if model.Meta.table_name in created:
+            # dynalite has no TTL (items stay); moto and DynamoDB take it.
+            model.update_ttl(ignore_update_ttl_errors=True)
     return created
 
 

@@ -7,13 +7,20 @@ never at import. ``current()`` returns the process-wide one chosen by EDGEPLANE_
 ("iot", "mqtts://host:port" with this process's certificate, see
 ``settings.mqtt_identity``, or "mqtt://host:port" for a broker without TLS); ``install()``
 replaces it (tests, embedding).
+
+``unavailable(publisher)`` says, without waiting for the broker, why it would not take a
+message now (None: it would). Dispatch asks before it claims a site's plan, so that a
+request (creating or resuming a rollout) never waits on a broker that is down: the plans
+stay queued and the next dispatch (the tick, a result) sends them once it is back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -26,6 +33,12 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 QOS = 1
+# What a request may spend learning that the broker is not there: a first connection's TCP
+# and TLS handshake (refused at once when nothing listens) and its CONNACK.
+CONNECT_TIMEOUT = 2.0
+# After IoT Core failed a publish, it counts as unavailable this long (there is no cheap way
+# to ask it): dispatches meanwhile leave their plans queued instead of each timing out.
+IOT_FAILURE_HOLD = 30.0
 
 
 class Publisher(Protocol):
@@ -33,11 +46,19 @@ class Publisher(Protocol):
         """Deliver to the broker at least once; raise PublishFailed if it did not take it."""
 
 
+def unavailable(publisher: Publisher) -> str | None:
+    """Why ``publisher``'s broker would not take a message now; None if it would (or if the
+    publisher cannot tell: then only a publish will)."""
+    check = getattr(publisher, "unavailable", None)
+    return check() if check is not None else None
+
+
 class IotDataPublisher:
     """AWS IoT Core through the ``iot-data`` API (one HTTPS call per message)."""
 
     def __init__(self, endpoint: str | None = None, region: str | None = None,
-                 client_factory: Any = None) -> None:
+                 client_factory: Any = None, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         if endpoint and "://" not in endpoint:
             endpoint = f"https://{endpoint}"  # the console shows the bare ATS host name
         self.endpoint = endpoint
@@ -45,6 +66,8 @@ class IotDataPublisher:
         self._client_factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
+        self._clock = clock
+        self._failed: tuple[float, str] | None = None  # when the last publish failed, why
 
     def _get_client(self) -> Any:
         with self._lock:
@@ -53,9 +76,14 @@ class IotDataPublisher:
                     self._client = self._client_factory()
                 else:
                     import boto3  # only the cloud path needs it
+                    from botocore.config import Config
 
-                    self._client = boto3.client("iot-data", endpoint_url=self.endpoint,
-                                                region_name=self.region)
+                    # Bounded: a request that dispatches waits seconds, not botocore's
+                    # minute, for an IoT Core that does not answer.
+                    self._client = boto3.client(
+                        "iot-data", endpoint_url=self.endpoint, region_name=self.region,
+                        config=Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=5,
+                                      retries={"total_max_attempts": 2, "mode": "standard"}))
             return self._client
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -64,7 +92,16 @@ class IotDataPublisher:
         try:
             self._get_client().publish(topic=topic, qos=QOS, payload=payload)
         except (BotoCoreError, ClientError) as exc:
+            self._failed = (self._clock(), f"AWS IoT: {exc}")
             raise PublishFailed(topic=topic, reason=f"AWS IoT: {exc}") from exc
+        self._failed = None
+
+    def unavailable(self) -> str | None:
+        """The last publish's failure, for ``IOT_FAILURE_HOLD`` seconds after it."""
+        failed = self._failed
+        if failed is None or self._clock() - failed[0] > IOT_FAILURE_HOLD:
+            return None
+        return f"{failed[1]} ({self._clock() - failed[0]:.0f} s ago)"
 
 
 class MqttPublisher:
@@ -86,6 +123,7 @@ class MqttPublisher:
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
         self._connect_error: str | None = None
+        self._ever_connected = False  # False: the first CONNACK may still be on its way
 
     @property
     def where(self) -> str:
@@ -98,12 +136,14 @@ class MqttPublisher:
             LOG.error("publisher %s: %s", self.where, self._connect_error)
             return
         self._connect_error = None
+        self._ever_connected = True
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         self._connected.clear()
         if reason_code.is_failure:
+            self._connect_error = f"connection lost ({reason_code}); reconnecting"
             LOG.warning("publisher %s: connection lost (%s); paho reconnects", self.where,
                         reason_code)
 
@@ -123,14 +163,15 @@ class MqttPublisher:
                                keyfile=self.identity.key_file)
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
+            client.connect_timeout = min(self.timeout, CONNECT_TIMEOUT)
             try:
                 rc = client.connect(self.host, self.port, keepalive=60)
             except OSError as exc:
-                raise PublishFailed(topic="(connect)",
-                                    reason=f"cannot reach {self.where}: {exc}") from exc
+                self._connect_error = f"cannot reach {self.where}: {exc}"
+                raise PublishFailed(topic="(connect)", reason=self._connect_error) from exc
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise PublishFailed(topic="(connect)",
-                                    reason=f"connect to {self.where}: {mqtt.error_string(rc)}")
+                self._connect_error = f"connect to {self.where}: {mqtt.error_string(rc)}"
+                raise PublishFailed(topic="(connect)", reason=self._connect_error)
             rc = client.loop_start()
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise PublishFailed(topic="(connect)",
@@ -158,6 +199,19 @@ class MqttPublisher:
             raise PublishFailed(topic=topic, reason=f"no PUBACK from {self.where} within "
                                                     f"{self.timeout:.0f} s")
 
+    def unavailable(self) -> str | None:
+        """None while connected; else why not (connecting first if no connection was
+        opened yet). Waits only for a first connection: its handshake and CONNACK, at
+        most ``CONNECT_TIMEOUT`` each; a connection lost is reported at once (paho
+        reconnects meanwhile)."""
+        try:
+            self._connect()
+        except PublishFailed:
+            return self._connect_error or f"cannot reach {self.where}"
+        if self._connected.wait(0 if self._ever_connected else CONNECT_TIMEOUT):
+            return None
+        return self._connect_error or f"not connected to {self.where}"
+
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
@@ -165,6 +219,7 @@ class MqttPublisher:
             client.disconnect()
             client.loop_stop()
             self._connected.clear()
+            self._ever_connected = False
 
 
 def from_spec(spec: str, iot_endpoint: str | None = None, region: str | None = None,

@@ -3,31 +3,48 @@
 Unknown fields are refused (a typo like ``"tag": ...`` vs ``"tags": ...`` should not pass
 silently). Task parameters are checked against the wire contract's TaskSpec, so the cloud
 never accepts a step a gateway would refuse.
+
+Every string, list and map has a bound (free-form parts: ``chalicelib.limits``), and bodies
+are validated strictly: a number is a JSON number (``"5"`` is not 5, ``true`` is not 1). The
+models' JSON Schemas are what the OpenAPI document publishes (``chalicelib.api.openapi``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from chalicelib import limits
 from chalicelib.errors import BadRequest, InvalidField
+from chalicelib.limits import FreeForm
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, ProtocolError
 
 Body = TypeVar("Body", bound=BaseModel)
 
 SHORT = 200  # longest name, label or token we accept
+COUNT = 1_000_000  # largest count of sites, or of sites a minute, a policy may name
+REVISION = 999_999_999  # largest blueprint revision a request may name
+
+Short = Annotated[str, Field(min_length=1, max_length=SHORT)]
+# Ids are taken as they are given (not stripped): " shop-1" is not a site id.
+SiteId = Annotated[str, StringConstraints(strip_whitespace=False,
+                                          pattern=protocol.SITE_ID_PATTERN.pattern)]
+MachineId = Annotated[str, StringConstraints(strip_whitespace=False,
+                                             pattern=protocol.MACHINE_ID_PATTERN.pattern)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class _Body(BaseModel):
@@ -39,17 +56,14 @@ class SiteIn(_Body):
 
     name: str | None = Field(default=None, min_length=1, max_length=SHORT)
     region: str | None = Field(default=None, min_length=1, max_length=SHORT)
-    tags: list[str] | None = Field(default=None, max_length=50)
-    timezone: str | None = None
-    facts: dict[str, Any] | None = Field(default=None, max_length=100)
+    tags: list[Short] | None = Field(default=None, max_length=50)
+    timezone: str | None = Field(default=None, max_length=64)
+    facts: FreeForm | None = None
     maintenance_window: WindowIn | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, tags: list[str] | None) -> list[str] | None:
-        for tag in tags or []:
-            if not tag or len(tag) > SHORT:
-                raise ValueError(f"tag {tag!r} must be 1-{SHORT} characters")
         return sorted(set(tags)) if tags is not None else None
 
     @field_validator("timezone")
@@ -95,7 +109,8 @@ class MachineIn(_Body):
     protocol: BmcProtocol
     address: str = Field(min_length=1, max_length=SHORT)
     machine_class: str | None = Field(default=None, min_length=1, max_length=SHORT)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    labels: dict[LabelKey, Annotated[str, Field(max_length=SHORT)]] = Field(
+        default_factory=dict, max_length=50)
 
     @field_validator("address")
     @classmethod
@@ -114,15 +129,15 @@ class MachineSelector(_Body):
     selected machine that lacks the capability makes the rollout be refused.
     """
 
-    ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    ids: list[MachineId] | None = Field(default=None, min_length=1, max_length=1000)
     protocol: BmcProtocol | None = None
     machine_class: str | None = Field(default=None, min_length=1, max_length=SHORT)
     capable: bool = False
 
 
 class StepIn(_Body):
-    task: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    task: str = Field(max_length=64, json_schema_extra={"enum": list(sorted(protocol.TASKS))})
+    params: FreeForm = Field(default_factory=dict)
     select: MachineSelector | None = None
 
     @model_validator(mode="after")
@@ -144,7 +159,7 @@ class StepIn(_Body):
 class CanaryIn(_Body):
     """The first wave: ``sites`` sites, or ``percent`` of the target (at least one)."""
 
-    sites: int | None = Field(default=None, ge=1)
+    sites: int | None = Field(default=None, ge=1, le=COUNT)
     percent: float | None = Field(default=None, gt=0, le=100)
 
     @model_validator(mode="after")
@@ -159,7 +174,7 @@ class AbortIn(_Body):
     ``percent`` of them failed (or timed out)."""
 
     percent: float = Field(default=20.0, gt=0, le=100)
-    min_sample: int = Field(default=5, ge=1)
+    min_sample: int = Field(default=5, ge=1, le=COUNT)
 
 
 class RetryIn(_Body):
@@ -175,10 +190,10 @@ class PolicyIn(_Body):
     in one wave, no limits; a fleet of thousands sets a canary and limits."""
 
     canary: CanaryIn | None = None
-    first_wave: int | None = Field(default=None, ge=1)  # default: canary x growth, or all
+    first_wave: int | None = Field(default=None, ge=1, le=COUNT)  # default: canary x growth
     growth: float = Field(default=2.0, ge=1, le=100)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    max_per_minute: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1, le=COUNT)
+    max_per_minute: int | None = Field(default=None, ge=1, le=COUNT)
     abort: AbortIn = Field(default_factory=AbortIn)
     site_timeout: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     retries: RetryIn = Field(default_factory=RetryIn)
@@ -195,11 +210,11 @@ class RolloutIn(_Body):
     unless ``revision`` says which)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=SHORT)
-    sites: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    sites: list[SiteId] | None = Field(default=None, min_length=1, max_length=10_000)
     tag: str | None = Field(default=None, min_length=1, max_length=SHORT)
     steps: list[StepIn] | None = Field(default=None, min_length=1, max_length=50)
     blueprint: str | None = Field(default=None, min_length=1, max_length=SHORT)
-    revision: int | None = Field(default=None, ge=1)
+    revision: int | None = Field(default=None, ge=1, le=REVISION)
     policy: PolicyIn = Field(default_factory=PolicyIn)
     client_token: str | None = Field(default=None, min_length=1, max_length=SHORT)
 
@@ -209,7 +224,7 @@ class RolloutIn(_Body):
         if sites is None:
             return None
         for site in sites:
-            if not protocol.SITE_ID_PATTERN.match(site):
+            if not protocol.SITE_ID_PATTERN.fullmatch(site):
                 raise ValueError(f"site id {site!r} is invalid")
         return list(dict.fromkeys(sites))  # drop repeats, keep the order given
 
@@ -231,15 +246,15 @@ class RolloutIn(_Body):
 
 
 def parse(model: type[Body], raw_body: bytes | str | None) -> Body:
-    """Decode a JSON object body into ``model``; raise BadRequest naming what is wrong."""
-    try:
-        data = json.loads(raw_body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    """Decode a JSON object body into ``model``; raise BadRequest naming what is wrong.
+
+    The JSON is checked first (``limits.decode``: nesting, NaN, lone surrogates), then
+    validated strictly as JSON: a string is never taken for a number or a boolean."""
+    data = limits.decode(raw_body)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw_body or b"{}", strict=True)
     except ValidationError as exc:
         raise BadRequest("invalid request body: " + "; ".join(
             f"field {location(err['loc']) or '(body)'!r}: {reason(err)}"
@@ -256,11 +271,13 @@ def location(loc: tuple[Any, ...]) -> str:
 
 def reason(err: Any) -> str:
     error = err.get("ctx", {}).get("error")
+    if err.get("type") == "string_pattern_mismatch":  # say what was given
+        return f"{str(err['input'])[:80]!r} does not match {err['ctx']['pattern']}"
     return str(error) if isinstance(error, ValueError) else err["msg"]
 
 
 def check_pattern(field: str, value: str, pattern: Any) -> str:
     """Validate a path parameter (site id, machine id) against the wire contract's pattern."""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise InvalidField(field=field, reason=f"{value!r} does not match {pattern.pattern}")
     return value

@@ -19,7 +19,7 @@ DEFAULT_EVENT_BUS = "default"
 
 @dataclass(frozen=True)
 class Settings:
-    api_token: str | None
+    api_token: str | None  # the bootstrap admin's token (chalicelib/access/identity.py)
     table_prefix: str
     dynamodb_endpoint: str | None
     region: str
@@ -31,6 +31,11 @@ class Settings:
     # The key plans and cancels are signed with: a PEM file, or secretsmanager:<secret id>
     # (see chalicelib/signing.py).
     plan_signing_key: str | None
+    # Who calls the API (chalicelib/access/identity.py): None, bearer tokens; "cognito" or
+    # "iam", what API Gateway's authorizer put in the request context.
+    authorizer: str | None = None
+    # Days an audit record is kept (chalicelib/access/trail.py checks it; unset: its default).
+    audit_retention_days: str | None = None
 
 
 def _get(name: str) -> str | None:
@@ -51,6 +56,8 @@ def load() -> Settings:
         event_bus=_get("EDGEPLANE_EVENT_BUS") or DEFAULT_EVENT_BUS,
         events_endpoint=_get("EDGEPLANE_EVENTS_ENDPOINT"),
         plan_signing_key=_get("EDGEPLANE_PLAN_SIGNING_KEY"),
+        authorizer=_get("EDGEPLANE_AUTHORIZER"),
+        audit_retention_days=_get("EDGEPLANE_AUDIT_RETENTION_DAYS"),
     )
 
 

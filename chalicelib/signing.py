@@ -8,6 +8,10 @@ The key comes from EDGEPLANE_PLAN_SIGNING_KEY: the path of a PKCS8 PEM file, or
 process. Unset, nothing is sent: ``current()`` raises NotConfigured, so a rollout is
 refused before it is created instead of sending plans no gateway would run.
 
+The signing itself is libsodium's (PyNaCl): the Lambda bundle then carries a 300 KB library
+instead of a whole TLS toolkit (``cryptography``, which the gateway uses to verify). Ed25519
+signatures are deterministic, so both give the same bytes for the same key and message.
+
 A key rotates without a flag day: pin the new public key at every site (a gateway accepts
 any key it pins), point the setting at the new key, and unpin the old one once what it
 signed has expired.
@@ -16,15 +20,15 @@ signed has expired.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from chalicelib import settings
 from chalicelib.errors import NotConfigured
@@ -51,27 +55,38 @@ def expiry(message: protocol.Message, now: float) -> float:
     return min(round(now + SIGNATURE_TTL, 3), longest)
 
 
+# RFC 8410: an Ed25519 private key in PKCS8 is this DER header and the 32-byte seed.
+_PKCS8_HEADER = bytes.fromhex("302e020100300506032b657004220420")
+_ED25519_OID = bytes.fromhex("06032b6570")
+_PEM = re.compile(rb"-----BEGIN PRIVATE KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*"
+                  rb"-----END PRIVATE KEY-----")
+SEED_BYTES = 32
+
+
+class RawPrivateKey(Protocol):
+    """A key object that gives its 32-byte Ed25519 seed (``cryptography``'s has it)."""
+
+    def private_bytes_raw(self) -> bytes: ...
+
+
 class PlanSigner:
     """Signs the messages the cloud sends sites with one Ed25519 key."""
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        self._key = private_key
-        raw = private_key.public_key().public_bytes(serialization.Encoding.Raw,
-                                                    serialization.PublicFormat.Raw)
+    def __init__(self, private_key: bytes | RawPrivateKey) -> None:
+        """``private_key``: the 32-byte seed, or a key object that gives it."""
+        seed = private_key if isinstance(private_key, bytes) else \
+            private_key.private_bytes_raw()
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"an Ed25519 private key is {SEED_BYTES} bytes, not {len(seed)}")
+        self._key = SigningKey(seed)
+        raw = bytes(self._key.verify_key)
         self.key_id = protocol.key_id(raw)
         self.public_key_b64 = base64.b64encode(raw).decode()  # what a site pins
 
     @classmethod
     def from_pem(cls, pem: bytes, source: str = "the key") -> PlanSigner:
         """The signer of a PKCS8 PEM key; ValueError naming ``source`` if it is not one."""
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise ValueError(f"{source} is not a PEM private key without a password: "
-                             f"{exc}") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{source} is not an Ed25519 key")
-        return cls(key)
+        return cls(_seed_from_pem(pem, source))
 
     def sign(self, message: protocol.Message, expires: float) -> bytes:
         """The message, signed, as it goes on the wire."""
@@ -79,7 +94,7 @@ class PlanSigner:
 
     def sign_object(self, data: dict[str, Any], expires: float) -> dict[str, Any]:
         """A message's object with this key's signature, expiring at ``expires``."""
-        value = self._key.sign(protocol.signed_bytes(data, self.key_id, expires))
+        value = self._key.sign(protocol.signed_bytes(data, self.key_id, expires)).signature
         return protocol.with_signature(data, protocol.Signature(self.key_id, expires, value))
 
 
@@ -150,9 +165,30 @@ def _read_secret(secret_id: str, where: str) -> bytes:
 
 def generate_key_pem() -> bytes:
     """A new Ed25519 private key, PKCS8 PEM without a password."""
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+    seed = bytes(SigningKey.generate())
+    body = base64.encodebytes(_PKCS8_HEADER + seed)
+    return b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
+
+
+def _seed_from_pem(pem: bytes, source: str) -> bytes:
+    """The seed of an unencrypted PKCS8 PEM Ed25519 key (as ``generate_key_pem``, OpenSSL
+    and ``cryptography`` write one)."""
+    match = _PEM.search(pem)
+    if match is None:
+        raise ValueError(f"{source} is not a PEM private key without a password: no "
+                         "'-----BEGIN PRIVATE KEY-----' block")
+    try:
+        der = base64.b64decode(b"".join(match[1].split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"{source} is not a PEM private key without a password: "
+                         f"{exc}") from None
+    if der.startswith(_PKCS8_HEADER) and len(der) == len(_PKCS8_HEADER) + SEED_BYTES:
+        return der[len(_PKCS8_HEADER):]
+    if _ED25519_OID in der[:16]:
+        raise ValueError(f"{source} is an Ed25519 key with more than its seed (attributes or "
+                         "its public key): write it as plain PKCS8, e.g. "
+                         "'openssl pkey -in KEY -out KEY.pem'")
+    raise ValueError(f"{source} is not an Ed25519 key")
 
 
 def write_new_key(path: str | Path) -> str:

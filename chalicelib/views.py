@@ -161,6 +161,8 @@ def step_result(step: dict[str, Any]) -> dict[str, Any]:
     }
     if step.get("data") is not None:  # what a read task found (inventory, BIOS, SEL...)
         body["data"] = step["data"]
+    if step.get("trimmed"):  # output the site left out to fit its report in one message
+        body["trimmed"] = step["trimmed"]
     return body
 
 

@@ -33,10 +33,17 @@ from edge_gateway.intake import Intake, refused_plan
 from edge_gateway.journal import Journal, PlanState
 from edge_gateway.observer import observe_machine
 from edge_gateway.pacing import PacedDriver, PacerRegistry
+from edge_gateway.reporting import (
+    progress_groups,
+    split_inventory,
+    split_observed,
+    split_result,
+)
 from edge_gateway.transport import Transport
 from edge_gateway.trust import PlanVerifier, SignatureError
 from edge_gateway.workers import SerialLane, WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
+    MAX_REPORT_BYTES,
     Cancel,
     Detail,
     ExecutionState,
@@ -63,6 +70,7 @@ LOG = logging.getLogger(__name__)
 
 MAX_CANCELS = 10_000  # canceled executions remembered; the oldest are forgotten first
 MAX_REASON_LENGTH = 1000  # characters of why a plan was refused, in its result
+MAX_NAMED_FAILURES = 20  # failed machines a result's message names (the rest are counted)
 
 
 def default_driver_factory(machine: MachineConfig) -> Driver:
@@ -232,8 +240,9 @@ class Gateway:
         if journaled and journaled.state == PlanState.DONE and journaled.result:
             # The cloud sent the plan again: it may not have the result. Send it again.
             LOG.info("execution %s already done; sending its result again", execution_id)
-            self.transport.publish(up_topic(self.site, Result.KIND), journaled.result,
-                                   key=f"resend-{message_id}")
+            for number, payload in enumerate(bytes(journaled.result).split(b"\n")):
+                self.transport.publish(up_topic(self.site, Result.KIND), payload,
+                                       key=f"resend-{message_id}-{number}")
         else:
             LOG.info("execution %s is already running; duplicate plan ignored", execution_id)
 
@@ -279,9 +288,12 @@ class Gateway:
                  plan.execution_id, len(plan.steps), len(plan.machines))
 
         def send_progress(batch: list[MachineResult]) -> None:
-            self._send(Progress(site=self.site, execution_id=plan.execution_id,
-                                seq=self.journal.next_seq(plan.execution_id),
-                                machines=_as_asked(plan.detail, batch)))
+            whole = Progress(site=self.site, execution_id=plan.execution_id,
+                             machines=_as_asked(plan.detail, batch))
+            for machines in progress_groups(whole):  # each of them a seq of its own
+                self._send(dataclasses.replace(
+                    whole, id=new_id(), seq=self.journal.next_seq(plan.execution_id),
+                    machines=machines))
 
         batcher = ProgressBatcher(self.config.progress_interval, send_progress)
         machines = self.executor.execute(
@@ -294,17 +306,25 @@ class Gateway:
         return self._finish(
             plan.execution_id, machines,
             ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
-            f"{len(failed)} of {len(machines)} machines failed: {', '.join(failed)}"
-            if failed else f"{len(machines)} machines succeeded", plan.detail)
+            _failures(failed, len(machines)) if failed
+            else f"{len(machines)} machines succeeded", plan.detail)
 
     def _finish(self, execution_id: str, machines: list[MachineResult],
                 state: ExecutionState, message: str, detail: str = Detail.FULL) -> Result:
+        """Journal the result as it is sent (in parts if one message cannot hold it: the
+        journal keeps their payloads, one a line, to send again), then send it."""
         result = Result(site=self.site, execution_id=execution_id,
                         seq=self.journal.next_seq(execution_id), machines=machines,
                         state=state, message=message)
-        payload = dataclasses.replace(result, machines=_as_asked(detail, machines)).encode()
-        self.journal.finish_plan(execution_id, payload)
-        self._send(result, payload=payload)
+        messages = split_result(dataclasses.replace(result,
+                                                    machines=_as_asked(detail, machines)))
+        payloads = [message.encode() for message in messages]
+        self.journal.finish_plan(execution_id, b"\n".join(payloads))
+        if len(messages) > 1:
+            LOG.info("site %s: the result of execution %s goes in %d parts", self.site,
+                     execution_id, len(messages))
+        for part, payload in zip(messages, payloads, strict=True):
+            self._send(part, payload=payload)
         return result
 
     # --- observed state --------------------------------------------------------------
@@ -318,7 +338,8 @@ class Gateway:
                                    max(1, self.config.max_parallel))
         message = Observed(site=self.site, trigger=trigger, execution_id=execution_id,
                            machines=observations)
-        self._send(message)
+        for part in split_observed(message):
+            self._send(part)
         return message
 
     def _observe(self, machine: MachineConfig) -> MachineObservation:
@@ -353,7 +374,8 @@ class Gateway:
         reports = run_bounded(self.pool, self._describe, self.config.machines,
                               max(1, self.config.max_parallel))
         inventory = Inventory(site=self.site, gateway_version=self.version, machines=reports)
-        self._send(inventory)
+        for part in split_inventory(inventory):
+            self._send(part)
         return inventory
 
     def _describe(self, machine: MachineConfig) -> MachineReport:
@@ -377,12 +399,27 @@ class Gateway:
     # --- outgoing --------------------------------------------------------------------
 
     def _send(self, message: Message, retain: bool = False, payload: bytes | None = None) -> None:
-        """Journal first, then publish: the outbox keeps it until the broker acknowledges."""
+        """Journal first, then publish: the outbox keeps it until the broker acknowledges.
+
+        Never a message over MAX_REPORT_BYTES (``reporting`` splits what would be): the
+        broker would refuse it, and the outbox would offer it again at every connection."""
         payload = payload if payload is not None else message.encode()
+        if len(payload) > MAX_REPORT_BYTES:
+            raise GatewayError(f"site {self.site}: a {message.KIND} message of {len(payload)} "
+                               f"bytes is over the {MAX_REPORT_BYTES} bytes one may have; "
+                               "not sent")
         topic = up_topic(self.site, message.KIND)
         if not isinstance(message, Presence):  # presence is current state, not history
             self.journal.enqueue(message.id, topic, payload, retain)
         self.transport.publish(topic, payload, key=message.id, retain=retain)
+
+
+def _failures(failed: list[str], total: int) -> str:
+    """What a result says of its failed machines: how many, and the first of them by name."""
+    named = ", ".join(failed[:MAX_NAMED_FAILURES])
+    more = len(failed) - MAX_NAMED_FAILURES
+    return f"{len(failed)} of {total} machines failed: {named}" + \
+        (f" and {more} more" if more > 0 else "")
 
 
 def _as_asked(detail: str, machines: list[MachineResult]) -> list[MachineResult]:

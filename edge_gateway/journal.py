@@ -122,6 +122,8 @@ class Journal:
         return int(row[0])
 
     def finish_plan(self, execution_id: str, result: bytes) -> None:
+        """``result``: the payloads of the messages the result was sent in (its parts, when
+        one message could not hold it), one a line: what a plan received again gets."""
         with self._lock:
             self._db.execute(
                 "UPDATE plans SET state = ?, result = ?, finished_at = ? WHERE execution_id = ?",

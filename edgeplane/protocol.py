@@ -58,6 +58,14 @@ Version history:
          runs only plans and cancels the cloud signed with a key its site pins, and answers
          any other plan with a ``rejected`` result. A gateway that predates them ignores
          the field; one that requires them rejects every plan of a cloud that predates them.
+         Reports that fit (``MAX_REPORT_BYTES``): a gateway publishes no message larger. A
+         result or an inventory that would be goes in parts (``part`` of ``parts``, each a
+         complete message with some of the machines, every machine in one); progress and
+         observed state go in several messages (each progress with its own ``seq``); one
+         machine's result too large alone has its steps' output trimmed, and each such step
+         says what it lost (``trimmed``). A cloud that predates parts takes the first part
+         of a result it gets for the whole: the execution ends as that part says, with only
+         its machines stored.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -104,6 +112,18 @@ MAX_COUNT = 2**53 - 1  # seq and index: non-negative integers, at most this
 # How far ahead of a gateway's clock a signature may expire (30 days; checked when the
 # gateway verifies it, not by decode): it remembers every plan it received for longer.
 MAX_SIGNATURE_TTL = 30 * 86400
+
+# The most a gateway publishes in one message: every report it sends (result, progress,
+# observed state, inventory) fits in this many bytes. AWS IoT Core refuses a publish over
+# 128 KB, and a refused QoS 1 message is never acknowledged: the gateway's outbox would
+# offer it again at every connection, for ever, and the cloud would never learn how the plan
+# ended. 120 KiB leaves 5 KB under 128,000 bytes for the MQTT header and the topic. Nothing
+# per machine is fixed: a report of more machines than fit goes in several messages, each
+# complete for its machines (``Result.part``), and one machine's result that cannot fit
+# alone has its steps' output trimmed, saying so (``StepResult.trimmed``); every machine's
+# outcome is sent. Receivers read up to MAX_MESSAGE_BYTES (a gateway that predates this
+# bound sends up to that).
+MAX_REPORT_BYTES = 120 * 1024
 
 
 class ProtocolError(ValueError):
@@ -565,6 +585,19 @@ class Message:
         return _build(cls, data, f"{cls.KIND} message", "is incomplete")
 
 
+def plain(value: Any) -> Any:
+    """A message, or a value it holds (a machine's result, a step's...), as plain JSON
+    values, exactly as it goes on the wire."""
+    return _plain(value)
+
+
+def encoded_size(value: Any) -> int:
+    """The bytes ``value`` (a message, or what a message holds: a machine's result, an
+    observation...) takes in a message on the wire: a message's size is its fields' and
+    its items' sizes, each encoded alone, plus the JSON between them."""
+    return len(json.dumps(_plain(value), separators=(",", ":"), sort_keys=True))
+
+
 def encode_object(data: dict[str, Any]) -> bytes:
     """A message's object as it goes on the wire: compact JSON with sorted keys."""
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -733,13 +766,36 @@ class MachineReport:
     machine_class: str | None = None  # from the site's config (``class = ...``)
 
 
+def _check_parts(kind: str, part: int | None, parts: int | None) -> None:
+    """A report in parts numbers each part from 1 to ``parts`` (at most one per machine);
+    a whole report has neither number."""
+    if (part is None) != (parts is None):
+        given, missing = ("part", "parts") if parts is None else ("parts", "part")
+        raise ProtocolError(f"{kind} message has field {given!r} but no {missing!r}")
+    if part is None or parts is None:
+        return
+    if not 1 <= parts <= MAX_MACHINES:
+        raise ProtocolError(f"{kind} message field 'parts' is {parts}; it must be from 1 to "
+                            f"{MAX_MACHINES}")
+    if not 1 <= part <= parts:
+        raise ProtocolError(f"{kind} message field 'part' is {part}; it must be from 1 to "
+                            f"{parts} (its 'parts')")
+
+
 @dataclass(frozen=True)
 class Inventory(Message):
+    """What every machine of the site is. One too large for a message (MAX_REPORT_BYTES)
+    goes in ``parts`` messages, each with some of the machines, numbered by ``part``."""
+
     KIND: ClassVar[str] = "inventory"
-    _CHECKS: ClassVar[dict[str, Check]] = {**Message._CHECKS, "gateway_version": _name}
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "gateway_version": _name, "part": _optional(_count),
+        "parts": _optional(_count)}
 
     gateway_version: str = ""
     machines: list[MachineReport] = field(default_factory=list)
+    part: int | None = None
+    parts: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Inventory:
@@ -747,7 +803,20 @@ class Inventory(Message):
                     enumerate(_objects(data, "machines", MAX_MACHINES, cls.KIND))]
         inventory = super().from_dict({**data, "machines": machines})
         assert isinstance(inventory, Inventory)
+        _check_parts(cls.KIND, inventory.part, inventory.parts)
         return inventory
+
+
+MAX_TRIMMED_FIELDS = 8  # fields a step result may say it trimmed
+
+
+def _trimmed(value: Any, where: str) -> None:
+    _object(value, where)
+    if len(value) > MAX_TRIMMED_FIELDS:
+        raise ProtocolError(f"{where} names {len(value)} fields; at most {MAX_TRIMMED_FIELDS}")
+    for name, count in value.items():
+        _name(name, f"{where}: a field name")
+        _count(count, f"{where} of {excerpt(name)}")
 
 
 @dataclass(frozen=True)
@@ -757,7 +826,8 @@ class StepResult:
     _CHECKS: ClassVar[dict[str, Check]] = {
         "task": _name, "state": _name, "changed": _flag, "message": _text,
         "started_at": _optional(_time), "finished_at": _optional(_time),
-        "data": _optional(_object), "retryable": _flag, "index": _optional(_count)}
+        "data": _optional(_object), "retryable": _flag, "index": _optional(_count),
+        "trimmed": _optional(_trimmed)}
 
     task: str
     state: str = StepState.PENDING
@@ -770,6 +840,9 @@ class StepResult:
     # opposed to one that will not (wrong credentials, refused parameters).
     retryable: bool = False
     index: int | None = None  # its place among the machine's steps, in a summarized report
+    # What was left out of this step's output for the report to fit one message
+    # (MAX_REPORT_BYTES): field name ("data", "message") -> how many characters of it.
+    trimmed: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -864,10 +937,42 @@ class Result(Progress):
 
     KIND: ClassVar[str] = "result"
     _CHECKS: ClassVar[dict[str, Check]] = {
-        **Progress._CHECKS, "state": _name, "message": _text}
+        **Progress._CHECKS, "state": _name, "message": _text, "part": _optional(_count),
+        "parts": _optional(_count)}
 
     state: str = ExecutionState.SUCCEEDED
     message: str = ""
+    # A result too large for one message (MAX_REPORT_BYTES) goes in ``parts`` messages,
+    # numbered ``part`` from 1: each has the execution's seq, state and message and some of
+    # its machines, every machine in one part. None: the whole result in this message.
+    part: int | None = None
+    parts: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        result = super().from_dict(data)
+        assert isinstance(result, Result)
+        _check_parts(cls.KIND, result.part, result.parts)
+        return result
+
+
+def join_parts(results: Iterable[Result]) -> Result | None:
+    """The whole result of one execution from the results received of it, duplicates and
+    any order allowed: the one of the greatest ``seq``, or its parts put together once every
+    one is there (machines in part order); None while a part is missing."""
+    received = list(results)
+    if not received:
+        return None
+    seq = max(result.seq for result in received)
+    newest = [result for result in received if result.seq == seq]
+    whole = next((result for result in newest if result.parts is None), None)
+    if whole is not None:
+        return whole
+    parts = {result.part or 0: result for result in newest}
+    if sorted(parts) != list(range(1, (newest[0].parts or 0) + 1)):
+        return None
+    return replace(parts[1], machines=[m for n in sorted(parts) for m in parts[n].machines],
+                   part=None, parts=None)
 
 
 def _objects(data: dict[str, Any], key: str, limit: int, what: str) -> list[dict[str, Any]]:

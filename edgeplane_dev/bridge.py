@@ -12,12 +12,18 @@ the bridge is down are queued by the broker and delivered when it returns; it su
 on_connect so that every reconnect resubscribes; paho acknowledges a message (PUBACK) once
 the handler has stored it (manual acks), so a bridge killed mid-message gets it again.
 
-A report is acknowledged only once stored (or dropped as not following the contract):
-while the store does not answer (down, restarting: the connection is refused or times out)
-the bridge holds what it has in hand, unacknowledged, and tries again until the store
-answers; everything else waits in its persistent session in the broker, which keeps it on
-disk. A handler that raises while the store answers is the message's fault: it is tried a
-few times, then logged with the topic and dropped, and the bridge carries on.
+A report is acknowledged only once stored, spooled, or dropped as not following the
+contract. While the store does not answer (down, restarting, throttling:
+``chalicelib.availability``), what the bridge takes goes to its spool (``--spool``, see
+``edgeplane_dev.spool``: SQLite on disk, bounded), acknowledged once there, and a drainer
+stores it from there once the store answers again: the broker's queue stays short and the
+bridge stays connected however long the outage. While the spool holds reports, new ones
+join it (the drainer probes the store; they are stored in the order they came). A full
+spool (or none) makes the bridge hold what it has in hand, unacknowledged, trying again
+until there is room or the store answers; everything else waits in its persistent session
+in the broker. A handler that raises while the store answers is the message's fault: it
+is tried a few times, then kept as a dead letter in the spool with the reason (logged;
+without a spool: logged and dropped), and the bridge carries on.
 Messages are handled in batches (``--batch-size``, by ``chalicelib.ingest.handle_messages``,
 as the Lambda gets SQS batches), ``--workers`` batches at once.
 
@@ -41,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgeplane import protocol
 from edgeplane_dev.pki import Identity
+from edgeplane_dev.spool import MAX_BYTES, MAX_REPORTS, Spool
 
 LOG = logging.getLogger(__name__)
 
@@ -60,21 +67,11 @@ def _default_batch_handler(messages: list[tuple[str, bytes]]) -> None:
     handle_messages(messages)
 
 
-def store_unreachable(exc: BaseException) -> bool:
-    """True when ``exc``, or what caused it, is a request to the store that got no answer
-    (connection refused, reset or timed out): the store is down, not the message at fault."""
-    from botocore.exceptions import ConnectionError as NoConnection
-    from botocore.exceptions import HTTPClientError
+def store_unavailable(exc: BaseException) -> str | None:
+    """Why the store did not take a batch (None: the batch is at fault)."""
+    from chalicelib.availability import store_unavailable as why  # the cloud side
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, NoConnection | HTTPClientError):
-            return True
-        seen.add(id(current))
-        # pynamodb keeps botocore's exception as ``cause``
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return False
+    return why(exc)
 
 
 class _Stopping(BaseException):  # noqa: N818 - not an error: the bridge stops
@@ -93,31 +90,48 @@ def one_at_a_time(handler: Handler) -> BatchHandler:
 
 class _Bridge:
     """Hands messages, up to ``batch_size`` at a time, to one of ``workers`` threads and
-    acknowledges them when handled.
+    acknowledges them when handled (stored, or spooled while the store does not answer).
 
     Handlers are idempotent and order-free (conditional writes by seq, ts and session), so
     batches may be handled in parallel; at most ``workers * batch_size`` messages are in
     hand at once, and the network thread waits when that is reached, so a backlog stays in
     the broker (bounded admission, as SQS and the Lambda's reserved concurrency bound it in
     AWS). A backlog makes batches fuller, which is what makes a backlog cheap to drain.
-    A store that stays down long enough for the network thread to wait past the keepalive
-    loses the bridge its connection: the broker delivers again what was not acknowledged,
-    and handling it twice changes nothing.
+    Only with the spool full (or without one) does a store that stays down keep messages
+    in hand; should the network thread then wait past the keepalive, the bridge loses its
+    connection: the broker delivers again what was not acknowledged, and handling it twice
+    changes nothing.
     """
 
     def __init__(self, handler: BatchHandler, workers: int = 1,
-                 batch_size: int = BATCH_SIZE) -> None:
+                 batch_size: int = BATCH_SIZE, spool: Spool | None = None) -> None:
         self.handler = handler
         self.batch_size = batch_size
+        self.spool = spool
         self._capacity = workers * batch_size
         self._free = threading.Semaphore(self._capacity)
         self._closing = threading.Event()
         self._held_lock = threading.Lock()
-        self._held = 0  # messages in hand waiting for the store to answer
+        self._held = 0  # messages in hand waiting for the store (or the spool's room)
+        self._spooled = threading.Event()  # wakes the drainer
+        self._spool_log_lock = threading.Lock()
+        self._drained: int | None = None  # in an outage: the spooled reports stored so far
         self._queue: queue.SimpleQueue[tuple[mqtt.Client, mqtt.MQTTMessage] | None] = \
             queue.SimpleQueue()
         self._workers = [threading.Thread(target=self._work, name=f"bridge-{n}", daemon=True)
                          for n in range(workers)]
+        if spool is not None:
+            if spool.waiting:
+                LOG.warning("bridge: %d reports in the spool %s from an earlier run; stored "
+                            "once the store answers", spool.waiting, spool.path)
+                self._drained = 0
+                self._spooled.set()
+            if spool.dead:
+                LOG.warning("bridge: the spool %s keeps %d dead letters (reports that "
+                            "failed on their own; see edgeplane_dev.spool)", spool.path,
+                            spool.dead)
+            self._workers.append(threading.Thread(target=self._drain, name="bridge-drain",
+                                                  daemon=True))
         for worker in self._workers:
             worker.start()
 
@@ -125,6 +139,7 @@ class _Bridge:
         """Give up what is held for the store (unacknowledged) from now on: a worker waiting
         for the store must not keep the network thread (blocked on admission) from ending."""
         self._closing.set()
+        self._spooled.set()
 
     def close(self) -> None:
         self.stopping()
@@ -132,6 +147,8 @@ class _Bridge:
             self._queue.put(None)
         for worker in self._workers:
             worker.join()
+        if self.spool is not None:
+            self.spool.close()
 
     def on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                    properties: Any) -> None:
@@ -163,6 +180,8 @@ class _Bridge:
         self._free.acquire()
         self._queue.put((client, message))
 
+    # --- workers: from the broker to the store (or the spool) ---------------------------
+
     def _work(self) -> None:
         while True:
             first = self._queue.get()
@@ -188,8 +207,8 @@ class _Bridge:
             finally:
                 for client, message in batch:
                     self._free.release()
-                    # The PUBACK goes out once stored (or dropped), as SQS deletes a record
-                    # after the Lambda.
+                    # The PUBACK goes out once stored, spooled (or dropped), as SQS deletes
+                    # a record after the Lambda.
                     if done:
                         client.ack(message.mid, message.qos)
 
@@ -202,75 +221,185 @@ class _Bridge:
                 LOG.warning("bridge: a batch of %d messages failed; handling them one by "
                             "one", len(messages), exc_info=True)
         for message in messages:
-            self._handle_one(message)
+            self._handle_one(message.topic, message.payload)
 
-    def _handle_one(self, message: mqtt.MQTTMessage) -> None:
+    def _handle_one(self, topic: str, payload: bytes) -> None:
         # The handler drops what is malformed itself; what raises while the store answers
         # may still pass (a conflict, a throttle): retry a few times before giving it up.
-        for attempt, delay in enumerate((*HANDLER_RETRY_DELAYS, None), start=1):
+        try:
+            self._retrying(topic, lambda: self._store([(topic, payload)]))
+        except Exception as exc:
+            self._give_up(topic, payload, exc)
+
+    def _retrying(self, topic: str, attempt: Callable[[], None]) -> None:
+        """``attempt``, tried again after each of ``HANDLER_RETRY_DELAYS``; its last error
+        is raised."""
+        for number, delay in enumerate((*HANDLER_RETRY_DELAYS, None), start=1):
             try:
-                self._store([(message.topic, message.payload)])
+                attempt()
                 return
-            except Exception:  # one bad message must not stop ingestion
+            except Exception:
                 if delay is None:
-                    LOG.exception("bridge: handling a message on %s failed %d times; "
-                                  "dropped", message.topic, attempt)
-                    return
+                    raise
                 LOG.warning("bridge: handling a message on %s failed (attempt %d); "
-                            "retrying in %.1f s", message.topic, attempt, delay,
-                            exc_info=True)
+                            "retrying in %.1f s", topic, number, delay, exc_info=True)
                 time.sleep(delay)
 
+    def _give_up(self, topic: str, payload: bytes, exc: Exception,
+                 report_id: int | None = None) -> None:
+        attempts = len(HANDLER_RETRY_DELAYS) + 1
+        if self.spool is None:
+            LOG.error("bridge: handling a message on %s failed %d times; dropped", topic,
+                      attempts, exc_info=exc)
+            return
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        if report_id is None:
+            self.spool.bury_new(topic, payload, reason)
+        else:
+            self.spool.bury(report_id, reason)
+        LOG.error("bridge: handling a message on %s failed %d times; kept as a dead letter "
+                  "in %s", topic, attempts, self.spool.path, exc_info=exc)
+
     def _store(self, batch: list[tuple[str, bytes]]) -> None:
-        """Hand ``batch`` to the handler; while the store does not answer, hold it and try
-        again until it does (or until the bridge stops: ``_Stopping``)."""
+        """Store ``batch``, or spool it while the store does not answer; with no room in the
+        spool, hold it and try both again until one takes it (or until the bridge stops:
+        ``_Stopping``). While the spool holds reports, the store is not tried: the drainer
+        finds out when it answers."""
         delays = iter(STORE_RETRY_DELAYS)
         held = stored = False
+        why = "reports wait in the spool"
         try:
             while True:
-                try:
-                    self.handler(batch)
+                if self.spool is None or not self.spool.waiting:
+                    try:
+                        self.handler(batch)
+                        stored = True
+                        return
+                    except Exception as exc:
+                        down = store_unavailable(exc)
+                        if down is None:
+                            raise
+                        why = down
+                if self.spool is not None and self._spool(batch, why):
                     stored = True
                     return
-                except Exception as exc:
-                    if not store_unreachable(exc):
-                        raise
-                    if not held:
-                        held = True
-                        self._hold(len(batch), exc)
+                if not held:
+                    held = True
+                    self._hold(len(batch), why)
                 if self._closing.wait(next(delays, STORE_RETRY_DELAYS[-1])):
                     raise _Stopping
         finally:
             if held:
                 self._unhold(len(batch), stored)
 
-    def _hold(self, count: int, exc: Exception) -> None:
+    def _spool(self, batch: list[tuple[str, bytes]], why: str) -> bool:
+        assert self.spool is not None
+        if not self.spool.put(batch):
+            return False
+        with self._spool_log_lock:
+            if self._drained is None:
+                self._drained = 0
+                LOG.warning("bridge: the store does not answer (%s); spooling reports in %s, "
+                            "each acknowledged once on disk, stored once the store answers",
+                            why, self.spool.path)
+        self._spooled.set()
+        return True
+
+    def _hold(self, count: int, why: str) -> None:
         with self._held_lock:
             if self._held == 0:
-                LOG.warning("bridge: the store does not answer (%s); holding the reports in "
-                            "hand (at most %d), unacknowledged, until it does; the others "
-                            "wait in the broker", exc, self._capacity)
+                if self.spool is None:
+                    LOG.warning("bridge: the store does not answer (%s); holding the reports "
+                                "in hand (at most %d), unacknowledged, until it does; the "
+                                "others wait in the broker", why, self._capacity)
+                else:
+                    reports, size = self.spool.size
+                    LOG.error("bridge: the spool %s is full (%d reports, %.1f MiB): holding "
+                              "the reports in hand (at most %d), unacknowledged, until there "
+                              "is room; the others wait in the broker", self.spool.path,
+                              reports, size / 2**20, self._capacity)
             self._held += count
 
     def _unhold(self, count: int, stored: bool) -> None:
         with self._held_lock:
             self._held -= count
             if self._held == 0 and stored:
-                LOG.info("bridge: the store answers again; the reports held are stored")
+                LOG.info("bridge: the store answers again; the reports held are stored"
+                         if self.spool is None else
+                         "bridge: the spool has room again; the reports held are taken")
+
+    # --- the drainer: from the spool to the store --------------------------------------
+
+    def _drain(self) -> None:
+        assert self.spool is not None
+        delays = iter(STORE_RETRY_DELAYS)
+        while not self._closing.is_set():
+            reports = self.spool.take(self.batch_size)
+            if not reports:
+                self._outage_over()
+                self._spooled.wait()
+                self._spooled.clear()
+                continue
+            try:
+                self.handler([(topic, payload) for _, topic, payload in reports])
+                self.spool.remove([report_id for report_id, _, _ in reports])
+                self._count_drained(len(reports))
+                delays = iter(STORE_RETRY_DELAYS)
+                continue
+            except Exception as exc:
+                if store_unavailable(exc) is None:
+                    LOG.warning("bridge: a spooled batch of %d failed; storing them one by "
+                                "one", len(reports), exc_info=True)
+                    if self._drain_one_by_one(reports):
+                        continue
+            self._closing.wait(next(delays, STORE_RETRY_DELAYS[-1]))
+
+    def _drain_one_by_one(self, reports: list[tuple[int, str, bytes]]) -> bool:
+        """False if the store stopped answering on the way (the rest wait)."""
+        assert self.spool is not None
+        for report_id, topic, payload in reports:
+            def attempt(topic: str = topic, payload: bytes = payload) -> None:
+                self.handler([(topic, payload)])
+
+            try:
+                self._retrying(topic, attempt)
+            except Exception as exc:
+                if store_unavailable(exc) is not None:
+                    return False
+                self._give_up(topic, payload, exc, report_id)
+                continue
+            self.spool.remove([report_id])
+            self._count_drained(1)
+        return True
+
+    def _count_drained(self, count: int) -> None:
+        with self._spool_log_lock:
+            self._drained = (self._drained or 0) + count
+
+    def _outage_over(self) -> None:
+        with self._spool_log_lock:
+            if self._drained is not None:
+                LOG.info("bridge: the store answers again; the %d reports spooled are "
+                         "stored", self._drained)
+                self._drained = None
 
 
 def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
                client_id: str = "edgeplane-bridge",
                stop_event: threading.Event | None = None, workers: int = 1,
                batch_handler: BatchHandler | None = None,
-               batch_size: int = BATCH_SIZE, identity: Identity | None = None) -> None:
+               batch_size: int = BATCH_SIZE, identity: Identity | None = None,
+               spool: Path | None = None, spool_max_reports: int = MAX_REPORTS,
+               spool_max_bytes: int = MAX_BYTES) -> None:
     """Forward every gateway report to ``batch_handler`` (or ``handler``, one message at a
     time) until ``stop_event`` is set (or forever). With ``identity`` (``cloud.ingest``'s
-    certificate) it connects over TLS; the broker then takes the client id from it."""
+    certificate) it connects over TLS; the broker then takes the client id from it. With
+    ``spool`` (a file), what comes while the store does not answer waits there."""
     stop_event = stop_event or threading.Event()
     if batch_handler is None:
         batch_handler = one_at_a_time(handler) if handler else _default_batch_handler
-    bridge = _Bridge(batch_handler, workers, batch_size)
+    bridge = _Bridge(batch_handler, workers, batch_size,
+                     Spool(spool, spool_max_reports, spool_max_bytes) if spool else None)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311, clean_session=False)
     client.manual_ack_set(True)
@@ -307,6 +436,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="batches handled at once (bounds what a backlog costs)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="messages per batch at most")
+    parser.add_argument("--spool", type=Path,
+                        help="a file where reports wait while the store does not answer")
+    parser.add_argument("--spool-max-reports", type=int, default=MAX_REPORTS)
+    parser.add_argument("--spool-max-mib", type=int, default=MAX_BYTES >> 20)
     parser.add_argument("--ca-file", help="TLS: the broker's CA certificate")
     parser.add_argument("--cert-file", help="TLS: this bridge's certificate (cloud.ingest)")
     parser.add_argument("--key-file", help="TLS: this bridge's private key")
@@ -321,7 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     run_bridge(args.host, args.port, client_id=args.client_id, stop_event=stop,
-               workers=args.workers, batch_size=args.batch_size, identity=identity)
+               workers=args.workers, batch_size=args.batch_size, identity=identity,
+               spool=args.spool, spool_max_reports=args.spool_max_reports,
+               spool_max_bytes=args.spool_max_mib << 20)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Every process runs in its own process group and is listed in ``stack.json`` in t
 directory, so ``down()`` (also from another process: ``edgeplane dev down``) stops all of it.
 
 The fleet outlives the processes: the store's data (``store/``), the broker's persistence
-(``mosquitto/``: sessions and their queued messages) and the gateways' journals stay in the
+(``mosquitto/``: sessions and their queued messages), the bridge's spool (``bridge/``:
+reports taken while the store did not answer) and the gateways' journals stay in the
 stack's directory, so the next ``up()`` finds the sites, machines, definitions and rollouts
 where they were. ``fresh=True`` starts empty; ``down(purge=True)`` deletes the directory.
 """
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 import socket
 import sys
@@ -54,6 +54,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BMC_USERNAME = "admin"
 BMC_PASSWORD = "password"  # noqa: S105 - the emulators' well-known demo credential
+ADMIN = "admin"  # the stack's API principal; its token is in stack.json (0600)
 TIMEZONES = ("Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Australia/Sydney",
              "America/Sao_Paulo")
 
@@ -146,6 +147,11 @@ def pinned_keys(directory: Path) -> list[str]:
     return [public_key_of(plan_key_file(directory))]
 
 
+def bridge_spool(directory: Path) -> Path:
+    """Where the bridge keeps reports while the store does not answer (and dead letters)."""
+    return directory / "bridge" / "spool.sqlite"
+
+
 def request_counts_file(directory: Path) -> Path:
     """Where a counting stack's request counter writes its sums (``request_counter``)."""
     return directory / "requests.json"
@@ -193,7 +199,7 @@ class LocalStack:
             write_new_key(private_dir(key.parent) / key.name)
         self.state = StackState(
             directory=str(self.directory), api_url=f"http://{LOOPBACK}:{free_port()}",
-            token=secrets.token_urlsafe(24), mqtt_port=free_port(), moto_port=free_port(),
+            token="", mqtt_port=free_port(), moto_port=free_port(),  # token: _create_tables
             sites=[asdict(s) for s in self.sites], store_port=free_port(),
             counter_port=free_port(socket.SOCK_DGRAM) if self.count_requests else 0,
         )
@@ -241,6 +247,20 @@ class LocalStack:
         self._state.processes["store"] = store.pid
         self._save(self._state)
 
+    def stop_broker(self) -> None:
+        """Stop the broker; its sessions and queued messages stay in its persistence."""
+        stop_group(self._state.processes.pop("mosquitto"))
+        self._save(self._state)
+
+    def start_broker(self) -> None:
+        """Start the broker again on its port, its config and persistence; clients
+        reconnect."""
+        from edgeplane_dev.mosquitto import mosquitto_binary
+
+        config = self.directory / "mosquitto" / "mosquitto.conf"
+        self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
+        wait_for_tcp(self._state.mqtt_port, timeout=10)
+
     def request_counts(self) -> dict[str, Any]:
         """The requests the cloud's processes sent so far, by service and operation
         (a stack made with ``count_requests=True``)."""
@@ -266,7 +286,6 @@ class LocalStack:
             "EDGEPLANE_EVENTS_ENDPOINT": f"http://{LOOPBACK}:{state.moto_port}",
             "EDGEPLANE_TABLE_PREFIX": "edgeplane-dev-",
             "EDGEPLANE_PUBLISHER": f"mqtts://{LOOPBACK}:{state.mqtt_port}",
-            "EDGEPLANE_API_TOKEN": state.token,
             "EDGEPLANE_PLAN_SIGNING_KEY": str(plan_key_file(self.directory)),
         }
         if state.counter_port:
@@ -334,7 +353,8 @@ class LocalStack:
         self._spawn("bridge", [sys.executable, "-m", "edgeplane_dev.bridge", "--port",
                                str(state.mqtt_port), "--ca-file", str(ingest.ca_file),
                                "--cert-file", str(ingest.cert_file),
-                               "--key-file", str(ingest.key_file)],
+                               "--key-file", str(ingest.key_file),
+                               "--spool", str(bridge_spool(self.directory))],
                     env=self._cloud_part_env("bridge"))
         self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
                                "5"], env=self._cloud_part_env("ticker"))
@@ -349,6 +369,7 @@ class LocalStack:
             models.configure(os.environ["EDGEPLANE_DYNAMODB_ENDPOINT"],
                              os.environ["EDGEPLANE_TABLE_PREFIX"], "us-east-1")
             models.create_tables()
+            self._state.token = issue_admin_token()  # before the API serves anyone
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -432,6 +453,17 @@ class LocalStack:
                 log = self.directory / "logs" / f"{name}.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise StackError(f"{name} exited during start-up; its log ends:\n{tail}")
+
+
+def issue_admin_token() -> str:
+    """The stack's principal ``admin`` (made if missing) with a new token: what the CLI's
+    ``local`` context and the tests call the API with. Each start issues a new one (the
+    last is in the last run's stack.json only), straight into the store, as a deployment's
+    first admin is made."""
+    from chalicelib.access import principals
+    from chalicelib.access.roles import Role
+
+    return principals.create(ADMIN, Role.ADMIN, "edgeplane dev", replace=True).token
 
 
 def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]],

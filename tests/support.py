@@ -132,6 +132,16 @@ class RecordingPublisher:
         return plans
 
 
+def as_principal(name: str, role: str) -> dict[str, str]:
+    """Request headers of a new principal with ``role``, stored as the API would store it
+    (``TOKEN`` is the bootstrap admin's)."""
+    from chalicelib.access import principals
+    from chalicelib.access.roles import Role
+
+    token = principals.create(name, Role(role), "tests").token
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
 def call(client: Client, method: str, path: str, body: object = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict]:
     """One request with the test token; returns (status, decoded JSON body)."""

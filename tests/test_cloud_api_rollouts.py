@@ -122,7 +122,8 @@ def test_a_tag_selects_its_sites(api, published):
     ({"sites": ["shop-1"], "steps": [POWER_ON], "revision": 2}, 400, "'revision' is a "
      "blueprint's"),
     ({"sites": ["shop-1"], "steps": []}, 400, "field 'steps'"),
-    ({"sites": ["Bad Site"], "steps": [POWER_ON]}, 400, "field 'sites'"),
+    ({"sites": ["Bad Site"], "steps": [POWER_ON]}, 400,
+     "field 'sites[0]': 'Bad Site' does not match"),
     ({"sites": ["shop-1"], "steps": [POWER_ON, {"task": "power.ensure", "params": {}}]}, 400,
      "field 'steps[1]': task power.ensure: parameter 'state' is required"),
     ({"sites": ["shop-1"], "steps": [{"task": "power.ensure", "params": {"state": "toggle"}}]},
@@ -414,8 +415,10 @@ def test_a_full_report_can_be_asked_for_and_a_site_with_desired_state_is_observe
 
 def test_a_plan_too_large_for_a_gateway_is_refused_naming_the_site(api, published):
     add_site(api, "shop-1")
-    huge = {"task": "media.insert", "params": {"image": "http://images.example/" + "a" * 60_000}}
-    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [huge] * 5})
+    # Each step within the request's bounds (32 KiB of parameters), the plan not.
+    attributes = {f"Attribute{i}": "a" * 3900 for i in range(8)}
+    huge = {"task": "bios.apply", "params": {"attributes": attributes}}
+    status, body = call(api, "POST", "/rollouts", {"sites": ["shop-1"], "steps": [huge] * 9})
     assert status == 409, body
     assert body["error"]["message"].startswith("site 'shop-1': its plan would be ")
     assert "a gateway takes at most 262144" in body["error"]["message"]

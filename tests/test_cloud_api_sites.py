@@ -34,12 +34,11 @@ def test_401_says_how_to_authenticate(api):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_without_a_configured_token_everything_is_503(api, monkeypatch):
+def test_without_a_bootstrap_token_only_principals_get_in(api, monkeypatch):
     monkeypatch.delenv("EDGEPLANE_API_TOKEN")
     status, body = call(api, "GET", "/health")
-    assert status == 503
-    assert error_of(body) == ("not_configured", "EDGEPLANE_API_TOKEN is not configured: the "
-                              "API refuses every request until it is set")
+    assert status == 401
+    assert error_of(body) == ("unauthorized", "invalid bearer token")
 
 
 def test_health(api):

@@ -14,7 +14,6 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import audit, ingest
-from chalicelib.errors import IngestFailed
 from chalicelib.models import Execution, Machine, Rollout, Site, Wave
 from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import create, tick
@@ -534,7 +533,7 @@ def test_sqs_records_are_ingested(aws, monkeypatch):
             rule_record(Inventory(site="shop-2", machines=[report()])),
         ], queue_name="edgeplane-ingest")
         response = client.lambda_.invoke("ingest_reports", event)
-    assert response.payload is None
+    assert response.payload == {"batchItemFailures": []}, "malformed records are not retried"
     assert site().online is True
     assert [m.machine_id for m in Machine.query("shop-2")] == ["srv-1"]
 
@@ -545,8 +544,8 @@ def test_a_record_whose_topic_names_another_site_than_its_sender_is_dropped(aws)
     forged = json.loads(rule_record(Presence(site=SITE, online=True, session=5.0)))
     genuine = json.loads(rule_record(Inventory(site="shop-2", machines=[report()])))
     before = ingest.DROPPED_REPORTS["record"]
-    ingest.handle_sqs_records([json.dumps({**forged, "client_id": "shop-2"}),
-                               json.dumps({**genuine, "client_id": "shop-2"})])
+    ingest.handle_sqs_records(numbered([json.dumps({**forged, "client_id": "shop-2"}),
+                                        json.dumps({**genuine, "client_id": "shop-2"})]))
     assert ingest.DROPPED_REPORTS["record"] == before + 1
     with pytest.raises(Site.DoesNotExist):
         site()
@@ -561,19 +560,24 @@ def lifecycle(kind: str, version: int, site_id: str = SITE) -> str:
                        "topic": f"$aws/events/presence/{kind}/{site_id}"})
 
 
+def numbered(bodies: list[str]) -> list[tuple[str, str]]:
+    """SQS records as the consumer takes them: (message id, body)."""
+    return [(f"m{index}", body) for index, body in enumerate(bodies)]
+
+
 def test_iot_lifecycle_events_are_presence_in_connection_order(aws):
-    ingest.handle_sqs_records([lifecycle("connected", 7)])
+    ingest.handle_sqs_records(numbered([lifecycle("connected", 7)]))
     assert site().online is True
-    ingest.handle_sqs_records([lifecycle("disconnected", 6)])  # an older connection's, late
+    ingest.handle_sqs_records(numbered([lifecycle("disconnected", 6)]))  # an older one's, late
     assert site().online is True
-    ingest.handle_sqs_records([lifecycle("disconnected", 7)])
+    ingest.handle_sqs_records(numbered([lifecycle("disconnected", 7)]))
     assert site().online is False
-    ingest.handle_sqs_records([lifecycle("connected", 8), "{\"topic\": \"$aws/events/"
-                               "presence/connected/x\"}"])  # the second is malformed: dropped
+    ingest.handle_sqs_records(numbered([lifecycle("connected", 8), "{\"topic\": \"$aws/"
+                                        "events/presence/connected/x\"}"]))  # malformed: dropped
     assert site().online is True
 
 
-def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
+def test_a_store_failure_hands_back_only_the_records_that_failed(aws, monkeypatch):
     batches, calls = [], []
 
     def failing_batch(messages, clock=None) -> None:
@@ -587,11 +591,37 @@ def test_a_store_failure_hands_the_batch_back_to_sqs(aws, monkeypatch):
 
     monkeypatch.setattr(ingest, "handle_messages", failing_batch)
     monkeypatch.setattr(ingest, "handle_message", flaky)
-    with pytest.raises(IngestFailed, match="1 of 2 messages could not be stored"):
-        ingest.handle_sqs_records([rule_record(Presence(site=SITE)),
-                                   rule_record(Presence(site="shop-2"))])
+    failed = ingest.handle_sqs_records([("first", rule_record(Presence(site=SITE))),
+                                        ("second", rule_record(Presence(site="shop-2")))])
     assert len(batches[0]) == 2, "the records were tried as one batch first"
     assert len(calls) == 2, "then one by one: the rest of the batch was still tried"
+    assert failed == ["first"], "only the record that failed goes back to the queue"
+
+
+def test_the_lambda_reports_the_failed_records_as_a_partial_batch(aws, monkeypatch):
+    """What ingest_reports returns is Lambda's partial batch response: SQS hands back the
+    records it names, and deletes the others."""
+    from app import app
+
+    def failing_batch(messages, clock=None) -> None:
+        raise RuntimeError("DynamoDB throttled")
+
+    def shop_2_fails(topic: str, payload: bytes) -> None:
+        if "/shop-2/" in topic:
+            raise RuntimeError("DynamoDB throttled")
+
+    monkeypatch.setattr(ingest, "handle_messages", failing_batch)
+    monkeypatch.setattr(ingest, "handle_message", shop_2_fails)
+    event = {"Records": [
+        {"messageId": message_id, "receiptHandle": f"handle-{message_id}", "body": body,
+         "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:edgeplane-dev-ingest"}
+        for message_id, body in [("a", rule_record(Presence(site=SITE))),
+                                 ("b", rule_record(Presence(site="shop-2"))),
+                                 ("c", "not json at all")]]}
+    with Client(app, project_dir=str(ROOT)) as client:
+        response = client.lambda_.invoke("ingest_reports", event)
+    assert response.payload == {"batchItemFailures": [{"itemIdentifier": "b"}]}
 
 
 def test_a_batch_that_fails_half_way_counts_what_it_stored_and_its_retry_the_rest(

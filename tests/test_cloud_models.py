@@ -27,7 +27,16 @@ def test_create_tables_is_idempotent(aws):
     assert {m.Meta.table_name for m in models.MODELS} == {
         "test-sites", "test-machines", "test-rollouts", "test-executions",
         "test-definitions", "test-blueprint-revisions",
-        "test-rollout-events", "test-rollout-targets", "test-waves"}
+        "test-rollout-events", "test-rollout-targets", "test-waves", "test-result-parts",
+        "test-principals", "test-audit", "test-commands"}
+
+
+def test_the_audit_table_expires_its_records(aws):
+    import boto3
+
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    ttl = dynamodb.describe_time_to_live(TableName="test-audit")["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 
 
 def test_execution_moves_only_along_the_table_and_counts_once(aws):

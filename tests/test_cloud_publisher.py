@@ -59,7 +59,25 @@ def test_iot_client_is_created_on_first_publish_with_the_endpoint():
         sender.publish(TOPIC, b"{}")
     factory.assert_called_once_with("iot-data",
                                     endpoint_url="https://abc-ats.iot.eu-west-1.amazonaws.com",
-                                    region_name="eu-west-1")
+                                    region_name="eu-west-1", config=mock.ANY)
+    config = factory.call_args.kwargs["config"]
+    assert config.connect_timeout <= publisher.CONNECT_TIMEOUT, "a request waits seconds"
+    assert config.retries["total_max_attempts"] <= 2
+
+
+def test_iot_counts_as_unavailable_for_a_while_after_a_failed_publish(iot_client):
+    now = [1000.0]
+    sender = IotDataPublisher(client_factory=lambda: iot_client, clock=lambda: now[0])
+    assert publisher.unavailable(sender) is None
+    iot_client.publish.side_effect = EndpointConnectionError(endpoint_url="https://iot")
+    with pytest.raises(PublishFailed):
+        sender.publish(TOPIC, b"{}")
+    assert "Could not connect to the endpoint URL" in publisher.unavailable(sender)
+    now[0] += publisher.IOT_FAILURE_HOLD + 1
+    assert publisher.unavailable(sender) is None, "asked again once the hold is over"
+    iot_client.publish.side_effect = None
+    sender.publish(TOPIC, b"{}")
+    assert publisher.unavailable(sender) is None
 
 
 # --- choosing from the settings ---------------------------------------------------------
@@ -226,3 +244,72 @@ def test_a_rollout_plan_reaches_the_broker(api, broker, subscriber, monkeypatch)
         assert plan.execution_id == body["executions"][0]["execution_id"]
     finally:
         publisher.install(None)  # closes the MQTT connection
+
+
+# --- a broker that is down: nothing waits for it -------------------------------------------
+
+
+def test_without_a_broker_the_publisher_says_so_without_waiting_for_it():
+    port = free_port()
+    sender = MqttPublisher("127.0.0.1", port, timeout=30)
+    try:
+        assert f"cannot reach mqtt://127.0.0.1:{port}" in publisher.unavailable(sender)
+    finally:
+        sender.close()
+
+
+def test_a_broker_that_goes_away_is_reported_until_it_is_back(broker, mqtt_publisher):
+    assert publisher.unavailable(mqtt_publisher) is None
+    broker.stop()
+    wait_until(lambda: publisher.unavailable(mqtt_publisher) is not None,
+               what="the publisher noticing the broker gone")
+    assert "connection lost" in publisher.unavailable(mqtt_publisher)
+    broker.start()
+    wait_until(lambda: publisher.unavailable(mqtt_publisher) is None, timeout=15,
+               what="paho reconnecting")
+
+
+SITES = ["shop-1", "shop-2", "shop-3"]
+
+
+def test_a_rollout_created_while_the_broker_is_down_goes_out_once_it_is_back(
+        api, broker, monkeypatch):
+    from chalicelib.rollouts import tick
+
+    publisher.install(None)  # use the settings, not the recording publisher
+    monkeypatch.setenv("EDGEPLANE_PUBLISHER", f"mqtt://127.0.0.1:{broker.port}")
+    receiver = None
+    try:
+        for site in SITES:
+            call(api, "PUT", f"/sites/{site}", {})
+            call(api, "PUT", f"/sites/{site}/machines/srv-1", {"protocol": "ipmi",
+                                                                "address": "10.0.0.5"})
+        assert call(api, "GET", "/health")[0] == 200
+        broker.stop()
+
+        status, body = call(api, "POST", "/rollouts", {
+            "sites": SITES, "steps": [{"task": "power.ensure", "params": {"state": "on"}}]})
+        assert status == 201
+        assert [(e["state"], e["message"]) for e in body["executions"]] == \
+            [("queued", None)] * 3, "stored, and no site's plan claimed or tried"
+        # /health says so once its last answer (kept a few seconds) is over.
+        wait_until(lambda: call(api, "GET", "/health")[0] == 503, timeout=15,
+                   what="/health answering 503")
+        health = call(api, "GET", "/health")[1]
+        assert health["error"]["code"] == "unavailable"
+        assert health["error"]["message"].startswith("down: the broker (connection lost"), \
+            health
+
+        broker.start()
+        receiver = Subscriber(broker.port, "edgeplane/#")
+        # The dispatcher (the tick) sends them once the publisher has reconnected.
+        wait_until(lambda: tick.tick(publisher.current()) and len(receiver.received) == 3,
+                   timeout=20, interval=0.5, what="the plans sent by the tick")
+        rollout_id = body["rollout"]["rollout_id"]
+        _, after = call(api, "GET", f"/rollouts/{rollout_id}")
+        assert sorted(e["state"] for e in after["executions"]) == ["sent"] * 3
+        assert sorted(protocol.decode(p, t).site for t, p, _ in receiver.received) == SITES
+    finally:
+        if receiver is not None:
+            receiver.close()
+        publisher.install(None)

@@ -389,8 +389,9 @@ def test_deeply_nested_reports_are_dropped_once_without_holding_their_batch(
     bodies.append(json.dumps({**json.loads(payload), "topic": topic}))
     dropped = ingest.DROPPED_REPORTS.total()
 
-    ingest.handle_sqs_records(bodies)
+    failed = ingest.handle_sqs_records((f"m{index}", body) for index, body in enumerate(bodies))
 
+    assert failed == [], "a malformed report is dropped, not handed back to the queue"
     assert Execution.get(rollout_id, site_id, consistent_read=True).state == "succeeded"
     assert ingest.DROPPED_REPORTS.total() - dropped == 80
     assert one_by_one == [], "the batch passed at once: no message was tried again"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from chalice import Blueprint
 
+from chalicelib import limits
 from chalicelib.definitions import catalog, params
 from chalicelib.errors import BadRequest
 from chalicelib.schemas import check_pattern
@@ -17,10 +17,7 @@ routes = Blueprint(__name__)
 
 
 def _body() -> dict[str, Any]:
-    try:
-        data = json.loads(routes.current_request.raw_body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    data = limits.decode(routes.current_request.raw_body)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
     unknown = set(data) - {"documents", "dry_run"}
@@ -53,7 +50,7 @@ def list_kind(kind: str) -> dict[str, Any]:
 @routes.route("/definitions/{kind}/{name}", methods=["GET"])
 def get(kind: str, name: str) -> dict[str, Any]:
     revision = _query("revision")
-    if revision is not None and not revision.isdigit():
+    if revision is not None and not (revision.isascii() and revision.isdigit()):
         raise BadRequest(f"revision {revision!r} must be a positive integer")
     return {"item": catalog.get(catalog.parse_kind(kind), name,
                                 int(revision) if revision else None)}

@@ -8,6 +8,7 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from chalicelib import audit, publisher, views
+from chalicelib.access import identity
 from chalicelib.models import Rollout, Wave
 from chalicelib.rollouts import control, create, moves, read, targets
 from chalicelib.schemas import RolloutIn, parse
@@ -18,7 +19,7 @@ routes = Blueprint(__name__)
 @routes.route("/rollouts", methods=["POST"])
 def create_rollout() -> Response:
     body = parse(RolloutIn, routes.current_request.raw_body)
-    created = create.create(body, publisher.current())
+    created = create.create(body, publisher.current(), actor=_actor())
     reply: dict[str, Any] = {"rollout": views.rollout(created.rollout, created.executions,
                                                       created.site_ids)}
     if created.executions is not None:
@@ -53,8 +54,8 @@ def _one(rollout: Rollout) -> dict[str, Any]:
 
 
 def _actor() -> str:
-    """Who asked (the token is shared for now; a client may say who it is)."""
-    return routes.current_request.headers.get("x-edgeplane-actor") or "operator"
+    """Who asked: the authenticated principal (never what the request says of itself)."""
+    return identity.current().name
 
 
 @routes.route("/rollouts/{rollout_id}/pause", methods=["POST"])

@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Blueprint
 
 from chalicelib import fleet, views
+from chalicelib.rollouts import usage
 from chalicelib.schemas import MachineIn, SiteIn, check_pattern, parse
 from edgeplane.protocol import MACHINE_ID_PATTERN, SITE_ID_PATTERN
 
@@ -47,3 +48,9 @@ def put_machine(site_id: str, machine_id: str) -> dict[str, Any]:
     check_pattern("machine_id", machine_id, MACHINE_ID_PATTERN)
     body = parse(MachineIn, sites.current_request.raw_body)
     return {"machine": views.machine(fleet.put_machine(site_id, machine_id, body))}
+
+
+@sites.route("/sites/{site_id}/machines/{machine_id}", methods=["DELETE"])
+def delete_machine(site_id: str, machine_id: str) -> dict[str, Any]:
+    fleet.delete_machine(site_id, machine_id, needed_by=usage.rollouts_needing)
+    return {"site_id": site_id, "machine_id": machine_id, "deleted": True}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chalicelib.definitions import templates
 from chalicelib.errors import BadRequest
+from chalicelib.limits import DocumentSpec, FreeForm
 from chalicelib.schemas import location, reason
 from edgeplane import protocol
 from edgeplane.protocol import BmcProtocol, Param, ParamType, ProtocolError
@@ -100,7 +101,7 @@ class StepSelect(_Spec):
 class BlueprintStep(_Spec):
     name: str | None = Field(default=None, max_length=SHORT)
     task: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FreeForm = Field(default_factory=dict)
     select: StepSelect = Field(default_factory=StepSelect)
 
     @model_validator(mode="after")
@@ -133,7 +134,7 @@ class BlueprintSpec(_Spec):
     @classmethod
     def _param_names(cls, params: dict[str, ParamDecl]) -> dict[str, ParamDecl]:
         for name in params:
-            if not PARAM_NAME.match(name):
+            if not PARAM_NAME.fullmatch(name):
                 raise ValueError(f"parameter name {name!r} must be lowercase letters, digits "
                                  "and '_', starting with a letter")
         return params
@@ -147,7 +148,7 @@ class ProfileSpec(_Spec):
     target: str | None = Field(default=None, max_length=SHORT)
     priority: int = 0
     description: str = Field(default="", max_length=2000)
-    params: dict[str, Any] = Field(min_length=1)
+    params: FreeForm = Field(min_length=1)
 
     @model_validator(mode="after")
     def _target_fits_level(self) -> ProfileSpec:
@@ -159,14 +160,14 @@ class ProfileSpec(_Spec):
                              f"{_TARGET_WORDS[self.level]}")
         elif self.level == Level.MACHINE:
             site, slash, machine = self.target.partition("/")
-            if not slash or not protocol.SITE_ID_PATTERN.match(site) or \
-                    not protocol.MACHINE_ID_PATTERN.match(machine):
+            if not slash or not protocol.SITE_ID_PATTERN.fullmatch(site) or \
+                    not protocol.MACHINE_ID_PATTERN.fullmatch(machine):
                 raise ValueError(f"target {self.target!r}: a machine profile's target is "
                                  "SITE/MACHINE, e.g. shop-0042/srv-1")
-        elif self.level == Level.SITE and not protocol.SITE_ID_PATTERN.match(self.target):
+        elif self.level == Level.SITE and not protocol.SITE_ID_PATTERN.fullmatch(self.target):
             raise ValueError(f"target {self.target!r} is not a site id")
         for name in self.params:
-            if not PARAM_NAME.match(name):
+            if not PARAM_NAME.fullmatch(name):
                 raise ValueError(f"parameter name {name!r} must be lowercase letters, digits "
                                  "and '_', starting with a letter")
         return self
@@ -188,13 +189,13 @@ class SiteSpec(_Spec):
     region: str | None = Field(default=None, max_length=SHORT)
     tags: list[str] = Field(default_factory=list, max_length=50)
     timezone: str | None = None
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: FreeForm = Field(default_factory=dict)
     maintenance_window: dict[str, Any] | None = None  # checked as the API's WindowIn
 
 
 class MachineClassSpec(_Spec):
     description: str = Field(default="", max_length=2000)
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: FreeForm = Field(default_factory=dict)
 
 
 SPECS: dict[Kind, type[_Spec]] = {
@@ -207,13 +208,13 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Kind
-    name: str
-    spec: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(max_length=SHORT)
+    spec: DocumentSpec = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise ValueError(f"{name!r}: a name is 1-63 lowercase letters, digits and '-', "
                              "starting and ending with a letter or digit")
         return name
@@ -236,7 +237,7 @@ def parse_document(data: Any, where: str = "document") -> tuple[Document, Any]:
         spec = document.typed()
     except ValidationError as exc:
         raise BadRequest(f"{where}: {_errors(exc, 'spec')}") from None
-    if document.kind == Kind.SITE and not protocol.SITE_ID_PATTERN.match(document.name):
+    if document.kind == Kind.SITE and not protocol.SITE_ID_PATTERN.fullmatch(document.name):
         raise BadRequest(f"{where}: site name {document.name!r} is not a valid site id")
     # A model round trip gives every document its canonical form (defaults filled in).
     document.spec = spec.model_dump(mode="json", exclude_defaults=False)

@@ -9,7 +9,9 @@ completes a creation that crashed half way instead of starting a second rollout:
 1. write the target's site ids, then put the rollout, on condition that its id is new (the
    id derives from the client token);
 2. put its waves and one queued execution per site (those that exist are kept);
-3. advance it: the first wave's plans go out within the policy's limits.
+3. advance it: the first wave's plans go out within the policy's limits, if the broker
+   takes them now; if it does not, they stay queued and the tick sends them once it is
+   back (``dispatch``): the request never waits on the broker.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def rollout_id_for(client_token: str | None) -> str:
     return "r-" + uuid.uuid4().hex[:24]
 
 
-def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> Created:
+def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time,
+           actor: str | None = None) -> Created:
     signing.current()  # NotConfigured: not one of its plans could be sent
     rollout_id = rollout_id_for(body.client_token)
     if body.client_token:
@@ -98,7 +101,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
                                 listed=body.sites is not None)
 
     now = clock()
-    target_ref = targets.write(rollout_id, site_ids)  # before the rollout that names it
+    target_ref = targets.new_ref()
     rollout = Rollout(
         rollout_id, name=body.name, steps=source.steps, target_tag=body.tag,
         target_ref=target_ref, state=RolloutState.RUNNING, client_token=body.client_token,
@@ -112,8 +115,10 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
         lease_token=uuid.uuid4().hex, lease_until=now + DISPATCH_LEASE,
     )
     try:
+        targets.write(rollout_id, site_ids, target_ref)  # before the rollout that names it
         rollout.save(condition=Rollout.rollout_id.does_not_exist())
     except PynamoDBException as exc:
+        _discard_target(rollout_id, target_ref, len(site_ids))
         if not conditional_failed(exc):
             raise
         # The same client token, in a request running concurrently with this one.
@@ -121,10 +126,21 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time) -> C
     LOG.info("rollout %s created: %d steps on %d sites in waves %s", rollout_id,
              len(source.steps), len(site_ids), sizes)
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
-                                                   "waves": sizes}, now)
+                                                   "waves": sizes, "actor": actor}, now)
     ensure_executions(rollout, site_ids, clock, rendered, new=True)
     advance(rollout_id, publisher, clock, lease=rollout.lease_token)
     return _created(rollout_id, site_ids, new=True)
+
+
+def _discard_target(rollout_id: str, ref: str, count: int) -> None:
+    """Remove this create's target parts, unless its rollout was stored after all (a write
+    whose answer was lost): no part is left that no rollout names."""
+    try:
+        stored = get_or_none(rollout_id)
+        if stored is None or stored.target_ref != ref:
+            targets.discard(rollout_id, ref, count)
+    except PynamoDBException as exc:
+        LOG.error("rollout %s: target parts %s-* not removed: %s", rollout_id, ref, exc)
 
 
 def _resume(rollout: Rollout, body: RolloutIn, publisher: Publisher, clock: Clock) -> Created:

@@ -4,6 +4,12 @@ A site's plan is claimed before it is published (queued -> sent, conditional), s
 writers dispatching at once only one sends it; a plan that could not be published is given
 back to the queue for the next advance. Every plan is signed (``chalicelib.signing``): with
 no signing key, nothing is claimed or sent.
+
+Dispatch never waits on a broker that is down: it asks the publisher first
+(``publisher.unavailable``) and, when the broker is not there, claims nothing and leaves
+the plans queued; a round whose publish fails because the broker went away stops claiming.
+The next dispatch (the tick, a result, a retried request) sends them once it is back: a
+request that creates or resumes a rollout answers at once either way.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from chalicelib.models import (
     conditional_write,
     queue_key,
 )
-from chalicelib.publisher import Publisher
+from chalicelib.publisher import Publisher, unavailable
 from chalicelib.rollouts import policy as rules
 from chalicelib.rollouts import rendering
 from chalicelib.rollouts.bookkeeping import Changes
@@ -58,6 +64,11 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
     if not chosen:
         return 0
+    down = unavailable(publisher)
+    if down is not None:
+        LOG.warning("rollout %s: %d plans wait for the broker, which does not take them "
+                    "now: %s", rollout.rollout_id, len(chosen), down)
+        return 0
     signer = signing.current()  # NotConfigured before any claim: nothing goes unsigned
     with Changes() as changes:
         sender = _Sender(rollout, policy, publisher, signer, clock, changes)
@@ -89,8 +100,11 @@ class _Sender:
         self._rendered: dict[str, RenderedSite] = {}
         self._problems: dict[str, str] = {}
         self._judged: set[str] | None = None  # sites whose drift is judged (None: all)
+        self.broker_down: str | None = None  # set when a publish failed with the broker gone
 
     def send(self, execution: Execution) -> bool:
+        if self.broker_down is not None:  # the rest of the round stays queued
+            return False
         site_id = execution.site_id
         try:
             steps, desired = self._plan_of(execution)
@@ -119,6 +133,8 @@ class _Sender:
             LOG.error("rollout %s: plan for site %s not sent: %s", self.rollout.rollout_id,
                       site_id, exc.message)
             _unclaim(execution, f"plan not sent: {exc.message}", self.clock, self.changes)
+            # One site's refusal is that site's; a broker gone is every site's.
+            self.broker_down = unavailable(self.publisher)
             return False
         except Exception as exc:  # not a refusal we know: give the claim back, then raise
             _unclaim(execution, f"plan not sent: {exc}", self.clock, self.changes)

@@ -13,11 +13,20 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from pynamodb.exceptions import PynamoDBException
+
 from chalicelib import audit
 from chalicelib.clock import Clock
 from chalicelib.errors import NotFound
-from chalicelib.models import Execution, Rollout, conditional_update, conditional_write, queue_key
-from chalicelib.rollouts import states
+from chalicelib.models import (
+    Execution,
+    Rollout,
+    conditional_update,
+    conditional_write,
+    queue_key,
+    too_large,
+)
+from chalicelib.rollouts import snapshots, states
 from chalicelib.rollouts.bookkeeping import IN_FLIGHT, Changes
 from chalicelib.rollouts.policy import retry_delay
 from chalicelib.rollouts.states import RolloutState
@@ -67,7 +76,20 @@ def transition(execution: Execution, target: ExecutionState, clock: Clock = time
         if target in states.TERMINAL_EXECUTION_STATES:
             actions.append(Execution.finished_at.set(now))
         actions += [getattr(Execution, name).set(value) for name, value in fields.items()]
-        if conditional_write(execution, actions, Execution.state == source):
+        try:
+            written = conditional_write(execution, actions, Execution.state == source)
+        except PynamoDBException as exc:
+            if not too_large(exc) or "machines" in fields:
+                raise
+            # Full of its machines' progress: they are kept as outcomes, and it moves.
+            LOG.warning("execution %s: its machines kept as outcomes to make room to move",
+                        execution.execution_id)
+            execution.refresh(consistent_read=True)  # every machine, as stored
+            fields = {**fields, "machines": snapshots.compacted(
+                execution.machine_reports(with_parts=False), now)}
+            clear_machines(execution, Execution.state == source)
+            continue
+        if written:
             execution.state, execution.updated_at = target, now  # what was written
             if message is not None:
                 execution.message = message
@@ -81,6 +103,14 @@ def transition(execution: Execution, target: ExecutionState, clock: Clock = time
             return True
         execution.refresh(consistent_read=True)
     return False
+
+
+def clear_machines(execution: Execution, condition: Any) -> bool:
+    """Empty what the execution holds of its machines (if ``condition`` holds): the map
+    removed, then set again, empty. In two writes, so that no store that checks the size
+    clause by clause (moto does) counts the old map with what replaces it."""
+    return conditional_update(execution, [Execution.machines.remove()], condition) and \
+        conditional_update(execution, [Execution.machines.set({})], condition)
 
 
 def _moved(execution: Execution, source: ExecutionState, target: ExecutionState,
@@ -111,6 +141,7 @@ def requeue(execution: Execution, policy: PolicyIn, reason: str,
                               f"{not_before - now:.0f} s: {reason}"),
         Execution.updated_at.set(now), Execution.machines.set({}),
         Execution.last_seq.remove(), Execution.started_at.remove(),  # not started yet
+        Execution.result_parts.remove(),
     ]
     if not conditional_update(execution, actions, Execution.state == source):
         return False

@@ -16,7 +16,8 @@ EXECUTION_FIELDS = ["site_id", "execution_id", "state", "wave", "attempt", "mess
 
 
 def executions_of(rollout_id: str, with_machines: bool = False) -> list[Execution]:
-    fields = EXECUTION_FIELDS + (["machines", "plan_steps"] if with_machines else [])
+    fields = EXECUTION_FIELDS + (["machines", "plan_steps", "result_parts"] if with_machines
+                                 else [])
     return list(Execution.query(rollout_id, consistent_read=True, attributes_to_get=fields))
 
 

@@ -11,6 +11,10 @@ at the end (``result``, every machine). Delivery is at least once and unordered,
   seq is newer (ALL_OLD tells which it did);
 - a result ``rejected`` (the site's gateway refused the plan) is final at once, like a
   failure that is not retryable: the same plan would be refused again;
+- a result in parts (one message could not hold it) is stored part by part, and the
+  execution finished by the writer that applies its last part (``parts``);
+- what a report stores of each machine keeps the execution within DynamoDB's item size:
+  in full while there is room, else as its outcome (``snapshots``);
 - only what the conditions refuse is read and sorted out: a report of an earlier attempt or
   of an unknown execution (dropped and logged), a duplicate of a final result (the rollout
   is recounted: a crash may have come between the move and its counting), a report for an
@@ -24,20 +28,30 @@ at the end (``result``, every machine). Delivery is at least once and unordered,
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import publisher
 from chalicelib.clock import Clock
-from chalicelib.models import Execution, conditional_update, update_returning
+from chalicelib.models import Execution, conditional_update, too_large, update_returning
 from chalicelib.recent import RecentKeys
-from chalicelib.rollouts import states
+from chalicelib.rollouts import parts, snapshots, states
 from chalicelib.rollouts.advance import advance, needs_advance
 from chalicelib.rollouts.bookkeeping import IN_FLIGHT, Changes
-from chalicelib.rollouts.moves import get_rollout, policy_of, requeue, transition
+from chalicelib.rollouts.moves import (
+    clear_machines,
+    get_rollout,
+    policy_of,
+    requeue,
+    transition,
+)
+from chalicelib.rollouts.snapshots import Form
 from chalicelib.rollouts.tick import reconcile
 from edgeplane import protocol
 from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
@@ -64,17 +78,30 @@ class _Report:
     seq: int = 0
     machines: dict[str, tuple[int, MachineResult]] = field(default_factory=dict)
     result: Result | None = None
+    parts: dict[int, Result] = field(default_factory=dict)  # of ``result``, if in parts
 
     def add(self, message: Progress) -> None:
         if isinstance(message, Result):
-            if self.result is None or message.seq > self.result.seq:
-                self.result = message
+            self._add_result(message)
             return
         self.seq = max(self.seq, message.seq)
         for machine in valid_machines(message):
             known = self.machines.get(machine.machine)
             if known is None or known[0] < message.seq:
                 self.machines[machine.machine] = (message.seq, machine)
+
+    def _add_result(self, message: Result) -> None:
+        """Keep the result of the greatest seq (a whole one over its parts), with its parts
+        when it came in parts."""
+        current = self.result
+        if current is None or message.seq > current.seq or \
+                (message.seq == current.seq and message.parts is None):
+            self.result, self.parts = message, {}
+        result = self.result
+        assert result is not None
+        if message.parts is not None and message.seq == result.seq and \
+                message.parts == result.parts:
+            self.parts[message.part or 0] = message
 
 
 @dataclass
@@ -95,7 +122,9 @@ def apply(messages: list[Progress], clock: Clock = time.time) -> None:
     batch = _Batch()
     with batch.changes:  # a report that raises leaves the moves before it counted
         for report in _group(messages):
-            if report.result is not None:
+            if report.parts:
+                _apply_parts(report, now, batch)
+            elif report.result is not None:
                 _apply_result(report, report.result, now, batch)
             else:
                 _apply_progress(report, now, batch)
@@ -170,37 +199,66 @@ def _valid_summary(machine: MachineResult) -> bool:
                and 0 <= step.index < len(summary) for step in machine.steps)
 
 
-def _snapshot(machine: MachineResult, seq: int, now: float) -> str:
-    """What is stored of a machine's report: as it came (a summary stays one: the API
-    expands it with the plan's tasks when it is read)."""
-    stored: dict[str, Any] = {"state": str(machine.state),
-                              "steps": [asdict(s) for s in machine.steps], "seq": seq,
-                              "at": now}
-    if machine.summary is not None:
-        stored["summary"] = str(machine.summary)
-    return json.dumps(stored, separators=(",", ":"), default=str)
+def _stored(machines: list[MachineResult], seq: int, now: float,
+            form: Form) -> dict[str, str]:
+    return {m.machine: snapshots.stored(m, seq, now, form) for m in machines}
+
+
+T = TypeVar("T")
+
+
+def _fitting(write: Callable[[Form | None], T], what: str,
+             forms: tuple[Form | None, ...] = (Form.FULL, Form.OUTCOME)) -> T:
+    """``write(form)`` with the machines in the first of ``forms`` the store takes: in full,
+    else as their outcomes (None: not at all), when more would take the execution past
+    DynamoDB's item size."""
+    for form in forms[:-1]:
+        try:
+            return write(form)
+        except PynamoDBException as exc:
+            if not too_large(exc):
+                raise
+        LOG.warning("%s: its machines in %s would pass the item size; stored with less",
+                    what, form.value if form else "no form")
+    return write(forms[-1])
 
 
 # --- results ---------------------------------------------------------------------------
 
 
+# What a move stores of the machines, in the form it is given.
+Machines = Callable[[Form], dict[str, str]]
+
+
 def _apply_result(report: _Report, message: Result, now: float, batch: _Batch) -> None:
+    """A whole result: its machines stored with it, as the execution ends."""
+    valid = valid_machines(message)
+    _finish(report, message, now, batch,
+            lambda form: _stored(valid, message.seq, now, form), _retryable(message))
+
+
+def _finish(report: _Report, message: Result, now: float, batch: _Batch,
+            machines: Machines, retryable: bool) -> None:
+    """End the execution as ``message`` says, once, storing ``machines``."""
     target = ExecutionState(message.state)  # a final state: _group dropped the others
-    if target == ExecutionState.FAILED and _retryable(message):
-        _retry_or_fail(report, message, now, batch)
+    if target == ExecutionState.FAILED and retryable:
+        _retry_or_fail(report, message, now, batch, machines)
         return
     text = str(message.message)
-    machines = {m.machine: _snapshot(m, message.seq, now) for m in valid_machines(message)}
-    actions = [
-        Execution.state.set(target), Execution.message.set(text),
-        Execution.finished_at.set(now), Execution.updated_at.set(now),
-        Execution.started_at.set(Execution.started_at | now),
-        Execution.last_seq.set(message.seq), Execution.machines.set(machines),
-        Execution.report_count.add(1),
-    ]
     condition = (Execution.execution_id == report.execution_id) & \
         Execution.state.is_in(*IN_FLIGHT)
-    old = _update(report, actions, condition)
+
+    def end(form: Form | None) -> Execution | None:
+        actions = [
+            Execution.state.set(target), Execution.message.set(text),
+            Execution.finished_at.set(now), Execution.updated_at.set(now),
+            Execution.started_at.set(Execution.started_at | now),
+            Execution.last_seq.set(message.seq), Execution.report_count.add(1),
+        ]
+        actions += _machines_set(machines, form)
+        return _update(report, actions, condition)
+
+    old = _fitting(end, f"execution {report.execution_id}")
     if old is not None:
         old.message = text
         batch.changes.moved(old, ExecutionState(old.state), target, now)
@@ -213,14 +271,25 @@ def _apply_result(report: _Report, message: Result, now: float, batch: _Batch) -
     if execution.state in states.TERMINAL_EXECUTION_STATES:
         CLOSED.add(report.execution_id)
         batch.recount.add(report.rollout_id)  # a duplicate: make sure it was counted
-    elif transition(execution, target, lambda: now, message=text,
-                           changes=batch.changes, started_at=execution.started_at or now,
-                           last_seq=message.seq, machines=machines):
+    elif _fitting(lambda form: transition(
+            execution, target, lambda: now, message=text, changes=batch.changes,
+            started_at=execution.started_at or now, last_seq=message.seq,
+            **_machines_field(machines, form)), f"execution {report.execution_id}"):
         CLOSED.add(report.execution_id)
         LOG.info("execution %s %s: %s", report.execution_id, target, text)
 
 
-def _retry_or_fail(report: _Report, message: Result, now: float, batch: _Batch) -> None:
+def _machines_set(machines: Machines, form: Form | None) -> list[Any]:
+    return [] if form is None else [Execution.machines.set(machines(form))]
+
+
+def _machines_field(machines: Machines, form: Form | None) -> dict[str, Any]:
+    """The ``machines`` a move stores, as ``transition`` takes them."""
+    return {} if form is None else {"machines": machines(form)}
+
+
+def _retry_or_fail(report: _Report, message: Result, now: float, batch: _Batch,
+                   machines: Machines) -> None:
     """A retryable failure: queued again while the policy allows, else failed."""
     execution = _read(report)
     if execution is None:
@@ -237,11 +306,11 @@ def _retry_or_fail(report: _Report, message: Result, now: float, batch: _Batch) 
             CLOSED.add(report.execution_id)  # the next attempt has an id of its own
             LOG.info("execution %s failed (retryable): queued again", report.execution_id)
         return  # the tick dispatches it after the backoff
-    machines = {m.machine: _snapshot(m, message.seq, now) for m in valid_machines(message)}
-    if transition(execution, ExecutionState.FAILED, lambda: now,
-                  message=str(message.message), changes=batch.changes,
-                  started_at=execution.started_at or now, last_seq=message.seq,
-                  machines=machines):
+    if _fitting(lambda form: transition(
+            execution, ExecutionState.FAILED, lambda: now, message=str(message.message),
+            changes=batch.changes, started_at=execution.started_at or now,
+            last_seq=message.seq, **_machines_field(machines, form)),
+            f"execution {report.execution_id}"):
         CLOSED.add(report.execution_id)
 
 
@@ -252,38 +321,157 @@ def _retryable(message: Result) -> bool:
     return bool(failed) and all(step.retryable is True for step in failed)
 
 
+# --- results in parts ------------------------------------------------------------------
+
+
+def _apply_parts(report: _Report, now: float, batch: _Batch) -> None:
+    """Store the parts of a result this batch has (``parts``), and finish the execution if
+    they were its last. The update on the execution is of a few attributes whatever the
+    number of machines (DynamoDB takes an expression of 4 KB at most): the machines are
+    written once, as the execution ends, read back from their parts."""
+    received = [report.parts[number] for number in sorted(report.parts)]
+    first = received[0]
+    if report.execution_id not in CLOSED:  # closed: its parts are stored, or too late
+        parts.store(report.rollout_id, report.site, received,
+                    [valid_machines(part) for part in received], now)
+    actions = [
+        Execution.result_parts.add({parts.entry(part) for part in received}),
+        Execution.last_seq.set(first.seq), Execution.updated_at.set(now),
+        Execution.started_at.set(Execution.started_at | now), Execution.report_count.add(1)]
+    condition = (Execution.execution_id == report.execution_id) & \
+        Execution.state.is_in(*IN_FLIGHT)
+    key = Execution(report.rollout_id, report.site)
+    answer = _add_parts(key, actions, condition, report)
+    if answer is None:
+        execution = _read(report)
+        if execution is None:
+            return
+        if execution.state in states.TERMINAL_EXECUTION_STATES:
+            CLOSED.add(report.execution_id)
+            batch.recount.add(report.rollout_id)  # a part again: make sure it was counted
+            return
+        if execution.state != ExecutionState.QUEUED:
+            LOG.warning("execution %s: result part(s) %s not applied (%s); dropped",
+                        report.execution_id, sorted(report.parts), execution.state)
+            return
+        # The site answered before the cloud marked the plan sent.
+        transition(execution, ExecutionState.RUNNING, lambda: now, changes=batch.changes,
+                   started_at=now)
+        answer = _add_parts(key, actions, condition, report)
+        if answer is None:
+            return
+    entries = set(answer.get("result_parts", {}).get("SS", []))
+    total = int(first.parts or 0)
+    if not parts.complete(entries, first.seq, total):
+        LOG.info("execution %s: result part(s) %s of %d stored", report.execution_id,
+                 ", ".join(map(str, sorted(report.parts))), total)
+        return
+    outcomes = parts.outcomes(report.execution_id, first.seq, now)
+    # What progress left is replaced by every machine's outcome: emptied first, so that
+    # the execution never holds both (a large site's progress alone may fill it).
+    clear_machines(key, condition)
+    _finish(report, first, now, batch, lambda form: outcomes,
+            parts.retryable(entries, first.seq))
+
+
+def _add_parts(key: Execution, actions: list[Any], condition: Any,
+               report: _Report) -> dict[str, Any] | None:
+    """The parts' update, answering what it changed (None: refused). If the execution
+    holds so much of its machines' progress that even this does not fit, the progress goes:
+    the result supersedes it."""
+    try:
+        return update_returning(key, actions, condition, values="UPDATED_NEW")
+    except PynamoDBException as exc:
+        if not too_large(exc):
+            raise
+    LOG.warning("execution %s: its machines' progress cleared to make room for its result",
+                report.execution_id)
+    if not clear_machines(key, condition):
+        return None
+    return update_returning(key, actions, condition, values="UPDATED_NEW")
+
+
 # --- progress --------------------------------------------------------------------------
 
 
 def _apply_progress(report: _Report, now: float, batch: _Batch) -> None:
+    """A batch's progress of an execution; dropped (logged) if the execution holds all it
+    can of its machines' progress: its result will say how each one ended."""
+    try:
+        _write_progress(report, now, batch)
+    except PynamoDBException as exc:
+        if not too_large(exc):
+            raise
+        LOG.warning("execution %s: progress %s dropped: the execution holds all it can of "
+                    "its machines' progress", report.execution_id, report.seq)
+
+
+def _write_progress(report: _Report, now: float, batch: _Batch) -> None:
+    """One conditional update if the report is the newest (and of at most
+    ``MACHINES_PER_UPDATE`` machines; the rest follow, each on condition that no newer
+    report came meanwhile), else merged machine by machine."""
     if report.execution_id in CLOSED:
         return  # its result came first: a late progress never reopens it
     same = Execution.execution_id == report.execution_id
     newer = Execution.last_seq.does_not_exist() | (Execution.last_seq < report.seq)
+    first, *rest = _chunks(report.machines)
+    what = f"progress {report.seq} of execution {report.execution_id}"
     # Sent or running, it is running after its first report: the execution as it was
     # tells whether this one moved it (and started it: a retry starts without a start).
-    actions = _machine_actions(report, report.machines, now) + [
-        Execution.state.set(ExecutionState.RUNNING),
-        Execution.started_at.set(Execution.started_at | now)]
-    old = _update(report, actions, same & newer & Execution.state.is_in(*IN_FLIGHT))
-    if old is not None:
-        if old.state == ExecutionState.SENT:
-            batch.changes.moved(old, ExecutionState.SENT, ExecutionState.RUNNING, now)
+    old = _fitting(lambda form: _update(
+        report, _machine_actions(report, first, now, form=form) + [
+            Execution.state.set(ExecutionState.RUNNING),
+            Execution.started_at.set(Execution.started_at | now)],
+        same & newer & Execution.state.is_in(*IN_FLIGHT)), what, PROGRESS_FORMS)
+    if old is None:
+        if report.execution_id not in CLOSED:  # its result may have come meanwhile
+            _merge_progress(report, now, batch)
         return
-    if report.execution_id not in CLOSED:  # its result may have come meanwhile
-        _merge_progress(report, now, batch)
+    if old.state == ExecutionState.SENT:
+        batch.changes.moved(old, ExecutionState.SENT, ExecutionState.RUNNING, now)
+    still = same & (Execution.last_seq == report.seq) & Execution.state.is_in(*IN_FLIGHT)
+    key = Execution(report.rollout_id, report.site)
+    for number, chunk in enumerate(rest):
+        if not _fitting(_merging(key, report, chunk, now, report.seq, still), what,
+                        PROGRESS_FORMS):
+            left = {m: found for later in rest[number:] for m, found in later.items()}
+            _merge_progress(dataclasses.replace(report, machines=left), now, batch)
+            return
+
+
+# DynamoDB takes an update expression of 4 KB at most: each machine's entry is a clause of
+# its own (about 16 characters), so a report of more machines is written in several.
+MACHINES_PER_UPDATE = 100
+
+
+def _chunks(machines: dict[str, tuple[int, MachineResult]]
+            ) -> list[dict[str, tuple[int, MachineResult]]]:
+    """``machines`` in groups of ``MACHINES_PER_UPDATE`` (one, empty, for none)."""
+    items = list(machines.items())
+    return [dict(items[start:start + MACHINES_PER_UPDATE])
+            for start in range(0, len(items), MACHINES_PER_UPDATE)] or [{}]
+
+
+# What progress keeps of its machines: in full, else their outcomes, else (the execution is
+# full of what earlier reports left) none: its result will carry every machine.
+PROGRESS_FORMS = (Form.FULL, Form.OUTCOME, None)
 
 
 def _machine_actions(report: _Report, machines: dict[str, tuple[int, MachineResult]],
-                     now: float, last_seq: int | None = None) -> list[Any]:
-    actions = [Execution.machines[machine].set(_snapshot(result, seq, now))
-               for machine, (seq, result) in machines.items()]
+                     now: float, last_seq: int | None = None,
+                     form: Form | None = Form.FULL) -> list[Any]:
+    actions = [] if form is None else [
+        Execution.machines[machine].set(snapshots.stored(result, seq, now, form))
+        for machine, (seq, result) in machines.items()]
     return actions + [Execution.last_seq.set(last_seq or report.seq),
                       Execution.updated_at.set(now), Execution.report_count.add(1)]
 
 
 def _merge_progress(report: _Report, now: float, batch: _Batch) -> None:
-    """The slow path: read, then write only the machines whose stored report is older."""
+    """The slow path: read, then write only the machines whose stored report is older (in
+    updates of ``MACHINES_PER_UPDATE``, each on condition that no other report was applied
+    since the read or the update before)."""
+    what = f"progress {report.seq} of execution {report.execution_id}"
     for _ in range(3):
         execution = _read(report)
         if execution is None or execution.state in states.TERMINAL_EXECUTION_STATES:
@@ -294,21 +482,37 @@ def _merge_progress(report: _Report, now: float, batch: _Batch) -> None:
             transition(execution, ExecutionState.RUNNING, lambda: now,
                               changes=batch.changes, started_at=now)
             continue
-        stored = execution.machine_reports()
+        stored = execution.machine_reports(with_parts=False)
         newer = {machine: found for machine, found in report.machines.items()
                  if machine not in stored or int(stored[machine].get("seq", 0)) < found[0]}
         if not newer:
             LOG.debug("execution %s: progress %s is not newer; ignored",
                       report.execution_id, report.seq)
             return
-        actions = _machine_actions(report, newer, now,
-                                   last_seq=max(report.seq, int(execution.last_seq or 0)))
-        unchanged = Execution.report_count == execution.report_count \
-            if execution.report_count is not None else Execution.report_count.does_not_exist()
-        if conditional_update(execution, actions, unchanged & Execution.state.is_in(*IN_FLIGHT)):
+        last_seq = max(report.seq, int(execution.last_seq or 0))
+        count = execution.report_count
+        for chunk in _chunks(newer):
+            unchanged = Execution.report_count == count if count is not None \
+                else Execution.report_count.does_not_exist()
+            merge = _merging(execution, report, chunk, now, last_seq,
+                             unchanged & Execution.state.is_in(*IN_FLIGHT))
+            if not _fitting(merge, what, PROGRESS_FORMS):
+                break  # another report came between: read again
+            count = int(count or 0) + 1
+        else:
             return
     LOG.warning("execution %s: progress %s lost a race three times; dropped",
                 report.execution_id, report.seq)
+
+
+def _merging(execution: Execution, report: _Report,
+             machines: dict[str, tuple[int, MachineResult]], now: float, last_seq: int,
+             condition: Any) -> Callable[[Form | None], bool]:
+    """A conditional write of ``machines`` to ``execution``, in the form it is given."""
+    def write(form: Form | None) -> bool:
+        return conditional_update(execution, _machine_actions(report, machines, now,
+                                                              last_seq, form), condition)
+    return write
 
 
 # --- the store -------------------------------------------------------------------------
