@@ -115,6 +115,9 @@ class Site(EdgeplaneModel):
     presence_changed_at = NumberAttribute(null=True)
     gateway_version = UnicodeAttribute(null=True)
     last_seen_at = NumberAttribute(null=True)
+    # The gateway version a gateway.upgrade rollout sent the site (chalicelib.gateway_versions):
+    # {"version", "rollout", "set_at"}. The drift report compares it with gateway_version.
+    desired_gateway = JSONAttribute(null=True)
     # Set once a rollout gave one of its machines a desired state: only then can an observed
     # report of the site be drift (see drift.on_observed_batch).
     has_desired = BooleanAttribute(null=True)

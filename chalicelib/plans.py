@@ -17,9 +17,12 @@ from edgeplane import protocol
 
 
 def select_machines(machines: Sequence[Machine], step: dict[str, Any]) -> list[Machine]:
-    """The machines a step applies to at one site (all of them when it selects nothing)."""
+    """The machines a step applies to at one site (all of them when it selects nothing;
+    none for a task on the gateway itself, such as gateway.upgrade)."""
     select = step.get("select") or {}
     needed = protocol.task_spec(step["task"]).capability
+    if needed is None:
+        return []
     chosen = []
     for machine in machines:
         if select.get("ids") and machine.machine_id not in select["ids"]:
@@ -39,8 +42,10 @@ def select_machines(machines: Sequence[Machine], step: dict[str, Any]) -> list[M
 
 def check_capable(site_id: str, machines: Sequence[Machine],
                   steps: Sequence[dict[str, Any]]) -> list[list[Machine]]:
-    """Each step's machines at this site; Conflict naming every machine that cannot run one."""
-    if not machines:
+    """Each step's machines at this site; Conflict naming every machine that cannot run one.
+    A step on the gateway itself (gateway.upgrade) needs no machine."""
+    on_gateway = any(protocol.task_spec(step["task"]).on_gateway for step in steps)
+    if not machines and not on_gateway:
         raise Conflict(f"site {site_id!r} has no machines: declare them "
                        f"(PUT /sites/{site_id}/machines/<id>) or let its gateway report them")
     problems, selected = [], []
@@ -48,15 +53,16 @@ def check_capable(site_id: str, machines: Sequence[Machine],
         needed = protocol.task_spec(step["task"]).capability
         chosen = select_machines(machines, step)
         selected.append(chosen)
-        for machine in chosen:
-            if machine.capabilities is not None and needed not in machine.capabilities:
+        for machine in chosen:  # none for a step on the gateway (needed is None)
+            if needed is not None and machine.capabilities is not None and \
+                    needed not in machine.capabilities:
                 have = ", ".join(sorted(machine.capabilities)) or "none"
                 problems.append(
                     f"site {site_id!r} machine {machine.machine_id!r} cannot run step {index} "
                     f"({step['task']}): it lacks capability {needed.value!r} (it has {have})")
     if problems:
         raise Conflict("; ".join(problems))
-    if not any(selected):
+    if not any(selected) and not on_gateway:
         raise Conflict(f"site {site_id!r}: no machine matches any step's selection")
     return selected
 
@@ -65,7 +71,8 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
            steps: Sequence[dict[str, Any]]) -> protocol.Plan:
     """The plan for one site; raises Conflict if the site cannot run these steps.
 
-    A step that selects none of this site's machines is left out of its plan.
+    A step that selects none of this site's machines is left out of its plan; a step on
+    the gateway itself names none, and stays.
     """
     selected = check_capable(site_id, machines, steps)
     plan = protocol.Plan(
@@ -74,7 +81,8 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
         rollout_id=rollout_id,
         steps=[protocol.PlanStep(task=step["task"], params=dict(step["params"]),
                                  machines=sorted(m.machine_id for m in chosen))
-               for step, chosen in zip(steps, selected, strict=True) if chosen],
+               for step, chosen in zip(steps, selected, strict=True)
+               if chosen or protocol.task_spec(step["task"]).on_gateway],
     )
     size = len(plan.encode())
     if size > PLAN_BYTES:  # the gateway would refuse it: say so now, naming the site

@@ -149,6 +149,9 @@ class StepIn(_Body):
         # Keep what the operator gave (normalised), not the defaults: plans stay small and
         # the gateway, which validates again, fills the defaults in.
         self.params = {name: checked[name] for name in self.params if name in checked}
+        if self.select is not None and protocol.task_spec(self.task).on_gateway:
+            raise ValueError(f"task {self.task} runs on each site's gateway, not on machines: "
+                             "it takes no 'select'")
         return self
 
     @property
@@ -236,6 +239,10 @@ class RolloutIn(_Body):
             raise ValueError("give exactly one of 'steps' (tasks inline) or 'blueprint'")
         if self.revision is not None and self.blueprint is None:
             raise ValueError("'revision' is a blueprint's: give 'blueprint' too")
+        try:
+            protocol.check_gateway_steps([step.task for step in self.steps or []])
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def fingerprint(self) -> str:

@@ -41,6 +41,7 @@ from edge_gateway.reporting import (
 )
 from edge_gateway.transport import Transport
 from edge_gateway.trust import PlanVerifier, SignatureError
+from edge_gateway.upgrade.upgrader import Upgrades
 from edge_gateway.workers import SerialLane, WorkerPool, default_pool, run_bounded
 from edgeplane.protocol import (
     MAX_REPORT_BYTES,
@@ -55,6 +56,7 @@ from edgeplane.protocol import (
     Message,
     Observed,
     Plan,
+    PlanStep,
     Presence,
     Progress,
     ProtocolError,
@@ -86,6 +88,7 @@ class Gateway:
         driver_factory: Callable[[MachineConfig], Driver] = default_driver_factory,
         version: str = __version__,
         pool: WorkerPool | None = None,
+        upgrades: Upgrades | None = None,
     ) -> None:
         self.config = config
         self.site = config.site
@@ -97,6 +100,8 @@ class Gateway:
         self.pool = pool if pool is not None else default_pool()
         self.executor = PlanExecutor(config, self.paced_driver, pool=self.pool)
         self.transport = transport_factory(self)
+        # Field upgrades (``edge_gateway.upgrade``); without a supervisor, they are refused.
+        self.upgrades = upgrades or Upgrades(None, None, version)
         self._plans: SerialLane[Plan] = SerialLane(self.pool, self._work,
                                                    name=f"site {self.site} plans")
         self._inventory: Future[Inventory | None] | None = None
@@ -130,7 +135,10 @@ class Gateway:
         key the site still pins (``Intake.read_journaled``)."""
         LOG.info("site %s: runs the plans signed by %s", self.site,
                  ", ".join(self.intake.verifier.key_ids))
+        self.upgrades.settle(self.config, self.journal, self._finish)
         for journaled in self.journal.unfinished_plans():
+            if self.upgrades.holds(journaled.execution_id):
+                continue  # an upgrade's: its result comes from the upgrade's outcome
             try:
                 plan = self.intake.read_journaled(journaled.payload, journaled.received_at)
             except ProtocolError as exc:  # by an older gateway, or a key unpinned since
@@ -164,6 +172,7 @@ class Gateway:
                                    retain=message.retain)
         if self._inventory is None:
             self._inventory = self.pool.submit(self._report_inventory_once)
+        self.upgrades.connected()
 
     # --- incoming --------------------------------------------------------------------
 
@@ -254,7 +263,8 @@ class Gateway:
     def _work(self, plan: Plan) -> None:
         """One plan, then the observation of its machines; the lane runs the next after."""
         try:
-            self.run_plan(plan)
+            if self.run_plan(plan) is None:
+                return  # handed over to another version of the gateway
             known = [m for m in plan.machines if self.config.machine(m) is not None]
             if known and plan.observe:  # what the plan left behind, for the drift check
                 self.observe(known, trigger="plan", execution_id=plan.execution_id)
@@ -274,8 +284,9 @@ class Gateway:
 
     # --- running a plan --------------------------------------------------------------
 
-    def run_plan(self, plan: Plan) -> Result:
-        """Run the plan (unless it expired or was canceled first) and send its result."""
+    def run_plan(self, plan: Plan) -> Result | None:
+        """Run the plan (unless it expired or was canceled first) and send its result; None
+        if its last step handed over to a new version of the gateway, which sends it."""
         if plan.expires_at is not None and time.time() >= plan.expires_at:
             LOG.warning("site %s: execution %s expired before it started", self.site,
                         plan.execution_id)
@@ -303,6 +314,9 @@ class Gateway:
             return self._finish(plan.execution_id, machines, ExecutionState.CANCELED,
                                 "canceled: every machine stopped after its current step",
                                 plan.detail)
+        upgrade = self.upgrades.step_of(plan)
+        if upgrade is not None:
+            return self._upgrade(plan, upgrade, machines, failed)
         return self._finish(
             plan.execution_id, machines,
             ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
@@ -326,6 +340,30 @@ class Gateway:
         for part, payload in zip(messages, payloads, strict=True):
             self._send(part, payload=payload)
         return result
+
+    def _upgrade(self, plan: Plan, step: PlanStep, machines: list[MachineResult],
+                 failed: list[str]) -> Result | None:
+        """The plan's last step, on the gateway itself: hand over to the new version (None:
+        that one, or this one again after a rollback, sends the result), or say why not."""
+        if failed:
+            return self._finish(plan.execution_id, machines, ExecutionState.FAILED,
+                                f"{_failures(failed, len(machines))}; the gateway upgrade "
+                                "did not start", plan.detail)
+        try:
+            done = self.upgrades.begin(plan, step, machines)
+        except Exception as exc:  # a bug too must end the step with a result, not silence
+            reason = str(exc) if isinstance(exc, GatewayError) else f"internal error: {exc!r}"
+            LOG.error("site %s: execution %s: the gateway upgrade failed: %s", self.site,
+                      plan.execution_id, reason, exc_info=not isinstance(exc, GatewayError))
+            return self._finish(plan.execution_id, machines, ExecutionState.FAILED,
+                                f"gateway upgrade failed: {reason}; version {self.version} "
+                                "runs on", plan.detail)
+        if done is not None:
+            return self._finish(plan.execution_id, machines, ExecutionState.SUCCEEDED,
+                                done.message, plan.detail)
+        self._plans.close(discard=True)  # plans queued stay journaled, for the next version
+        self.upgrades.hand_over()
+        return None
 
     # --- observed state --------------------------------------------------------------
 

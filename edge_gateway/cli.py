@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 from edge_gateway import __version__
 from edge_gateway.errors import GatewayError
@@ -31,6 +32,25 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run the gateway for one site")
     run.add_argument("--config", required=True, help="the site's TOML config file")
+
+    supervise = commands.add_parser(
+        "supervise", help="run the gateway of <root>/current, restart it, and try the new "
+        "versions field upgrades install, keeping one only once it proves healthy")
+    supervise.add_argument("--root", required=True, help="the gateway's versions folder")
+    supervise.add_argument("--config", required=True, help="the site's TOML config file")
+
+    self_test = commands.add_parser(
+        "self-test", help="check this version against the site's config, offline; print "
+        "what it found, as JSON")
+    self_test.add_argument("--config", required=True, help="the site's TOML config file")
+
+    versions = commands.add_parser("versions", help="the versions folder of field upgrades")
+    versions.add_argument("--root", required=True, help="the gateway's versions folder")
+    versions_commands = versions.add_subparsers(dest="versions_command", required=True)
+    versions_commands.add_parser("show", help="print current, previous, installed, trial "
+                                 "and last outcome, as JSON")
+    versions_commands.add_parser("adopt", help="make this installation the current version "
+                                 "(a site's first install), unless there is one")
 
     bmc = commands.add_parser("bmc", help="talk to one BMC directly")
     bmc_commands = bmc.add_subparsers(dest="bmc_command", required=True)
@@ -58,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_gateway(args.config)
+        if args.command == "supervise":
+            from edge_gateway.upgrade.supervisor import supervise as run_supervisor
+
+            return run_supervisor(Path(args.root), Path(args.config))
+        if args.command == "self-test":
+            return run_self_test(args.config)
+        if args.command == "versions":
+            from edge_gateway.upgrade.commands import versions_command
+
+            return versions_command(args.versions_command, Path(args.root))
         return probe_bmc(args.url, args.username, args.password, args.timeout,
                          verify_tls=not args.insecure, tls_fingerprint=args.tls_fingerprint)
     except GatewayError as exc:
@@ -95,25 +125,43 @@ def leave_out_charset_detection() -> None:
 
 
 def run_gateway(config_path: str) -> int:
+    """Run until SIGTERM or SIGINT (0), or until a field upgrade asks the supervisor to
+    start the new version (``RESTART_EXIT_CODE``)."""
     from edge_gateway.agent import Gateway
     from edge_gateway.config import load_config
     from edge_gateway.transport import MqttTransport
+    from edge_gateway.upgrade.layout import RESTART_EXIT_CODE
+    from edge_gateway.upgrade.upgrader import Upgrades
 
     config = load_config(config_path)
+    stopping = threading.Event()
+    upgrades = Upgrades.from_environment(Path(config_path).absolute(), __version__,
+                                         request_restart=stopping.set)
     gateway = Gateway(
         config,
         transport_factory=lambda gw: MqttTransport(
             config.mqtt, config.mqtt.client_id or config.site, gw.subscriptions, gw.will),
+        upgrades=upgrades,
     )
-    stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     LOG.info("site %s: gateway %s starting with %d machines", config.site, __version__,
              len(config.machines))
     gateway.start()
     stopping.wait()
-    LOG.info("site %s: stopping", config.site)
+    LOG.info("site %s: stopping%s", config.site,
+             "; the supervisor starts the new version" if upgrades.restart_due else "")
     gateway.stop()
+    return RESTART_EXIT_CODE if upgrades.restart_due else 0
+
+
+def run_self_test(config_path: str) -> int:
+    """What ``edge-gateway self-test`` prints: this version and what each check found."""
+    from edge_gateway.config import load_config
+    from edge_gateway.upgrade.health import self_test
+
+    checks = self_test(load_config(config_path))
+    print(json.dumps({"version": __version__, "checks": checks}))
     return 0
 
 

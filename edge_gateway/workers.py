@@ -197,9 +197,12 @@ class SerialLane(Generic[T]):
             raise
         return True
 
-    def close(self) -> None:
+    def close(self, discard: bool = False) -> None:
+        """Refuse new items; with ``discard``, drop those queued too (one running ends)."""
         with self._lock:
             self._closed = True
+            if discard:
+                self._items.clear()
 
     def __len__(self) -> int:
         return len(self._items)

@@ -66,6 +66,13 @@ Version history:
          says what it lost (``trimmed``). A cloud that predates parts takes the first part
          of a result it gets for the whole: the execution ends as that part says, with only
          its machines stored.
+         Field upgrades: the task ``gateway.upgrade``, the first on the gateway itself
+         (``TaskSpec.on_gateway``: no capability, its step names no machine, and it is the
+         plan's last step). The gateway installs the version, restarts into it, and the
+         plan's result comes from whichever version runs after: succeeded once the new
+         one proved healthy, failed (saying why) once the previous one is back. A
+         gateway that predates it refuses such a plan (unknown task: a ``rejected``
+         result). A string parameter may have a ``pattern`` (checked by both sides).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -267,6 +274,9 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     help: str = ""
+    # A string must match it whole (``pattern.fullmatch``); ``shape`` says what it is.
+    pattern: re.Pattern[str] | None = None
+    shape: str = ""
 
     @property
     def required(self) -> bool:
@@ -281,6 +291,8 @@ class Param:
                 raise refuse("it must be a string")
             if self.type == ParamType.URL and not re.match(r"^https?://[^\s/]+", value):
                 raise refuse("it must be an http:// or https:// URL")
+            if self.pattern is not None and not self.pattern.fullmatch(value):
+                raise refuse(f"it must be {self.shape or self.pattern.pattern}")
         elif self.type == ParamType.INTEGER:
             if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value):
                 value = int(value)  # from a command line or a template
@@ -312,14 +324,20 @@ class TaskSpec:
     """A task the gateway knows: its name, the capability it needs, its parameters.
 
     ``idempotent`` is False for tasks that act every time they run (power.cycle,
-    bmc.reset): their result always says "changed".
+    bmc.reset): their result always says "changed". A task whose ``capability`` is None
+    acts on the gateway itself, not on machines (``on_gateway``): its step names no
+    machine, and comes last in its plan (``check_gateway_steps``).
     """
 
     name: str
-    capability: Capability
+    capability: Capability | None
     params: dict[str, Param] = field(default_factory=dict)
     idempotent: bool = True
     help: str = ""
+
+    @property
+    def on_gateway(self) -> bool:
+        return self.capability is None
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Return the full parameter set, or raise ProtocolError naming what is wrong."""
@@ -347,6 +365,10 @@ def _choices(values: type[enum.StrEnum]) -> tuple[str, ...]:
 
 _TIMEOUT = Param(ParamType.INTEGER, default=300, minimum=1, maximum=86400,
                  help="seconds to wait for the BMC to reach the state")
+# A gateway's version as its wheel names it (PEP 440: 1.4.0, 1.4.0rc1, 1.4.0+site.2): it
+# is also the name of its folder on the site, so no separator and no leading dot.
+GATEWAY_VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -404,8 +426,34 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("bmc.reset", Capability.BMC_RESET, {
             "timeout": _TIMEOUT,
         }, idempotent=False, help="restart a wedged BMC and wait until it answers again"),
+        TaskSpec("gateway.upgrade", None, {
+            "version": Param(pattern=GATEWAY_VERSION_PATTERN,
+                             shape="a version (1-64 letters, digits and . + ! _ -, from a "
+                                   "digit)",
+                             help="the version the wheel holds; the gateway runs it after"),
+            "url": Param(ParamType.URL, help="where the gateway downloads the wheel from"),
+            "sha256": Param(pattern=SHA256_PATTERN, shape="64 lowercase hex digits",
+                            help="the wheel's SHA-256: the bytes the cloud signed for"),
+            "health_timeout": Param(ParamType.INTEGER, default=300, minimum=10,
+                                    maximum=3600,
+                                    help="seconds the new version has to prove its health, "
+                                    "else the previous one comes back"),
+        }, help="install a new version of the gateway beside the running one, restart into "
+           "it, and roll back by itself unless it proves healthy in time"),
     )
 }
+
+
+def check_gateway_steps(tasks: Sequence[str]) -> None:
+    """Raise ProtocolError unless a task on the gateway itself (``TaskSpec.on_gateway``) is
+    the last of the plan's tasks: what runs after it would run on another version of the
+    gateway than the one that accepted the plan, so nothing may."""
+    for index, name in enumerate(tasks):
+        spec = TASKS.get(name)
+        if spec is not None and spec.on_gateway and index != len(tasks) - 1:
+            raise ProtocolError(f"step {index} ({name}) must be the plan's last step: the "
+                                f"gateway restarts into another version after it, and "
+                                f"{len(tasks) - 1 - index} step(s) follow it")
 
 
 def task_spec(name: str) -> TaskSpec:
@@ -686,10 +734,19 @@ class Plan(Message):
         (what the gateway checks before it accepts a plan)."""
         for index, step in enumerate(self.steps):
             try:
-                task_spec(step.task).validate(step.params)
+                spec = task_spec(step.task)
+                spec.validate(step.params)
+                if spec.on_gateway and step.machines:
+                    raise ProtocolError(f"task {step.task} runs on the gateway itself: its "
+                                        "step names no machine")
             except ProtocolError as exc:
                 raise ProtocolError(f"plan step {index}: {exc}", kind=self.KIND,
                                     execution_id=self.execution_id) from None
+        try:
+            check_gateway_steps([step.task for step in self.steps])
+        except ProtocolError as exc:
+            raise ProtocolError(f"plan {exc}", kind=self.KIND,
+                                execution_id=self.execution_id) from None
 
     @property
     def machines(self) -> list[str]:

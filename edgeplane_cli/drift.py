@@ -1,4 +1,5 @@
-"""``edgeplane drift``: machines whose observed state differs from their desired state."""
+"""``edgeplane drift``: machines whose observed state differs from their desired state, and
+gateways that run another version than the one desired."""
 
 from __future__ import annotations
 
@@ -17,10 +18,16 @@ def drift(
     site: Annotated[str | None, typer.Option(help="one site only")] = None,
     api_url: ApiUrl = None, token: Token = None, json: Json = False,
 ) -> None:
-    """Drift per machine: desired (blueprint revision) against what its BMC reads."""
+    """Drift per machine: desired (blueprint revision) against what its BMC reads; per
+    site's gateway: the version a gateway.upgrade rollout asked for against the one it runs."""
     query = f"?{urlencode({'site': site})}" if site else ""
     data = client(api_url, token).get(f"/drift{query}")
-    print_json(data) if json else console.print(drift_table(data))
+    if json:
+        print_json(data)
+        return
+    console.print(drift_table(data))
+    if data.get("gateways"):
+        console.print(gateway_drift_table(data))
 
 
 def drift_table(data: dict[str, Any]) -> Table:
@@ -41,6 +48,19 @@ def drift_table(data: dict[str, Any]) -> Table:
         blueprint = f"{row['blueprint']} r{row['revision']}" if row["blueprint"] else "-"
         table.add_row(row["site_id"], row["machine_id"], blueprint, state, differences,
                       row["observed_at"] or "-")
+    return table
+
+
+def gateway_drift_table(data: dict[str, Any]) -> Table:
+    gateways = data.get("gateways") or []
+    table = Table(title=f"{len(gateways)} gateways with a desired version; "
+                        f"{data.get('gateways_drifted', 0)} drifted")
+    for column in ("site", "state", "desired", "running", "online", "rollout"):
+        table.add_column(column)
+    for row in gateways:
+        table.add_row(row["site_id"], "[green]in sync[/]" if row["in_sync"] else
+                      "[red]drifted[/]", row["desired"] or "-", row["running"] or "-",
+                      "yes" if row["online"] else "no", row["rollout_id"] or "-")
     return table
 
 

@@ -136,7 +136,7 @@ class SimulatedSite(Gateway):
             self.plans_received += 1
         super().handle_message(topic, payload)
 
-    def run_plan(self, plan: Plan) -> Result:
+    def run_plan(self, plan: Plan) -> Result | None:
         result = super().run_plan(plan)
         self.results_sent += 1
         return result

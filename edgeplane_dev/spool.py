@@ -14,6 +14,7 @@ and losing one is what the spool is there to prevent).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -28,9 +29,11 @@ CREATE TABLE IF NOT EXISTS reports (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     received_at REAL NOT NULL,
-    dead_reason TEXT
+    dead_reason TEXT,
+    digest BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS waiting ON reports (id) WHERE dead_reason IS NULL;
+CREATE INDEX IF NOT EXISTS same ON reports (digest);
 """
 
 _SIZE = "LENGTH(CAST(topic AS BLOB)) + LENGTH(payload)"  # a report's bytes, as ``put`` counts
@@ -71,9 +74,11 @@ class Spool:
 
     def put(self, batch: list[tuple[str, bytes]]) -> bool:
         """Keep ``batch`` (on disk when this returns True); False, and nothing kept, if it
-        would pass a bound."""
-        size = sum(len(topic.encode()) + len(payload) for topic, payload in batch)
+        would pass a bound. A report the spool already holds (the broker delivers at least
+        once: one whose acknowledgement was lost comes again) is kept once."""
         with self._lock:
+            batch = self._new(batch)
+            size = sum(len(topic.encode()) + len(payload) for topic, payload in batch)
             if self._reports + len(batch) > self.max_reports or \
                     self._bytes + size > self.max_bytes:
                 return False
@@ -142,14 +147,32 @@ class Spool:
         with self._lock:
             self._db.close()
 
+    def _new(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """The reports of ``batch`` the spool does not hold yet, each once."""
+        fresh: dict[bytes, tuple[str, bytes]] = {}
+        for topic, payload in batch:
+            fresh.setdefault(_digest(topic, payload), (topic, payload))
+        if fresh:
+            marks = ",".join("?" * len(fresh))
+            for (held,) in self._db.execute(
+                    f"SELECT digest FROM reports WHERE digest IN ({marks})",  # noqa: S608
+                    list(fresh)).fetchall():
+                fresh.pop(bytes(held), None)
+        return list(fresh.values())
+
     def _insert(self, batch: list[tuple[str, bytes]], reason: str | None) -> None:
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany("INSERT INTO reports (topic, payload, received_at, "
-                                 "dead_reason) VALUES (?, ?, ?, ?)",
-                                 [(topic, payload, now, reason) for topic, payload in batch])
+                                 "dead_reason, digest) VALUES (?, ?, ?, ?, ?)",
+                                 [(topic, payload, now, reason, _digest(topic, payload))
+                                  for topic, payload in batch])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+
+def _digest(topic: str, payload: bytes) -> bytes:
+    return hashlib.sha256(topic.encode() + b"\0" + payload).digest()

@@ -6,7 +6,9 @@ app (``chalice local``), the ingest bridge (plays the IoT rule), the ticker (pla
 engine's schedule), and for each site its emulated BMCs (one sushy-tools emulator holding
 the site's ``rf-N`` machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's
 public-rackmount1 with BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N``
-machine) and a real ``edge-gateway`` process.
+machine) and a real ``edge-gateway`` process under its supervisor (``edge-gateway
+supervise``, as systemd runs it on a site box; field upgrades' wheels come from the stack's
+artifact server).
 Sites are registered through the HTTPS API; their machines arrive through the gateways'
 inventory reports. ``up()`` returns once every site is online with its machines known.
 
@@ -90,6 +92,7 @@ class StackState:
     processes: dict[str, int] = field(default_factory=dict)
     store_port: int = 0  # DynamoDB
     counter_port: int = 0  # botocore's request reports (UDP), when counting
+    artifacts_port: int = 0  # the artifact server (field upgrades' wheels)
 
     @property
     def context(self) -> Context:
@@ -152,6 +155,17 @@ def bridge_spool(directory: Path) -> Path:
     return directory / "bridge" / "spool.sqlite"
 
 
+def artifacts_dir(directory: Path) -> Path:
+    """What the stack's artifact server serves (``edgeplane_dev.artifacts``)."""
+    return directory / "artifacts"
+
+
+def gateway_root(directory: Path, site_id: str) -> Path:
+    """A site's gateway versions (``edge_gateway.upgrade.layout``), as ``/var/lib/edge-gateway``
+    on a site box."""
+    return directory / "sites" / site_id / "gateway"
+
+
 def request_counts_file(directory: Path) -> Path:
     """Where a counting stack's request counter writes its sums (``request_counter``)."""
     return directory / "requests.json"
@@ -202,6 +216,7 @@ class LocalStack:
             token="", mqtt_port=free_port(), moto_port=free_port(),  # token: _create_tables
             sites=[asdict(s) for s in self.sites], store_port=free_port(),
             counter_port=free_port(socket.SOCK_DGRAM) if self.count_requests else 0,
+            artifacts_port=free_port(),
         )
         try:
             self._start_cloud()
@@ -260,6 +275,13 @@ class LocalStack:
         config = self.directory / "mosquitto" / "mosquitto.conf"
         self._spawn("mosquitto", [mosquitto_binary(), "-c", str(config)])
         wait_for_tcp(self._state.mqtt_port, timeout=10)
+
+    def publish_artifact(self, path: Path) -> tuple[str, str]:
+        """Serve a file (a gateway wheel) from the stack's artifact server: its URL and
+        SHA-256, as a ``gateway.upgrade`` step takes them."""
+        from edgeplane_dev.artifacts import publish
+
+        return publish(path, artifacts_dir(self.directory), self._state.artifacts_port)
 
     def request_counts(self) -> dict[str, Any]:
         """The requests the cloud's processes sent so far, by service and operation
@@ -358,6 +380,9 @@ class LocalStack:
                     env=self._cloud_part_env("bridge"))
         self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
                                "5"], env=self._cloud_part_env("ticker"))
+        self._spawn("artifacts", [sys.executable, "-m", "edgeplane_dev.artifacts", "--port",
+                                  str(state.artifacts_port), "--directory",
+                                  str(artifacts_dir(self.directory))])
         wait_for_tcp(int(api_port), timeout=30)
 
     def _create_tables(self) -> None:
@@ -408,8 +433,11 @@ class LocalStack:
         config = write_private(site_dir / "gateway.toml",  # it holds the BMC passwords
                                gateway_config(site.site_id, state.mqtt_port, machines,
                                               identity, pinned_keys(self.directory)))
-        self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "run", "--config",
-                                                str(config)])
+        # As systemd runs it on a site box: under its supervisor, which restarts it and
+        # tries the versions field upgrades install (docs/upgrades.md).
+        root = adopt_this_tree(gateway_root(self.directory, site.site_id))
+        self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "supervise",
+                                                "--root", str(root), "--config", str(config)])
 
     def _start_redfish(self, site: SitePlan, site_dir: Path) -> list[dict[str, Any]]:
         from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
@@ -453,6 +481,23 @@ class LocalStack:
                 log = self.directory / "logs" / f"{name}.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise StackError(f"{name} exited during start-up; its log ends:\n{tail}")
+
+
+def adopt_this_tree(root: Path) -> Path:
+    """A site's versions folder whose current version is this tree's install: each run of
+    the stack runs the code of the tree, whatever an upgrade of an earlier run installed.
+    What an earlier run owes (a trial's outcome not yet reported) stays."""
+    from edge_gateway import __version__
+    from edge_gateway.upgrade.layout import Layout
+
+    layout = Layout(root)
+    current = layout.link("current")
+    if current.is_symlink() and current.resolve() != Path(sys.prefix).resolve():
+        for name in ("current", "previous"):
+            layout.link(name).unlink(missing_ok=True)
+        shutil.rmtree(layout.versions, ignore_errors=True)
+    layout.adopt(Path(sys.prefix), __version__)
+    return layout.root
 
 
 def issue_admin_token() -> str:

@@ -10,6 +10,7 @@ the operator's and developer's install of everything.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def build_wheel(source: Path, dist: Path) -> Path:
     return made[-1]
 
 
-def build_gateway(dist: Path) -> Path:
+def build_gateway(dist: Path, version: str | None = None) -> Path:
+    """The gateway's wheel; ``version``: stamped on the staged copy instead of the tree's
+    (a build to try a field upgrade with, as ``make demo`` does)."""
     with tempfile.TemporaryDirectory(prefix="edge-gateway-") as stage_dir:
         stage = Path(stage_dir)
         for name in ("pyproject.toml", "README.md"):
@@ -49,6 +52,15 @@ def build_gateway(dist: Path) -> Path:
             target = stage / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / relative, target)
+        if version is not None:
+            if not re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]{0,63}", version):
+                raise SystemExit(f"{version!r} is not a version a site can install")
+            init = stage / "edge_gateway" / "__init__.py"
+            text, stamped = re.subn(r'(?m)^__version__ = ".*"$', f'__version__ = "{version}"',
+                                    init.read_text())
+            if stamped != 1:
+                raise SystemExit(f"no __version__ line in {init} to stamp")
+            init.write_text(text)
         return build_wheel(stage, dist)
 
 
@@ -68,12 +80,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="where the wheels go")
     parser.add_argument("--only", choices=["gateway", "workspace"], help="build one of them")
+    parser.add_argument("--version", help="the gateway's version to stamp on its wheel "
+                        "(default: the tree's)")
     args = parser.parse_args()
     args.dist.mkdir(parents=True, exist_ok=True)
     for old in args.dist.glob("*.whl"):
         old.unlink()
     if args.only in (None, "gateway"):
-        describe(build_gateway(args.dist))
+        describe(build_gateway(args.dist, args.version))
     if args.only in (None, "workspace"):
         describe(build_wheel(ROOT, args.dist))
 

@@ -207,7 +207,9 @@ def test_a_full_spool_stops_the_acknowledgements_and_the_broker_keeps_the_rest(
         store.start()
         wait_until(lambda: all_stored(sites), timeout=90, interval=0.5,
                    what="every site and machine stored")
-    assert sorted(set(stored.reports)) == sorted(published), "none lost"
+    # (The bridge's session is the same across this module's tests: what an earlier test's
+    # broker redelivered may arrive here too, so only this test's reports are counted.)
+    assert set(published) <= set(stored.reports), "none lost"
     assert waiting_in(spool) == 0
 
 

@@ -20,7 +20,7 @@ from edgeplane_dev.fleet_sim import (
     split,
 )
 from edgeplane_dev.transport_multiplex import MultiplexedMqtt, MultiplexedTransport
-from tests.support import PLAN_KEYS, sign
+from tests.support import PLAN_KEYS, sign, wait_until
 
 MACHINES = ["rf-1", "rf-2", "ipmi-1", "ipmi-2"]
 
@@ -217,6 +217,10 @@ def test_sites_split_over_processes_run_their_plans_and_obey_relayed_calls(broke
             recorder.publish(protocol.plan_topic(site), sign(power_on(site)))
         results = recorder.wait_for(lambda ms: len(ms) == 12, Result)
         assert {r.state for r in results} == {"succeeded"}
+        # A site counts its result once its publish returned, which may be just after the
+        # recorder received it.
+        wait_until(lambda: fleet.stats().results_sent == 12, timeout=10,
+                   what="every result counted")
         stats = fleet.stats()
         assert (stats.sites, stats.connected, stats.plans_received, stats.results_sent) == (
             12, 12, 12, 12)

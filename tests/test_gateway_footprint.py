@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from edge_gateway import cli
-from tests.support import PLAN_KEYS
+from edgeplane.protocol import Plan, PlanStep
+from tests.support import PLAN_KEYS, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,9 +42,9 @@ def site_config(tmp_path: Path, *protocols: str) -> Path:
     return path
 
 
-def loaded_by_a_gateway(config: Path, prepare: str = "") -> set[str]:
+def loaded_by_a_gateway(config: Path, prepare: str = "", then: str = "") -> set[str]:
     """The top-level packages a fresh interpreter holds once a gateway for ``config`` is
-    made and has a driver for each of its machines (none is connected)."""
+    made and has a driver for each of its machines (none is connected), and ``then`` ran."""
     code = (
         "import json, sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
@@ -53,6 +54,7 @@ def loaded_by_a_gateway(config: Path, prepare: str = "") -> set[str]:
         f"config = load_config({str(config)!r})\n"
         "gateway = Gateway(config, transport_factory=lambda gateway: None)\n"
         "drivers = [gateway.driver_factory(machine) for machine in config.machines]\n"
+        f"{then}"
         "print(json.dumps(sorted({name.split('.')[0] for name, module in sys.modules.items()\n"
         "                         if module is not None})))\n"
     )
@@ -77,6 +79,18 @@ def test_an_ipmi_site_loads_no_redfish_library(tmp_path):
 def test_a_mixed_site_loads_both(tmp_path):
     loaded = loaded_by_a_gateway(site_config(tmp_path, "ipmi", "redfish"))
     assert {"pyghmi", "sushy"} <= loaded
+
+
+def test_checking_a_plan_s_signature_loads_no_second_openssl(tmp_path):
+    """The ssl module's libcrypto checks the signature: ``cryptography`` (an OpenSSL of its
+    own, about 7 MiB) stays out of a Redfish site."""
+    plan = Plan(site="lab", execution_id="x-1", rollout_id="r-1",
+                steps=[PlanStep("power.ensure", {"state": "on"}, ["srv-1"])])
+    check = ("from edge_gateway.trust import PlanVerifier\n"
+             f"assert PlanVerifier(config.plan_keys).verify(json.loads({sign(plan)!r}))\n")
+    loaded = loaded_by_a_gateway(site_config(tmp_path, "redfish"), then=check)
+    assert "ssl" in loaded
+    assert "cryptography" not in loaded
 
 
 def test_the_gateway_process_leaves_out_character_set_detection(tmp_path):

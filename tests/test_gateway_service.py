@@ -30,8 +30,11 @@ def service() -> dict[str, list[str]]:
 def test_the_gateway_runs_unprivileged_and_writes_only_its_journal():
     unit = service()
     assert unit["User"] == ["edge-gateway"] and unit["Group"] == ["edge-gateway"]
-    assert unit["ExecStart"][0].split()[1:] == ["run", "--config",
-                                               "/etc/edge-gateway/gateway.toml"]
+    assert unit["ExecStart"][0].split() == [
+        "/var/lib/edge-gateway/current/bin/edge-gateway", "supervise", "--root",
+        "/var/lib/edge-gateway", "--config", "/etc/edge-gateway/gateway.toml"]
+    assert unit["ExecStartPre"][0].split()[1:] == ["versions", "--root",
+                                                  "/var/lib/edge-gateway", "adopt"]
     assert unit["ProtectSystem"] == ["strict"] and unit["ProtectHome"] == ["yes"]
     assert unit["NoNewPrivileges"] == ["yes"] and unit["CapabilityBoundingSet"] == [""]
     assert unit["StateDirectory"] == ["edge-gateway"], "the journal's folder, writable"
@@ -47,8 +50,8 @@ def test_systemd_accepts_the_unit(tmp_path):
     gateway.write_text("#!/bin/sh\n")
     gateway.chmod(0o755)
     unit = tmp_path / "edge-gateway.service"
-    unit.write_text(UNIT.read_text().replace("/opt/edge-gateway/bin/edge-gateway",
-                                             str(gateway)))
+    unit.write_text(UNIT.read_text().replace("/opt/edge-gateway/bin/edge-gateway", str(gateway))
+                    .replace("/var/lib/edge-gateway/current/bin/edge-gateway", str(gateway)))
     answer = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                             text=True, check=False)
     assert answer.returncode == 0, answer.stderr

@@ -105,7 +105,9 @@ RESPONSES: dict[type, Any] = {
         site_id="shop-0042", machine_id="srv-1", blueprint="baseline", revision=2,
         rollout_id=ROLLOUT_ID, expect={"power": "on"}, observed={"power": "off"},
         observed_at=LATER, drift=[{"field": "power", "desired": "on", "observed": "off"}],
-        in_sync=False, drift_changed_at=LATER)]),
+        in_sync=False, drift_changed_at=LATER)], gateways_drifted=1, gateways=[
+        r.GatewayDrift(site_id="shop-0042", desired="1.4.0", running="1.3.2", online=True,
+                       rollout_id=ROLLOUT_ID, desired_at=LATER, in_sync=False)]),
     r.PrincipalCreated: r.PrincipalCreated(
         principal=PRINCIPAL,
         token="ep1.ci-deployer.<43 characters, shown once>",  # noqa: S106 - a placeholder

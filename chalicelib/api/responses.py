@@ -338,9 +338,23 @@ class Drift(_Out):
     drift_changed_at: Timestamp
 
 
+class GatewayDrift(_Out):
+    """A site's gateway: the version a gateway.upgrade rollout sent it, the one it runs."""
+
+    site_id: str
+    desired: str | None
+    running: str | None
+    online: bool
+    rollout_id: str | None
+    desired_at: Timestamp
+    in_sync: bool
+
+
 class DriftList(_Out):
     machines: list[Drift]
     drifted: int
+    gateways: list[GatewayDrift]
+    gateways_drifted: int
 
 
 # --- principals and the audit ---------------------------------------------------------------

@@ -110,6 +110,9 @@ class BlueprintStep(_Spec):
         if spec is None:
             raise ValueError(f"unknown task {self.task!r}; known tasks: "
                              f"{', '.join(sorted(protocol.TASKS))}")
+        if spec.on_gateway:  # a blueprint is what machines should be
+            raise ValueError(f"task {self.task} acts on a site's gateway, not on machines: "
+                             "roll it out as an inline step, not in a blueprint")
         unknown = sorted(set(self.params) - set(spec.params))
         if unknown:
             raise ValueError(f"task {self.task}: unknown parameter(s) {', '.join(unknown)}; "

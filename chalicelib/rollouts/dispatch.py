@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from chalicelib import signing
+from chalicelib import gateway_versions, signing
 from chalicelib.clock import Clock
 from chalicelib.definitions.render import RenderedSite
 from chalicelib.errors import Conflict, PublishFailed
@@ -141,6 +141,7 @@ class _Sender:
             raise
         if desired:
             rendering.set_desired(self.rollout.rollout_id, site_id, desired, self.clock)
+        gateway_versions.record_desired(site_id, self.rollout.rollout_id, steps, self.clock)
         return True
 
     def prepare(self, chosen: list[Execution]) -> None:
