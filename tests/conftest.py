@@ -290,3 +290,16 @@ def one_request_at_a_time() -> Iterator[None]:
         yield
     finally:
         BotocoreStubber.process_request = process  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Any]:
+    """The whole local stack with no site, in the test's folder; stopped afterwards."""
+    from edgeplane_dev.stack import LocalStack
+
+    local = LocalStack(tmp_path / "dev", [])
+    local.up()
+    try:
+        yield local
+    finally:
+        local.down()

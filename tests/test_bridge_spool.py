@@ -9,6 +9,7 @@ bounded, and when it is full the bridge stops acknowledging, so the broker keeps
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -180,7 +181,10 @@ def test_reports_taken_while_the_store_is_down_wait_on_disk_and_are_all_stored(
     with bridge(secure_broker, spool, stored, workers=2, batch_size=5):
         wait_until(lambda: all_stored(sites), timeout=60, interval=0.5,
                    what="every site and machine stored")
-        wait_until(lambda: "the 40 reports spooled are stored" in caplog.text, timeout=10)
+        # 40, or 41 when the broker redelivered the report whose acknowledgement the
+        # stopped bridge never sent (at least once: storing it twice changes nothing).
+        wait_until(lambda: re.search(r"the 4[01] reports spooled are stored", caplog.text),
+                   timeout=10)
     assert sorted(stored.reports) == sorted(published), "each report stored once"
     assert waiting_in(spool) == 0
     assert "dropped" not in caplog.text

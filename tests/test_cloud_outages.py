@@ -70,18 +70,6 @@ def test_sqs_records_go_back_whole_when_the_store_does_not_answer(store_down, ca
 # --- on the local stack ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def stack(tmp_path):
-    from edgeplane_dev.stack import LocalStack
-
-    stack = LocalStack(tmp_path / "dev", [])
-    stack.up()
-    try:
-        yield stack
-    finally:
-        stack.down()
-
-
 def health(api: ApiClient) -> str:
     """"up", or what the 503 says is down."""
     try:

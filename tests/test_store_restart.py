@@ -42,16 +42,6 @@ STEPS = [{"task": "power.ensure", "params": {"state": "on"}},
          {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}]
 
 
-@pytest.fixture
-def stack(tmp_path):
-    stack = LocalStack(tmp_path / "dev", [])
-    stack.up()
-    try:
-        yield stack
-    finally:
-        stack.down()
-
-
 def machine_count(api: ApiClient, sites: list[str]) -> int:
     """The machines the cloud knows of these sites (a site not registered yet has none)."""
     count = 0
