@@ -45,27 +45,27 @@ Fit = Callable[[T, int], T]
 def split_result(result: Result, budget: int = MAX_REPORT_BYTES) -> list[Result]:
     """The messages that carry ``result``: itself if it fits ``budget`` bytes, else its
     parts (ids ``<id>.<part>``), or itself with trimmed output if one message holds it so."""
-    if len(result.encode()) <= budget:
-        return [result]
-    widest = replace(result, machines=[], id=f"{result.id}.{MAX_MACHINES}",
-                     part=MAX_MACHINES, parts=MAX_MACHINES)
-    groups = group_machines(widest, result.machines, fit_machine, budget)
-    if len(groups) == 1:
-        return [replace(result, machines=groups[0])]
-    return [replace(result, id=f"{result.id}.{number}", machines=group, part=number,
-                    parts=len(groups)) for number, group in enumerate(groups, start=1)]
+    return _in_parts(result, fit_machine, budget)
 
 
 def split_inventory(inventory: Inventory, budget: int = MAX_REPORT_BYTES) -> list[Inventory]:
     """As ``split_result``, for an inventory."""
-    if len(inventory.encode()) <= budget:
-        return [inventory]
-    widest = replace(inventory, machines=[], id=f"{inventory.id}.{MAX_MACHINES}",
+    return _in_parts(inventory, fit_report, budget)
+
+
+Parted = TypeVar("Parted", Result, Inventory)
+
+
+def _in_parts(message: Parted, fit: Callable[..., Any], budget: int) -> list[Parted]:
+    """``message`` itself if it fits, else numbered parts that each carry some machines."""
+    if len(message.encode()) <= budget:
+        return [message]
+    widest = replace(message, machines=[], id=f"{message.id}.{MAX_MACHINES}",
                      part=MAX_MACHINES, parts=MAX_MACHINES)
-    groups = group_machines(widest, inventory.machines, fit_report, budget)
+    groups = group_machines(widest, message.machines, fit, budget)
     if len(groups) == 1:
-        return [replace(inventory, machines=groups[0])]
-    return [replace(inventory, id=f"{inventory.id}.{number}", machines=group, part=number,
+        return [replace(message, machines=groups[0])]
+    return [replace(message, id=f"{message.id}.{number}", machines=group, part=number,
                     parts=len(groups)) for number, group in enumerate(groups, start=1)]
 
 
