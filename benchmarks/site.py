@@ -86,6 +86,8 @@ class Settings:
     progress_interval: float
     single_runs: int
     timeout: float
+    # The 1-minute load average when the run starts: the cores may be others' too.
+    load_average: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def command(self) -> str:
         """The command line that reproduces these settings."""
@@ -116,6 +118,7 @@ class SiteRun:
     startup_s: float = 0.0
     retries: int = 0  # requests sushy sent again after a transport error
     requests: list[int] = field(default_factory=list)  # Redfish requests each BMC received
+    connections: list[int] = field(default_factory=list)  # the connections they came over
 
 
 # --- child processes -----------------------------------------------------------------------
@@ -312,12 +315,15 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         run.peak_rss_mib = proc_status(process.pid, "VmHWM")
         run.retries = count_retries(directory / "gateway.log", since=log_size)
         run.requests = [len(sim_control(port, "GET", trust)) for port in ports]
+        run.connections = [sim_control(port, "GET", trust, "connections")["count"]
+                           for port in ports]
     return run
 
 
-def sim_control(port: int, method: str, trust: Trust) -> list[Any]:
-    """The simulator's record of the requests one BMC received (GET) or forget it (DELETE)."""
-    request = urllib.request.Request(f"https://{LOOPBACK}:{port}/_sim/requests", method=method)
+def sim_control(port: int, method: str, trust: Trust, what: str = "requests") -> Any:
+    """The simulator's record of the requests one BMC received (GET) or forget them and their
+    connections (DELETE); ``what="connections"``: how many connections they came over."""
+    request = urllib.request.Request(f"https://{LOOPBACK}:{port}/_sim/{what}", method=method)
     context = ssl.create_default_context(cafile=str(trust.ca.ca_file))
     with urllib.request.urlopen(request, timeout=10,  # noqa: S310 - loopback
                                 context=context) as response:
@@ -408,6 +414,9 @@ def summarize(settings: Settings, single: SiteRun, site: SiteRun) -> dict[str, A
         "retries": site.retries,
         "requests_per_machine": round(statistics.median(site.requests)) if site.requests else None,
         "single_requests_per_machine": max(single.requests) if single.requests else None,
+        "connections_per_machine": round(statistics.median(site.connections))
+        if site.connections else None,
+        "load_average": settings.load_average,
         "single_retries": single.retries,
         "steps_s": {task: {"median": round(statistics.median(v), 2), "max": round(max(v), 2)}
                     for task, v in step_seconds(result).items()},
@@ -432,7 +441,8 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
     steps = summary["steps_s"]
     lines = [
         f"Command: `{settings.command()}`",
-        f"Machine: {machine_line()}",
+        f"Machine: {machine_line()}; load average {summary['load_average']:.2f} at the start "
+        "(others' work on the same cores counts in the times)",
         f"Run at: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         "",
         "| metric | value | target |",
@@ -456,7 +466,7 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
         f"simulator {summary['simulator_cpu_s']:.1f} s | |",
         f"| Redfish requests per machine for the plan | {summary['requests_per_machine']} "
         f"({summary['machines']} machines, median), {summary['single_requests_per_machine']} "
-        "(alone) | |",
+        f"(alone), over {summary['connections_per_machine']} connections (median) | |",
         f"| requests retried after a dropped connection (1 s each) | "
         f"{summary['retries']} ({summary['machines']} machines), "
         f"{summary['single_retries']} (baseline) | |",
@@ -474,15 +484,19 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
 
 
 def write_section(path: Path, machines: int, lines: list[str]) -> None:
-    """Replace the generated results block of this many machines in BENCHMARKS.md (add it at
-    the end if missing)."""
+    """Replace the generated results block of this many machines in BENCHMARKS.md; a new
+    one goes after the other machine counts' blocks (or, if there is none, at the end)."""
     begin, end = BEGIN_MARK.format(machines=machines), END_MARK.format(machines=machines)
     block = "\n".join([begin, *lines, end])
     text = path.read_text() if path.exists() else "# Benchmarks\n"
+    others = list(re.finditer(re.escape(END_MARK).replace(r"\{machines\}", r"\d+"), text))
     if begin in text and end in text:
         before, rest = text.split(begin, 1)
         after = rest.split(end, 1)[1]
         text = before + block + after
+    elif others:
+        at = others[-1].end()
+        text = text[:at] + f"\n\n{block}" + text[at:]
     else:
         text = text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}\n"
     path.write_text(text)

@@ -20,8 +20,11 @@ LOG = logging.getLogger("edge_gateway")
 # glibc's malloc gives every thread a cache of the blocks it freed (tcache) and spreads
 # threads over up to 8 arenas per core. The gateway works on each machine in a thread of its
 # own, so at a hundred machines at once those caches hold megabytes that nothing uses (see
-# BENCHMARKS.md, "Memory"). glibc reads its tunables only when a process starts.
-MALLOC_TUNABLES = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"
+# BENCHMARKS.md, "Memory"). Blocks of 16 KiB and more (TLS record and handshake buffers, a
+# few per BMC connection) are mapped for themselves and given back when freed, rather than
+# left as holes in the heap. glibc reads its tunables only when a process starts.
+MALLOC_TUNABLES = ("glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2:"
+                   "glibc.malloc.mmap_threshold=16384")
 
 
 def main(argv: list[str] | None = None) -> int:

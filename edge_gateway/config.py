@@ -38,6 +38,8 @@ The gateway warns when this file or a password file is readable by others than i
     timeout = 30                                    # seconds per BMC call
     power_timeout = 300                             # seconds for a power change to read back
     min_interval = 0.2                              # seconds between two calls to the BMC
+    # keep_alive = false                            # Redfish: a new connection for every
+                                                    # request (default: one per BMC call)
     class = "r650"                                  # settings shared by a class of machines
 
     [classes.r650]                                  # any machine setting but id/address
@@ -122,7 +124,7 @@ class SiteConfig:
     mqtt: MqttSettings
     machines: tuple[MachineConfig, ...]
     # Machines worked on at once. Each waits on its own BMC, so a site's machines normally
-    # all run together; the cap bounds threads and memory (~0.2 MiB each; BENCHMARKS.md).
+    # all run together; the cap bounds threads and memory (~0.14 MiB each; BENCHMARKS.md).
     max_parallel: int = 64
     progress_interval: float = 1.0
     # Seconds between two observations of every machine (for drift); 0: only after plans.
@@ -261,6 +263,7 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
         system_id=raw.get("system_id"),
         verify_tls=_verify_tls(raw, base_dir, where),
         tls_fingerprint=fingerprint,
+        keep_alive=_flag(raw, "keep_alive", True, where),
     )
     return MachineConfig(
         id=machine_id,
@@ -272,6 +275,13 @@ def _machine(raw: Any, index: int, base_dir: Path, source: str) -> MachineConfig
         min_interval=float(raw.get("min_interval", 0.2)),
         machine_class=raw.get("class"),
     )
+
+
+def _flag(raw: dict[str, Any], name: str, default: bool, where: str) -> bool:
+    value: object = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be true or false, not {value!r}")
+    return value
 
 
 def _verify_tls(raw: dict[str, Any], base_dir: Path, where: str) -> bool | str:

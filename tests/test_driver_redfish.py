@@ -13,6 +13,7 @@ import socket
 import weakref
 
 import pytest
+import requests
 
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
@@ -265,6 +266,59 @@ def test_bmcs_that_publish_the_same_registry_share_one_parsed_copy(redfish_bmcs)
     assert "PowerProfile" in first and "PowerProfile" not in third
     with pytest.raises(TypeError):
         first["PowerProfile"] = first["ProcTurboMode"]  # type: ignore[index]
+
+
+def redfish_driver(url: str, keep_alive: bool = True) -> RedfishDriver:
+    driver = create_driver("redfish", BmcCredentials(
+        address=url, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD,
+        keep_alive=keep_alive), timeout=5.0)
+    assert isinstance(driver, RedfishDriver)
+    return driver
+
+
+def test_the_requests_of_one_call_share_one_connection(redfish_bmcs):
+    """A call's requests (an inventory reads about twenty documents, the first call also
+    logs in) go over one connection, closed when the call ends: the next call opens its
+    own. With ``keep_alive = false`` every request has a connection of its own."""
+    bmcs = redfish_bmcs.fresh(count=2)
+    kept, fresh = (redfish_driver(url, keep_alive) for url, keep_alive
+                   in zip(bmcs.urls, (True, False), strict=True))
+    try:
+        for driver, bmc in zip((kept, fresh), bmcs.bmcs, strict=True):
+            driver.collect_inventory()
+            inventory = bmc.connections, len(bmc.received)
+            driver.get_power_state()
+            driver.get_power_state()
+            calls = bmc.connections - inventory[0], len(bmc.received) - inventory[1]
+            if driver is kept:
+                assert inventory[0] == 1 and inventory[1] >= 15
+                assert calls == (2, 2)
+            else:
+                assert inventory[0] == inventory[1] >= 15
+                assert calls == (2, 2)
+    finally:
+        kept.close()
+        fresh.close()
+
+
+def test_documents_of_machines_of_one_model_share_their_names(redfish_bmcs):
+    """What two BMCs of one model send is parsed into the same strings (names, states,
+    links), not a copy per machine; the documents read as they were sent. And the answers
+    of a call are freed when it ends, without waiting for the garbage collector."""
+    bmcs = redfish_bmcs.fresh(count=2)
+    drivers = [redfish_driver(url) for url in bmcs.urls]
+    gc.disable()
+    try:
+        first, second = (driver._service.system().json for driver in drivers)
+        assert [id(key) for key in first] == [id(key) for key in second]
+        assert first["PowerState"] is second["PowerState"]
+        system = bmcs.bmcs[0].resources.get(drivers[0]._service.system().path)
+        assert first == json.loads(json.dumps(system))
+        assert not [o for o in gc.get_objects() if isinstance(o, requests.Response)]
+    finally:
+        gc.enable()
+        for driver in drivers:
+            driver.close()
 
 
 def test_probe_lists_every_system_of_a_multi_system_service(emulator):

@@ -61,6 +61,7 @@ def test_a_full_config_loads_with_secrets_by_reference(tmp_path, monkeypatch):
     assert config.journal == tmp_path / "shop-0042.journal.db"
     srv1, srv2 = config.machines
     assert srv1.credentials.password == "s3cret"
+    assert srv1.credentials.keep_alive, "a call's requests share a connection by default"
     assert srv2.credentials.password == "other" and srv2.power_timeout == 600
     assert "s3cret" not in repr(srv1), "passwords never show in logs or reprs"
 
@@ -73,6 +74,8 @@ def test_a_full_config_loads_with_secrets_by_reference(tmp_path, monkeypatch):
     (('address = "10.0.0.12:623"', ""), "machine 'srv-2': address is required"),
     (("port = 8883", "port = 8883\nqos = 2"), r"\[mqtt\].*qos"),
     (("[mqtt]", "[mqtt"), "cannot be read"),
+    (("power_timeout = 600", "keep_alive = 0"),
+     "machine 'srv-2': keep_alive must be true or false, not 0"),
 ])
 def test_mistakes_are_reported_naming_the_field(tmp_path, monkeypatch, change, error):
     (tmp_path / "srv-1.password").write_text("s3cret")

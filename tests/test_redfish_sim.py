@@ -284,6 +284,19 @@ def test_the_request_log_records_what_the_bmc_received(sim):
     assert ["PATCH", system, {"AssetTag": "A1"}] in received
 
 
+def test_the_connections_that_carried_requests_are_counted(sim):
+    """Three requests over one kept-alive connection, one over a connection of its own; the
+    control API's own connections are not counted, and forgetting the requests forgets them."""
+    requests.delete(sim.url + "/_sim/requests", timeout=5)
+    with requests.Session() as session:
+        for _ in range(3):
+            assert session.get(sim.url + "/redfish/v1/", timeout=5).status_code == 200
+    get(sim, "/redfish/v1/Systems", headers={"Connection": "close"})
+    assert requests.get(sim.url + "/_sim/connections", timeout=5).json() == {"count": 2}
+    requests.delete(sim.url + "/_sim/requests", timeout=5)
+    assert requests.get(sim.url + "/_sim/connections", timeout=5).json() == {"count": 0}
+
+
 # --- other mockups ------------------------------------------------------------------------
 
 

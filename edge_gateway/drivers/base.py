@@ -62,6 +62,9 @@ class BmcCredentials:
     # see ``edge_gateway.fingerprints``). It replaces the checks above (chain, host name):
     # any other certificate is refused.
     tls_fingerprint: str | None = None
+    # Redfish: the requests of one driver call share one connection (closed when the call
+    # ends); False: a connection per request, for a BMC that mishandles persistent ones.
+    keep_alive: bool = True
 
 
 # What a BMC offers changes only with its firmware: drivers read it again after this long.

@@ -75,6 +75,7 @@ class RedfishBmc:
         self.metadata = mockup.metadata
         self.faults = FaultBook()
         self.received: list[tuple[str, str, Any]] = []  # (method, path, body) of each request
+        self.connections = 0  # connections that carried a request
         self._lock = threading.RLock()
         self._down_until = 0.0
         for registry in registries or []:
@@ -167,6 +168,15 @@ class RedfishBmc:
         self.logs.record(self.logs.service_for(system), severity, message)
 
     # --- requests ------------------------------------------------------------------
+
+    def count_connection(self) -> None:
+        with self._lock:
+            self.connections += 1
+
+    def forget_requests(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.connections = 0
 
     def handle(self, method: str, raw_path: str, headers: Mapping[str, str],
                body: bytes) -> Reply:

@@ -5,7 +5,9 @@ Besides the Redfish service, each port answers a small control API for tests and
 operators (no auth, loopback only):
 
 - ``GET /_sim/requests``: every request received, ``[[method, path, body], ...]``;
-  ``DELETE /_sim/requests`` forgets them;
+  ``DELETE /_sim/requests`` forgets them, and the connections counted;
+- ``GET /_sim/connections``: ``{"count": n}``, the connections that carried a Redfish
+  request (the control API's are not counted);
 - ``POST /_sim/faults`` with a fault (or a list of them, see ``faults``); ``GET`` lists
   them, ``DELETE`` clears them.
 """
@@ -113,6 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith(CONTROL):
             self._send(self._control(method, self.path[len(CONTROL):].rstrip("/"), body))
             return
+        if not getattr(self, "_counted", False):  # one handler per connection
+            self._counted = True
+            bmc.count_connection()
         if bmc.down:  # restarting after Manager.Reset: nobody answers
             self._drop()
             return
@@ -144,8 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
             if what == "requests" and method == "GET":
                 return Reply(200, [list(r) for r in bmc.received])
             if what == "requests" and method == "DELETE":
-                bmc.received.clear()
+                bmc.forget_requests()
                 return Reply(204)
+            if what == "connections" and method == "GET":
+                return Reply(200, {"count": bmc.connections})
             if what == "faults" and method == "GET":
                 return Reply(200, bmc.faults.listing())
             if what == "faults" and method == "DELETE":
@@ -159,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError) as exc:
             return Reply(400, {"error": {"message": f"bad fault: {exc}"}})
         return Reply(404, {"error": {"message": f"no control endpoint {method} {CONTROL}{what}"
-                                                "; there are requests and faults"}})
+                                                "; there are requests, connections and faults"}})
 
     def _send(self, reply: Reply, head_only: bool = False) -> None:
         if isinstance(reply.body, bytes):

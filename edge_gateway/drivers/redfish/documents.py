@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 Document = dict[str, Any]
+
+# String values up to this long are shared too (states, types, links); longer ones are
+# free text, rarely the same twice.
+SHARED_VALUE_LENGTH = 64
+
+
+def shared_names(pairs: list[tuple[str, Any]]) -> Document:
+    """A JSON object whose names, and short string values, are the very strings of the
+    documents parsed before (``json.loads(text, object_pairs_hook=shared_names)``).
+
+    Machines of one model send the same names, states and links in every document: parsed
+    this way, a site's ComputerSystem documents held at once take half the memory (see
+    BENCHMARKS.md, "Memory"). An interned string lives only as long as something refers to
+    it, so a BMC's odd strings do not stay behind."""
+    return {sys.intern(key): sys.intern(value)
+            if type(value) is str and len(value) <= SHARED_VALUE_LENGTH else value
+            for key, value in pairs}
 
 
 def link(document: Document | None, *keys: str) -> str | None:

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -28,7 +29,7 @@ from sushy.resources.system.system import System
 
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.drivers.redfish import tls
-from edge_gateway.drivers.redfish.documents import Document, link, links
+from edge_gateway.drivers.redfish.documents import Document, link, links, shared_names
 from edge_gateway.errors import BmcAuthError, BmcError, BmcTlsError, BmcUnreachableError
 
 LOG = logging.getLogger(__name__)
@@ -70,8 +71,12 @@ class RedfishService:
             connector = tls.connector(
                 self.address, self.credentials.verify_tls, self.credentials.tls_fingerprint,
                 server_side_retries=self.retries, server_side_retries_delay=self.retry_delay,
-                default_request_timeout=self.timeout,
+                default_request_timeout=self.timeout, response_callback=_shared_names,
             )
+            if self.credentials.keep_alive:
+                # sushy asks the BMC to close the connection after every answer; the
+                # requests of one call share it instead, and ``call`` closes it at the end.
+                connector._session.headers.pop("Connection", None)  # noqa: SLF001
             # Session first, HTTP basic if the BMC has no session service. Credentials go
             # into the auth object only: sushy refuses both auth and username/password.
             auth = sushy_auth.SessionOrBasicAuth(username=self.credentials.username,
@@ -225,7 +230,22 @@ class RedfishService:
 
     @contextlib.contextmanager
     def call(self, what: str) -> Iterator[None]:
-        """Convert whatever sushy, requests or the BMC raised into a BmcError."""
+        """One call to the BMC: whatever sushy, requests or the BMC raised becomes a
+        BmcError, and the call's connection is closed when it ends.
+
+        One TCP and TLS handshake per call rather than per request (``keep_alive``): an
+        inventory reads some twenty documents. No connection outlives its call: none waits
+        through ``min_interval`` or a power poll, for a BMC to drop (some keep persistent
+        connections badly, hence sushy's ``Connection: close``)."""
+        try:
+            with self._converted(what):
+                yield
+        finally:
+            if self._connector is not None:
+                self._connector.close()  # the pools emptied; the next request opens one
+
+    @contextlib.contextmanager
+    def _converted(self, what: str) -> Iterator[None]:
         try:
             yield
         except Refusal as exc:
@@ -286,6 +306,21 @@ class RedfishService:
             except (sushy_exc.SushyError, requests.RequestException) as exc:
                 LOG.warning("BMC %s: closing the Redfish session failed: %s", self.address, exc)
         self.forget()
+
+
+class _SharedNamesResponse(requests.Response):
+    """requests' response whose JSON is parsed with ``shared_names`` (requests' own
+    ``json`` otherwise: encodings, errors)."""
+
+    def json(self, **kwargs: Any) -> Any:
+        return super().json(object_pairs_hook=shared_names, **kwargs)
+
+
+def _shared_names(response: requests.Response) -> None:
+    """sushy's hook on every response: its JSON, read by sushy or by us, shares names.
+    (A subclass, not a function stored on the response: that would be a reference cycle,
+    and every response would wait for the garbage collector.)"""
+    response.__class__ = _SharedNamesResponse
 
 
 def document_of(path: str, response: requests.Response) -> Document:

@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from sushy import connector as sushy_connector
 
+from edge_gateway.drivers.redfish.pools import BmcAdapter
 from edge_gateway.fingerprints import format_fingerprint, hex_digits
 
 # urllib3's words when the fingerprint differs (urllib3.util.ssl_.assert_fingerprint).
@@ -54,7 +54,7 @@ def _bundle_context(bundle: str) -> ssl.SSLContext:
     return context
 
 
-class SharedContextAdapter(HTTPAdapter):
+class SharedContextAdapter(BmcAdapter):
     """requests' adapter, with the shared context of its way of checking (``verify``)."""
 
     def build_connection_pool_key_attributes(
@@ -72,7 +72,7 @@ class SharedContextAdapter(HTTPAdapter):
         return host, typed  # True: requests' own context, made once
 
 
-class PinnedAdapter(HTTPAdapter):
+class PinnedAdapter(BmcAdapter):
     """HTTPS whose one check of the server is its certificate's SHA-256 fingerprint."""
 
     def __init__(self, fingerprint: str) -> None:
