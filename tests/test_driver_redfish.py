@@ -18,6 +18,7 @@ import requests
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import BmcCredentials, BootOverride
 from edge_gateway.drivers.redfish import RedfishDriver
+from edge_gateway.drivers.redfish import service as service_module
 from edge_gateway.drivers.redfish.service import RETRIES
 from edge_gateway.errors import BmcAuthError, BmcError, BmcUnreachableError
 from edge_gateway.probe import probe
@@ -329,3 +330,123 @@ def test_probe_lists_every_system_of_a_multi_system_service(emulator):
     assert result["power"] is None  # no system named: nothing to describe at the top
     assert sorted(s["id"] for s in result["systems"]) == sorted(emulator.system_ids)
     assert {s["manufacturer"] for s in result["systems"]} == {"Sushy Emulator"}
+
+
+def bmc_requests(bmc, since: int = 0) -> list[tuple[str, str]]:
+    """What the simulated BMC received from request ``since`` on, without the logins."""
+    return [(method, path) for method, path, _ in bmc.received[since:]
+            if not path.endswith("/Sessions") and "/Sessions/" not in path]
+
+
+def test_a_bios_write_is_checked_against_what_was_read_and_reads_no_more(redfish_bmcs):
+    """Writing pending BIOS values after reading them sends the PATCH alone, conditioned on
+    the settings object as read (its ETag): the links to it are not read again. If the
+    settings changed in between, the BMC refuses (412) and the write goes once more without
+    the condition, as for a BMC whose ETags are unusable."""
+    sim = redfish_bmcs.fresh()
+    bmc = sim.bmc
+    driver = redfish_driver(sim.url)
+    try:
+        driver.get_bios()
+        read = len(bmc.received)
+        driver.set_bios_pending({"PowerProfile": "Balanced"})
+        (settings,) = {s.settings_path for s in bmc.systems.values()}
+        assert bmc_requests(bmc, read) == [("PATCH", settings)]
+        assert driver.get_bios().pending["PowerProfile"] == "Balanced"
+
+        read = len(bmc.received)
+        bmc.resources.edit(settings)["Attributes"]["UsbControl"] = "UsbDisabled"  # someone
+        driver.set_bios_pending({"PowerProfile": "MaxPerf"})
+        assert bmc_requests(bmc, read) == [("PATCH", settings)] * 2
+        pending = driver.get_bios().pending
+        assert pending["UsbControl"] == "UsbDisabled" and "PowerProfile" not in pending
+    finally:
+        driver.close()
+    unread = redfish_driver(sim.url)  # nothing read before: it finds the object itself
+    try:
+        unread.set_bios_pending({"PowerProfile": "Balanced"})
+        assert unread.get_bios().pending["PowerProfile"] == "Balanced"
+    finally:
+        unread.close()
+
+
+def test_a_bmc_s_registry_is_found_once_and_searched_again_if_it_moves(redfish_bmcs):
+    """The first driver finds the attribute registry through the Registries collection; the
+    next ones read it where it was. A BMC that no longer serves it there (a firmware update
+    moved it) is searched again."""
+    sim = redfish_bmcs.fresh()
+    bmc = sim.bmc
+    (uri,) = [path for path in bmc.resources.paths()
+              if path.endswith("/BiosAttributeRegistryP89.v1_0_0.json")]
+    searched = []
+    for _ in range(2):
+        driver = redfish_driver(sim.url)
+        since = len(bmc.received)
+        try:
+            assert driver.get_bios().registry is not None
+        finally:
+            driver.close()
+        searched.append([path for _, path in bmc_requests(bmc, since)
+                         if "/Registries" in path])
+    assert searched[0][-1] == uri and len(searched[0]) == 3
+    assert searched[1] == [uri]
+
+    moved = uri.replace(".json", ".v2.json")
+    bmc.resources.put(moved, bmc.resources.get(uri))
+    bmc.resources.delete(uri)
+    (file,) = [path for path in bmc.resources.paths() if path == uri[:-len(".json")]]
+    bmc.resources.edit(file)["Location"][0]["Uri"] = moved
+    driver = redfish_driver(sim.url)
+    since = len(bmc.received)
+    try:
+        registry = driver.get_bios().registry
+    finally:
+        driver.close()
+    assert registry is not None and "PowerProfile" in registry
+    assert [path for _, path in bmc_requests(bmc, since) if "/Registries" in path][-1] == moved
+
+
+def test_a_bmc_is_reached_directly_whatever_the_environment_says(redfish_bmcs, monkeypatch):
+    """No proxy, netrc or CA bundle from the environment: a BMC is reached and checked as
+    the site's config says (here: directly, though every proxy variable points at a port
+    where nothing listens)."""
+    nowhere = f"http://{LOOPBACK}:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.setenv(name, nowhere)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    driver = redfish_driver(redfish_bmcs.fresh().url)
+    try:
+        assert driver.get_power_state() == PowerState.ON
+    finally:
+        driver.close()
+
+
+def test_a_bmc_s_system_is_chosen_once_and_again_if_it_is_gone(redfish_bmcs, monkeypatch):
+    """A BMC's next driver reads the system chosen before without listing the systems; if
+    the BMC no longer has it (here: the path remembered is one it never had), it lists them
+    and chooses again."""
+    sim = redfish_bmcs.fresh()
+    listed = []
+    for _ in range(2):
+        since = len(sim.bmc.received)
+        driver = redfish_driver(sim.url)
+        try:
+            assert driver.get_power_state() == PowerState.ON
+        finally:
+            driver.close()
+        listed.append(("GET", "/redfish/v1/Systems") in bmc_requests(sim.bmc, since))
+    assert listed == [True, False]
+
+    monkeypatch.setitem(service_module._SYSTEM_PATHS, (sim.url, None),
+                        "/redfish/v1/Systems/gone")
+    since = len(sim.bmc.received)
+    driver = redfish_driver(sim.url)
+    try:
+        assert driver.get_power_state() == PowerState.ON
+    finally:
+        driver.close()
+    asked = bmc_requests(sim.bmc, since)
+    gone, listing = ("GET", "/redfish/v1/Systems/gone"), ("GET", "/redfish/v1/Systems")
+    assert gone in asked and listing in asked and asked.index(gone) < asked.index(listing)

@@ -164,6 +164,27 @@ def test_patch_with_a_stale_etag_is_refused(sim):
     assert unwritable.status_code == 400
 
 
+def test_a_change_on_one_bmc_is_served_by_it_alone(redfish_bmcs):
+    """BMCs of one mockup answer alike until one of them changes: then that one, and only
+    that one, serves the changed document, under a new ETag, at every read."""
+    pair = redfish_bmcs.fresh(count=2)
+    changed, other = (SimulatedRedfish([url], [bmc])
+                      for url, bmc in zip(pair.urls, pair.bmcs, strict=True))
+    system = first_system(changed)
+    before = [get(sim, system) for sim in (changed, other)]
+    assert before[0].content == before[1].content
+    assert before[0].headers["ETag"] == before[1].headers["ETag"]
+    assert before[0].headers["Content-Type"].startswith("application/json")
+    assert requests.patch(changed.url + system, auth=AUTH, timeout=5,
+                          json={"AssetTag": "rack-7"}).status_code == 204
+    for _ in range(2):
+        after = [get(sim, system) for sim in (changed, other)]
+        assert after[0].json()["AssetTag"] == "rack-7"
+        assert after[0].headers["ETag"] != before[0].headers["ETag"]
+        assert after[1].content == before[1].content
+        assert after[1].headers["ETag"] == before[1].headers["ETag"]
+
+
 def test_simple_update_runs_a_task_then_changes_the_version(sim, images):
     root = get(sim, "/redfish/v1").json()
     service = get(sim, root["UpdateService"]["@odata.id"]).json()

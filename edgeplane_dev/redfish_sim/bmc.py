@@ -28,7 +28,6 @@ from edgeplane_dev.redfish_sim.resources import (
     Document,
     Mockup,
     Resources,
-    etag,
     normalize,
 )
 from edgeplane_dev.redfish_sim.system import System
@@ -38,6 +37,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_USERNAME = "admin"
 DEFAULT_PASSWORD = "password"  # noqa: S105 - the simulator's well-known demo credential
+JSON = "application/json; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -220,10 +220,11 @@ class RedfishBmc:
             return Reply(200, self.metadata, {"Content-Type": "application/xml"})
         if self.updates.is_monitor(path):
             return self.updates.monitor(path)
-        document = self.resources.get(path)
-        if document is None:
+        found = self.resources.encoded(path)
+        if found is None:
             raise not_found(path)
-        return Reply(200, document, {"ETag": etag(document)})
+        body, tag = found
+        return Reply(200, body, {"Content-Type": JSON, "ETag": tag})
 
     def _post(self, path: str, body: Document) -> Reply:
         if path == self.auth.sessions:
@@ -252,6 +253,10 @@ class RedfishBmc:
                                f"The action {action.name} is not supported by the service.")
         return Reply(204)
 
+    def _etag(self, path: str) -> str | None:
+        found = self.resources.encoded(path)
+        return None if found is None else found[1]
+
     def _allowed(self, action: _Action, parameter: str) -> list[str] | None:
         allowed = action.spec.get(f"{parameter}@Redfish.AllowableValues")
         if isinstance(allowed, list):
@@ -276,7 +281,7 @@ class RedfishBmc:
         if current is None:
             raise not_found(path)
         wanted = headers.get("If-Match")
-        if wanted and wanted != "*" and wanted != etag(current):
+        if wanted and wanted != "*" and wanted != self._etag(path):
             raise RedfishError(412, "PreconditionFailed",
                                f"The ETag {wanted} does not match the resource's current "
                                "ETag; read it again.")

@@ -4,6 +4,10 @@ A mockup is the directory layout of DMTF's published mockups: ``X/Y/index.json``
 resource at ``/redfish/v1/X/Y``, and a file ``X/Y.json`` the one at ``/redfish/v1/X/Y.json``
 (registries are served that way). ``Mockup`` is read-only and shared by every BMC of a
 process; ``Resources`` is one BMC's view of it, copying a document the first time it changes.
+
+What a GET answers is encoded (JSON bytes and ETag) once per change of the document, not
+once per request: once per process for a document no BMC changed, once per BMC for its own.
+The simulator stands for many BMCs on one machine; its cost per request is not theirs.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class MockupError(ValueError):
     """The directory is not a Redfish mockup."""
 
 
+Encoded = tuple[bytes, str]  # a document as JSON bytes, and its ETag
+
+
 class Mockup:
     """The documents of a mockup directory, by normalized URL path."""
 
@@ -40,6 +47,18 @@ class Mockup:
         self.directory = directory
         self.documents = documents
         self.metadata = metadata  # $metadata (CSDL XML), if the mockup has it
+        self._encoded: dict[str, Encoded] = {}  # by path; the documents never change
+
+    def encoded(self, path: str) -> Encoded | None:
+        """The document at (normalized) ``path``, encoded once for every BMC."""
+        found = self._encoded.get(path)
+        if found is None:
+            document = self.documents.get(path)
+            if document is None:
+                return None
+            # Two threads may encode the same document at once: both get the same answer.
+            found = self._encoded[path] = encode(document)
+        return found
 
     @classmethod
     def load(cls, directory: Path | str = SHIPPED) -> Mockup:
@@ -76,8 +95,10 @@ class Resources:
     """
 
     def __init__(self, mockup: Mockup) -> None:
+        self._mockup = mockup
         self._base = mockup.documents
         self._own: dict[str, Document | None] = {}  # None: deleted
+        self._encoded: dict[str, Encoded] = {}  # of documents in _own, until they change
         self.lock = threading.RLock()
 
     def __contains__(self, path: str) -> bool:
@@ -94,10 +115,28 @@ class Resources:
             document = self.get_raw(path)
             return copy.deepcopy(document) if document is not None else None
 
+    def encoded(self, path: str) -> Encoded | None:
+        """The document at ``path`` as JSON bytes, and its ETag; None if there is none.
+
+        Encoded again only after ``edit``, ``put`` or ``delete``: whoever edits a document
+        changes it before the BMC answers its next request (they hold the BMC's lock)."""
+        path = normalize(path)
+        with self.lock:
+            if path not in self._own:
+                return self._mockup.encoded(path)
+            found = self._encoded.get(path)
+            if found is None:
+                document = self._own[path]
+                if document is None:
+                    return None
+                found = self._encoded[path] = encode(document)
+            return found
+
     def edit(self, path: str) -> Document:
         """This BMC's own copy of the document at ``path``, to change in place."""
         path = normalize(path)
         with self.lock:
+            self._encoded.pop(path, None)
             if path not in self._own or self._own[path] is None:
                 base = self._base.get(path)
                 if base is None:
@@ -109,10 +148,12 @@ class Resources:
 
     def put(self, path: str, document: Document) -> None:
         with self.lock:
+            self._encoded.pop(normalize(path), None)
             self._own[normalize(path)] = document
 
     def delete(self, path: str) -> None:
         with self.lock:
+            self._encoded.pop(normalize(path), None)
             self._own[normalize(path)] = None
 
     def paths(self) -> Iterator[str]:
@@ -169,3 +210,7 @@ def etag(document: Document) -> str:
     digest = hashlib.sha1(json.dumps(document, sort_keys=True).encode(),
                           usedforsecurity=False).hexdigest()[:16]
     return f'W/"{digest}"'
+
+
+def encode(document: Document) -> Encoded:
+    return json.dumps(document).encode(), etag(document)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import selectors
 import signal
 import socket
 import ssl
@@ -48,6 +49,7 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over its TLS handshake
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    timeout = 0  # handle_request() is called when a connection waits: take it, or none
 
     def __init__(self, port: int, bmc: RedfishBmc, stopping: threading.Event,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -223,7 +225,8 @@ class RedfishSimulator:
                          for port, bmc in zip(ports, self.bmcs, strict=True)]
         self.scheme = "https" if tls else "http"
         self.ports = [server.server_address[1] for server in self._servers]
-        self._threads: list[threading.Thread] = []
+        self._accepting: threading.Thread | None = None
+        self._wake_reader, self._wake_writer = socket.socketpair()
 
     @property
     def urls(self) -> list[str]:
@@ -238,22 +241,34 @@ class RedfishSimulator:
         return self.bmcs[0]
 
     def start(self) -> RedfishSimulator:
-        for server in self._servers:
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                      name=f"redfish-sim-{server.server_address[1]}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        if self._accepting is None:
+            self._accepting = threading.Thread(target=self._accept, daemon=True,
+                                               name=f"redfish-sim-{self.ports[0]}")
+            self._accepting.start()
         return self
+
+    def _accept(self) -> None:
+        """Accept on every port from one thread (each connection is then served by a
+        thread of its own): idle BMCs cost nothing, not a thread each polling for a stop."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_reader, selectors.EVENT_READ, None)
+            for server in self._servers:
+                selector.register(server, selectors.EVENT_READ, server)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.data is not None and not self._stopping.is_set():
+                        key.data.handle_request()
 
     def stop(self) -> None:
         self._stopping.set()  # hung and slow requests end now
+        if self._accepting is not None:
+            self._wake_writer.send(b"x")
+            self._accepting.join(timeout=5)
+            self._accepting = None
         for server in self._servers:
-            server.shutdown()
             server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads.clear()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def __enter__(self) -> RedfishSimulator:
         return self.start()

@@ -42,8 +42,9 @@ class RedfishBios(BiosInterface):
             current = bios.get("Attributes") or {}
             settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
             pending: dict[str, Any] = {}
+            self._bios_read.clear()
             if settings_path:
-                written = self._service.get_json(settings_path).get("Attributes") or {}
+                written = self._read_settings(settings_path).get("Attributes") or {}
                 # Some BMCs list every attribute in the settings object, others only those
                 # written: either way, pending is what differs from the current value.
                 pending = {k: v for k, v in written.items() if current.get(k) != v}
@@ -52,21 +53,41 @@ class RedfishBios(BiosInterface):
             return BiosSettings(current=dict(current), pending=pending, registry=registry)
 
     def set_bios_pending(self, attributes: dict[str, Any]) -> None:
-        """PATCH the settings object; they take effect at the next reset."""
+        """PATCH the settings object; they take effect at the next reset.
+
+        The settings object as ``get_bios`` last read it: its link (a link does not change)
+        and, as ``If-Match``, its ETag, so the BMC refuses the write (412) if the object
+        changed since the caller read what it decided on. Without a read before, both are
+        read here."""
         names = ", ".join(sorted(attributes))
         with self._service.call(f"write BIOS settings {names}"):
-            bios = _bios(self._service)
-            settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
-            if not settings_path:
-                raise Refusal("the Bios resource has no settings object (@Redfish.Settings) "
-                              "to write pending attributes to")
-            etag = self._service.get(settings_path).headers.get("ETag")
+            if self._bios_read:
+                settings_path, etag = self._bios_read.popitem()
+            else:
+                bios = _bios(self._service)
+                settings_path = link(bios, "@Redfish.Settings", "SettingsObject")
+                if not settings_path:
+                    raise Refusal("the Bios resource has no settings object "
+                                  "(@Redfish.Settings) to write pending attributes to")
+                etag = self._service.get(settings_path).headers.get("ETag")
             LOG.info("BMC %s: PATCH %s with %s", self._service.address, settings_path, names)
             self._service.patch(settings_path, {"Attributes": attributes}, etag)
+
+    def _read_settings(self, path: str) -> Document:
+        """The settings object; its ETag is kept for the next write. (The answer itself is
+        not kept: held through the registry's reads, every machine's would add up.)"""
+        answer = self._service.get(path)
+        self._bios_read[path] = answer.headers.get("ETag")
+        return document_of(path, answer)
 
     @functools.cached_property
     def _bios_registries(self) -> dict[str, Mapping[str, BiosAttribute] | None]:
         """The attribute registries read so far, by name: each is read once per driver."""
+        return {}
+
+    @functools.cached_property
+    def _bios_read(self) -> dict[str, str | None]:
+        """The settings object ``get_bios`` last read (path: ETag), until a write uses it."""
         return {}
 
     def _bios_registry(self, name: str) -> Mapping[str, BiosAttribute] | None:
@@ -85,7 +106,8 @@ def offered(system: Document) -> bool:
 
 
 def _bios(service: RedfishService) -> Document:
-    path = link(service.system().json, "Bios")
+    # The link to the Bios resource, not the system's state: the system need not be read.
+    path = link(service.system(fresh=False).json, "Bios")
     if not path:
         raise Refusal("the system has no Bios resource")
     return service.get_json(path)
@@ -109,12 +131,29 @@ class SharedRegistries:
     """Registries parsed once per content, for every driver of the process: keyed by the
     SHA-256 of the bytes the BMC sent, not by name or URI (vendors give different registries
     the same name). The ``size`` most recently used are kept. Parsing holds the lock: the
-    machines of a site ask for the same registry at the same moment, and one parses it."""
+    machines of a site ask for the same registry at the same moment, and one parses it.
+
+    Also where each BMC keeps each registry (its URI, by BMC address and registry name): a
+    driver that reads a BMC's BIOS again goes straight there, not through the Registries
+    collection and its files; it searches again if the BMC no longer has it there."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._registries: OrderedDict[bytes, Registry] = OrderedDict()
+        self._locations: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+
+    def location(self, address: str, name: str) -> str | None:
+        with self._lock:
+            return self._locations.get((address, name))
+
+    def locate(self, address: str, name: str, uri: str | None) -> None:
+        """Remember (or, with None, forget) where BMC ``address`` keeps registry ``name``."""
+        with self._lock:
+            if uri is None:
+                self._locations.pop((address, name), None)
+            else:
+                self._locations[(address, name)] = uri
 
     def parsed(self, content: bytes, parse: Callable[[], Registry]) -> Registry:
         key = hashlib.sha256(content).digest()
@@ -131,13 +170,29 @@ class SharedRegistries:
     def clear(self) -> None:
         with self._lock:
             self._registries.clear()
+            self._locations.clear()
 
 
 SHARED_REGISTRIES = SharedRegistries()
 
 
 def _find_registry(service: RedfishService, name: str) -> Registry | None:
-    """Find ``name`` in the Registries collection and follow its Location.
+    """The registry ``name``: where this BMC had it before, else searched for."""
+    known = SHARED_REGISTRIES.location(service.address, name)
+    if known is not None:
+        registry = _read_registry(service, known)
+        if registry is not None and registry.attributes is not None:
+            return registry
+        LOG.info("BMC %s: registry %s is no longer at %s; searching for it",
+                 service.address, name, known)
+    found = _search_registry(service, name)
+    SHARED_REGISTRIES.locate(service.address, name, found[0] if found else None)
+    return found[1] if found else None
+
+
+def _search_registry(service: RedfishService, name: str) -> tuple[str, Registry] | None:
+    """Find ``name`` in the Registries collection and follow its Location: its URI and
+    the registry read there.
 
     A registry file whose Id or Registry is ``name`` (or the same name and major.minor
     version) is taken at its word. Failing that, a file whose name starts the wanted name
@@ -157,25 +212,27 @@ def _find_registry(service: RedfishService, name: str) -> Registry | None:
         if file is None:
             continue
         if _same_registry(name, file):
-            return _registry_of_file(service, file)
+            return _registry_of_file(service, path, file)
         if _related_registry(name, file):
-            related.append(file)
-    for file in related:
-        registry = _registry_of_file(service, file)
-        if registry is not None and registry.id == name:
-            return registry
+            related.append((path, file))
+    for path, file in related:
+        found = _registry_of_file(service, path, file)
+        if found is not None and found[1].id == name:
+            return found
     return None
 
 
-def _registry_of_file(service: RedfishService, file: Document) -> Registry | None:
+def _registry_of_file(service: RedfishService, path: str,
+                      file: Document) -> tuple[str, Registry] | None:
     if "RegistryEntries" in file:  # the registry itself, inline in the collection
-        return Registry.of(file)
+        return path, Registry.of(file)
     locations = [entry for entry in file.get("Location") or [] if isinstance(entry, dict)]
     locations.sort(key=lambda entry: entry.get("Language") != "en")
     for location in locations:
         uri = location.get("Uri")
         if isinstance(uri, str) and uri:
-            return _read_registry(service, uri)
+            registry = _read_registry(service, uri)
+            return None if registry is None else (uri, registry)
     # PublicationUri is on the Internet and ArchiveUri a zip: neither is fetched here.
     LOG.info("BMC %s: registry file %s has no Location Uri on the BMC", service.address,
              file.get("@odata.id"))

@@ -53,7 +53,8 @@ class RedfishPower(PowerInterface):
     def request_power_cycle(self) -> None:
         """PowerCycle where the BMC offers it, else ForceRestart. Not idempotent."""
         with self._service.call("power cycle"):
-            system = self._service.system()
+            # What it allows, not its state: a cycle acts whatever the state.
+            system = self._service.system(fresh=False)
             allowed = _allowed(system)
             for reset in POWER_CYCLE_RESETS:
                 if reset in allowed:

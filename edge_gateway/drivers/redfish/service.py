@@ -41,6 +41,11 @@ RETRY_DELAY = 1.0
 # Answers that mean "this BMC has no such resource" (not "the BMC failed").
 _ABSENT_STATUS = frozenset({404, 405, 501})
 
+# The ComputerSystem chosen for each BMC and ``system_id`` (its @odata.id), for the process:
+# a BMC's next driver reads it straight away, without listing the systems first; chosen
+# again if the BMC no longer has it.
+_SYSTEM_PATHS: dict[tuple[str, str | None], str] = {}
+
 
 class Refusal(Exception):
     """What the BMC answered that makes the current operation impossible (internal)."""
@@ -98,11 +103,28 @@ class RedfishService:
     def system_paths(self) -> list[str]:
         return list(self.root().get_system_collection().members_identities)
 
-    def system(self) -> System:
-        """The selected ComputerSystem, its document just read from the BMC."""
+    def system(self, fresh: bool = True) -> System:
+        """The selected ComputerSystem, its document just read from the BMC.
+
+        ``fresh=False``: as last read by this driver, for what a running BMC does not change
+        (its links, the actions and values it allows), not for its state (power, boot)."""
         if self._system is None:
-            self._system = self.root().get_system(self._select_system_path())
-        else:
+            key = (self.address, self.credentials.system_id)
+            known = _SYSTEM_PATHS.get(key)
+            if known is not None:
+                try:
+                    self._system = self.root().get_system(known)
+                except sushy_exc.HTTPError as exc:
+                    if exc.status_code not in _ABSENT_STATUS:
+                        raise
+                    LOG.info("BMC %s: %s is gone; choosing the system again", self.address,
+                             known)
+                    _SYSTEM_PATHS.pop(key, None)
+            if self._system is None:
+                path = self._select_system_path()
+                self._system = self.root().get_system(path)
+                _SYSTEM_PATHS[key] = path
+        elif fresh:
             self._system.refresh()
         return self._system
 

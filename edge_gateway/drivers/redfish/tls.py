@@ -82,9 +82,8 @@ class PinnedAdapter(BmcAdapter):
     def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: bool | str | None,
             cert: Any = None) -> tuple[Any, Any]:
-        # Also the path through a proxy: both take their TLS settings from here. The chain
-        # and host name are not checked (CERT_NONE): the handshake completes, and then
-        # urllib3 compares the certificate's fingerprint.
+        # The chain and host name are not checked (CERT_NONE): the handshake completes,
+        # and then urllib3 compares the certificate's fingerprint.
         host, typed = super().build_connection_pool_key_attributes(request, False, cert)
         pool: dict[str, Any] = dict(typed)
         for key in ("ssl_context", "ca_certs", "ca_cert_dir"):
@@ -121,12 +120,20 @@ class PinnedConnector(sushy_connector.Connector):
 def connector(address: str, verify: bool | str, fingerprint: str | None,
               **kwargs: Any) -> sushy_connector.Connector:
     """sushy's connector to a BMC: pinned to ``fingerprint`` if given, else checking the
-    certificate as ``verify`` says (True: the system's CAs; a path: that bundle)."""
+    certificate as ``verify`` says (True: the system's CAs; a path: that bundle).
+
+    Its session takes nothing from the process's environment (``trust_env``): no proxy
+    (a BMC is on the site's own network, and its credentials go to no one else), no netrc,
+    no ``REQUESTS_CA_BUNDLE``; the site's config says how a BMC is reached and checked.
+    requests would otherwise look all of that up on every request (see BENCHMARKS.md,
+    "Where the time goes")."""
     if fingerprint is not None:
-        return PinnedConnector(address, fingerprint, **kwargs)
-    checked = sushy_connector.Connector(address, verify=verify, **kwargs)
-    checked._session.mount("https://", SharedContextAdapter())  # noqa: SLF001 - see above
-    return checked
+        made: sushy_connector.Connector = PinnedConnector(address, fingerprint, **kwargs)
+    else:
+        made = sushy_connector.Connector(address, verify=verify, **kwargs)
+        made._session.mount("https://", SharedContextAdapter())  # noqa: SLF001 - see above
+    made._session.trust_env = False  # noqa: SLF001 - sushy makes the session itself
+    return made
 
 
 def tls_failure(said: str, fingerprint: str | None) -> str:
