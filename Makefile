@@ -55,7 +55,7 @@ infra: install
 # For `chalice deploy` by hand only: the CDK app builds its own bundle (infra/bundle.py).
 vendor:
 	mkdir -p vendor/edgeplane
-	cp edgeplane/__init__.py edgeplane/protocol.py vendor/edgeplane/
+	cp edgeplane/__init__.py edgeplane/protocol.py edgeplane/windows.py vendor/edgeplane/
 
 clean:
 	rm -rf $(VENV) vendor build dist *.egg-info node_modules infra/build infra/cdk.out

@@ -226,13 +226,39 @@ def fleet_only(port: int, plans: dict[str, bytes], machines: int, pki: Path) -> 
 # --- (b) the rollout through the stack --------------------------------------------------------
 
 
+def process_tree(pid: int | str) -> list[str]:
+    """A process and its descendants (the bridge's ingest processes), as /proc lists them."""
+    found, todo = [], [str(pid)]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += task.read_text().split()
+            except OSError:
+                continue
+    return found
+
+
 def cpu_seconds(pid: int | str) -> float:
-    """User and system CPU time of a process so far (its threads included)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time of a process so far (its threads included), and of its
+    descendants for a process of the stack (``self``, the simulator, is alone: the stack's
+    processes are its children too)."""
+    total = 0.0
+    for member in [pid] if pid == "self" else process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_by_process(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each of the stack's processes, and of the simulator (this
+    process)."""
+    return {**{name: cpu_seconds(pid) for name, pid in processes.items()},
+            "simulator": cpu_seconds("self")}
 
 
 def wait_until_quiet(stack: LocalStack, quiet_s: float, deadline: float) -> None:
@@ -260,6 +286,8 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
     try:
         counting = Counting(state.mqtt_port, "bench-counter",
                             state.identity(cloud_identity("operator")))
+        register_cpu = cpu_by_process(state.processes)
+        requests_before_registration = stack.request_counts()["total"]
         with FleetSimulator(state.mqtt_port, count, machines,
                             thread_stack_size=SMALL_THREAD_STACK, max_parallel=machines,
                             plan_keys=pinned_keys(stack_dir), pki=pki_dir(stack_dir)) as fleet:
@@ -273,11 +301,13 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
             if online < count:
                 raise TimeoutError(f"{online} of {count} sites registered")
             register_s = time.monotonic() - started
+            register_cpu = {name: round(seconds - register_cpu.get(name, 0.0), 1)
+                            for name, seconds in cpu_by_process(state.processes).items()}
+            register_requests = stack.request_counts()["total"] - requests_before_registration
             time.sleep(2)  # inventories settle
             counting.reset()
             requests_before = settled_counts(stack)
-            cpu_before = {name: cpu_seconds(pid) for name, pid in state.processes.items()}
-            cpu_before["simulator"] = cpu_seconds("self")
+            cpu_before = cpu_by_process(state.processes)
             started = time.monotonic()
             created = api.post("/rollouts", {
                 "name": f"bench {count}", "sites": fleet.site_ids, "steps": STEPS,
@@ -292,8 +322,8 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
                     raise TimeoutError(f"rollout still running: {data['waves']}")
                 time.sleep(0.5)
             total_s = time.monotonic() - started
-            cpu = {name: round(cpu_seconds(pid) - cpu_before.get(name, 0.0), 1)
-                   for name, pid in [*state.processes.items(), ("simulator", "self")]}
+            cpu = {name: round(seconds - cpu_before.get(name, 0.0), 1)
+                   for name, seconds in cpu_by_process(state.processes).items()}
             requests_after = settled_counts(stack)
             data = api.get(f"/rollouts/{rollout_id}?machines=false")
             events = api.get(f"/rollouts/{rollout_id}/events")["events"]
@@ -301,11 +331,14 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float) -> dict:
         counting.close()
         plans = dict(counting.plans)
         waves = wave_times(events, data["rollout"]["waves"])
-        stack_mib = sum(vm_hwm_mib(pid) for pid in state.processes.values())
+        stack_mib = sum(vm_hwm_mib(member) for pid in state.processes.values()
+                        for member in process_tree(pid))
     finally:
         stack.down()
     return {
         "sites": count, "machines_per_site": machines, "register_s": round(register_s, 1),
+        "register_requests_per_site": round(register_requests / count, 1),
+        "register_cpu_s_by_process": dict(sorted(register_cpu.items(), key=lambda kv: -kv[1])),
         "create_s": round(create_s, 2), "rollout_s": round(total_s, 2),
         "state": data["rollout"]["state"], "counts": data["rollout"]["counts"],
         "waves": waves, "mqtt_down_bytes_per_site": round(counting.down / count),
@@ -366,7 +399,8 @@ def write(summary: dict, command: str) -> None:
         f"Bare baseline in clear text / with TLS and a certificate per client: connect "
         f"{base['connect_s']} / {tls['connect_s']} s, request and reply "
         f"{base['request_reply_s']} / {tls['request_reply_s']} s.",
-        f"Registration: {run['register_s']} s. Waves: "
+        f"Registration: {run['register_s']} s, {run['register_requests_per_site']} "
+        f"requests per site, CPU seconds {run['register_cpu_s_by_process']}. Waves: "
         + ", ".join(f"{w['sites']} sites {w['seconds']} s" for w in run["waves"]) + ".",
         f"Requests per site by service: {run['requests_per_site_by_service']}. CPU seconds "
         f"during the rollout by process: {run['cpu_s_by_process']}.",

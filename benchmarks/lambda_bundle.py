@@ -6,8 +6,9 @@ unpacked into a temporary folder and imported from there as Lambda does: ``pytho
 site-packages), the bundle first on the path, then only what the Lambda runtime provides
 (boto3, botocore and their dependencies, linked from this interpreter's), no environment
 variables, no bytecode written. Each run is a new process; the minimum and the median of
-the runs are reported (the minimum is the least disturbed by other load on the machine).
-``--write`` replaces the results block in BENCHMARKS.md.
+the runs are reported (the minimum is the least disturbed by other load on the machine),
+with the CPU time the import took in that process and its peak RSS, and the load average
+the machine had. ``--write`` replaces the results block in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3",
                     "six.py")
-PROBE = ("import time; start = time.perf_counter(); import app; "
-         "print((time.perf_counter() - start) * 1000)")
+PROBE = ("import resource, time; start = time.perf_counter(); cpu = time.process_time(); "
+         "import app; print((time.perf_counter() - start) * 1000, "
+         "(time.process_time() - cpu) * 1000, "
+         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
 BEGIN = "<!-- benchmarks/lambda_bundle.py results: begin -->"
 END = "<!-- benchmarks/lambda_bundle.py results: end -->"
 
@@ -55,13 +58,15 @@ def runtime_folder(into: Path) -> Path:
     return folder
 
 
-def import_ms(task: Path, runtime: Path, extra: list[str] | None = None) -> tuple[float, str]:
+def import_ms(task: Path, runtime: Path, extra: list[str] | None = None
+              ) -> tuple[tuple[float, ...], str]:
+    """(wall ms, CPU ms, peak RSS MiB) of ``import app`` in a fresh process, and its stderr."""
     answer = subprocess.run(
         [sys.executable, "-S", *(extra or []), "-c", PROBE], cwd=task, capture_output=True,
         text=True, check=True,
         env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1",
              "PYTHONPATH": f"{task}{os.pathsep}{runtime}"})
-    return float(answer.stdout.strip()), answer.stderr
+    return tuple(float(value) for value in answer.stdout.split()), answer.stderr
 
 
 def importtime_app_us(stderr: str) -> int:
@@ -90,7 +95,9 @@ def main() -> None:
         zipfile.ZipFile(bundle).extractall(task)
         runtime = runtime_folder(Path(folder))
         import_ms(task, runtime)  # the page cache warm, as for every later run
-        runs = [import_ms(task, runtime)[0] for _ in range(args.runs)]
+        load = os.getloadavg()[0]
+        measured = [import_ms(task, runtime)[0] for _ in range(args.runs)]
+        runs = [wall for wall, _, _ in measured]
         importtime = [importtime_app_us(import_ms(task, runtime, ["-X", "importtime"])[1])
                       for _ in range(5)]
     result = {
@@ -98,12 +105,17 @@ def main() -> None:
         "unpacked_mib": round(unpacked / 2**20, 1),
         "import_ms_min": round(min(runs), 1), "import_ms_median": round(statistics.median(runs), 1),
         "importtime_app_ms_min": round(min(importtime) / 1000, 1), "runs": args.runs,
+        "import_cpu_ms_min": round(min(cpu for _, cpu, _ in measured), 1),
+        "rss_mib_max": round(max(rss for _, _, rss in measured), 1),
+        "load_average": round(load, 1),
     }
     print(f"bundle {result['bundle_mib']} MiB ({size:,} bytes, {files} files, "
           f"{result['unpacked_mib']} MiB unpacked)")
     print(f"import app: min {result['import_ms_min']} ms, median "
-          f"{result['import_ms_median']} ms over {args.runs} fresh processes; -X importtime "
-          f"'app' cumulative min {result['importtime_app_ms_min']} ms")
+          f"{result['import_ms_median']} ms over {args.runs} fresh processes (CPU min "
+          f"{result['import_cpu_ms_min']} ms, RSS {result['rss_mib_max']} MiB, load average "
+          f"{result['load_average']}); -X importtime 'app' cumulative min "
+          f"{result['importtime_app_ms_min']} ms")
     print(json.dumps(result))
     if args.write:
         write(result)
@@ -118,7 +130,8 @@ def write(result: dict[str, object]) -> None:
         "--write`",
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}",
-        f"Run at: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"Run at: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+        f"{result['load_average']} (1 min) as the runs began",
         "",
         "| metric | value | target |",
         "|---|---|---|",
@@ -127,6 +140,9 @@ def write(result: dict[str, object]) -> None:
         f"| `import app`, fresh process, min of {result['runs']} | "
         f"{result['import_ms_min']} ms | <= 200 ms |",
         f"| `import app`, median of {result['runs']} | {result['import_ms_median']} ms | |",
+        f"| CPU time of the import, min of {result['runs']} | "
+        f"{result['import_cpu_ms_min']} ms | |",
+        f"| peak RSS after `import app` | {result['rss_mib_max']} MiB | |",
         f"| `-X importtime`, `app` cumulative, min of 5 | "
         f"{result['importtime_app_ms_min']} ms | |",
         END,

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from chalicelib import audit, drift, events
+from chalicelib import audit, drift, events, site_cache
 from chalicelib.availability import store_unavailable
 from chalicelib.clock import Clock
 from chalicelib.models import Machine, Site, conditional_write, update_returning
@@ -40,6 +40,7 @@ from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import reports
 from edgeplane import protocol
 from edgeplane.protocol import (
+    CacheStatus,
     Inventory,
     MachineReport,
     Observed,
@@ -457,4 +458,5 @@ _HANDLERS: dict[type, Callable[[Any, float], object]] = {
     Presence: on_presence,
     Inventory: on_inventory,
     Observed: drift.on_observed,
+    CacheStatus: site_cache.on_cache,
 }

@@ -130,6 +130,10 @@ class Site(EdgeplaneModel):
     machine_digests: MapAttribute[str, str] = MapAttribute(null=True)
     # Every machine of the site, so that rendering reads them in batches by key.
     machine_ids = UnicodeSetAttribute(null=True)
+    # Its artifact cache as the gateway last reported it (chalicelib.site_cache), and that
+    # report's gateway time.
+    cache = JSONAttribute(null=True)
+    cache_ts = NumberAttribute(null=True)
 
 
 class Machine(EdgeplaneModel):
@@ -191,6 +195,10 @@ class Rollout(EdgeplaneModel):
     moved_at = NumberAttribute(null=True)  # when an execution last moved (see reconcile)
     # executions per state: {"queued": 9990, ...}
     state_counts: MapAttribute[str, Any] = MapAttribute(null=True)
+    # Sites finished and failed per wave, by wave index ("0", "1", ...), counted in the same
+    # ADD as the rollout's (rollouts.wave_counters); None: kept in the Wave items.
+    wave_done: MapAttribute[str, Any] = MapAttribute(null=True)
+    wave_failed: MapAttribute[str, Any] = MapAttribute(null=True)
     # Who advances it now (engine.advance), until when, and whether another writer asked
     # for one more round meanwhile.
     lease_token = UnicodeAttribute(null=True)
@@ -244,6 +252,9 @@ class Execution(EdgeplaneModel):
     not_before = NumberAttribute(null=True)  # a retry waits until then
     plan_message_id = UnicodeAttribute(null=True)
     sent_at = NumberAttribute(null=True)
+    # The site holds the plan until its maintenance window opens then (it said so); no
+    # timeout runs before. Removed when the site starts the plan.
+    waiting_until = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)  # first report from the site
     finished_at = NumberAttribute(null=True)
     last_seq = NumberAttribute(null=True)  # the highest report seq applied

@@ -92,6 +92,7 @@ def render(rollout_id: str, site_id: str, machines: Sequence[Machine],
 
 
 # What a rendered plan may weigh: the contract's bound, less what dispatch adds: the
-# rollout's expiry, the detail and observe flags (under 70 bytes) and the signature (170
+# rollout's expiry, the detail and observe flags (under 70 bytes), the site's maintenance
+# window (at most 170 bytes, with a zone name of 64 characters) and the signature (170
 # bytes: its key id, expiry and value; BENCHMARKS.md, "Plan signatures").
 PLAN_BYTES = protocol.MAX_MESSAGE_BYTES - 512

@@ -28,8 +28,6 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from nacl.signing import SigningKey
-
 from chalicelib import settings
 from chalicelib.errors import NotConfigured
 from edgeplane import protocol
@@ -78,6 +76,9 @@ class PlanSigner:
             private_key.private_bytes_raw()
         if len(seed) != SEED_BYTES:
             raise ValueError(f"an Ed25519 private key is {SEED_BYTES} bytes, not {len(seed)}")
+        # libsodium is loaded by the first signer, not by every cold start of every function
+        from nacl.signing import SigningKey
+
         self._key = SigningKey(seed)
         raw = bytes(self._key.verify_key)
         self.key_id = protocol.key_id(raw)
@@ -165,6 +166,8 @@ def _read_secret(secret_id: str, where: str) -> bytes:
 
 def generate_key_pem() -> bytes:
     """A new Ed25519 private key, PKCS8 PEM without a password."""
+    from nacl.signing import SigningKey
+
     seed = bytes(SigningKey.generate())
     body = base64.encodebytes(_PKCS8_HEADER + seed)
     return b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"

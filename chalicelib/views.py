@@ -38,7 +38,15 @@ def site(item: Site) -> dict[str, Any]:
         "presence_changed_at": iso(item.presence_changed_at),
         "last_seen_at": iso(item.last_seen_at),
         "gateway_version": item.gateway_version,
+        "cache": _cache(item.cache),
     }
+
+
+def _cache(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The gateway's last cache report (``chalicelib.site_cache``), its time as ISO."""
+    if not report:
+        return None
+    return {**report, "reported_at": iso(report.get("reported_at"))}
 
 
 def machine(item: Machine) -> dict[str, Any]:

@@ -24,11 +24,14 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 from edge_gateway import __version__
+from edge_gateway.cache.pins import plan_artifacts
+from edge_gateway.cache.site import SiteCache
 from edge_gateway.config import MachineConfig, SiteConfig
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import GatewayError
 from edge_gateway.executor import PlanExecutor, ProgressBatcher
+from edge_gateway.holds import Holds
 from edge_gateway.intake import Intake, refused_plan
 from edge_gateway.journal import Journal, PlanState
 from edge_gateway.observer import observe_machine
@@ -61,6 +64,7 @@ from edgeplane.protocol import (
     Progress,
     ProtocolError,
     Result,
+    StepState,
     down_filter,
     excerpt,
     new_id,
@@ -89,8 +93,11 @@ class Gateway:
         version: str = __version__,
         pool: WorkerPool | None = None,
         upgrades: Upgrades | None = None,
+        artifacts: SiteCache | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.clock = clock  # the site's time: maintenance windows and expiry go by it
         self.site = config.site
         self.version = version
         self.intake = Intake(config.site, PlanVerifier(config.plan_keys))
@@ -98,12 +105,17 @@ class Gateway:
         self.pacers = PacerRegistry()
         self.driver_factory = driver_factory
         self.pool = pool if pool is not None else default_pool()
-        self.executor = PlanExecutor(config, self.paced_driver, pool=self.pool)
+        # The site's artifact cache (``[cache]``): its LAN server runs with the gateway.
+        self.artifacts = artifacts or (SiteCache(config.cache) if config.cache else None)
+        self.executor = PlanExecutor(config, self.paced_driver, pool=self.pool,
+                                     journal=self.journal, artifacts=self.artifacts)
         self.transport = transport_factory(self)
         # Field upgrades (``edge_gateway.upgrade``); without a supervisor, they are refused.
         self.upgrades = upgrades or Upgrades(None, None, version)
         self._plans: SerialLane[Plan] = SerialLane(self.pool, self._work,
                                                    name=f"site {self.site} plans")
+        # Plans received outside their maintenance window, until it opens (``holds``).
+        self.holds = Holds(self._enqueue, clock, name=f"{self.site}-holds")
         self._inventory: Future[Inventory | None] | None = None
         self._stopping = threading.Event()
         self._canceled: dict[str, None] = {}  # executions to stop (or never start)
@@ -135,7 +147,10 @@ class Gateway:
         key the site still pins (``Intake.read_journaled``)."""
         LOG.info("site %s: runs the plans signed by %s", self.site,
                  ", ".join(self.intake.verifier.key_ids))
+        if self.artifacts is not None:
+            self.artifacts.start()
         self.upgrades.settle(self.config, self.journal, self._finish)
+        self._canceled.update(dict.fromkeys(self.journal.canceled()))  # kept across restarts
         for journaled in self.journal.unfinished_plans():
             if self.upgrades.holds(journaled.execution_id):
                 continue  # an upgrade's: its result comes from the upgrade's outcome
@@ -155,12 +170,15 @@ class Gateway:
     def stop(self) -> None:
         """Finish the plans queued (30 s at most; later ones resume from the journal), go."""
         self._stopping.set()
+        self.holds.close()
         self._plans.close()
         self._plans.idle.wait(timeout=30)
         # A clean disconnect does not fire the last will: say goodbye ourselves.
         self._send(Presence(site=self.site, online=False, session=self.transport.session,
                             gateway_version=self.version), retain=True)
         self.transport.stop()
+        if self.artifacts is not None:
+            self.artifacts.stop()
         self.journal.close()
 
     def _on_connect(self) -> None:
@@ -170,6 +188,7 @@ class Gateway:
         for message in self.journal.pending():
             self.transport.publish(message.topic, message.payload, key=message.message_id,
                                    retain=message.retain)
+        self.report_cache()
         if self._inventory is None:
             self._inventory = self.pool.submit(self._report_inventory_once)
         self.upgrades.connected()
@@ -202,9 +221,12 @@ class Gateway:
         if isinstance(message, Cancel):
             LOG.info("site %s: execution %s canceled: %s", self.site, message.execution_id,
                      excerpt(message.reason, MAX_REASON_LENGTH))
+            # Journaled before it is acted on: a restart does not resume a canceled plan.
+            self.journal.cancel(message.execution_id, excerpt(message.reason, MAX_REASON_LENGTH))
             self._canceled[message.execution_id] = None
             while len(self._canceled) > MAX_CANCELS:
                 del self._canceled[next(iter(self._canceled))]
+            self.holds.release(message.execution_id)  # held: it ends canceled now
             return
         if not isinstance(message, Plan):
             LOG.warning("site %s: ignoring %s message on %s", self.site, message.KIND, topic)
@@ -261,10 +283,16 @@ class Gateway:
                      self.site, plan.execution_id)
 
     def _work(self, plan: Plan) -> None:
-        """One plan, then the observation of its machines; the lane runs the next after."""
+        """One plan, then the observation of its machines; the lane runs the next after. A
+        plan outside its maintenance window is held instead (the lane goes on), and comes
+        back here when the window opens."""
         try:
+            if plan.execution_id not in self._canceled and self._hold(plan):
+                return
             if self.run_plan(plan) is None:
                 return  # handed over to another version of the gateway
+            if plan_artifacts(plan):
+                self.report_cache()
             known = [m for m in plan.machines if self.config.machine(m) is not None]
             if known and plan.observe:  # what the plan left behind, for the drift check
                 self.observe(known, trigger="plan", execution_id=plan.execution_id)
@@ -282,17 +310,30 @@ class Gateway:
             except Exception:
                 LOG.exception("site %s: observing the machines failed", self.site)
 
+    def _hold(self, plan: Plan) -> bool:
+        """Hold the plan if its window is closed, and tell the cloud until when."""
+        opens = self.holds.hold(plan)
+        if opens is None:
+            return False
+        LOG.info("site %s: execution %s waits for its maintenance window, which opens at "
+                 "%s UTC", self.site, plan.execution_id,
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(opens)))
+        self._send(Progress(site=self.site, execution_id=plan.execution_id,
+                            seq=self.journal.next_seq(plan.execution_id), waiting_until=opens))
+        return True
+
     # --- running a plan --------------------------------------------------------------
 
     def run_plan(self, plan: Plan) -> Result | None:
         """Run the plan (unless it expired or was canceled first) and send its result; None
         if its last step handed over to a new version of the gateway, which sends it."""
-        if plan.expires_at is not None and time.time() >= plan.expires_at:
+        if plan.expires_at is not None and self.clock() >= plan.expires_at:
             LOG.warning("site %s: execution %s expired before it started", self.site,
                         plan.execution_id)
             return self._finish(plan.execution_id, [], ExecutionState.EXPIRED,
                                 "the plan expired before the site could start it")
-        if plan.execution_id in self._canceled:
+        if plan.execution_id in self._canceled and \
+                not self.journal.has_steps(plan.execution_id):
             return self._finish(plan.execution_id, [], ExecutionState.CANCELED,
                                 "canceled before it started")
         LOG.info("site %s: running execution %s (%d steps on %d machines)", self.site,
@@ -320,7 +361,7 @@ class Gateway:
         return self._finish(
             plan.execution_id, machines,
             ExecutionState.FAILED if failed else ExecutionState.SUCCEEDED,
-            _failures(failed, len(machines)) if failed
+            _failures(failed, len(machines)) + _uncertain(machines) if failed
             else f"{len(machines)} machines succeeded", plan.detail)
 
     def _finish(self, execution_id: str, machines: list[MachineResult],
@@ -434,6 +475,14 @@ class Gateway:
         return MachineReport(**base, manufacturer=info.manufacturer, model=info.model,
                              serial=info.serial, power=info.power)
 
+    def report_cache(self) -> None:
+        """What the artifact cache holds: current state, not journaled (the next
+        connection sends it afresh)."""
+        if self.artifacts is not None:
+            status = self.artifacts.status(self.site)
+            self.transport.publish(up_topic(self.site, status.KIND), status.encode(),
+                                   key=status.id)
+
     # --- outgoing --------------------------------------------------------------------
 
     def _send(self, message: Message, retain: bool = False, payload: bytes | None = None) -> None:
@@ -458,6 +507,17 @@ def _failures(failed: list[str], total: int) -> str:
     more = len(failed) - MAX_NAMED_FAILURES
     return f"{len(failed)} of {total} machines failed: {named}" + \
         (f" and {more} more" if more > 0 else "")
+
+
+def _uncertain(machines: list[MachineResult]) -> str:
+    """What a result adds for machines with a step that may or may not have happened."""
+    named = [m.machine for m in machines
+             if any(step.state == StepState.UNCERTAIN for step in m.steps)]
+    if not named:
+        return ""
+    more = len(named) - MAX_NAMED_FAILURES
+    return (f"; uncertain, for an operator to check: {', '.join(named[:MAX_NAMED_FAILURES])}"
+            + (f" and {more} more" if more > 0 else ""))
 
 
 def _as_asked(detail: str, machines: list[MachineResult]) -> list[MachineResult]:

@@ -69,6 +69,9 @@ them out; from the cloud's PEM key: ``openssl pkey -in key.pem -pubout -outform 
 tail -c 32 | base64``). A plan signed by any of them runs, so a key rotates without a flag
 day: pin the new key at every site, switch the cloud to it, then unpin the old one. A
 config without any key is refused: the gateway would refuse every plan.
+
+``[cache]`` sets up the site's artifact cache and the address it serves the BMCs on
+(``edge_gateway.cache.settings``, docs/artifacts.md).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_gateway.cache.settings import CacheSettings, parse_cache
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import ConfigError
 from edge_gateway.fingerprints import parse_fingerprint
@@ -131,6 +135,8 @@ class SiteConfig:
     observe_interval: float = 3600.0
     # The cloud's plan-signing public keys (base64 of the raw key), any of which it believes.
     plan_keys: tuple[str, ...] = ()
+    # The site's artifact cache (``[cache]``, edge_gateway.cache.settings); None: none.
+    cache: CacheSettings | None = None
 
     def machine(self, machine_id: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.id == machine_id), None)
@@ -176,6 +182,7 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         progress_interval=float(data.get("progress_interval", 1.0)),
         observe_interval=float(data.get("observe_interval", SiteConfig.observe_interval)),
         plan_keys=_plan_keys(data.get("trust", {}), source),
+        cache=parse_cache(data.get("cache"), base_dir, source),
     )
 
 

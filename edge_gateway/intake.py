@@ -4,7 +4,8 @@ A message passes, in order: its topic (one of this site's, cloud to gateway); th
 bounds (``parse_json``: size, nesting, encoding); the cloud's signature (``trust``: nothing
 in the message is believed before it verifies); the contract's fields (``decode_object``,
 which also holds the message to its topic); and, for a plan, what this gateway can run
-(known tasks, valid parameters, this site). Each check raises ProtocolError naming what is
+(known tasks, valid parameters, this site, a maintenance window in a time zone this
+machine's database has). Each check raises ProtocolError naming what is
 wrong; a refused plan's error names its execution, when it could be read, so the gateway
 answers it with a ``rejected`` result (``refused_plan``).
 """
@@ -23,6 +24,7 @@ from edgeplane.protocol import (
     parse_json,
     parse_topic,
 )
+from edgeplane.windows import WindowError
 
 
 class Intake:
@@ -54,13 +56,21 @@ class Intake:
 
     def check_plan(self, message: Message) -> Plan:
         """The plan, if it is one for this site that it can run: known tasks, valid
-        parameters. The contract's decode has checked the rest."""
+        parameters, a window whose time zone is known here (a plan held by a zone this
+        gateway cannot read would run at the wrong hour: it is refused). The contract's
+        decode has checked the rest."""
         if not isinstance(message, Plan):
             raise ProtocolError(f"a {message.KIND} message is not a plan")
         if message.site != self.site:
             raise ProtocolError(f"the plan is for site {message.site}, not {self.site}",
                                 kind=Plan.KIND, execution_id=message.execution_id)
         message.check_tasks()
+        if message.window is not None:
+            try:
+                message.window.zone()
+            except WindowError as exc:
+                raise ProtocolError(f"the plan's maintenance window: {exc}", kind=Plan.KIND,
+                                    execution_id=message.execution_id) from None
         return message
 
     @staticmethod

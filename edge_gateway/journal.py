@@ -1,9 +1,24 @@
-"""The gateway's durable memory (SQLite): plans received and messages not yet acknowledged.
+"""The gateway's durable memory (SQLite): plans received, the steps they ran, the cancels
+received, and messages not yet acknowledged.
 
-A site finishes what it started: a plan is journaled before it runs, so a gateway that
-restarts resumes it (every step is an "ensure", so running one again is safe); every message
-for the cloud goes through the outbox and stays there until the broker acknowledges it
-(MQTT PUBACK), so results survive a restart with the WAN down.
+A site finishes what it started, exactly once: a plan is journaled before it runs, and each
+step of each machine is journaled as it starts (committed before the BMC is asked anything)
+and as it ends, so a gateway that restarts resumes each machine from its first unfinished
+step, and knows which step was in flight (``executor`` decides what to do with it). A cancel
+is journaled before it is acted on, so a restart does not resume a canceled plan. Every
+message for the cloud goes through the outbox and stays there until the broker acknowledges
+it (MQTT PUBACK), so results survive a restart with the WAN down.
+
+Every commit survives the gateway's crash. The ones whose loss would lose a plan the broker
+counts delivered or make a step run twice (a plan accepted, a step's start, a cancel) are
+also fsynced before they return (``synchronous=FULL``), so they survive a power cut; the
+others (``NORMAL``, one fsync per WAL checkpoint) may lose the last moments before one: a
+step that ended then looks in flight (re-checked, not repeated), and a report the broker
+had not acknowledged may be sent again (its id lets the cloud drop it) or not at all (the
+cloud's timeout and a plan sent again cover it).
+
+The schema only grows (``CREATE TABLE IF NOT EXISTS``): a journal written by an older
+gateway opens as it is, with the new tables added empty.
 
 Plans are never deleted: an execution is how a plan received again is recognized, and a
 signed plan may be sent again (replayed) until its signature expires, up to
@@ -13,9 +28,11 @@ plan received less than that long ago.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -38,7 +55,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain     INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS steps (
+    execution_id TEXT NOT NULL,
+    machine      TEXT NOT NULL,
+    position     INTEGER NOT NULL,
+    task         TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    result       BLOB,
+    PRIMARY KEY (execution_id, machine, position)
+);
+CREATE TABLE IF NOT EXISTS cancels (
+    execution_id TEXT PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    received_at  REAL NOT NULL
+);
 """
+
+MAX_CANCELS = 10_000  # cancels kept; the oldest are forgotten first
 
 
 class PlanState(StrEnum):
@@ -52,6 +85,17 @@ class OutboxMessage:
     topic: str
     payload: bytes
     retain: bool
+
+
+@dataclass(frozen=True)
+class JournaledStep:
+    """A step of one machine that started: ``result`` (the step's result as JSON) is None
+    while it has not ended, which after a restart means it was in flight."""
+
+    position: int  # among the machine's steps in the plan
+    task: str
+    started_at: float
+    result: bytes | None
 
 
 @dataclass(frozen=True)
@@ -80,11 +124,20 @@ class Journal:
         with self._lock:
             self._db.close()
 
+    @contextlib.contextmanager
+    def _synced(self) -> Iterator[None]:
+        """Commits made inside are fsynced before they return (hold ``_lock``)."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
     # --- plans ---------------------------------------------------------------------
 
     def accept_plan(self, execution_id: str, payload: bytes) -> bool:
         """Record a received plan; False if this execution was already received."""
-        with self._lock:
+        with self._lock, self._synced():
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO plans (execution_id, payload, state, received_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -123,12 +176,79 @@ class Journal:
 
     def finish_plan(self, execution_id: str, result: bytes) -> None:
         """``result``: the payloads of the messages the result was sent in (its parts, when
-        one message could not hold it), one a line: what a plan received again gets."""
-        with self._lock:
+        one message could not hold it), one a line: what a plan received again gets. Its
+        steps are forgotten with it: the result holds what they did."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
             self._db.execute(
                 "UPDATE plans SET state = ?, result = ?, finished_at = ? WHERE execution_id = ?",
                 (PlanState.DONE, result, time.time(), execution_id),
             )
+            self._db.execute("DELETE FROM steps WHERE execution_id = ?", (execution_id,))
+
+    # --- steps ---------------------------------------------------------------------
+
+    def step_started(self, execution_id: str, machine: str, position: int, task: str) -> None:
+        """Record that a step starts; committed when this returns, before the BMC is asked.
+        Starting a step again (after a restart) keeps its first start."""
+        with self._lock, self._synced():
+            self._db.execute(
+                "INSERT OR IGNORE INTO steps (execution_id, machine, position, task, "
+                "started_at) VALUES (?, ?, ?, ?, ?)",
+                (execution_id, machine, position, task, time.time()),
+            )
+
+    def step_ended(self, execution_id: str, machine: str, position: int, task: str,
+                   result: bytes) -> None:
+        """Record how a step ended (``result``: its result as JSON)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO steps (execution_id, machine, position, task, started_at, "
+                "result) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id, machine, "
+                "position) DO UPDATE SET result = excluded.result",
+                (execution_id, machine, position, task, time.time(), result),
+            )
+
+    def steps(self, execution_id: str) -> dict[str, dict[int, JournaledStep]]:
+        """The steps of an execution that started: machine -> position -> step."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT machine, position, task, started_at, result FROM steps "
+                "WHERE execution_id = ?", (execution_id,)).fetchall()
+        found: dict[str, dict[int, JournaledStep]] = {}
+        for machine, position, task, started_at, result in rows:
+            found.setdefault(machine, {})[int(position)] = JournaledStep(
+                int(position), task, float(started_at), None if result is None else bytes(result))
+        return found
+
+    def has_steps(self, execution_id: str) -> bool:
+        """True once a step of the execution has started on some machine."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM steps WHERE execution_id = ? LIMIT 1",
+                                   (execution_id,)).fetchone()
+        return row is not None
+
+    # --- cancels -------------------------------------------------------------------
+
+    def cancel(self, execution_id: str, reason: str) -> bool:
+        """Record a cancel (before it is acted on); False if it was recorded already. A
+        cancel may come before its plan. The oldest beyond ``MAX_CANCELS`` are forgotten."""
+        with self._lock, self._synced(), self._db:
+            self._db.execute("BEGIN")
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO cancels (execution_id, reason, received_at) "
+                "VALUES (?, ?, ?)", (execution_id, reason, time.time()))
+            self._db.execute(
+                "DELETE FROM cancels WHERE execution_id NOT IN (SELECT execution_id FROM "
+                "cancels ORDER BY received_at DESC LIMIT ?)", (MAX_CANCELS,))
+            return cursor.rowcount == 1
+
+    def canceled(self) -> list[str]:
+        """The executions canceled, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT execution_id FROM cancels ORDER BY received_at").fetchall()
+        return [str(r[0]) for r in rows]
 
     # --- outbox --------------------------------------------------------------------
 

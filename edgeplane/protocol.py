@@ -14,6 +14,7 @@ own subtree (the MQTT client id is the site id):
     edgeplane/v1/sites/{site}/up/progress     gateway -> cloud   Progress
     edgeplane/v1/sites/{site}/up/result       gateway -> cloud   Result
     edgeplane/v1/sites/{site}/up/observed     gateway -> cloud   Observed
+    edgeplane/v1/sites/{site}/up/cache        gateway -> cloud   CacheStatus
 
 Every message carries ``v`` (protocol version), ``kind``, ``id`` (unique per message, so a
 receiver can drop duplicates) and ``site``. Progress and results carry ``seq``, which grows
@@ -73,6 +74,27 @@ Version history:
          one proved healthy, failed (saying why) once the previous one is back. A
          gateway that predates it refuses such a plan (unknown task: a ``rejected``
          result). A string parameter may have a ``pattern`` (checked by both sides).
+         Exactly once on the site: the step state ``uncertain`` (summary letter ``?``): a
+         step that acts every time (``TaskSpec.idempotent`` False) was in flight when the
+         gateway stopped, and is not run again; its message says what the BMC shows, and
+         its machine is ``failed``, which no retry may run again. A cloud that predates it
+         sees the machine failed, but may retry an execution whose other failures are
+         retryable, and drops a summary with the new letter: update the cloud first.
+         Maintenance windows on the site: a plan's ``window`` (start, end, days, time zone;
+         the rule is ``edgeplane.windows``) makes a gateway that receives it outside the
+         window hold it until the window opens, saying so in a progress with
+         ``waiting_until`` (and no machines); a plan held past its ``expires_at`` ends
+         ``expired``, unrun; a zone the gateway does not know gets a ``rejected`` result.
+         A gateway that predates it runs the plan at once, as before; a cloud that predates
+         ``waiting_until`` takes that progress for the start of the execution (and may
+         time it out while it waits): update the cloud first.
+         Site artifact cache: ``media.insert`` and ``firmware.update`` take ``sha256`` and
+         ``size`` (optional, together) beside ``image``: the gateway fetches the image
+         into its cache once per site, checks the digest, and hands its BMCs a URL on the
+         site LAN instead (docs/artifacts.md). A gateway that predates them refuses such a
+         plan (unknown parameters: a ``rejected`` result). The ``cache`` message: what
+         the site's cache holds and served, sent at each connection and after each plan
+         that named an artifact. A cloud that predates it drops it as an unknown kind.
 """
 
 from __future__ import annotations
@@ -89,6 +111,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from edgeplane.windows import Window, WindowError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -218,6 +242,10 @@ class StepState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # A step that acts every time was in flight when the gateway stopped: it may or may
+    # not have happened, so it is not run again; its message says what the BMC shows. Its
+    # machine fails there, and an operator decides (never retried by itself).
+    UNCERTAIN = "uncertain"
 
 
 class MachineState(enum.StrEnum):
@@ -369,6 +397,16 @@ _TIMEOUT = Param(ParamType.INTEGER, default=300, minimum=1, maximum=86400,
 # is also the name of its folder on the site, so no separator and no leading dot.
 GATEWAY_VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.+!_-]{0,63}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+MAX_ARTIFACT_BYTES = 2**40  # an artifact (image, firmware) a plan may name: 1 TiB
+# An image fetched through the site's cache (docs/artifacts.md): the digest and size the
+# cloud signs with the plan; the gateway hands the BMC its LAN copy's URL.
+_ARTIFACT_PARAMS = {
+    "sha256": Param(pattern=SHA256_PATTERN, shape="64 lowercase hex digits", default=None,
+                    help="the image's SHA-256: fetch it once into the site's cache, check "
+                    "it, and give the BMC the cache's LAN URL"),
+    "size": Param(ParamType.INTEGER, default=None, minimum=1, maximum=MAX_ARTIFACT_BYTES,
+                  help="the image's size in bytes (with sha256)"),
+}
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -392,6 +430,7 @@ TASKS: dict[str, TaskSpec] = {
             "slot": Param(default=None, help="the BMC's slot id; default: the first CD slot"),
             "boot": Param(ParamType.BOOLEAN, default=False,
                           help="also boot from it once (boot.override target=cd)"),
+            **_ARTIFACT_PARAMS,
         }, help="insert an image as virtual media"),
         TaskSpec("media.eject", Capability.MEDIA, {
             "slot": Param(default=None, help="default: every slot with media"),
@@ -410,6 +449,7 @@ TASKS: dict[str, TaskSpec] = {
             "version": Param(default=None, help="the version the image holds: skip if the "
                              "component has it already, verify it afterwards"),
             "timeout": Param(ParamType.INTEGER, default=1800, minimum=10, maximum=86400),
+            **_ARTIFACT_PARAMS,
         }, help="update firmware from an image URL and follow the BMC's task to the end"),
         TaskSpec("inventory.collect", Capability.INVENTORY),
         TaskSpec("health.check", Capability.HEALTH, {
@@ -589,6 +629,25 @@ def _parameters(value: Any, where: str) -> None:
         _name(key, f"{where}: a parameter name")
 
 
+def _window(value: Any, where: str) -> None:
+    """A maintenance window: an object of exactly its fields, each well-formed."""
+    if isinstance(value, Window):
+        value = {f.name: getattr(value, f.name) for f in fields(Window)}
+    _object(value, where)
+    if "start" not in value or "end" not in value:
+        raise ProtocolError(f"{where} must have a start and an end, not "
+                            f"{excerpt(sorted(value))}")
+    try:
+        _window_of(value).check()
+    except WindowError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+
+
+def _window_of(value: dict[str, Any]) -> Window:
+    """The window of an object (fields it does not know are left out, as in a message)."""
+    return Window(**{f.name: value[f.name] for f in fields(Window) if f.name in value})
+
+
 def _optional(check: Check) -> Check:
     def optional(value: Any, where: str) -> None:
         if value is not None:
@@ -696,7 +755,8 @@ class Plan(Message):
     KIND: ClassVar[str] = "plan"
     _CHECKS: ClassVar[dict[str, Check]] = {
         **Message._CHECKS, "execution_id": _execution_id, "rollout_id": _name,
-        "expires_at": _optional(_time), "detail": _name, "observe": _flag}
+        "expires_at": _optional(_time), "detail": _name, "observe": _flag,
+        "window": _optional(_window)}
 
     execution_id: str = ""
     rollout_id: str = ""
@@ -704,6 +764,9 @@ class Plan(Message):
     expires_at: float | None = None
     detail: str = Detail.FULL  # how much the gateway reports of each step (``Detail``)
     observe: bool = True  # send the machines' observed state after the plan (for drift)
+    # The site's maintenance window: a gateway that receives the plan outside it holds it
+    # until it opens (or the plan expires). None: the plan runs at once.
+    window: Window | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -720,7 +783,11 @@ class Plan(Message):
                 steps.append(_build(PlanStep, raw, ""))
             except ProtocolError as exc:
                 raise ProtocolError(f"plan step {index} is malformed: {exc}") from None
-        plan = super().from_dict({**data, "steps": steps})
+        raw_window = data.get("window")
+        if isinstance(raw_window, dict):  # checked as it is built (``_window``)
+            _window(raw_window, "plan field 'window'")
+            raw_window = _window_of(raw_window)
+        plan = super().from_dict({**data, "steps": steps, "window": raw_window})
         assert isinstance(plan, Plan)
         if not plan.execution_id:
             raise ProtocolError("plan has no execution_id")
@@ -799,6 +866,30 @@ class Presence(Message):
     @property
     def order(self) -> tuple[float, int]:
         return (self.session, 0 if self.online else 1)
+
+
+@dataclass(frozen=True)
+class CacheStatus(Message):
+    """What the site's artifact cache holds and did (docs/artifacts.md): current state,
+    so a receiver keeps the one with the latest ``ts``. Counters count since the cache
+    was created (``hits``, ``downloads``, ``wire_bytes``, ``evictions``) or since the
+    gateway started (``served_*``: what the BMCs fetched from it)."""
+
+    KIND: ClassVar[str] = "cache"
+    _CHECKS: ClassVar[dict[str, Check]] = {
+        **Message._CHECKS, "artifacts": _count, "bytes": _count, "max_bytes": _count,
+        "hits": _count, "downloads": _count, "wire_bytes": _count,
+        "served_requests": _count, "served_bytes": _count, "evictions": _count}
+
+    artifacts: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    hits: int = 0
+    downloads: int = 0
+    wire_bytes: int = 0
+    served_requests: int = 0
+    served_bytes: int = 0
+    evictions: int = 0
 
 
 @dataclass(frozen=True)
@@ -929,6 +1020,7 @@ STEP_LETTERS: dict[str, tuple[StepState, bool]] = {
     "s": (StepState.SKIPPED, False),
     "r": (StepState.RUNNING, False),
     "p": (StepState.PENDING, False),
+    "?": (StepState.UNCERTAIN, False),
 }
 _LETTER_OF = {value: letter for letter, value in STEP_LETTERS.items()}
 # Tasks whose data is what the operator asked for: a summary keeps it.
@@ -945,7 +1037,7 @@ def summarize(machine: MachineResult) -> MachineResult:
     for index, step in enumerate(machine.steps):
         letters.append(_LETTER_OF.get((StepState(step.state), bool(step.changed)
                                        and step.state == StepState.SUCCEEDED), "p"))
-        if step.state == StepState.FAILED or step.retryable or (
+        if step.state in (StepState.FAILED, StepState.UNCERTAIN) or step.retryable or (
                 step.data is not None and step.task in READ_TASKS):
             kept.append(replace(step, index=index, started_at=None, finished_at=None))
     return MachineResult(machine=machine.machine, state=machine.state, steps=kept,
@@ -973,11 +1065,15 @@ class Progress(Message):
 
     KIND: ClassVar[str] = "progress"
     _CHECKS: ClassVar[dict[str, Check]] = {
-        **Message._CHECKS, "execution_id": _execution_id, "seq": _count}
+        **Message._CHECKS, "execution_id": _execution_id, "seq": _count,
+        "waiting_until": _optional(_time)}
 
     execution_id: str = ""
     seq: int = 0
     machines: list[MachineResult] = field(default_factory=list)
+    # The gateway holds the plan until then, when the site's maintenance window opens: no
+    # machine has started. None: the plan is not held.
+    waiting_until: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Progress:
@@ -1106,9 +1202,10 @@ class Observed(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (Plan, Cancel, Presence, Inventory, Progress, Result, Observed)
+    cls.KIND: cls for cls in (Plan, Cancel, Presence, Inventory, Progress, Result, Observed,
+                              CacheStatus)
 }
-UP_KINDS = frozenset({"presence", "inventory", "progress", "result", "observed"})
+UP_KINDS = frozenset({"presence", "inventory", "progress", "result", "observed", "cache"})
 
 
 # --- decoding ------------------------------------------------------------------------

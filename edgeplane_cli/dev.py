@@ -50,6 +50,8 @@ def up(
     path = save_context("local", state.context)
     console.print(f"local stack up: API {state.api_url}, MQTT 127.0.0.1:{state.mqtt_port}, "
                   f"{sites} sites; CLI config written to {path}")
+    console.print(f"web console: {state.console_url} (sign in with a principal's token: "
+                  "edgeplane principals create NAME --role operator)")
     if stack.resumed:
         console.print(f"the data of the last run is kept in {store_dir(stack.directory)} "
                       "(--fresh starts empty)")

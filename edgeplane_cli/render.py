@@ -7,11 +7,12 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLES = {
     "succeeded": "green", "failed": "red", "timed_out": "red", "rejected": "red",
-    "canceled": "yellow",
+    "canceled": "yellow", "uncertain": "magenta",
     "running": "cyan", "sent": "cyan", "queued": "dim", "pending": "dim", "skipped": "yellow",
 }
 
@@ -48,10 +49,19 @@ def rollout_table(data: dict[str, Any]) -> Table:
             cells = _step_cells(steps, machine.get("steps", []))
             table.add_row(
                 execution["site_id"] if index == 0 else "",
-                styled(execution["state"]) if index == 0 else "",
+                _execution_cell(execution) if index == 0 else "",
                 machine["machine"], styled(machine["state"]), *cells,
             )
     return table
+
+
+def _execution_cell(execution: dict[str, Any]) -> str:
+    """The execution's state; a plan sent and held by its site says until when (the only
+    message a ``sent`` execution has: its maintenance window has not opened there)."""
+    state = styled(execution["state"])
+    if execution["state"] == "sent" and execution.get("message"):
+        return f"{state}\n{escape(execution['message'])}"
+    return state
 
 
 def _step_cells(tasks: list[str], ran: list[dict[str, Any]]) -> list[str]:
@@ -70,7 +80,7 @@ def _step_cell(step: dict[str, Any]) -> str:
     state = step.get("state")
     if state == "succeeded":
         return f"{styled(state)} {'changed' if step.get('changed') else 'unchanged'}"
-    if state == "failed":
+    if state in ("failed", "uncertain"):  # uncertain: what the BMC showed, for the operator
         return f"{styled(state)}: {step.get('message', '')}"
     return styled(state)
 
@@ -85,6 +95,27 @@ def sites_table(sites: list[dict[str, Any]]) -> Table:
                       site.get("timezone") or "-", site.get("gateway_version") or "-",
                       str(site.get("last_seen_at") or "-"))
     return table
+
+
+def cache_line(site: dict[str, Any]) -> str:
+    """The site's artifact cache in one line, as its gateway last reported it."""
+    cache = site.get("cache")
+    if not cache:
+        return "artifact cache: none reported"
+    return (f"artifact cache: {cache['artifacts']} artifacts, {_bytes(cache['bytes'])} of "
+            f"{_bytes(cache['max_bytes'])}, {cache['hits']} hits, {cache['downloads']} "
+            f"downloads ({_bytes(cache['wire_bytes'])} over the WAN), "
+            f"{_bytes(cache['served_bytes'])} served on the LAN, {cache['evictions']} "
+            f"evicted (reported {cache.get('reported_at') or '-'})")
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def machines_table(site_id: str, machines: list[dict[str, Any]]) -> Table:

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from edgeplane_cli.options import ApiUrl, Json, Token, client
-from edgeplane_cli.render import console, machines_table, print_json, sites_table
+from edgeplane_cli.render import (
+    cache_line,
+    console,
+    machines_table,
+    print_json,
+    sites_table,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Sites and their machines.")
 
@@ -22,12 +28,13 @@ def list_sites(api_url: ApiUrl = None, token: Token = None, json: Json = False) 
 @app.command("show")
 def show_site(site_id: str, api_url: ApiUrl = None, token: Token = None,
               json: Json = False) -> None:
-    """One site and its machines (as the gateway's inventory reported them)."""
+    """One site, its artifact cache and its machines (as its gateway reported them)."""
     data = client(api_url, token).get(f"/sites/{site_id}")
     if json:
         print_json(data)
         return
     console.print(sites_table([data["site"]]))
+    console.print(cache_line(data["site"]))
     console.print(machines_table(site_id, data["machines"]))
 
 

@@ -25,7 +25,12 @@ in the broker. A handler that raises while the store answers is the message's fa
 is tried a few times, then kept as a dead letter in the spool with the reason (logged;
 without a spool: logged and dropped), and the bridge carries on.
 Messages are handled in batches (``--batch-size``, by ``chalicelib.ingest.handle_messages``,
-as the Lambda gets SQS batches), ``--workers`` batches at once.
+as the Lambda gets SQS batches), ``--workers`` batches at once. A batch closes when it is
+full or ``--batch-window`` seconds after its first message (as the Lambda's batching
+window): reports that come together are stored together, and what a batch costs besides
+its reports (counters, events) is paid once for all of them. With ``--processes N`` the
+batches are handled in N ingest processes, each owning a share of the sites
+(``edgeplane_dev.ingest_shards``), as Lambdas run side by side.
 
 Run it with ``python -m edgeplane_dev.bridge --port 1883``.
 """
@@ -46,6 +51,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edgeplane import protocol
+from edgeplane_dev.ingest_shards import ShardedIngest, ShareFailed
 from edgeplane_dev.pki import Identity
 from edgeplane_dev.spool import MAX_BYTES, MAX_REPORTS, Spool
 
@@ -59,6 +65,7 @@ RECONNECT_MAX_DELAY = 30
 HANDLER_RETRY_DELAYS = (0.2, 1.0, 3.0)
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # while the store does not answer; the last repeats
 BATCH_SIZE = 100  # messages handed to the handler at once, like an SQS batch
+BATCH_WINDOW = 0.2  # s a batch waits for more after its first message
 
 
 def _default_batch_handler(messages: list[tuple[str, bytes]]) -> None:
@@ -71,6 +78,8 @@ def store_unavailable(exc: BaseException) -> str | None:
     """Why the store did not take a batch (None: the batch is at fault)."""
     from chalicelib.availability import store_unavailable as why  # the cloud side
 
+    if isinstance(exc, ShareFailed):  # raised in an ingest process, which told why
+        return exc.unavailable
     return why(exc)
 
 
@@ -104,9 +113,12 @@ class _Bridge:
     """
 
     def __init__(self, handler: BatchHandler, workers: int = 1,
-                 batch_size: int = BATCH_SIZE, spool: Spool | None = None) -> None:
+                 batch_size: int = BATCH_SIZE, spool: Spool | None = None,
+                 batch_window: float = 0.0) -> None:
         self.handler = handler
         self.batch_size = batch_size
+        self.batch_window = batch_window
+        self._gathering = threading.Lock()  # one worker gathers a batch at a time
         self.spool = spool
         self._capacity = workers * batch_size
         self._free = threading.Semaphore(self._capacity)
@@ -182,21 +194,33 @@ class _Bridge:
 
     # --- workers: from the broker to the store (or the spool) ---------------------------
 
-    def _work(self) -> None:
-        while True:
+    def _next_batch(self) -> list[tuple[mqtt.Client, mqtt.MQTTMessage]] | None:
+        """Up to ``batch_size`` messages: those waiting, and those that come within
+        ``batch_window`` of the first (None: the bridge closes)."""
+        with self._gathering:  # the others wait their turn rather than take a share each
             first = self._queue.get()
             if first is None:
-                return
+                return None
             batch = [first]
+            closes = time.monotonic() + self.batch_window
             while len(batch) < self.batch_size:
                 try:
-                    item = self._queue.get_nowait()
+                    left = closes - time.monotonic()
+                    item = self._queue.get(timeout=left) if left > 0 else \
+                        self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:  # closing: finish this batch, then stop
                     self._queue.put(None)
                     break
                 batch.append(item)
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
             done = False
             try:
                 self.handle([message for _, message in batch])
@@ -390,16 +414,22 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
                batch_handler: BatchHandler | None = None,
                batch_size: int = BATCH_SIZE, identity: Identity | None = None,
                spool: Path | None = None, spool_max_reports: int = MAX_REPORTS,
-               spool_max_bytes: int = MAX_BYTES) -> None:
+               spool_max_bytes: int = MAX_BYTES, batch_window: float = 0.0,
+               processes: int = 1) -> None:
     """Forward every gateway report to ``batch_handler`` (or ``handler``, one message at a
     time) until ``stop_event`` is set (or forever). With ``identity`` (``cloud.ingest``'s
     certificate) it connects over TLS; the broker then takes the client id from it. With
-    ``spool`` (a file), what comes while the store does not answer waits there."""
+    ``spool`` (a file), what comes while the store does not answer waits there. With
+    neither handler, the cloud's ingest handles the reports, in ``processes`` processes."""
     stop_event = stop_event or threading.Event()
-    if batch_handler is None:
+    sharded = None
+    if batch_handler is None and handler is None and processes > 1:
+        sharded = batch_handler = ShardedIngest(processes, threads=workers)
+    elif batch_handler is None:
         batch_handler = one_at_a_time(handler) if handler else _default_batch_handler
     bridge = _Bridge(batch_handler, workers, batch_size,
-                     Spool(spool, spool_max_reports, spool_max_bytes) if spool else None)
+                     Spool(spool, spool_max_reports, spool_max_bytes) if spool else None,
+                     batch_window)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311, clean_session=False)
     client.manual_ack_set(True)
@@ -425,6 +455,8 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
         client.disconnect()
         client.loop_stop()
         bridge.close()
+        if sharded is not None:
+            sharded.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -436,6 +468,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="batches handled at once (bounds what a backlog costs)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="messages per batch at most")
+    parser.add_argument("--batch-window", type=float, default=BATCH_WINDOW,
+                        help="seconds a batch waits for more after its first message")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="ingest processes, each owning a share of the sites")
     parser.add_argument("--spool", type=Path,
                         help="a file where reports wait while the store does not answer")
     parser.add_argument("--spool-max-reports", type=int, default=MAX_REPORTS)
@@ -456,7 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     run_bridge(args.host, args.port, client_id=args.client_id, stop_event=stop,
                workers=args.workers, batch_size=args.batch_size, identity=identity,
                spool=args.spool, spool_max_reports=args.spool_max_reports,
-               spool_max_bytes=args.spool_max_mib << 20)
+               spool_max_bytes=args.spool_max_mib << 20, batch_window=args.batch_window,
+               processes=args.processes)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bo
                   "emulated BMCs)...")
     stack = LocalStack(directory, plan_sites(site_count), fresh=True)
     with stack as state:
-        console.print(f"stack up in {time.monotonic() - started:.1f} s; API {state.api_url}")
+        console.print(f"stack up in {time.monotonic() - started:.1f} s; API {state.api_url}; "
+                      f"web console {state.console_url} (sign in with the token in "
+                      f"{directory / 'stack.json'})")
         api = ApiClient(state.context)
         console.print(sites_table(api.get("/sites")["sites"]))
         ok = _actions(api, timeout)

@@ -57,6 +57,8 @@ BIN = Path(sys.executable).parent
 BMC_USERNAME = "admin"
 BMC_PASSWORD = "password"  # noqa: S105 - the emulators' well-known demo credential
 ADMIN = "admin"  # the stack's API principal; its token is in stack.json (0600)
+# The bridge's ingest processes (each a share of the sites), as Lambdas run side by side.
+INGEST_PROCESSES = 2
 TIMEZONES = ("Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Australia/Sydney",
              "America/Sao_Paulo")
 
@@ -97,6 +99,11 @@ class StackState:
     @property
     def context(self) -> Context:
         return Context(self.api_url, self.token)
+
+    @property
+    def console_url(self) -> str:
+        """The web console, served by the API (chalicelib/console)."""
+        return f"{self.api_url}/console"
 
     def identity(self, name: str) -> Identity:
         """A certificate for a client of the stack's broker: a site id, or
@@ -376,7 +383,8 @@ class LocalStack:
                                str(state.mqtt_port), "--ca-file", str(ingest.ca_file),
                                "--cert-file", str(ingest.cert_file),
                                "--key-file", str(ingest.key_file),
-                               "--spool", str(bridge_spool(self.directory))],
+                               "--spool", str(bridge_spool(self.directory)),
+                               "--processes", str(INGEST_PROCESSES)],
                     env=self._cloud_part_env("bridge"))
         self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
                                "5"], env=self._cloud_part_env("ticker"))

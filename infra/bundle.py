@@ -40,6 +40,7 @@ REQUIREMENTS = ROOT / "requirements.txt"
 WIRE_CONTRACT = ROOT / "edgeplane"
 APP_FILES = ("app.py",)
 APP_PACKAGES = ("chalicelib",)
+CONSOLE_ASSETS = Path("chalicelib", "console", "assets")
 CHALICE_CONFIG = ROOT / ".chalice" / "config.json"
 
 # In the Lambda Python runtime already (and kept up to date there): not shipped, and neither
@@ -49,6 +50,9 @@ RUNTIME_PROVIDED = frozenset({"boto3", "botocore"})
 # images the runtimes use.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64")
 MAX_BUNDLE_BYTES = 5 * 1024 * 1024
+# What the app imports when first needed rather than at ``import app`` (the signing
+# library: by the first plan signed), shipped compiled as well.
+IMPORTED_LATER = ("nacl.signing",)
 
 
 def python_version() -> str:
@@ -68,6 +72,8 @@ def stage_project(project: Path | None = None) -> Path:
         shutil.copy2(ROOT / name, project / name)
     for package in APP_PACKAGES:
         _copy_sources(ROOT / package, project / package)
+    # The web console's page, styles and scripts, served by the app (chalicelib/console).
+    shutil.copytree(ROOT / CONSOLE_ASSETS, project / CONSOLE_ASSETS)
     vendor = project / "vendor"
     shutil.copytree(dependencies(), vendor, copy_function=_link_or_copy,
                     ignore=shutil.ignore_patterns(".complete"))
@@ -200,8 +206,9 @@ def strip_debug_info(site: Path) -> None:
 
 
 def compile_imported(project: Path) -> list[Path]:
-    """Compile the modules of the project that ``import app`` loads, as Lambda will run it
-    (the project, its vendor folder, then the runtime's boto3 and botocore); returns them.
+    """Compile the modules of the project that ``import app`` (and IMPORTED_LATER) loads,
+    as Lambda will run it (the project, its vendor folder, then the runtime's boto3 and
+    botocore); returns them.
 
     The project's own code (app.py, chalicelib, the wire contract) keeps its source beside
     an unchecked-hash ``.pyc``, valid whatever timestamps the zip and Lambda give the files.
@@ -213,8 +220,9 @@ def compile_imported(project: Path) -> list[Path]:
     import botocore  # where this interpreter has the runtime's packages
 
     runtime = Path(botocore.__file__).resolve().parent.parent
-    probe = ("import json, sys; import app; print(json.dumps(sorted({m.__file__ for m in "
-             "list(sys.modules.values()) if getattr(m, '__file__', None)})))")
+    probe = (f"import json, sys; import app; import {', '.join(IMPORTED_LATER)}; "
+             "print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) "
+             "if getattr(m, '__file__', None)})))")
     loaded = _run([sys.executable, "-S", "-c", probe], cwd=project, env={
         "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": os.pathsep.join([str(project), str(project / "vendor"), str(runtime)])})

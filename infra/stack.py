@@ -22,6 +22,7 @@ from constructs import Construct
 from chalicelib.signing import SECRET_PREFIX
 from infra import bundle
 from infra.alarms import Alarms
+from infra.api_logs import ApiAccessLogs
 from infra.bus import EventBus
 from infra.device import INGEST_TIMEOUT, DeviceChannel, cloud_topics
 from infra.stages import Stage
@@ -39,6 +40,7 @@ UNSET_SETTINGS = {
     "EDGEPLANE_MQTT_KEY": "as EDGEPLANE_MQTT_CA",
     "EDGEPLANE_AUTHORIZER": "bearer tokens of the principals in the store",
     "EDGEPLANE_AUDIT_RETENTION_DAYS": "the app's default",
+    "EDGEPLANE_CONSOLE_CACHE_S": "the app's default (chalicelib/console/fleet.py)",
 }
 # What the app does with its tables' items (no table is created or deleted by it).
 TABLE_ACTIONS = ("GetItem", "BatchGetItem", "Query", "Scan", "ConditionCheckItem", "PutItem",
@@ -221,12 +223,15 @@ class EdgeplaneStack(cdk.Stack):
                              f"queue for {INGEST_TIMEOUT.to_seconds()} s")
 
     def _api(self, stage: Stage, prefix: str) -> str:
-        """Name the API after the stage and throttle it; returns its name."""
+        """Name the API after the stage, throttle it and log every request; returns its
+        name."""
         apis = [name for name, resource in self.sam["Resources"].items()
                 if resource["Type"] == "AWS::Serverless::Api"]
+        self.api_logs = ApiAccessLogs(self, "ApiAccessLogs", stage.log_retention)
         for name in apis:
             api = self.chalice.get_resource(name)
             api.add_property_override("Name", prefix)
+            api.add_property_override("AccessLogSetting", self.api_logs.setting())
             api.add_property_override("MethodSettings", [{
                 "ResourcePath": "/*", "HttpMethod": "*",
                 "ThrottlingRateLimit": stage.api_rate,
@@ -242,6 +247,8 @@ class EdgeplaneStack(cdk.Stack):
             "PlanSigningKeySecret": (self.signing_key.secret_arn,
                                      "Put the plan-signing key's PEM here"),
             "EventBusName": (self.bus.bus.event_bus_name, "Edgeplane's EventBridge bus"),
+            "ApiAccessLogGroup": (self.api_logs.group.log_group_name,
+                                  "The API's access log: a JSON line per request"),
             "AlarmTopic": (self.alarms.topic.topic_arn, "Subscribe to be told of alarms"),
             "IngestQueue": (self.device.queue.queue_url, "Sites' reports"),
             "DeadLetterQueue": (self.device.dead_letters.queue_url,

@@ -2,8 +2,8 @@
 # Installs what Edgeplane's local stack needs from Debian: mosquitto (the broker), node and
 # npm (the store, dynalite, is an npm package: `make install` runs `npm ci`; the CDK app of
 # infra/ synthesizes through node too), ipmitool (an independent IPMI client for the
-# tests), binutils (strip, for the Lambda bundle) and Python's venv module. Idempotent and quick
-# when everything is already there.
+# tests), binutils (strip, for the Lambda bundle), chromium (the console's browser tests) and
+# Python's venv module. Idempotent and quick when everything is already there.
 set -euo pipefail
 
 missing=()
@@ -12,6 +12,8 @@ command -v ipmitool >/dev/null 2>&1 || missing+=(ipmitool)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)  # the Lambda bundle's native code
+# The web console's browser tests: Debian's chromium, driven by playwright; with a font.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "Edgeplane needs Python 3.11 or newer as '$python' (set PYTHON=...)." >&2

@@ -1,7 +1,7 @@
 """Build what gets shipped into dist/: the site gateway's wheel and the workspace's wheel.
 
 The gateway's wheel is built from a staging folder holding only the Python files of
-edge_gateway/ and the wire contract (edgeplane/__init__.py, edgeplane/protocol.py), with
+edge_gateway/ and the wire contract (edgeplane/__init__.py, protocol.py and windows.py), with
 packaging/edge-gateway/'s pyproject.toml and README: a site installs the gateway, never the
 cloud, the CLI or the simulators. The workspace's wheel (the repository's pyproject.toml) is
 the operator's and developer's install of everything.
@@ -19,7 +19,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GATEWAY_FILES = ["edge_gateway/", "edgeplane/__init__.py", "edgeplane/protocol.py"]
+GATEWAY_FILES = ["edge_gateway/", "edgeplane/__init__.py", "edgeplane/protocol.py",
+                 "edgeplane/windows.py"]
 
 
 def sources(patterns: list[str]) -> list[str]:

@@ -47,8 +47,10 @@ from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
 if TYPE_CHECKING:
     from chalice.test import Client
 
+    from edgeplane_cli.client import ApiClient
     from edgeplane_dev.ipmi_sim import SimulatorProcess
     from edgeplane_dev.redfish_sim import BmcOptions, RedfishBmc, RedfishSimulator
+    from edgeplane_dev.stack import LocalStack
 
 T = TypeVar("T")
 
@@ -72,6 +74,26 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
             raise TimeoutError(f"{what or 'the condition'}: not within {timeout:g} s "
                                f"(last seen: {value!r})")
         time.sleep(interval)
+
+
+def log_says(stack: LocalStack, name: str, text: str) -> bool:
+    """Whether the log of the local stack's process ``name`` (``bridge``...) says ``text``."""
+    log = stack.directory / "logs" / f"{name}.log"
+    return log.exists() and text in log.read_text(errors="replace")
+
+
+def machine_count(api: ApiClient, sites: list[str]) -> int:
+    """The machines the cloud knows of these sites (a site not registered yet has none)."""
+    from edgeplane_cli.client import ApiError
+
+    count = 0
+    for site in sites:
+        try:
+            count += len(api.get(f"/sites/{site}/machines")["machines"])
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    return count
 
 
 # --- plan signatures ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from chalice.test import Client
 from chalicelib import audit, ingest
 from chalicelib.models import Execution, Machine, Rollout, Site, Wave
 from chalicelib.recent import RecentKeys
-from chalicelib.rollouts import create, tick
+from chalicelib.rollouts import create, tick, wave_counters
 from chalicelib.schemas import RolloutIn
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Progress, Result
@@ -341,11 +341,62 @@ def test_results_read_nothing_back_and_the_last_of_a_wave_moves_the_rollout(roll
     read, and the batch whose count completes it is the one that moves the rollout on."""
     with counting_requests() as sent:
         send(result(rollout, 3, **{"srv-1": "succeeded"}))
-    # the execution, the rollout's and the wave's counters; the log and the event
-    assert sent == {"UpdateItem": 3, "BatchWriteItem": 1, "PutEvents": 1}
+    # the execution, the rollout's counters (its waves' with them); the log and the event
+    assert sent == {"UpdateItem": 2, "BatchWriteItem": 1, "PutEvents": 1}
     assert Rollout.get(rollout.rollout_id).state == "running"
     send(result(rollout, 3, site_id="shop-2", **{"srv-1": "succeeded"}))
     assert Rollout.get(rollout.rollout_id).state == "succeeded"
+
+
+def waves(rollout: Rollout) -> list[tuple[int, int, int]]:
+    """Each wave's (size, done, failed), as the API shows them."""
+    return [(int(w.size), int(w.done), int(w.failed)) for w in wave_counters.all_of(
+        Rollout.get(rollout.rollout_id, consistent_read=True))]
+
+
+def test_a_batch_of_reports_again_and_in_another_order_counts_once(aws, published):
+    """The waves' counters are on the rollout, counted in the ADD of its own: a batch
+    delivered again, or its reports in another order, changes none of them."""
+    sites = ["shop-a", "shop-b", "shop-c", "shop-d", "shop-e"]
+    for name in sites:
+        send(Inventory(site=name, machines=[report("srv-1")]))
+    rollout = create.create(RolloutIn.model_validate({
+        "sites": sites, "steps": [{"task": "power.ensure", "params": {"state": "on"}}],
+        "policy": {"canary": {"sites": 1}, "growth": 4}}), published).rollout
+    send(result(rollout, 2, site_id="shop-a", **{"srv-1": "succeeded"}))  # the canary
+    assert waves(rollout) == [(1, 1, 0), (4, 0, 0)]
+    batch = [
+        up(progress(rollout, 1, site_id="shop-d", **{"srv-1": "running"})),
+        up(result(rollout, 2, site_id="shop-b", **{"srv-1": "succeeded"})),
+        up(result(rollout, 2, site_id="shop-c", state="failed", **{"srv-1": "failed"})),
+        up(result(rollout, 3, site_id="shop-d", **{"srv-1": "succeeded"})),
+    ]
+    ingest.handle_messages(batch)
+    ingest.handle_messages(batch)  # delivered again
+    ingest.handle_messages(batch[::-1])  # and again, its progress after its result
+    for message in batch:  # and again, one by one
+        ingest.handle_messages([message])
+
+    stored = Rollout.get(rollout.rollout_id, consistent_read=True)
+    assert waves(rollout) == [(1, 1, 0), (4, 3, 1)]
+    assert (stored.done, stored.in_flight, stored.state) == (4, 1, "running")
+    assert {state: n for state, n in stored.state_counts.as_dict().items() if n} == \
+        {"sent": 1, "succeeded": 3, "failed": 1}
+    assert not list(Wave.query(rollout.rollout_id)), "no wave item to keep counting"
+
+
+def test_a_rollout_stored_with_wave_items_counts_its_waves_there(rollout):
+    """A rollout stored before its waves were counted on it keeps counting in its Wave
+    items."""
+    Rollout(rollout.rollout_id).update(actions=[Rollout.wave_done.remove(),
+                                                Rollout.wave_failed.remove()])
+    Wave(rollout.rollout_id, 0, size=2).save()
+    send(result(rollout, 3, **{"srv-1": "succeeded"}))
+    send(result(rollout, 3, **{"srv-1": "succeeded"}))  # again
+    assert waves(rollout) == [(2, 1, 0)]
+    send(result(rollout, 3, site_id="shop-2", state="failed", **{"srv-1": "failed"}))
+    assert waves(rollout) == [(2, 2, 1)]
+    assert Rollout.get(rollout.rollout_id).state == "failed"
 
 
 def test_a_progress_after_its_result_costs_nothing(rollout):
@@ -456,7 +507,7 @@ def test_a_batch_counts_each_execution_once_and_puts_its_moves_in_one_event(roll
         "the result supersedes the progress before it"
     stored = Rollout.get(rollout.rollout_id)
     assert (stored.done, stored.in_flight, stored.state) == (2, 0, "failed")
-    assert Wave.get(rollout.rollout_id, 0).done == 2
+    assert waves(stored) == [(2, 2, 1)]
 
     (moves,) = bus_events("Execution States Changed")
     changes = [(c["site_id"], c["previous"], c["state"]) for c in moves["detail"]["changes"]]

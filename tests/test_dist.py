@@ -24,7 +24,7 @@ def test_the_gateway_wheel_holds_only_the_gateway_and_the_contract(tmp_path):
     code = [n for n in names if ".dist-info/" not in n]
     assert {n.split("/")[0] for n in code} == {"edge_gateway", "edgeplane"}
     assert sorted(n for n in code if n.startswith("edgeplane/")) == [
-        "edgeplane/__init__.py", "edgeplane/protocol.py"]
+        "edgeplane/__init__.py", "edgeplane/protocol.py", "edgeplane/windows.py"]
     assert all(n.endswith(".py") for n in code), "no data files, mockups or caches"
     assert "edge_gateway/agent.py" in code and "edge_gateway/drivers/redfish/__init__.py" in code
     requires = sorted(r.split(";")[0].split("<")[0].split(">")[0].strip()

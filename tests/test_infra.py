@@ -489,6 +489,23 @@ def test_every_function_logs_json_to_a_group_with_retention(assembly):
             assert groups[ref_name(logging["LogGroup"])]["Properties"]["RetentionInDays"] == days
 
 
+def test_the_api_logs_every_request_as_json_to_a_group_with_retention(assembly):
+    for stage, days in (("dev", 14), ("prod", 90)):
+        groups = assembly.resources(stage, "AWS::Logs::LogGroup")
+        (api,) = assembly.resources(stage, "AWS::Serverless::Api").values()
+        setting = api["Properties"]["AccessLogSetting"]
+        group = ref_name(setting["DestinationArn"])
+        assert groups[group]["Properties"]["RetentionInDays"] == days
+        line = json.loads(setting["Format"])  # one JSON object per request
+        assert {"requestId": "$context.requestId", "route": "$context.resourcePath",
+                "method": "$context.httpMethod", "status": "$context.status",
+                "latencyMs": "$context.responseLatency",
+                "caller": "$context.identity.caller", "ip": "$context.identity.sourceIp",
+                }.items() <= line.items()
+        outputs = assembly.templates[stage]["Outputs"]
+        assert ref_name(outputs["ApiAccessLogGroup"]["Value"]) == group
+
+
 def test_no_account_id_is_written_in_the_code_or_the_templates(assembly):
     account = re.compile(r"(?<![0-9a-f])\d{12}(?![0-9a-f])")
     for path in (ROOT / "infra").glob("*.py"):

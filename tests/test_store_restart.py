@@ -30,7 +30,7 @@ from edgeplane_dev.stack import (
     plan_key_file,
     store_dir,
 )
-from tests.support import wait_until
+from tests.support import log_says, machine_count, wait_until
 from tests.tls_support import Peer, connect
 
 pytestmark = pytest.mark.e2e
@@ -40,23 +40,6 @@ SITES = 12
 MACHINES = 2
 STEPS = [{"task": "power.ensure", "params": {"state": "on"}},
          {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}]
-
-
-def machine_count(api: ApiClient, sites: list[str]) -> int:
-    """The machines the cloud knows of these sites (a site not registered yet has none)."""
-    count = 0
-    for site in sites:
-        try:
-            count += len(api.get(f"/sites/{site}/machines")["machines"])
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-    return count
-
-
-def log_says(stack: LocalStack, name: str, text: str) -> bool:
-    log = stack.directory / "logs" / f"{name}.log"
-    return log.exists() and text in log.read_text(errors="replace")
 
 
 def test_a_store_killed_mid_rollout_loses_nothing_and_the_rollout_finishes(stack):

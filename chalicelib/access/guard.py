@@ -57,6 +57,8 @@ def check_routes(app: Chalice) -> None:
 
 def authorizer(app: Chalice) -> Middleware:
     def authorize(request: Request, get_response: Callable[[Request], Response]) -> Response:
+        if (request.method, request.path) in rules.PUBLIC:  # the console's static files
+            return get_response(request)
         caller = identity.resolve(request.headers, request.context or {}, settings.load())
         rule = rules.ROUTES.get((request.method, request.path))
         if rule is None:

@@ -86,14 +86,28 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/principals"): Rule(ADMIN),
     ("DELETE", "/principals/{name}"): Rule(ADMIN, changes.PRINCIPAL_REVOKED),
     ("GET", "/audit"): Rule(ADMIN),
+    # the web console's own reads
+    ("GET", "/whoami"): Rule(VIEWER),
+    ("GET", "/fleet/summary"): Rule(VIEWER),
+    ("GET", "/fleet/sites"): Rule(VIEWER),
+    ("GET", "/sites/{site_id}/executions"): Rule(VIEWER),
+    ("GET", "/failures"): Rule(VIEWER),
+    ("GET", "/failures/matrix"): Rule(VIEWER),
+    ("GET", "/rollouts/{rollout_id}/sites/{site_id}"): Rule(VIEWER),
 }
+
+# The web console's page and its scripts and styles (chalicelib/console): static, the same
+# for everyone, served without a token; everything they show comes from the routes above,
+# called from the browser with the principal's token.
+PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", "/console"),
+                                                ("GET", "/console/{asset}")})
 
 
 def problems(routes: Iterable[tuple[str, str]]) -> list[str]:
     """What is wrong with the table for an app with these (method, path) routes."""
     routes = set(routes)
     found = [f"{method} {path} has no rule in chalicelib/access/rules.py ROUTES"
-             for method, path in sorted(routes - set(ROUTES))]
+             for method, path in sorted(routes - set(ROUTES) - PUBLIC)]
     found += [f"{method} {path} is a write without an audit recorder"
               for (method, path), rule in sorted(ROUTES.items())
               if method not in READ_METHODS and rule.recorder is None]

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the HTTPS API, generated from the route table
 (``chalicelib.api.contract``) and the pydantic models of requests and answers, served at
-``GET /openapi.json`` and checked in as ``docs/openapi.json``.
+``GET /openapi.json`` (``chalicelib.api.document``) and checked in as ``docs/openapi.json``.
 
 ``python -m chalicelib.api.openapi docs/openapi.json`` writes it again (``--check``: exit 1
 if the file differs); ``tests/test_openapi.py`` fails while the checked-in one is stale.
@@ -8,7 +8,6 @@ if the file differs); ``tests/test_openapi.py`` fails while the checked-in one i
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -16,13 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chalice import Blueprint
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalicelib import __version__, limits
 from chalicelib.access import rules
-from chalicelib.api import contract, examples
+from chalicelib.api import contract, examples, response_examples, responses
 from chalicelib.api.contract import COMMON_ERRORS, Operation
 from chalicelib.api.params import Param
 from chalicelib.api.responses import Error
@@ -99,10 +97,16 @@ def document() -> dict[str, Any]:
     return build()
 
 
+def answer_model(operation: Operation) -> type[BaseModel]:
+    """The model of what ``operation`` answers; AttributeError if its row names none."""
+    model: type[BaseModel] = getattr(responses, operation.answer)
+    return model
+
+
 def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
     found: list[type[BaseModel]] = [Error]
     for operation in operations:
-        found += [operation.answer] + ([operation.body] if operation.body else [])
+        found += [answer_model(operation)] + ([operation.body] if operation.body else [])
     return list(dict.fromkeys(found))
 
 
@@ -131,9 +135,10 @@ def _operation(operation: Operation, ref: dict[type[BaseModel], dict[str, Any]],
             media["example"] = operation.body_example
         body["requestBody"] = {"required": True, "content": {"application/json": media}}
     answers: dict[str, Any] = {}
-    example = examples.RESPONSES.get(operation.answer)
+    model = answer_model(operation)
+    example = response_examples.by_model().get(model)
     for status in operation.status:
-        media = {"schema": ref[operation.answer]}
+        media = {"schema": ref[model]}
         if example is not None:
             media["example"] = example.model_dump(mode="json", exclude_none=False)
         answers[str(status)] = {"description": STATUS_TEXT.get(status, "OK"),
@@ -183,15 +188,9 @@ def text() -> str:
     return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"
 
 
-routes = Blueprint(__name__)
-
-
-@routes.route("/openapi.json", methods=["GET"])
-def openapi() -> dict[str, Any]:
-    return document()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse  # the command line only: not on the Lambda's import path
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="where the document goes (docs/openapi.json)")
     parser.add_argument("--check", action="store_true",

@@ -106,3 +106,25 @@ UNTIL = Param("until", "up to this time: epoch seconds or ISO 8601", "2025-03-02
 LIMIT = Param("limit", "records per page", "100", integer=(1, 500))
 NEXT = Param("next", "the page token a previous page gave", "1740821400.123456-0123456789ab",
              pattern=re.compile(r"^\d{10}\.\d{6}-[0-9a-f]{12}$"))
+
+# The web console's aggregates (chalicelib.api.overview).
+_LABEL = re.compile(r"^[\x20-\x7e]{1,100}$")  # printable ASCII, as tags and versions are
+REGION = Param("region", "sites in this region", "eu-west", pattern=_LABEL)
+TAG = Param("tag", "sites with this tag", "retail", pattern=_LABEL)
+VENDOR = Param("vendor", "sites with a machine of this manufacturer", "Contoso",
+               pattern=_LABEL)
+GATEWAY_VERSION = Param("gateway_version", "sites whose gateway runs this version", "0.1.0",
+                        pattern=_LABEL)
+FAILURES_ROLLOUT = Param("rollout", "this rollout only (default: the newest five)",
+                         examples.ROLLOUT_ID, pattern=ROLLOUT_ID_PATTERN)
+GROUPS_LIMIT = Param("limit", "groups at most, largest first", "50", integer=(1, 500))
+GROUP = Param("group", "sites in this group (a group document: sites with all its tags)",
+              "emea", pattern=_LABEL)
+FIRMWARE = Param("firmware", "sites with a machine whose BMC runs this firmware", "1.45.455b66",
+                 pattern=_LABEL)
+FLEET_FILTERS = (REGION, TAG, GROUP, VENDOR, FIRMWARE, GATEWAY_VERSION)
+SITES_SORT = Param("sort", "the column the sites are sorted by (ties by site id)", "last_seen",
+                   choices=("site_id", "last_seen", "gateway_version", "healthy", "in_sync"))
+SITES_ORDER = Param("order", "ascending or descending", "desc", choices=("asc", "desc"))
+OFFSET = Param("offset", "rows to skip", "0", integer=(0, 10_000_000))
+PAGE_LIMIT = Param("limit", "rows per page", "50", integer=(1, 500))

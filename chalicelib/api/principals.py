@@ -15,7 +15,7 @@ routes = Blueprint(__name__)
 
 
 class PrincipalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     name: str = Field(min_length=1, max_length=63)
     role: Role

@@ -63,6 +63,22 @@ class Site(_Out):
     presence_changed_at: Timestamp
     last_seen_at: Timestamp
     gateway_version: str | None
+    cache: SiteCache | None
+
+
+class SiteCache(_Out):
+    """The site's artifact cache as its gateway last reported it (docs/artifacts.md)."""
+
+    artifacts: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    downloads: int
+    wire_bytes: int
+    served_requests: int
+    served_bytes: int
+    evictions: int
+    reported_at: Timestamp
 
 
 class Machine(_Out):
@@ -413,6 +429,113 @@ class AuditEntry(_Out):
 class AuditPage(_Out):
     records: list[AuditEntry]
     next: str | None = Field(description="give it as ?next= for the following page")
+
+
+# --- the web console's aggregates (chalicelib.console) ------------------------------------
+
+
+class WhoAmI(_Out):
+    name: str
+    role: str | None
+    via: str = Field(description="token, bootstrap, cognito or iam")
+
+
+class FleetSummary(_Out):
+    total: int
+    online: int
+    offline: int
+    stale: int = Field(description="online, but what the cloud knows of them (presence, "
+                                   "inventory, observations) is older than stale_after_s")
+    drifted: int = Field(description="with a machine that differs from its desired state")
+    failing: int = Field(description="whose share of one of the newest rollouts failed")
+    stale_after_s: float
+    counted_at: Timestamp = Field(description="when the fleet was read (once per 15 s)")
+    filters: dict[str, str]
+    facets: dict[str, dict[str, int]] = Field(
+        description="each filter's values over the whole fleet, with their site counts")
+
+
+class FailureSample(_Out):
+    rollout_id: str
+    site_id: str
+    machine: str | None
+
+
+class FailureGroup(_Out):
+    task: str
+    message: str = Field(description="the message with what varies blanked out")
+    example: str
+    machines: int
+    sites: int
+    samples: list[FailureSample]
+
+
+class FailureGroups(_Out):
+    counted_at: Timestamp = Field(description="when they were computed (once per 15 s)")
+    rollouts: list[str]
+    failed_sites: int
+    groups_total: int
+    groups: list[FailureGroup]
+
+
+class ExecutionOne(_Out):
+    execution: Execution
+
+
+class SiteRow(_Out):
+    site_id: str
+    name: str | None
+    region: str
+    tags: list[str]
+    online: bool
+    stale: bool
+    last_seen_at: Timestamp
+    gateway_version: str
+    desired_gateway: str | None = Field(description="what a gateway.upgrade asked it to run")
+    machines: int
+    healthy: int = Field(description="machines reachable at their last inventory, no drift")
+    with_desired: int = Field(description="machines with a desired state")
+    in_sync: int = Field(description="of those, observed and not drifted")
+    drifted: bool
+    failing: bool
+
+
+class SitesPage(_Out):
+    total: int
+    counted_at: Timestamp = Field(description="when the fleet was read (once per 15 s)")
+    offset: int
+    limit: int
+    sort: str
+    order: Literal["asc", "desc"]
+    filters: dict[str, str]
+    sites: list[SiteRow]
+
+
+class SiteRun(_Out):
+    rollout_id: str
+    rollout_name: str | None
+    rollout_created_at: Timestamp
+    execution: Execution
+
+
+class SiteRuns(_Out):
+    executions: list[SiteRun]
+
+
+class MatrixCell(_Out):
+    vendor: str
+    firmware: str = Field(description="the BMC's firmware version, as the BMC reads it back")
+    machines: int = Field(description="machines that ran to the end")
+    failed: int
+    rate: float
+
+
+class FailureMatrix(_Out):
+    counted_at: Timestamp = Field(description="when it was computed (once per 15 s)")
+    rollouts: list[str]
+    vendors: list[str]
+    firmware: list[str]
+    cells: list[MatrixCell]
 
 
 class Document(BaseModel):

@@ -9,8 +9,8 @@ from chalice import Blueprint, Response
 
 from chalicelib import audit, publisher, views
 from chalicelib.access import identity
-from chalicelib.models import Rollout, Wave
-from chalicelib.rollouts import control, create, moves, read, targets
+from chalicelib.models import Rollout
+from chalicelib.rollouts import control, create, moves, read, targets, wave_counters
 from chalicelib.schemas import RolloutIn, parse
 
 routes = Blueprint(__name__)
@@ -37,9 +37,9 @@ def get_rollout(rollout_id: str) -> dict[str, Any]:
     params: Mapping[str, str] = routes.current_request.query_params or {}
     counters_only = params.get("executions") == "false"
     rollout = moves.get_rollout(rollout_id)
-    if counters_only:  # one read of the rollout, one of its waves
+    if counters_only:  # one read of the rollout (and of its waves, if stored apart)
         return {"rollout": views.rollout(rollout), "waves": [
-            views.wave(w) for w in Wave.query(rollout_id, consistent_read=True)]}
+            views.wave(w) for w in wave_counters.all_of(rollout)]}
     # ?machines=false: sites only (a watch of 10,000 sites needs no machine results)
     machines = params.get("machines") != "false"
     executions = read.executions_of(rollout_id, with_machines=machines)

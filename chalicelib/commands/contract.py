@@ -38,7 +38,8 @@ RolloutId = Annotated[str, StringConstraints(pattern=ROLLOUT_ID_PATTERN.pattern)
 
 
 class _Detail(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Compiled on first use, as the API's bodies are (chalicelib.schemas).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     requested_by: Requester | None = Field(
         default=None, description="who asked, as the sender says (not checked by IAM)")
@@ -67,7 +68,7 @@ class Answer(BaseModel):
     """The answer to one command (an event of it delivered again is answered the same);
     fields that do not apply are left out."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     command_id: str = Field(description="the id of the command's event")
     command: str = Field(description="the command's detail-type")

@@ -50,7 +50,8 @@ LEVEL_ORDER = {level: rank for rank, level in enumerate(Level)}
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Compiled on first use: a cold start pays only for the kinds it is sent.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
 # --- blueprint -----------------------------------------------------------------------------
@@ -208,7 +209,7 @@ SPECS: dict[Kind, type[_Spec]] = {
 
 
 class Document(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     kind: Kind
     name: str = Field(max_length=SHORT)

@@ -17,7 +17,7 @@ from chalicelib import audit
 from chalicelib.clock import Clock
 from chalicelib.models import Execution, Rollout, Wave, conditional_write
 from chalicelib.publisher import Publisher
-from chalicelib.rollouts import dispatch, states
+from chalicelib.rollouts import dispatch, states, wave_counters
 from chalicelib.rollouts.moves import cancel_queued, get_rollout, move_rollout, policy_of
 from chalicelib.rollouts.policy import abort_reason
 from chalicelib.rollouts.states import RolloutState
@@ -119,9 +119,8 @@ def _wave_gate(rollout: Rollout, policy: PolicyIn, clock: Clock) -> tuple[bool, 
         current = int(rollout.current_wave)
         if current >= len(sizes):
             return False, rollout
-        try:
-            wave = Wave.get(rollout.rollout_id, current, consistent_read=True)
-        except Wave.DoesNotExist:  # the create is still writing the rollout's waves
+        wave = wave_counters.of(rollout, current)
+        if wave is None:  # the create is still writing the rollout's waves
             return False, rollout
         more = int(wave.done) < int(wave.size) or current + 1 < len(sizes)
         reason = more and abort_reason(current, current == 0 and policy.canary is not None,
@@ -148,7 +147,7 @@ def finish_if_done(rollout: Rollout, clock: Clock = time.time) -> RolloutState |
         return None
     if int(rollout.done) < int(rollout.total):
         return None
-    failed = sum(int(w.failed) for w in Wave.query(rollout.rollout_id, consistent_read=True))
+    failed = sum(int(w.failed) for w in wave_counters.all_of(rollout))
     succeeded = all_succeeded(rollout.rollout_id) if not failed else False
     outcome = RolloutState.SUCCEEDED if succeeded else RolloutState.FAILED
     move_rollout(rollout, outcome, clock=clock)

@@ -3,8 +3,8 @@
 A dispatch round claims hundreds of executions and an ingest batch finishes as many. Each
 move is its own conditional update (that is what makes it happen once), but its bookkeeping
 need not cost requests of its own: ``Changes`` collects the moves that took and ``flush``
-writes, per rollout, one ADD of the rollout's counters, one ADD per wave touched, and one
-event-log item and one EventBridge event per ``EVENT_CHUNK`` moves.
+writes, per rollout, one ADD of the rollout's counters and its waves' (``wave_counters``),
+and one event-log item and one EventBridge event per ``EVENT_CHUNK`` moves.
 
 A crash between the moves and the flush loses counts (never moves): the tick recounts every
 live rollout from its executions (``tick.reconcile``), as it did for a lost single ADD.
@@ -28,7 +28,7 @@ from pynamodb.expressions.update import Action
 
 from chalicelib import audit
 from chalicelib.models import Execution, Rollout, Wave, update_returning
-from chalicelib.rollouts import states
+from chalicelib.rollouts import states, wave_counters
 from edgeplane.protocol import ExecutionState
 
 LOG = logging.getLogger(__name__)
@@ -114,26 +114,49 @@ class Changes:
                 actions.append(Rollout.done.add(counts.done))
             per_state = [Rollout.state_counts[state].add(delta)
                          for state, delta in sorted(counts.states.items()) if delta]
-            answer = "ALL_NEW" if counts.done else "NONE"
-            try:
-                stored = update_returning(Rollout(rollout_id), actions + per_state,
-                                          values=answer)
-            except PynamoDBException as exc:
-                if exc.cause_response_code != "ValidationException":
-                    raise
-                # A rollout stored without per-state counts: the rest still counts, and
-                # the next recount writes them.
-                LOG.warning("rollout %s has no state_counts; counted without them",
-                            rollout_id)
-                stored = update_returning(Rollout(rollout_id), actions, values=answer)
-            waves = []
-            for wave, done in counts.wave_done.items():
-                wave_actions: list[Action] = [Wave.done.add(done)]
-                if counts.wave_failed[wave]:
-                    wave_actions.append(Wave.failed.add(counts.wave_failed[wave]))
-                counters = Wave(rollout_id, wave)
-                counters.update(actions=wave_actions)  # answers the counters it left
-                waves.append(counters)
+            per_wave = wave_counters.adding(counts.wave_done, counts.wave_failed)
+            stored, waves_counted = _count(rollout_id, actions, per_state, per_wave,
+                                           "ALL_NEW" if counts.done else "NONE")
+            # A rollout whose Wave items keep its waves' counters: an ADD each.
+            waves = [] if waves_counted else _count_wave_items(rollout_id, counts)
             if stored:
-                self.counted[rollout_id] = Counted(Rollout.from_raw_data(stored), waves)
+                rollout = Rollout.from_raw_data(stored)
+                if waves_counted:
+                    waves = [wave_counters.from_rollout(rollout, wave)
+                             for wave in counts.wave_done]
+                self.counted[rollout_id] = Counted(rollout, waves)
             audit.record_moves(rollout_id, counts.moves)
+
+
+def _count(rollout_id: str, actions: list[Action], per_state: list[Action],
+           per_wave: list[Action], answer: str) -> tuple[dict[str, Any] | None, bool]:
+    """One ADD of the rollout's counters, its waves' with them; (what it answered, whether
+    the waves were counted there). A rollout stored before it kept per-state or per-wave
+    counts refuses their ADD: it is counted without them (the next recount writes its
+    per-state counts; its Wave items count its waves)."""
+    attempts = [actions + per_state + per_wave, actions + per_state, actions]
+    for number, attempt in enumerate(attempts):
+        if number and attempt == attempts[number - 1]:
+            continue
+        try:
+            return (update_returning(Rollout(rollout_id), attempt, values=answer),
+                    number == 0 or not per_wave)
+        except PynamoDBException as exc:
+            if exc.cause_response_code != "ValidationException" or number == 2:
+                raise
+            LOG.info("rollout %s keeps no %s; counted without them", rollout_id,
+                     "wave counters" if number == 0 and per_wave else "state_counts")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _count_wave_items(rollout_id: str, counts: _RolloutChanges) -> list[Wave]:
+    """One ADD per wave in which sites finished, each answering the counters it left."""
+    waves = []
+    for wave, done in counts.wave_done.items():
+        wave_actions: list[Action] = [Wave.done.add(done)]
+        if counts.wave_failed[wave]:
+            wave_actions.append(Wave.failed.add(counts.wave_failed[wave]))
+        counters = Wave(rollout_id, wave)
+        counters.update(actions=wave_actions)
+        waves.append(counters)
+    return waves

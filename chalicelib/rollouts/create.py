@@ -8,8 +8,10 @@ completes a creation that crashed half way instead of starting a second rollout:
 
 1. write the target's site ids, then put the rollout, on condition that its id is new (the
    id derives from the client token);
-2. put its waves and one queued execution per site (those that exist are kept);
-3. advance it: the first wave's plans go out within the policy's limits, if the broker
+2. put one queued execution per site (those that exist are kept); its waves are counted
+   on the rollout item itself (``wave_counters``);
+3. advance it as soon as its first wave's executions are written (the others are written
+   meanwhile): the first wave's plans go out within the policy's limits, if the broker
    takes them now; if it does not, they stay queued and the tick sends them once it is
    back (``dispatch``): the request never waits on the broker.
 """
@@ -20,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -32,7 +34,7 @@ from chalicelib.definitions import render
 from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.models import Execution, Rollout, Site, Wave, conditional_failed, queue_key
 from chalicelib.publisher import Publisher
-from chalicelib.rollouts import targets
+from chalicelib.rollouts import targets, wave_counters
 from chalicelib.rollouts.advance import DISPATCH_LEASE, advance
 from chalicelib.rollouts.moves import get_rollout
 from chalicelib.rollouts.policy import wave_sizes
@@ -109,6 +111,7 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time,
         blueprint=source.blueprint, blueprint_revision=source.revision,
         policy=policy.model_dump(mode="json"), waves=sizes, total=len(site_ids),
         state_counts={ExecutionState.QUEUED.value: len(site_ids)},
+        wave_done=wave_counters.zeros(sizes), wave_failed=wave_counters.zeros(sizes),
         expires_at=now + policy.expires_in,
         # Held by this create until its first advance, so that the tick cannot start the
         # rollout before its executions are written.
@@ -127,8 +130,10 @@ def create(body: RolloutIn, publisher: Publisher, clock: Clock = time.time,
              len(source.steps), len(site_ids), sizes)
     audit.record(rollout_id, audit.ROLLOUT_STATE, {"state": "running", "previous": None,
                                                    "waves": sizes, "actor": actor}, now)
-    ensure_executions(rollout, site_ids, clock, rendered, new=True)
-    advance(rollout_id, publisher, clock, lease=rollout.lease_token)
+    # The first wave's plans go out while the later waves' executions are written: the
+    # create holds the lease until then, and a site's turn comes only with its wave.
+    ensure_executions(rollout, site_ids, clock, rendered, new=True, meanwhile=lambda: advance(
+        rollout_id, publisher, clock, lease=rollout.lease_token))
     return _created(rollout_id, site_ids, new=True)
 
 
@@ -238,23 +243,26 @@ def check_and_render(rollout_id: str, site_ids: Sequence[str], checked: Sequence
 
 def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = time.time,
                       rendered: dict[str, render.RenderedSite] | None = None,
-                      new: bool = False) -> None:
+                      new: bool = False, meanwhile: Callable[[], object] | None = None) -> None:
     """One queued execution per site, in its wave, with its rendered plan; those that exist
     are left as they are (a retried create completes a crashed one, and its executions
     render their plan when dispatched). Waves are consecutive slices of the target in the
     order given (a tag's sites sorted by id).
 
-    ``new``: the rollout was just created by this request, so it has no wave and no
-    execution yet (nothing to look up).
+    ``new``: the rollout was just created by this request, so it has no execution yet
+    (nothing to look up). Its waves are counted on the rollout (``wave_counters``): only a
+    rollout stored before that has Wave items to write. ``meanwhile`` is called once the
+    first wave's executions are written, while the others are (its error is raised once
+    they are).
     """
     rendered = rendered or {}
     sizes = [int(size) for size in rollout.waves or [len(site_ids)]]
-    have = set() if new else {int(w.wave) for w in Wave.query(rollout.rollout_id,
-                                                                consistent_read=True)}
-    with Wave.batch_write() as batch:
-        for index, size in enumerate(sizes):
-            if index not in have:  # a wave's counters are never reset
-                batch.save(Wave(rollout.rollout_id, index, size=size))
+    if not wave_counters.on_rollout(rollout):  # stored before its waves were counted there
+        have = {int(w.wave) for w in Wave.query(rollout.rollout_id, consistent_read=True)}
+        with Wave.batch_write() as batch:
+            for index, size in enumerate(sizes):
+                if index not in have:  # a wave's counters are never reset
+                    batch.save(Wave(rollout.rollout_id, index, size=size))
     wave_of = [index for index, size in enumerate(sizes) for _ in range(size)]
     now = clock()
     existing = set() if new else {e.site_id for e in Execution.query(
@@ -273,6 +281,20 @@ def ensure_executions(rollout: Rollout, site_ids: Sequence[str], clock: Clock = 
                     plan_steps=[asdict(step) for step in site.plan.steps] if site else None,
                     desired=site.desired if site else None, created_at=now, updated_at=now))
 
+    first = [(site_id, wave) for site_id, wave in missing if wave == 0]
+    _write_in_parts(write, first)
+    if meanwhile is None:
+        _write_in_parts(write, missing[len(first):])
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="create") as pool:
+        started = pool.submit(meanwhile)
+        _write_in_parts(write, missing[len(first):])
+        started.result()
+
+
+def _write_in_parts(write: Callable[[Sequence[tuple[str, int]]], None],
+                    missing: Sequence[tuple[str, int]]) -> None:
+    """``write`` the executions ``WRITE_PART`` at a time, ``WRITERS`` parts at once."""
     parts = [missing[i:i + WRITE_PART] for i in range(0, len(missing), WRITE_PART)]
     if len(parts) <= 1:
         for part in parts:

@@ -39,6 +39,7 @@ from chalicelib.rollouts.moves import transition
 from chalicelib.schemas import PolicyIn
 from edgeplane import protocol
 from edgeplane.protocol import ExecutionState
+from edgeplane.windows import Window
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     room = min(rules.room(policy, int(rollout.in_flight), started), DISPATCH_ROUND)
     if room <= 0:
         return 0
-    chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy)
+    windows: dict[str, Window] = {}
+    chosen = _due(rollout.rollout_id, int(rollout.current_wave), now, room, policy, windows)
     if not chosen:
         return 0
     down = unavailable(publisher)
@@ -71,7 +73,7 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
         return 0
     signer = signing.current()  # NotConfigured before any claim: nothing goes unsigned
     with Changes() as changes:
-        sender = _Sender(rollout, policy, publisher, signer, clock, changes)
+        sender = _Sender(rollout, policy, publisher, signer, clock, changes, windows)
         sender.prepare(chosen)
         if len(chosen) == 1:
             sent = int(sender.send(chosen[0]))
@@ -90,8 +92,10 @@ class _Sender:
     """Claims one queued execution and publishes its plan (one per thread at a time)."""
 
     def __init__(self, rollout: Rollout, policy: PolicyIn, publisher: Publisher,
-                 signer: signing.PlanSigner, clock: Clock, changes: Changes) -> None:
+                 signer: signing.PlanSigner, clock: Clock, changes: Changes,
+                 windows: dict[str, Window]) -> None:
         self.rollout = rollout
+        self.windows = windows  # of the sites whose plans carry a window (``_open``)
         self.policy = policy
         self.publisher = publisher
         self.signer = signer
@@ -116,7 +120,8 @@ class _Sender:
                              rollout_id=self.rollout.rollout_id, steps=steps,
                              expires_at=self.rollout.expires_at,
                              detail=protocol.Detail(self.policy.report),
-                             observe=self._judged is None or site_id in self._judged)
+                             observe=self._judged is None or site_id in self._judged,
+                             window=self.windows.get(site_id))
         payload = self.signer.sign(plan, signing.expiry(plan, self.clock()))
         # The plan rendered now is kept with the claim: the results name steps by place.
         rendered = {} if execution.plan_steps is not None else {
@@ -194,10 +199,12 @@ def _unclaim(execution: Execution, message: str, clock: Clock, changes: Changes)
         changes.moved(execution, ExecutionState.SENT, ExecutionState.QUEUED, now)
 
 
-def _due(rollout_id: str, wave: int, now: float, room: int,
-         policy: PolicyIn) -> list[Execution]:
+def _due(rollout_id: str, wave: int, now: float, room: int, policy: PolicyIn,
+         windows: dict[str, Window]) -> list[Execution]:
     """Up to ``room`` queued executions of ``wave`` whose time has come and whose site's
-    maintenance window is open (unless the policy ignores windows)."""
+    maintenance window is open (unless the policy ignores windows). ``windows`` gets the
+    window of each site that has one: its plan carries it, so that a gateway that gets the
+    plan late (it was offline) holds it until the window opens again."""
     low, high = queue_key(wave, 0, ""), queue_key(wave, now, "~")
     chosen: list[Execution] = []
     page = Execution.queued.query(rollout_id, Execution.queue_key.between(low, high),
@@ -206,17 +213,22 @@ def _due(rollout_id: str, wave: int, now: float, room: int,
     for execution in page:
         batch.append(execution)
         if len(batch) >= DISPATCH_BATCH:
-            chosen += _open(batch, now, policy)[:room - len(chosen)]
+            chosen += _open(batch, now, policy, windows)[:room - len(chosen)]
             batch = []
             if len(chosen) >= room:
                 return chosen
-    chosen += _open(batch, now, policy)[:room - len(chosen)]
+    chosen += _open(batch, now, policy, windows)[:room - len(chosen)]
     return chosen
 
 
-def _open(batch: list[Execution], now: float, policy: PolicyIn) -> list[Execution]:
+def _open(batch: list[Execution], now: float, policy: PolicyIn,
+          windows: dict[str, Window]) -> list[Execution]:
     if not batch or not policy.maintenance_windows:
         return batch
     sites = {site.site_id: site for site in Site.batch_get([e.site_id for e in batch])}
+    for site in sites.values():
+        window = rules.plan_window(site.maintenance_window, site.timezone, policy)
+        if window is not None:
+            windows[site.site_id] = window
     return [e for e in batch if e.site_id in sites and rules.in_window(
         sites[e.site_id].maintenance_window, sites[e.site_id].timezone, now)]

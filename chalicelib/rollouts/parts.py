@@ -45,10 +45,12 @@ def entry(part: Result) -> str:
 
 def failures(machines: list[MachineResult]) -> str:
     failed = [step for machine in machines for step in machine.steps
-              if step.state == StepState.FAILED]
+              if step.state in (StepState.FAILED, StepState.UNCERTAIN)]
     if not failed:
         return NO_FAILURE
-    return RETRYABLE if all(step.retryable is True for step in failed) else FINAL
+    # An uncertain step may have acted: only an operator may run it again.
+    return RETRYABLE if all(step.state == StepState.FAILED and step.retryable is True
+                            for step in failed) else FINAL
 
 
 def _of_seq(entries: set[str], seq: int) -> dict[int, str]:

@@ -1,7 +1,8 @@
 """Deciding how a rollout moves through the fleet: pure functions, no storage, no clock.
 
 - ``wave_sizes``: the canary, then waves that grow by a factor, until every site has one;
-- ``in_window``: whether a site's maintenance window is open now, in its own time zone;
+- ``in_window``: whether a site's maintenance window is open now, in its own time zone,
+  and ``plan_window``: the window a site's plan carries for its gateway to hold it by;
 - ``abort_reason``: whether the current wave's failures passed the threshold;
 - ``room``: how many more sites may start now, under the in-flight and per-minute limits.
 
@@ -11,11 +12,10 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from chalicelib.schemas import DAYS, PolicyIn
+from chalicelib.schemas import PolicyIn
+from edgeplane.windows import Window
 
 
 def wave_sizes(total: int, policy: PolicyIn) -> list[int]:
@@ -44,29 +44,19 @@ def wave_sizes(total: int, policy: PolicyIn) -> list[int]:
 
 
 def in_window(window: dict[str, Any] | None, timezone: str | None, now: float) -> bool:
-    """True if the site may be worked on at ``now`` (no window: always).
-
-    The window is wall-clock time in the site's zone, so it follows DST: 01:00-05:00 is four
-    hours on most days, three on the night clocks go forward, five when they go back.
-    A window that ends before it starts crosses midnight; its day is the day it starts.
-    """
-    if not window:
-        return True
-    zone = ZoneInfo(timezone or "UTC")
-    local = datetime.fromtimestamp(now, zone)
-    start, end = _minutes(window["start"]), _minutes(window["end"])
-    minute = local.hour * 60 + local.minute
-    days = window.get("days") or list(DAYS)
-    today = DAYS[local.weekday()]
-    yesterday = DAYS[(local - timedelta(days=1)).weekday()]
-    if start < end:
-        return today in days and start <= minute < end
-    return (today in days and minute >= start) or (yesterday in days and minute < end)
+    """True if the site may be worked on at ``now`` (no window: always). The rule, DST and
+    windows crossing midnight included, is the one gateways hold plans by
+    (``edgeplane.windows``)."""
+    return not window or Window.of(window, timezone).is_open(now)
 
 
-def _minutes(clock: str) -> int:
-    hours, minutes = clock.split(":")
-    return int(hours) * 60 + int(minutes)
+def plan_window(window: dict[str, Any] | None, timezone: str | None,
+                policy: PolicyIn) -> Window | None:
+    """The window a site's plan carries (the gateway holds the plan outside it): the
+    site's, when it has one and the policy respects windows."""
+    if not window or not policy.maintenance_windows:
+        return None
+    return Window.of(window, timezone)
 
 
 def abort_reason(wave: int, is_canary: bool, size: int, done: int, failed: int,

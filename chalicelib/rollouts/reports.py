@@ -54,7 +54,7 @@ from chalicelib.rollouts.moves import (
 from chalicelib.rollouts.snapshots import Form
 from chalicelib.rollouts.tick import reconcile
 from edgeplane import protocol
-from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result
+from edgeplane.protocol import ExecutionState, MachineResult, Progress, Result, StepState
 
 LOG = logging.getLogger(__name__)
 
@@ -79,11 +79,14 @@ class _Report:
     machines: dict[str, tuple[int, MachineResult]] = field(default_factory=dict)
     result: Result | None = None
     parts: dict[int, Result] = field(default_factory=dict)  # of ``result``, if in parts
+    waiting_until: float | None = None  # the newest progress says the site holds the plan
 
     def add(self, message: Progress) -> None:
         if isinstance(message, Result):
             self._add_result(message)
             return
+        if message.seq >= self.seq:
+            self.waiting_until = message.waiting_until
         self.seq = max(self.seq, message.seq)
         for machine in valid_machines(message):
             known = self.machines.get(machine.machine)
@@ -126,6 +129,8 @@ def apply(messages: list[Progress], clock: Clock = time.time) -> None:
                 _apply_parts(report, now, batch)
             elif report.result is not None:
                 _apply_result(report, report.result, now, batch)
+            elif report.waiting_until is not None and not report.machines:
+                _apply_waiting(report, now)
             else:
                 _apply_progress(report, now, batch)
     # Where sites finished, the counting answered the counters it left: no read of them.
@@ -315,10 +320,12 @@ def _retry_or_fail(report: _Report, message: Result, now: float, batch: _Batch,
 
 
 def _retryable(message: Result) -> bool:
-    """True when every failed step says a later attempt may pass."""
+    """True when every failed step says a later attempt may pass. An uncertain step (it
+    may have acted) is never retried: an operator decides."""
     failed = [step for machine in message.machines for step in machine.steps
-              if step.state == "failed"]
-    return bool(failed) and all(step.retryable is True for step in failed)
+              if step.state in (StepState.FAILED, StepState.UNCERTAIN)]
+    return bool(failed) and all(step.state == StepState.FAILED and step.retryable is True
+                                for step in failed)
 
 
 # --- results in parts ------------------------------------------------------------------
@@ -394,6 +401,36 @@ def _add_parts(key: Execution, actions: list[Any], condition: Any,
 # --- progress --------------------------------------------------------------------------
 
 
+def waiting_message(until: float) -> str:
+    opens = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(until))
+    return f"waiting for the site's maintenance window, which opens at {opens} UTC"
+
+
+def _apply_waiting(report: _Report, now: float) -> None:
+    """The site holds the plan until its maintenance window opens: the execution stays
+    sent, says until when, and is not timed out before then (``tick``). A report older than
+    the one stored, or of an execution that moved on, changes nothing."""
+    if report.execution_id in CLOSED or report.waiting_until is None:
+        return
+    newer = Execution.last_seq.does_not_exist() | (Execution.last_seq < report.seq)
+    _update(report, [
+        Execution.message.set(waiting_message(report.waiting_until)),
+        Execution.waiting_until.set(report.waiting_until), Execution.last_seq.set(report.seq),
+        Execution.updated_at.set(now), Execution.report_count.add(1)],
+        (Execution.execution_id == report.execution_id) & newer &
+        (Execution.state == ExecutionState.SENT))
+
+
+def _stop_waiting(report: _Report, old: Execution) -> None:
+    """The site started a plan it held: its waiting message goes (unless changed since)."""
+    if old.waiting_until is None:
+        return
+    conditional_update(Execution(report.rollout_id, report.site), [
+        Execution.message.set(""), Execution.waiting_until.remove()],
+        (Execution.execution_id == report.execution_id) &
+        (Execution.message == waiting_message(float(old.waiting_until))))
+
+
 def _apply_progress(report: _Report, now: float, batch: _Batch) -> None:
     """A batch's progress of an execution; dropped (logged) if the execution holds all it
     can of its machines' progress: its result will say how each one ended."""
@@ -429,6 +466,7 @@ def _write_progress(report: _Report, now: float, batch: _Batch) -> None:
         return
     if old.state == ExecutionState.SENT:
         batch.changes.moved(old, ExecutionState.SENT, ExecutionState.RUNNING, now)
+        _stop_waiting(report, old)
     still = same & (Execution.last_seq == report.seq) & Execution.state.is_in(*IN_FLIGHT)
     key = Execution(report.rollout_id, report.site)
     for number, chunk in enumerate(rest):

@@ -10,7 +10,7 @@ from collections import Counter
 from chalicelib.clock import Clock
 from chalicelib.models import Execution, Rollout, Site, Wave, conditional_write
 from chalicelib.publisher import Publisher
-from chalicelib.rollouts import states
+from chalicelib.rollouts import states, wave_counters
 from chalicelib.rollouts.advance import advance
 from chalicelib.rollouts.bookkeeping import IN_FLIGHT, Changes
 from chalicelib.rollouts.moves import in_flight, policy_of, requeue, transition
@@ -81,18 +81,24 @@ def reconcile(rollout: Rollout, clock: Clock = time.time) -> bool:
             in_flight += 1
     stored = {k: int(v) for k, v in (rollout.state_counts.as_dict()
                                      if rollout.state_counts else {}).items() if int(v)}
-    if (done, in_flight, dict(by_state)) != (int(rollout.done), int(rollout.in_flight), stored):
+    waves = wave_counters.all_of(rollout)
+    waves_wrong = [wave for wave in waves if (int(wave.done), int(wave.failed)) != (
+        wave_done.get(int(wave.wave), 0), wave_failed.get(int(wave.wave), 0))]
+    on_rollout = wave_counters.on_rollout(rollout)
+    if (done, in_flight, dict(by_state)) != (int(rollout.done), int(rollout.in_flight),
+                                             stored) or (on_rollout and waves_wrong):
         LOG.warning("rollout %s: counters were done=%s in_flight=%s %s, recounted %s, %s "
                     "and %s", rollout.rollout_id, rollout.done, rollout.in_flight, stored,
                     done, in_flight, dict(by_state))
         conditional_write(Rollout(rollout.rollout_id), [
             Rollout.done.set(done), Rollout.in_flight.set(in_flight),
-            Rollout.state_counts.set(dict(by_state))])
-    for stored_wave in Wave.query(rollout.rollout_id, consistent_read=True):
+            Rollout.state_counts.set(dict(by_state)),
+            *(wave_counters.setting(wave_done, wave_failed, len(waves)) if on_rollout
+              else [])])
+    for stored_wave in [] if on_rollout else waves_wrong:
         index = int(stored_wave.wave)
-        counted = (wave_done.get(index, 0), wave_failed.get(index, 0))
-        if counted != (int(stored_wave.done), int(stored_wave.failed)):
-            stored_wave.update(actions=[Wave.done.set(counted[0]), Wave.failed.set(counted[1])])
+        stored_wave.update(actions=[Wave.done.set(wave_done.get(index, 0)),
+                                    Wave.failed.set(wave_failed.get(index, 0))])
     return True
 
 
@@ -100,8 +106,9 @@ def check_deadlines(rollout: Rollout, clock: Clock = time.time) -> tuple[int, in
     """Time out sites that took too long; expire those that never started before expiry.
 
     A site that is offline with the plan waiting for it in the broker is not timed out: it
-    catches up when it returns, or expires. A timed-out site whose policy allows a retry is
-    queued again.
+    catches up when it returns, or expires. Nor is a site that holds the plan until its
+    maintenance window opens: its timeout counts from the opening. A timed-out site whose
+    policy allows a retry is queued again.
     """
     policy = policy_of(rollout)
     now = clock()
@@ -121,6 +128,8 @@ def _time_out_and_expire(rollout: Rollout, policy: PolicyIn, now: float, expires
     for execution in flying:
         started = execution.started_at is not None
         since = float(execution.started_at or execution.sent_at or execution.created_at)
+        if not started and execution.waiting_until is not None:  # held for its window
+            since = max(since, float(execution.waiting_until))
         if not started and now >= expires_at:
             expired += transition(execution, ExecutionState.EXPIRED, clock,
                                   message="the site did not start the plan before the "

@@ -8,6 +8,13 @@ never the driver's protocol.
 Every task reads the current state first, acts only if it differs, and declares success
 only once a read-back agrees; the outcome says whether anything changed. The two tasks that
 act every time (power.cycle, bmc.reset) say so in their message.
+
+A step in flight when the gateway stopped (``journal``) runs again if its task is an
+"ensure": running it again reads first. A task that would act a second time has a re-check
+in ``RECHECKS`` instead: it reads what the BMC shows and says whether the step's effect is
+there (``Recheck.done``) or cannot be known; it never acts. Every task the contract calls
+not idempotent has one; firmware.update and bios.apply (with a reboot) have one too, since
+running them again could flash or reboot a second time.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from typing import Any
 
 from edge_gateway.errors import GatewayError
 from edge_gateway.tasks import bios, bmc, boot, firmware, media, power, readouts
-from edge_gateway.tasks.context import Outcome, TaskContext
+from edge_gateway.tasks.context import Outcome, Recheck, TaskContext
 from edgeplane.protocol import TASKS, task_spec
 
 TaskFunction = Callable[[TaskContext, dict[str, Any]], Outcome]
+# None: the step may simply run again (its parameters make it an "ensure").
+RecheckFunction = Callable[[TaskContext, dict[str, Any]], Recheck | None]
 
 TASK_FUNCTIONS: dict[str, TaskFunction] = {
     "power.ensure": power.power_ensure,
@@ -39,9 +48,19 @@ TASK_FUNCTIONS: dict[str, TaskFunction] = {
     "sel.clear": readouts.sel_clear,
     "bmc.reset": bmc.bmc_reset,
 }
+RECHECKS: dict[str, RecheckFunction] = {
+    "power.cycle": power.recheck_cycle,
+    "bmc.reset": bmc.recheck_reset,
+    "firmware.update": firmware.recheck_update,
+    "bios.apply": bios.recheck_apply,
+}
 # Tasks on the gateway itself (gateway.upgrade) are the gateway's (``edge_gateway.upgrade``).
 assert set(TASK_FUNCTIONS) == {name for name, spec in TASKS.items() if not spec.on_gateway}, \
     "every machine task of the wire contract has a function"
+
+assert all(name in RECHECKS for name, spec in TASKS.items()
+           if not spec.idempotent and not spec.on_gateway), \
+    "every task that acts every time is re-checked, never run again, after a restart"
 
 
 def run_task(name: str, ctx: TaskContext, params: dict[str, Any]) -> Outcome:
@@ -54,4 +73,14 @@ def run_task(name: str, ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     return TASK_FUNCTIONS[name](ctx, spec.validate(params))
 
 
-__all__ = ["Outcome", "TaskContext", "run_task", "TASK_FUNCTIONS"]
+def recheck_task(name: str, ctx: TaskContext, params: dict[str, Any]) -> Recheck | None:
+    """What the BMC shows of a step of ``name`` that was in flight when the gateway
+    stopped, without acting; None if the step may simply run again."""
+    recheck = RECHECKS.get(name)
+    if recheck is None:
+        return None
+    return recheck(ctx, task_spec(name).validate(params))
+
+
+__all__ = ["Outcome", "Recheck", "TaskContext", "run_task", "recheck_task", "RECHECKS",
+           "TASK_FUNCTIONS"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_gateway.drivers.base import BiosAttribute, BiosSettings, interface
 from edge_gateway.errors import GatewayError
-from edge_gateway.tasks.context import Outcome, TaskContext
+from edge_gateway.tasks.context import Outcome, Recheck, TaskContext
 from edgeplane.protocol import Capability, PowerState
 
 
@@ -65,6 +65,28 @@ def bios_apply(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
         raise ctx.fail("BIOS settings", f"after the reboot these are not in effect: {wrong}")
     return Outcome(changed=True, message=f"applied and verified after a reboot: {names}",
                    data={"applied": differs})
+
+
+def recheck_apply(ctx: TaskContext, params: dict[str, Any]) -> Recheck | None:
+    """Without ``reboot``, bios.apply compares before it writes: it simply runs again
+    (None). With it, the reboot may have happened: done if every value is in effect, else
+    uncertain with what is in effect, what is pending, and the power state (running again
+    could reboot the machine a second time)."""
+    if not params.get("reboot"):
+        return None
+    wanted: dict[str, Any] = params["attributes"]
+    bios = interface(ctx.driver, Capability.BIOS).get_bios()
+    wrong = sorted(k for k, v in wanted.items() if bios.current.get(k) != v)
+    if not wrong:
+        return Recheck(done=True, readout=f"all {len(wanted)} attributes in effect",
+                       data={"applied": wanted})
+    pending = sorted(k for k in wrong if bios.pending.get(k) == wanted[k])
+    power = interface(ctx.driver, Capability.POWER).get_power_state()
+    readout = f"not in effect: {', '.join(wrong)}"
+    if pending:
+        readout += f" (pending a reboot: {', '.join(pending)})"
+    return Recheck(done=False, readout=f"{readout}; power is {power}",
+                   data={"not_in_effect": wrong, "pending": pending, "power": str(power)})
 
 
 def check_attributes(wanted: dict[str, Any], bios: BiosSettings) -> list[str]:

@@ -6,7 +6,8 @@ from dataclasses import asdict
 from typing import Any
 
 from edge_gateway.drivers.base import FirmwareComponent, JobState, interface
-from edge_gateway.tasks.context import Outcome, TaskContext
+from edge_gateway.tasks.artifacts import image_url
+from edge_gateway.tasks.context import Outcome, Recheck, TaskContext
 from edgeplane.protocol import Capability
 
 
@@ -22,11 +23,12 @@ def firmware_update(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     A task that does not finish within ``timeout`` is reported as stalled with the BMC's own
     word for its state: the operator decides whether to reset the BMC (bmc.reset).
     """
-    image, version, timeout = params["image"], params.get("version"), params["timeout"]
+    version, timeout = params.get("version"), params["timeout"]
     firmware = interface(ctx.driver, Capability.FIRMWARE)
     component = _find(ctx, firmware.get_firmware(), params.get("component"))
     if version and component and component.version == version:
         return Outcome(changed=False, message=f"{component.name} already at {version}")
+    image = image_url(ctx, params)  # fetched into the site's cache only when needed
     job = firmware.start_firmware_update(image, [component.id] if component else None)
     deadline = ctx.monotonic() + timeout
     while job.state == JobState.RUNNING:
@@ -53,6 +55,31 @@ def firmware_update(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
     return Outcome(changed=True, message=f"{name} updated to {new_version or 'a new version'}",
                    data={"component": updated.id if updated else None,
                          "version": new_version})
+
+
+MAX_READOUT_COMPONENTS = 10  # components a re-check names (the rest are counted)
+
+
+def recheck_update(ctx: TaskContext, params: dict[str, Any]) -> Recheck:
+    """An update in flight is never started again (a second SimpleUpdate may meet the first
+    still running on the BMC): done if the component reads the version the plan names,
+    else uncertain with the versions the BMC shows."""
+    version = params.get("version")
+    components = interface(ctx.driver, Capability.FIRMWARE).get_firmware()
+    wanted = _find(ctx, components, params.get("component"))
+    shown = [wanted] if wanted else components
+    if version and any(c.version == version for c in shown):
+        holder = next(c for c in shown if c.version == version)
+        return Recheck(done=True, readout=f"{holder.name} reads version {version}",
+                       data={"component": holder.id, "version": version})
+    names = ", ".join(f"{c.name} {c.version}" for c in shown[:MAX_READOUT_COMPONENTS])
+    more = len(shown) - MAX_READOUT_COMPONENTS
+    readout = f"firmware reads {names or 'no components'}" + \
+        (f" and {more} more" if more > 0 else "")
+    if version:
+        readout += f", not {version}"
+    return Recheck(done=False, readout=readout,
+                   data={"components": [asdict(c) for c in shown[:MAX_READOUT_COMPONENTS]]})
 
 
 def _find(ctx: TaskContext, components: list[FirmwareComponent],

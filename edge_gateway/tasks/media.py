@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge_gateway.drivers.base import VirtualMedia, interface
+from edge_gateway.tasks.artifacts import image_url
 from edge_gateway.tasks.context import Outcome, TaskContext
 from edgeplane.protocol import BootMode, BootTarget, Capability
 
@@ -12,7 +13,7 @@ CD_TYPES = frozenset({"CD", "DVD"})
 
 
 def media_insert(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
-    image, wanted_slot = params["image"], params.get("slot")
+    image, wanted_slot = image_url(ctx, params), params.get("slot")
     media = interface(ctx.driver, Capability.MEDIA)
     slot = _pick_slot(ctx, media.get_virtual_media(), wanted_slot)
     changed = False

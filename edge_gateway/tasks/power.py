@@ -7,7 +7,7 @@ from typing import Any
 
 from edge_gateway.drivers.base import interface
 from edge_gateway.errors import UnsupportedError
-from edge_gateway.tasks.context import Outcome, TaskContext
+from edge_gateway.tasks.context import Outcome, Recheck, TaskContext
 from edgeplane.protocol import Capability, PowerState
 
 LOG = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ def power_cycle(ctx: TaskContext, params: dict[str, Any]) -> Outcome:
         how = "power cycled"
     _wait(ctx, PowerState.ON)
     return Outcome(changed=True, message=f"{how} (power.cycle is not idempotent)")
+
+
+def recheck_cycle(ctx: TaskContext, params: dict[str, Any]) -> Recheck:
+    """A cycle may or may not have happened: the power state cannot tell which."""
+    state = interface(ctx.driver, Capability.POWER).get_power_state()
+    return Recheck(done=False, readout=f"power is {state}", data={"power": str(state)})
 
 
 def wait_for(ctx: TaskContext, params: dict[str, Any]) -> Outcome:

@@ -9,30 +9,22 @@ bytes stream to disk, within a bound on their size; nothing is installed before 
 
 from __future__ import annotations
 
-import hashlib
 import re
-import urllib.error
-import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
-from typing import Any
 
-from edge_gateway import __version__
+from edge_gateway.cache.artifact import CacheError
+from edge_gateway.cache.fetch import DigestMismatch, Opener, fetch, open_url
 from edge_gateway.errors import GatewayError
 from edgeplane.protocol import excerpt
 
 MAX_WHEEL_BYTES = 64 * 1024 * 1024  # the gateway's wheel is ~150 KiB
 MAX_UNPACKED_BYTES = 256 * 1024 * 1024  # what its files may add up to, unpacked
 MAX_WHEEL_FILES = 5000
-CHUNK_BYTES = 64 * 1024
-READ_TIMEOUT = 30.0  # seconds without a byte before the download is given up
 DISTRIBUTION = "edge-gateway"
 COMMAND = "edge-gateway"
-
-Opener = Callable[..., Any]  # urllib.request.urlopen
 
 
 class ArtifactError(GatewayError):
@@ -46,47 +38,17 @@ class Wheel:
 
 
 def download(url: str, sha256: str, folder: Path, max_bytes: int = MAX_WHEEL_BYTES,
-             opener: Opener = urllib.request.urlopen) -> Path:
+             opener: Opener = open_url) -> Path:
     """Stream ``url`` to a file in ``folder``, hashing as it goes; the file, once its
-    SHA-256 is ``sha256``. ArtifactError (and no file left) otherwise."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{sha256}.partial"
-    digest = hashlib.sha256()
-    size = 0
-    if not url.lower().startswith(("http://", "https://")):
-        raise ArtifactError(f"{excerpt(url)} is not an http:// or https:// URL")
-    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
-        url, headers={"User-Agent": f"edge-gateway/{__version__}"})
+    SHA-256 is ``sha256``. ArtifactError (and no file left) otherwise. The site artifact
+    cache's fetch, in one try and without resuming (a wheel is small)."""
     try:
-        with opener(request, timeout=READ_TIMEOUT) as response, open(partial, "wb") as out:
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > max_bytes:
-                raise ArtifactError(f"{excerpt(url)} is {int(length)} bytes; a gateway wheel "
-                                    f"may have {max_bytes}")
-            while chunk := response.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ArtifactError(f"{excerpt(url)} sent more than {max_bytes} bytes; a "
-                                        "gateway wheel may have that many")
-                digest.update(chunk)
-                out.write(chunk)
-    except ArtifactError:
-        partial.unlink(missing_ok=True)
-        raise
-    except urllib.error.HTTPError as exc:
-        partial.unlink(missing_ok=True)
-        raise ArtifactError(f"downloading {excerpt(url)} failed: HTTP {exc.code} "
-                            f"{exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise ArtifactError(f"downloading {excerpt(url)} failed: {reason}") from None
-    found = digest.hexdigest()
-    if found != sha256:
-        partial.unlink(missing_ok=True)
-        raise ArtifactError(f"the file at {excerpt(url)} ({size} bytes) has SHA-256 {found}, "
-                            f"not {sha256} as the plan says: refused, nothing installed")
-    return partial
+        return fetch(url, sha256, folder / f"{sha256}.partial", size=None, max_bytes=max_bytes,
+                     what="gateway wheel", opener=opener, resume=False, attempts=1).path
+    except DigestMismatch as exc:
+        raise ArtifactError(f"{exc}, nothing installed") from None
+    except CacheError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def check_wheel(path: Path, version: str) -> Wheel:
