@@ -21,11 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from edge_gateway import __version__
 from edge_gateway.cache.pins import plan_artifacts
-from edge_gateway.cache.site import SiteCache
 from edge_gateway.config import MachineConfig, SiteConfig
 from edge_gateway.drivers import create_driver
 from edge_gateway.drivers.base import Driver
@@ -72,6 +71,9 @@ from edgeplane.protocol import (
     up_topic,
 )
 
+if TYPE_CHECKING:  # the cache's modules (an HTTP server) load only where one is configured
+    from edge_gateway.cache.site import SiteCache
+
 LOG = logging.getLogger(__name__)
 
 MAX_CANCELS = 10_000  # canceled executions remembered; the oldest are forgotten first
@@ -81,6 +83,17 @@ MAX_NAMED_FAILURES = 20  # failed machines a result's message names (the rest ar
 
 def default_driver_factory(machine: MachineConfig) -> Driver:
     return create_driver(machine.protocol, machine.credentials, timeout=machine.timeout)
+
+
+def _open_cache(config: SiteConfig) -> SiteCache | None:
+    """The site's artifact cache, if its config has one (with its provisioning, if any)."""
+    if config.cache is None:
+        return None
+    from edge_gateway.cache.site import SiteCache
+    from edge_gateway.provision.site import open_provisioning
+
+    return SiteCache(config.cache, provisioning=open_provisioning(
+        config.provision, config.journal, config.cache.tls_cert))
 
 
 class Gateway:
@@ -106,7 +119,8 @@ class Gateway:
         self.driver_factory = driver_factory
         self.pool = pool if pool is not None else default_pool()
         # The site's artifact cache (``[cache]``): its LAN server runs with the gateway.
-        self.artifacts = artifacts or (SiteCache(config.cache) if config.cache else None)
+        # With ``[provision]``, the same server serves seeds and takes phone-home calls.
+        self.artifacts = artifacts or _open_cache(config)
         self.executor = PlanExecutor(config, self.paced_driver, pool=self.pool,
                                      journal=self.journal, artifacts=self.artifacts)
         self.transport = transport_factory(self)
@@ -179,6 +193,8 @@ class Gateway:
         self.transport.stop()
         if self.artifacts is not None:
             self.artifacts.stop()
+            if self.artifacts.provisioning is not None:
+                self.artifacts.provisioning.close()
         self.journal.close()
 
     def _on_connect(self) -> None:

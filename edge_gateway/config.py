@@ -72,6 +72,10 @@ config without any key is refused: the gateway would refuse every plan.
 
 ``[cache]`` sets up the site's artifact cache and the address it serves the BMCs on
 (``edge_gateway.cache.settings``, docs/artifacts.md).
+
+``[provision]`` holds the secrets new nodes join their cluster with (k3s server, join
+token, SSH keys; ``edge_gateway.provision.settings``, docs/provisioning.md); it needs
+``[cache]``.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ from edge_gateway.cache.settings import CacheSettings, parse_cache
 from edge_gateway.drivers.base import BmcCredentials
 from edge_gateway.errors import ConfigError
 from edge_gateway.fingerprints import parse_fingerprint
+from edge_gateway.provision.settings import ProvisionSettings, parse_provision
 from edge_gateway.trust import public_key
 from edgeplane.protocol import MACHINE_ID_PATTERN, SITE_ID_PATTERN, BmcProtocol
 
@@ -137,6 +142,8 @@ class SiteConfig:
     plan_keys: tuple[str, ...] = ()
     # The site's artifact cache (``[cache]``, edge_gateway.cache.settings); None: none.
     cache: CacheSettings | None = None
+    # The join secrets for new nodes (``[provision]``); None: the site does not provision.
+    provision: ProvisionSettings | None = None
 
     def machine(self, machine_id: str) -> MachineConfig | None:
         return next((m for m in self.machines if m.id == machine_id), None)
@@ -183,6 +190,8 @@ def parse_config(data: dict[str, Any], base_dir: Path, source: str = "config") -
         observe_interval=float(data.get("observe_interval", SiteConfig.observe_interval)),
         plan_keys=_plan_keys(data.get("trust", {}), source),
         cache=parse_cache(data.get("cache"), base_dir, source),
+        provision=parse_provision(data.get("provision"), base_dir, source,
+                                  has_cache=data.get("cache") is not None),
     )
 
 

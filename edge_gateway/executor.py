@@ -14,14 +14,14 @@ import dataclasses
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from edge_gateway.cache.fetch import FetchInterrupted
 from edge_gateway.cache.pins import pinned
-from edge_gateway.cache.site import SiteCache
 from edge_gateway.config import MachineConfig, SiteConfig
 from edge_gateway.drivers.base import Driver
 from edge_gateway.errors import BmcError, BmcUnreachableError, GatewayError
@@ -39,6 +39,9 @@ from edgeplane.protocol import (
     now,
     plain,
 )
+
+if TYPE_CHECKING:  # the cache's modules are loaded only by a site that has one
+    from edge_gateway.cache.site import SiteCache
 
 LOG = logging.getLogger(__name__)
 
@@ -138,7 +141,8 @@ class PlanExecutor:
                 where = (f"site {self.config.site} machine {machine_id} step {index} "
                          f"{step.task}")
                 results[position] = self._step(step, machine, driver, where,
-                                               results[position], in_flight=record is not None)
+                                               results[position], in_flight=record is not None,
+                                               earlier=tuple(results[:position]))
                 if self.journal is not None:
                     self.journal.step_ended(plan.execution_id, machine_id, position,
                                             step.task, encode_step(results[position]))
@@ -149,10 +153,12 @@ class PlanExecutor:
         return self._finish(machine_id, results, report)
 
     def _step(self, step: PlanStep, machine: MachineConfig, driver: Callable[[], Driver],
-              where: str, result: StepResult, in_flight: bool) -> StepResult:
+              where: str, result: StepResult, in_flight: bool,
+              earlier: tuple[StepResult, ...] = ()) -> StepResult:
         """Run one step (or, in flight when the gateway stopped, re-check it): its result."""
         try:
-            ctx = TaskContext(driver(), machine, self.sleep, artifacts=self.artifacts)
+            ctx = TaskContext(driver(), machine, self.sleep, artifacts=self.artifacts,
+                              earlier=earlier)
             if in_flight and step.task in RECHECKS:
                 return self._recheck(step, ctx, where, result)
             outcome = run_task(step.task, ctx, step.params)
@@ -263,6 +269,11 @@ def is_retryable(exc: Exception) -> bool:
     """A failure another attempt may not meet: the BMC did not answer, or answered 5xx, or
     an image's download was cut.
     Refusals (credentials, parameters, capabilities) will fail again the same way."""
-    if isinstance(exc, BmcUnreachableError | FetchInterrupted):  # an image's download:
-        return True  # the WAN; the next attempt resumes it
+    if isinstance(exc, BmcUnreachableError):
+        return True
+    # An image's download cut by the WAN (the next attempt resumes it); only a site whose
+    # cache has fetched something has the module, so a site without a cache never loads it.
+    fetch = sys.modules.get("edge_gateway.cache.fetch")
+    if fetch is not None and isinstance(exc, fetch.FetchInterrupted):
+        return True
     return isinstance(exc, BmcError) and bool(_SERVER_ERROR.search(exc.detail))

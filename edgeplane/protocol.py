@@ -408,6 +408,27 @@ _ARTIFACT_PARAMS = {
                   help="the image's size in bytes (with sha256)"),
 }
 
+# What os.seed takes from a plan (docs/provisioning.md): never a secret, only what names and
+# addresses the node; the gateway checks each again when it writes the seed.
+HOSTNAME_PATTERN = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+                              r"(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_IP = r"[0-9A-Fa-f:.]{2,45}"
+_SEED_PARAMS = {
+    "hostname": Param(pattern=HOSTNAME_PATTERN, shape="a DNS name", default=None,
+                      help="the node's host name; default: the machine id"),
+    "address": Param(pattern=re.compile(_IP + r"/[0-9]{1,3}"), shape="an IP address with a "
+                     "prefix length (10.0.0.5/24)", default=None,
+                     help="a static address for the first NIC; default: DHCP"),
+    "gateway": Param(pattern=re.compile(_IP), shape="an IP address", default=None,
+                     help="the default route (with address)"),
+    "dns": Param(pattern=re.compile(_IP + r"(," + _IP + r"){0,2}"),
+                 shape="1-3 IP addresses separated by commas", default=None,
+                 help="name servers (with address)"),
+    "slot": Param(default=None, help="the BMC's slot for the seed; default: a removable "
+                  "(USB stick, removable disk, floppy) slot, else a CD slot other than the "
+                  "first"),
+}
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
@@ -466,6 +487,17 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("bmc.reset", Capability.BMC_RESET, {
             "timeout": _TIMEOUT,
         }, idempotent=False, help="restart a wedged BMC and wait until it answers again"),
+        TaskSpec("os.seed", Capability.MEDIA, _SEED_PARAMS,
+                 help="build the machine's NoCloud seed (its host name, the site's join "
+                 "secrets, a one-time phone-home token) and insert it as virtual media"),
+        TaskSpec("os.wait_installed", Capability.POWER, {
+            "timeout_s": Param(ParamType.INTEGER, default=3600, minimum=60, maximum=86400,
+                               help="seconds the install may take, from the reset"),
+            "boot_read_s": Param(ParamType.INTEGER, default=300, minimum=10, maximum=3600,
+                                 help="seconds the BMC has to start reading the installer "
+                                 "after the reset, else boot-once did not take"),
+        }, idempotent=False, help="wait until the installed system phones home with its "
+           "facts, checking that the machine booted the installer"),
         TaskSpec("gateway.upgrade", None, {
             "version": Param(pattern=GATEWAY_VERSION_PATTERN,
                              shape="a version (1-64 letters, digits and . + ! _ -, from a "

@@ -7,9 +7,12 @@ It answers GET and HEAD with single byte ranges (206, 416), as S3 does, so a gat
 resume a download. For tests and benchmarks it records each request (``requests``), can
 cut the next responses short (``cut_after``: close the connection after that many body
 bytes, as a WAN cut does) and can pace what it sends (``rate``: bytes per second, a
-simulated WAN link).
+simulated WAN link); ``GET /_stats`` answers them as JSON (``requests``: method, path and
+Range of each; ``body_bytes``: what it sent), for a test or benchmark in another process.
+``make_installer`` writes a generated installer image of a given size (the same bytes for
+the same size and name).
 
-Run it with ``python -m edgeplane_dev.artifacts --port P --directory D``.
+Run it with ``python -m edgeplane_dev.artifacts --port P --directory D [--rate BYTES]``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.server
+import json
+import random
 import re
 import shutil
 import signal
@@ -31,6 +36,8 @@ from edgeplane_dev.ports import LOOPBACK
 _NAME = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9._+-]{0,200})$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
+STATS = "/_stats"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         server = self.server
+        if self.path == STATS:
+            stats = json.dumps(server.stats()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(stats)))
+            self.end_headers()
+            if body:
+                self.wfile.write(stats)
+            return
         server.record(Request(self.command, self.path, self.headers.get("Range")))
         match = _NAME.fullmatch(self.path)
         path = server.directory / match[1] if match else None
@@ -154,6 +170,11 @@ class ArtifactServer(http.server.ThreadingHTTPServer):
         with self._lock:
             self.body_bytes += sent
 
+    def stats(self) -> dict[str, object]:
+        with self._lock:
+            return {"requests": [[r.method, r.path, r.range] for r in self.requests],
+                    "body_bytes": self.body_bytes}
+
     def start(self) -> ArtifactServer:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
@@ -170,16 +191,39 @@ def publish(source: Path, directory: Path, port: int) -> tuple[str, str]:
     """Copy ``source`` into the served ``directory``: its URL and its SHA-256."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / source.name
-    shutil.copyfile(source, target)
+    if target != source:
+        shutil.copyfile(source, target)
+    return f"http://{LOOPBACK}:{port}/{target.name}", sha256_of(target)
+
+
+def make_installer(directory: Path, size: int, name: str = "installer.iso") -> Path:
+    """A generated installer image of ``size`` bytes in ``directory`` (kept if one of that
+    size is there): each MiB a block of pseudo-random bytes led by its index, so every MiB
+    differs and the same size and name always give the same bytes."""
+    target = directory / name
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    block = random.Random(name).randbytes(MIB)  # noqa: S311 - filler, not a secret
+    partial = target.with_name(f".{name}.part")
+    with open(partial, "wb") as out:
+        for index in range(0, size, MIB):
+            piece = index.to_bytes(8, "big") + block[8:]
+            out.write(piece[:min(MIB, size - index)])
+    partial.replace(target)
+    return target
+
+
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(target, "rb") as data:
-        while chunk := data.read(1024 * 1024):
+    with open(path, "rb") as data:
+        while chunk := data.read(MIB):
             digest.update(chunk)
-    return f"http://{LOOPBACK}:{port}/{target.name}", digest.hexdigest()
+    return digest.hexdigest()
 
 
-def serve(port: int, directory: Path, stop: threading.Event) -> None:
-    server = ArtifactServer(directory, port).start()
+def serve(port: int, directory: Path, stop: threading.Event, rate: float | None = None) -> None:
+    server = ArtifactServer(directory, port, rate).start()
     stop.wait()
     server.stop()
 
@@ -188,11 +232,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--directory", type=Path, required=True)
+    parser.add_argument("--rate", type=float, default=None, metavar="BYTES",
+                        help="bytes per second each response is paced to (a WAN link)")
     args = parser.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be more than 0 bytes per second")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(args.port, args.directory, stop)
+    serve(args.port, args.directory, stop, args.rate)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The demo: bring the local stack up, roll out two actions, then the example fleet's
 definitions and a blueprint rendered per site and machine; try attacks on the device
-channel; upgrade one site's gateway to a version built now; show the results, tear down."""
+channel; upgrade one site's gateway to a version built now; provision one machine per site
+into a k3s node (blueprint k3s-node, the installer through each site's cache); show the
+results, tear down."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.table import Table
 
 from edgeplane_cli import documents
 from edgeplane_cli.client import ApiClient
@@ -32,6 +39,9 @@ DEMO_STEPS = [
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fleet"
 BLUEPRINT = "server-baseline"
 BIOS_ATTRIBUTES = ["PowerProfile", "ProcTurboMode"]
+K3S_BLUEPRINT = EXAMPLES / "blueprints" / "k3s-node.yaml"
+INSTALLER_BYTES = 64 * 1024 * 1024
+INSTALL_MACHINE = "srv-1"
 
 
 def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bool:
@@ -52,6 +62,7 @@ def run_demo(directory: Path, site_count: int = 3, timeout: float = 150.0) -> bo
         ok = _blueprint(api, timeout) and ok
         ok = _channel(state) and ok
         ok = _upgrade(stack, api, "site-001", timeout) and ok
+        ok = _provision(stack, api, timeout) and ok
         console.print("tearing the stack down...")
     console.print(f"demo {'succeeded' if ok else 'FAILED'} in "
                   f"{time.monotonic() - started:.1f} s")
@@ -170,3 +181,114 @@ def _observed(api: ApiClient, timeout: float = 15.0) -> dict:
                 time.monotonic() > deadline:
             return report
         time.sleep(0.5)
+
+
+def k3s_node_steps(installer: tuple[str, str, int], machines: list[str],
+                   install_timeout: int = 300,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Blueprint k3s-node's steps (examples/fleet), inline, on ``machines``: its templates
+    filled with the installer's URL, SHA-256 and size; ``overrides``: more parameters of
+    a task's steps (e.g. ``{"os.wait_installed": {"boot_read_s": 30}}``)."""
+    url, sha256, size = installer
+    values = {"installer_image": url, "installer_sha256": sha256, "installer_size": size,
+              "install_timeout": install_timeout}
+    spec = yaml.safe_load(K3S_BLUEPRINT.read_text())["spec"]
+    steps = []
+    for step in spec["steps"]:
+        params = {name: _filled(value, values) for name, value in
+                  (step.get("params") or {}).items()}
+        params.update((overrides or {}).get(step["task"], {}))
+        steps.append({"task": step["task"], "params": params, "select": {"ids": machines}})
+    return steps
+
+
+def _filled(value: Any, values: dict[str, Any]) -> Any:
+    """``"{{ params.x }}"`` -> the value of x (as it is: a size stays a number)."""
+    if isinstance(value, str) and value.startswith("{{") and value.endswith("}}"):
+        name = value[2:-2].strip().removeprefix("params.")
+        return values[name]
+    return value
+
+
+def node_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per machine that ran os.wait_installed: its state, the node's facts (or
+    the failure), and the install time (the reset to the phone-home)."""
+    rows = []
+    for execution in data["executions"]:
+        for machine in execution.get("machines") or []:
+            steps = {step["task"]: step for step in machine["steps"]}
+            waited = steps.get("os.wait_installed")
+            if waited is None:
+                continue
+            reset = steps.get("power.cycle") or {}
+            rows.append({"site": execution["site_id"], "machine": machine["machine"],
+                         "state": waited["state"], "facts": waited.get("data") or {},
+                         "message": waited.get("message", ""),
+                         "seconds": _seconds(reset.get("started_at"),
+                                             waited.get("finished_at"))})
+    return rows
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def nodes_table(rows: list[dict[str, Any]], caches: dict[str, dict[str, Any]]) -> Table:
+    """Each provisioned machine: its node's facts and the bytes its site's cache moved."""
+    from edgeplane_cli.render import styled
+
+    table = Table(title="k3s nodes")
+    for column in ("site", "machine", "state", "node name", "OS", "kernel", "k3s",
+                   "install", "WAN bytes", "LAN bytes"):
+        table.add_column(column)
+    for row in rows:
+        cache, facts = caches.get(row["site"]) or {}, row["facts"]
+        seconds = row["seconds"]
+        table.add_row(row["site"], row["machine"], styled(row["state"]),
+                      facts.get("node_name") or row["message"][:60], facts.get("os", "-"),
+                      facts.get("kernel", "-"), facts.get("k3s_version", "-"),
+                      "-" if seconds is None else f"{seconds:.0f} s",
+                      _mib(cache.get("wire_bytes")),
+                      _mib(cache.get("served_bytes")))
+    return table
+
+
+def _site_caches(api: ApiClient, site_ids: list[str], served: bool,
+                 timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+    """Each site's last cache report (``served``: waiting a while for one that served)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        caches = {site: api.get(f"/sites/{site}")["site"].get("cache") or {}
+                  for site in site_ids}
+        if not served or time.monotonic() > deadline or \
+                all(cache.get("served_bytes") for cache in caches.values()):
+            return caches
+        time.sleep(0.5)
+
+
+def _provision(stack: LocalStack, api: ApiClient, timeout: float) -> bool:
+    """One machine per site from bare metal to a k3s node: blueprint k3s-node's steps,
+    the installer fetched once per site into its cache and read by the BMC from there."""
+    console.rule(f"6. provision {INSTALL_MACHINE} of every site into a k3s node "
+                 "(blueprint k3s-node)")
+    started = time.monotonic()
+    installer = stack.publish_installer(INSTALLER_BYTES)
+    console.print(f"installer: {INSTALLER_BYTES // (1024 * 1024)} MiB at {installer[0]} "
+                  f"(sha256 {installer[1][:16]}…); each gateway builds its machines' "
+                  "NoCloud seeds with the site's k3s join token, which never leaves it")
+    created = api.post("/rollouts", {
+        "name": "demo: k3s nodes", "tag": "dev", "policy": {"report": "full"},
+        "steps": k3s_node_steps(installer, [INSTALL_MACHINE])})
+    data = wait_for_rollout(api, created["rollout"]["rollout_id"], max(timeout, 300))
+    sites = [execution["site_id"] for execution in data["executions"]]
+    caches = _site_caches(api, sites, served=True)
+    console.print(nodes_table(node_rows(data), caches))
+    console.print(f"rollout {data['rollout']['state']} in "
+                  f"{time.monotonic() - started:.1f} s")
+    return bool(data["rollout"]["state"] == "succeeded")
+
+
+def _mib(count: int | None) -> str:
+    return "-" if count is None else f"{count / (1024 * 1024):.1f} MiB"

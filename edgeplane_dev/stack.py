@@ -4,11 +4,19 @@
 created if missing), moto in server mode (EventBridge), a mosquitto of our own, the Chalice
 app (``chalice local``), the ingest bridge (plays the IoT rule), the ticker (plays the
 engine's schedule), and for each site its emulated BMCs (one sushy-tools emulator holding
-the site's ``rf-N`` machines, one Redfish mockup simulator per ``srv-N`` machine — DMTF's
-public-rackmount1 with BIOS, firmware, media, logs —, one IPMI simulator per ``ipmi-N``
-machine) and a real ``edge-gateway`` process under its supervisor (``edge-gateway
-supervise``, as systemd runs it on a site box; field upgrades' wheels come from the stack's
-artifact server).
+the site's ``rf-N`` machines, a Redfish mockup simulator process serving the ``srv-N``
+machines, one port each — DMTF's public-rackmount1 with BIOS, firmware, media, logs and a
+simulated OS install; machines with options of their own (``SitePlan.server_args``) in a
+process of their own —, one IPMI simulator per ``ipmi-N`` machine) and a real
+``edge-gateway`` process under its supervisor (``edge-gateway supervise``, as systemd runs
+it on a site box; field upgrades' wheels and installer images come from the stack's
+artifact server, paced to ``wan_bps`` if given).
+
+Each gateway has a site artifact cache (``[cache]``: its LAN server on 127.0.0.1, a free
+port, under ``sites/<site>/cache``) and provisions machines (``[provision]``: a pretend k3s
+server URL, a join token generated once into ``sites/<site>/k3s.token``, mode 0600, and an
+``authorized_keys`` with a generated key), so blueprint ``k3s-node`` runs on its ``srv-N``
+machines (docs/provisioning.md).
 Sites are registered through the HTTPS API; their machines arrive through the gateways'
 inventory reports. ``up()`` returns once every site is online with its machines known.
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -61,6 +70,9 @@ ADMIN = "admin"  # the stack's API principal; its token is in stack.json (0600)
 INGEST_PROCESSES = 2
 TIMEZONES = ("Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Australia/Sydney",
              "America/Sao_Paulo")
+# How long a simulated OS install takes once the installer has its seed (seconds).
+INSTALL_SECONDS = 3.0
+CACHE_MAX_SIZE = "8GiB"
 
 
 class StackError(RuntimeError):
@@ -77,6 +89,9 @@ class SitePlan:
     ipmi: list[str]  # on the IPMI simulator
     servers: list[str] = field(default_factory=list)  # on the Redfish mockup simulator
     tags: list[str] = field(default_factory=list)
+    # Simulator options of single servers (``python -m edgeplane_dev.redfish_sim`` flags,
+    # e.g. ``["--install-hangs"]``); servers with the same options share a process.
+    server_args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def machine_count(self) -> int:
@@ -94,7 +109,7 @@ class StackState:
     processes: dict[str, int] = field(default_factory=dict)
     store_port: int = 0  # DynamoDB
     counter_port: int = 0  # botocore's request reports (UDP), when counting
-    artifacts_port: int = 0  # the artifact server (field upgrades' wheels)
+    artifacts_port: int = 0  # the artifact server (field upgrades' wheels, installers)
 
     @property
     def context(self) -> Context:
@@ -173,6 +188,11 @@ def gateway_root(directory: Path, site_id: str) -> Path:
     return directory / "sites" / site_id / "gateway"
 
 
+def site_cache_dir(directory: Path, site_id: str) -> Path:
+    """Where a site's gateway keeps its artifact cache."""
+    return directory / "sites" / site_id / "cache"
+
+
 def request_counts_file(directory: Path) -> Path:
     """Where a counting stack's request counter writes its sums (``request_counter``)."""
     return directory / "requests.json"
@@ -188,12 +208,13 @@ def load_state(directory: Path) -> StackState | None:
 class LocalStack:
     def __init__(self, directory: Path, sites: list[SitePlan],
                  ready_timeout: float = 120.0, *, fresh: bool = False,
-                 count_requests: bool = False) -> None:
+                 count_requests: bool = False, wan_bps: float | None = None) -> None:
         self.directory = directory
         self.sites = sites
         self.ready_timeout = ready_timeout
         self.fresh = fresh
         self.count_requests = count_requests
+        self.wan_bps = wan_bps  # the artifact server's pace (a site's WAN link); None: none
         self.state: StackState | None = None
         self.store: Store | None = None
         self.resumed = False  # up() found the data of an earlier run
@@ -289,6 +310,25 @@ class LocalStack:
         from edgeplane_dev.artifacts import publish
 
         return publish(path, artifacts_dir(self.directory), self._state.artifacts_port)
+
+    def publish_installer(self, size: int, name: str = "installer.iso") -> tuple[str, str, int]:
+        """A generated installer image of ``size`` bytes on the artifact server: its URL,
+        SHA-256 and size, as a ``media.insert`` step from the site cache takes them."""
+        from edgeplane_dev.artifacts import make_installer
+
+        path = make_installer(artifacts_dir(self.directory), size, name)
+        url, sha256 = self.publish_artifact(path)
+        return url, sha256, size
+
+    def artifact_stats(self) -> dict[str, Any]:
+        """What the artifact server served: ``requests`` ([method, path, range], ...) and
+        ``body_bytes``."""
+        import urllib.request
+
+        url = f"http://{LOOPBACK}:{self._state.artifacts_port}/_stats"
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback
+            stats: dict[str, Any] = json.loads(answer.read())
+        return stats
 
     def request_counts(self) -> dict[str, Any]:
         """The requests the cloud's processes sent so far, by service and operation
@@ -390,7 +430,8 @@ class LocalStack:
                                "5"], env=self._cloud_part_env("ticker"))
         self._spawn("artifacts", [sys.executable, "-m", "edgeplane_dev.artifacts", "--port",
                                   str(state.artifacts_port), "--directory",
-                                  str(artifacts_dir(self.directory))])
+                                  str(artifacts_dir(self.directory)),
+                                  *(["--rate", str(self.wan_bps)] if self.wan_bps else [])])
         wait_for_tcp(int(api_port), timeout=30)
 
     def _create_tables(self) -> None:
@@ -420,16 +461,7 @@ class LocalStack:
         machines: list[dict[str, Any]] = []
         if site.redfish:
             machines += self._start_redfish(site, site_dir)
-        for machine_id in site.servers:
-            port = free_port()
-            self._spawn(f"{site.site_id}-{machine_id}", [
-                sys.executable, "-m", "edgeplane_dev.redfish_sim", "--port", str(port),
-                "--username", BMC_USERNAME, "--password", BMC_PASSWORD,
-                "--power-delay", "1.0"])
-            wait_for_tcp(port, timeout=20)
-            machines.append({"id": machine_id, "protocol": "redfish",
-                             "address": f"http://{LOOPBACK}:{port}",
-                             "class": "rackmount-3500"})
+        machines += self._start_servers(site)
         for machine_id in site.ipmi:
             port = free_port(socket.SOCK_DGRAM)  # IPMI is UDP
             self._spawn(f"{site.site_id}-{machine_id}", [
@@ -440,12 +472,35 @@ class LocalStack:
         identity = self.ca.identity(site.site_id, site_dir / "tls")
         config = write_private(site_dir / "gateway.toml",  # it holds the BMC passwords
                                gateway_config(site.site_id, state.mqtt_port, machines,
-                                              identity, pinned_keys(self.directory)))
+                                              identity, pinned_keys(self.directory))
+                               + site_tables(site.site_id, site_dir, free_port()))
         # As systemd runs it on a site box: under its supervisor, which restarts it and
         # tries the versions field upgrades install (docs/upgrades.md).
         root = adopt_this_tree(gateway_root(self.directory, site.site_id))
         self._spawn(f"{site.site_id}-gateway", [str(BIN / "edge-gateway"), "supervise",
                                                 "--root", str(root), "--config", str(config)])
+
+    def _start_servers(self, site: SitePlan) -> list[dict[str, Any]]:
+        """The site's ``srv-N`` machines: one simulator process for those with the same
+        options, one port (one BMC) each."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for machine_id in site.servers:
+            groups.setdefault(tuple(site.server_args.get(machine_id, ())), []).append(
+                machine_id)
+        machines = []
+        for args, machine_ids in groups.items():
+            ports = [free_port() for _ in machine_ids]
+            self._spawn(f"{site.site_id}-{'+'.join(machine_ids)}", [
+                sys.executable, "-m", "edgeplane_dev.redfish_sim",
+                *[arg for port in ports for arg in ("--port", str(port))],
+                "--username", BMC_USERNAME, "--password", BMC_PASSWORD,
+                "--power-delay", "1.0", "--install-seconds", str(INSTALL_SECONDS), *args])
+            for machine_id, port in zip(machine_ids, ports, strict=True):
+                wait_for_tcp(port, timeout=20)
+                machines.append({"id": machine_id, "protocol": "redfish",
+                                 "address": f"http://{LOOPBACK}:{port}",
+                                 "class": "rackmount-3500"})
+        return sorted(machines, key=lambda machine: site.servers.index(machine["id"]))
 
     def _start_redfish(self, site: SitePlan, site_dir: Path) -> list[dict[str, Any]]:
         from edgeplane_dev.sushy_emulator import FakeSystem, SushyEmulator
@@ -517,6 +572,42 @@ def issue_admin_token() -> str:
     from chalicelib.access.roles import Role
 
     return principals.create(ADMIN, Role.ADMIN, "edgeplane dev", replace=True).token
+
+
+def site_tables(site_id: str, site_dir: Path, cache_port: int) -> str:
+    """The ``[cache]`` and ``[provision]`` tables of a site's config
+    (``edge_gateway.cache.settings``, ``edge_gateway.provision.settings``): the cache's LAN
+    server on loopback, and join secrets made once for the site (a pretend k3s server)."""
+    token = site_dir / "k3s.token"
+    if not token.exists():
+        write_private(token, f"K10{secrets.token_hex(24)}::server:{secrets.token_hex(16)}\n")
+    keys = site_dir / "authorized_keys"
+    if not keys.exists():
+        keys.write_text(f"{ssh_public_key()} ops@{site_id}\n")
+    return "\n".join([
+        "",
+        "[cache]",
+        f"directory = {json.dumps(str(site_dir / 'cache'))}",
+        f"max_size = {json.dumps(CACHE_MAX_SIZE)}",
+        f"listen = {json.dumps(LOOPBACK)}",
+        f"port = {cache_port}",
+        "",
+        "[provision]",
+        f"k3s_url = {json.dumps(f'https://k3s.{site_id}.example.net:6443')}",
+        f"k3s_token_file = {json.dumps(token.name)}",
+        f"ssh_authorized_keys_file = {json.dumps(keys.name)}",
+    ]) + "\n"
+
+
+def ssh_public_key() -> str:
+    """A new Ed25519 public key, in OpenSSH's one-line form (its private half is not
+    kept: the nodes of the stack are never logged in to)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH,
+                               serialization.PublicFormat.OpenSSH).decode()
 
 
 def gateway_config(site_id: str, mqtt_port: int, machines: list[dict[str, Any]],

@@ -12,6 +12,8 @@ command -v ipmitool >/dev/null 2>&1 || missing+=(ipmitool)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)  # the Lambda bundle's native code
+# isoinfo: an independent ISO 9660 reader the tests check the gateway's NoCloud seeds with.
+command -v isoinfo >/dev/null 2>&1 || missing+=(genisoimage)
 # The web console's browser tests: Debian's chromium, driven by playwright; with a font.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 python=${PYTHON:-python3}

@@ -433,9 +433,10 @@ def test_two_plans_inserting_one_image_download_it_once(origin, cache, redfish_b
                     steps=[PlanStep("media.insert", params, ["m0", "m1"])])
         results = executor.execute(plan, lambda _: None)
         assert [r.state for r in results] == [MachineState.SUCCEEDED] * 2, results
-        lan_url = cache.local_url(artifact)
-        assert [r.steps[0].data["image"] for r in results] == [lan_url, lan_url]
-    for sim, result in zip(sims.bmcs, results, strict=True):
+        lan_urls = [cache.machine_url(artifact, m) for m in ("m0", "m1")]
+        assert [r.steps[0].data["image"] for r in results] == lan_urls
+        assert lan_urls[0] != lan_urls[1]  # each machine's reads can be told apart
+    for sim, result, lan_url in zip(sims.bmcs, results, lan_urls, strict=True):
         assert sim.resources.get(result.steps[0].data["slot"])["Image"] == lan_url
     assert body_gets(origin, "installer.iso") == [None]
     assert cache.stats().hits == 3  # one download, then three steps found it
@@ -460,7 +461,7 @@ def test_a_gateway_runs_a_plan_through_its_cache_and_reports_it(tmp_path, broker
     artifact = put(origin, "installer.iso", content("iso"))
     try:
         assert gateway.artifacts is not None
-        lan_url = gateway.artifacts.local_url(artifact)
+        lan_url = gateway.artifacts.machine_url(artifact, "srv-1")
         plan = Plan(site="cache-gw", execution_id="r-iso.cache-gw", rollout_id="r-iso",
                     steps=[PlanStep("media.insert", {"image": artifact.url,
                                                      "sha256": artifact.sha256,

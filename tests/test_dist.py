@@ -31,4 +31,5 @@ def test_the_gateway_wheel_holds_only_the_gateway_and_the_contract(tmp_path):
                       for r in metadata.get_all("Requires-Dist"))
     assert requires == ["cryptography", "paho-mqtt", "pyghmi", "sushy"]
     assert "edge-gateway = edge_gateway.cli:main" in entry_points
-    assert wheel.stat().st_size < 200 * 1024
+    # The whole site agent: drivers, journal, cache, upgrader and OS provisioning.
+    assert wheel.stat().st_size < 256 * 1024

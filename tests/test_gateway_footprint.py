@@ -81,6 +81,18 @@ def test_a_mixed_site_loads_both(tmp_path):
     assert {"pyghmi", "sushy"} <= loaded
 
 
+def test_a_site_without_a_cache_or_upgrades_loads_neither(tmp_path):
+    """The artifact cache's LAN server and a field upgrade's installer are loaded by a site
+    that has a cache, or when an upgrade runs: not by every gateway."""
+    loaded_by_a_gateway(site_config(tmp_path, "redfish"), then=(
+        "open('modules.json', 'w').write(json.dumps(sorted(sys.modules)))\n"))
+    modules = set(json.loads((tmp_path / "modules.json").read_text()))
+    assert "edge_gateway.agent" in modules
+    assert not modules & {"edge_gateway.cache.site", "edge_gateway.cache.server",
+                          "edge_gateway.cache.fetch", "http.server",
+                          "edge_gateway.upgrade.install", "edge_gateway.upgrade.artifact"}
+
+
 def test_checking_a_plan_s_signature_loads_no_second_openssl(tmp_path):
     """The ssl module's libcrypto checks the signature: ``cryptography`` (an OpenSSL of its
     own, about 7 MiB) stays out of a Redfish site."""

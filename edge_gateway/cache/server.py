@@ -6,7 +6,13 @@ complete artifact: 200 with the whole file, or 206 with one byte range (``Range:
 bytes=A-B``, ``A-``, ``-N``), 416 for a range past the end. Anything else is 404: another
 path, a query string, an artifact not (yet) complete. The body is streamed from the file
 (``sendfile`` where the socket allows it), never read into memory; a bounded number of
-requests are served at once, and the others get 503 at once.
+requests are served at once, and the others get 503 at once. Each GET of a named artifact
+is counted per (sha256, name) (``reads``): a machine's installer has a name of its own.
+
+With provisioning (``edge_gateway.provision``), two more routes: ``GET``/``HEAD
+/s/<token>/seed.iso``, a machine's seed while its token is unused, and ``POST /p/<token>``,
+the installed system's facts (204; 404 for an unknown or used token, 413 over the size
+limit, 400 naming what is wrong with the body).
 """
 
 from __future__ import annotations
@@ -18,16 +24,32 @@ import socket
 import ssl
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from edge_gateway.cache.reads import ReadLog
 from edge_gateway.cache.store import ArtifactStore
 
 LOG = logging.getLogger(__name__)
 
-PATH = re.compile(r"^/a/(?P<sha256>[0-9a-f]{64})(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+PATH = re.compile(r"^/a/(?P<sha256>[0-9a-f]{64})(?:/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63}))?$")
+SEED_PATH = re.compile(r"^/s/(?P<token>[A-Za-z0-9_-]{32})/seed\.iso$")
+PHONE_HOME_PATH = re.compile(r"^/p/(?P<token>[A-Za-z0-9_-]{32})$")
 RANGE = re.compile(r"^bytes=(?P<first>\d{0,19})-(?P<last>\d{0,19})$")
 IDLE_TIMEOUT = 60.0  # seconds a BMC may keep a connection without a request, or stall
 SEND_BYTES = 1024 * 1024  # bytes sent per sendfile call
+
+
+class ProvisionRoutes(Protocol):
+    """What serves the seed and phone-home routes (``edge_gateway.provision.site``)."""
+
+    max_body: int
+
+    def seed(self, token: str) -> bytes | None: ...
+
+    def phone_home(self, token: str, body: bytes, content_type: str | None,
+                   peer: str) -> tuple[int, str]: ...
+
+    def close(self) -> None: ...
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -43,7 +65,63 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._serve(body=True)
 
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        match = PHONE_HOME_PATH.fullmatch(self.path)
+        routes = self.server.provisioning
+        if match is None or routes is None:
+            self.close_connection = True  # its body is not read
+            self._refuse(404, "no such path")
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or len(length) > 12:
+            self.close_connection = True
+            self._refuse(400, "a phone-home call needs a Content-Length (no chunked body)")
+            return
+        if int(length) > routes.max_body:
+            self.close_connection = True
+            self._refuse(413, f"body of {length} bytes is larger than {routes.max_body}")
+            return
+        try:
+            body = self.rfile.read(int(length))  # the socket's timeout bounds a slow peer
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        status, text = routes.phone_home(match["token"], body,
+                                         self.headers.get("Content-Type"),
+                                         self.client_address[0])
+        if status == 204:
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._refuse(status, text)
+
+    def _serve_seed(self, token: str, body: bool) -> None:
+        routes = self.server.provisioning
+        seed = routes.seed(token) if routes is not None else None
+        if seed is None:
+            self._refuse(404, "no such seed (unknown token, or the machine phoned home)")
+            return
+        span = _span(self.headers.get("Range"), len(seed))
+        if span is None:
+            self._refuse(416, "range not satisfiable", {"Content-Range": f"bytes */{len(seed)}"})
+            return
+        first, last = span if span else (0, len(seed) - 1)
+        self.send_response(206 if span else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        if span:
+            self.send_header("Content-Range", f"bytes {first}-{last}/{len(seed)}")
+        self.end_headers()
+        if body:
+            self.wfile.write(seed[first:last + 1])
+
     def _serve(self, body: bool) -> None:
+        seed_match = SEED_PATH.fullmatch(self.path)
+        if seed_match is not None:
+            self._serve_seed(seed_match["token"], body)
+            return
         match = PATH.fullmatch(self.path)
         if match is None:
             self._refuse(404, "no such artifact")
@@ -60,6 +138,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                              {"Content-Range": f"bytes */{size}"})
                 return
             first, last = span if span else (0, size - 1)
+            if body and match["name"]:  # counted as it starts: an ISO is read for long
+                self.server.reads.record(digest, match["name"])
             self.send_response(206 if span else 200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(last - first + 1))
@@ -124,9 +204,12 @@ class LanServer(http.server.ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], store: ArtifactStore, max_clients: int,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, reads: ReadLog | None = None,
+                 provisioning: ProvisionRoutes | None = None) -> None:
         self.store = store
         self.tls = tls
+        self.reads = reads or ReadLog()
+        self.provisioning = provisioning
         self._slots = threading.BoundedSemaphore(max_clients)
         super().__init__(address, _Handler)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_gateway.errors import GatewayError
-from edge_gateway.tasks import bios, bmc, boot, firmware, media, power, readouts
+from edge_gateway.tasks import bios, bmc, boot, firmware, media, power, provision, readouts
 from edge_gateway.tasks.context import Outcome, Recheck, TaskContext
 from edgeplane.protocol import TASKS, task_spec
 
@@ -47,12 +47,15 @@ TASK_FUNCTIONS: dict[str, TaskFunction] = {
     "sel.collect": readouts.sel_collect,
     "sel.clear": readouts.sel_clear,
     "bmc.reset": bmc.bmc_reset,
+    "os.seed": provision.os_seed,
+    "os.wait_installed": provision.os_wait_installed,
 }
 RECHECKS: dict[str, RecheckFunction] = {
     "power.cycle": power.recheck_cycle,
     "bmc.reset": bmc.recheck_reset,
     "firmware.update": firmware.recheck_update,
     "bios.apply": bios.recheck_apply,
+    "os.wait_installed": provision.recheck_wait_installed,
 }
 # Tasks on the gateway itself (gateway.upgrade) are the gateway's (``edge_gateway.upgrade``).
 assert set(TASK_FUNCTIONS) == {name for name, spec in TASKS.items() if not spec.on_gateway}, \

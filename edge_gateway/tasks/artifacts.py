@@ -11,9 +11,10 @@ from edge_gateway.errors import GatewayError
 from edge_gateway.tasks.context import TaskContext
 
 
-def image_url(ctx: TaskContext, params: dict[str, Any]) -> str:
-    """``params["image"]``, or its LAN URL once the site's cache holds it. GatewayError
-    (a CacheError) if it cannot: the download, the digest, no room, no cache."""
+def image_url(ctx: TaskContext, params: dict[str, Any], per_machine: bool = False) -> str:
+    """``params["image"]``, or its LAN URL once the site's cache holds it (``per_machine``:
+    under the machine's own name, so its reads can be told apart). GatewayError (a
+    CacheError) if it cannot: the download, the digest, no room, no cache."""
     digest, size = params.get("sha256"), params.get("size")
     if digest is None and size is None:
         return str(params["image"])
@@ -25,4 +26,6 @@ def image_url(ctx: TaskContext, params: dict[str, Any]) -> str:
                            "no artifact cache (no [cache] in its configuration)")
     artifact = Artifact(digest, params["image"], size)
     ctx.artifacts.ensure(artifact)
+    if per_machine:
+        return ctx.artifacts.machine_url(artifact, ctx.machine.id)
     return ctx.artifacts.local_url(artifact)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edge_gateway.config import MachineConfig
 from edge_gateway.drivers.base import Driver, interface
 from edge_gateway.errors import BmcError
-from edgeplane.protocol import Capability, PowerState
+from edgeplane.protocol import Capability, PowerState, StepResult
 
 if TYPE_CHECKING:
     from edge_gateway.cache.site import SiteCache
@@ -47,6 +47,9 @@ class TaskContext:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     artifacts: SiteCache | None = None  # the site's artifact cache, if it has one
+    # The machine's earlier steps in this plan, as they ended (os.wait_installed finds the
+    # reset it follows there).
+    earlier: tuple[StepResult, ...] = ()
 
     def fail(self, what: str, detail: str) -> BmcError:
         """An error about this machine's BMC, in the one format every step error uses."""

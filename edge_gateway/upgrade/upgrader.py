@@ -24,9 +24,7 @@ from pathlib import Path
 from edge_gateway.config import SiteConfig
 from edge_gateway.errors import GatewayError
 from edge_gateway.journal import Journal, PlanState
-from edge_gateway.upgrade.artifact import check_wheel, download
 from edge_gateway.upgrade.health import TrialWatch
-from edge_gateway.upgrade.install import install
 from edge_gateway.upgrade.layout import ROOT_ENV, Layout, LayoutError, Outcome, new_trial
 from edgeplane.protocol import (
     ExecutionState,
@@ -180,6 +178,10 @@ class Upgrades:
                 raise UpgradeError("another upgrade is on trial; try again once it ended")
             layout.prune(keep={version} if layout.installed_from(version) == sha256 else set())
             if layout.installed_from(version) != sha256:
+                # Loaded for an upgrade only: a gateway that never upgrades never holds them.
+                from edge_gateway.upgrade.artifact import check_wheel, download
+                from edge_gateway.upgrade.install import install
+
                 shutil.rmtree(layout.downloads, ignore_errors=True)
                 LOG.info("upgrade to %s: downloading %s", version, params["url"])
                 wheel = check_wheel(download(params["url"], sha256, layout.downloads), version)

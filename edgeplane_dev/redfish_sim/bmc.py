@@ -18,8 +18,9 @@ from typing import Any
 
 from edgeplane_dev.redfish_sim.auth import Auth
 from edgeplane_dev.redfish_sim.faults import FaultBook
+from edgeplane_dev.redfish_sim.install import Installer
 from edgeplane_dev.redfish_sim.logs import Logs
-from edgeplane_dev.redfish_sim.media import Media
+from edgeplane_dev.redfish_sim.media import EJECT_STYLES, INSERT_RULES, Media
 from edgeplane_dev.redfish_sim.replies import RedfishError, Reply, bad_value, not_allowed, not_found
 from edgeplane_dev.redfish_sim.resources import (
     ROOT,
@@ -32,6 +33,13 @@ from edgeplane_dev.redfish_sim.resources import (
 )
 from edgeplane_dev.redfish_sim.system import System
 from edgeplane_dev.redfish_sim.update import Updates
+from edgeplane_dev.redfish_sim.vendors import (
+    MEDIA_APIS,
+    MEDIA_PLACES,
+    shape_media,
+    slot_types,
+    slots,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -53,6 +61,36 @@ class BmcOptions:
     monitor_style: str = "standard"  # see update.MONITOR_STYLES
     reset_seconds: float = 2.0  # how long the BMC is gone after Manager.Reset
     latency: float = 0.0  # seconds added to every Redfish request
+    # Vendor differences (docs/vendors.md); the defaults keep the mockup as it is.
+    media_place: str = "mockup"  # vendors.MEDIA_PLACES: VirtualMedia under system/manager
+    media_api: str = "mockup"  # vendors.MEDIA_APIS: PATCH only, actions only, both
+    media_slots: tuple[str, ...] = ()  # slots instead of the mockup's: ("CD/DVD", "USBStick")
+    stale_image: str | None = None  # every slot starts holding this image URL
+    insert_rule: str = "refuse_other"  # media.INSERT_RULES: an insert over an image
+    eject_style: str = "cleared"  # media.EJECT_STYLES: how an ejected slot reads
+    boot_once_ignored: bool = False  # a "Once" override is consumed, the disk boots
+    power_on_refused_s: float = 0.0  # 409 to a power-on for this long after a power-off
+    # The simulated OS install at a boot from the CD (install.py).
+    install_seconds: float = 5.0  # how long the installer works once it has its seed
+    install_read_bytes: int | None = None  # installer bytes read; None: the whole image
+    media_read_bps: float = 0.0  # the pace the BMC reads virtual media at; 0: no limit
+    install_hangs: bool = False  # the installer stops at a prompt: it never phones home
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("media_place", self.media_place, MEDIA_PLACES),
+                                     ("media_api", self.media_api, MEDIA_APIS),
+                                     ("insert_rule", self.insert_rule, INSERT_RULES),
+                                     ("eject_style", self.eject_style, EJECT_STYLES)):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+        for spec in self.media_slots:
+            slot_types(spec)
+        if self.power_on_refused_s < 0:
+            raise ValueError("power_on_refused_s must be 0 or more seconds")
+        if self.install_seconds < 0 or self.media_read_bps < 0:
+            raise ValueError("install_seconds and media_read_bps must be 0 or more")
+        if self.install_read_bytes is not None and self.install_read_bytes < 1:
+            raise ValueError("install_read_bytes must be 1 or more (or None: the whole image)")
 
 
 DEFAULT_OPTIONS = BmcOptions()
@@ -82,17 +120,26 @@ class RedfishBmc:
             self._publish_registry(registry)
         self.auth = Auth(self.resources, options.username, options.password)
         self.logs = Logs(self.resources)
-        self.media = Media(self.resources)
+        self.media = Media(self.resources, options.insert_rule, options.eject_style,
+                           actions_only=options.media_api == "action")
         self.updates = Updates(self.resources, clock, options.update_seconds,
                                options.monitor_style, options.update_stalls_at)
         root = self.resources.get_raw(ROOT) or {}
         self.systems = {
             path: System(self.resources, path, clock, options.power_delay, options.acpi,
-                         self._system_event)
+                         self._system_event, options.boot_once_ignored,
+                         options.power_on_refused_s)
             for path in self.resources.members(self.resources.link(root, "Systems"))
         }
+        self.installers = {path: Installer(system, self.resources, self._lock, options,
+                                           self.settle)
+                           for path, system in self.systems.items()}
+        for path, installer in self.installers.items():
+            self.systems[path].on_boot = installer.on_boot
+        shape_media(self.resources, list(self.systems), options.media_place,
+                    options.media_api, options.media_slots, options.stale_image)
         self._actions = self._find_actions()
-        self._slots = self._find_media_slots()
+        self._slots = set(slots(self.resources, list(self.systems)))
 
     # --- discovery -----------------------------------------------------------------
 
@@ -104,16 +151,6 @@ class RedfishBmc:
                 if key.startswith("#") and isinstance(spec, dict) and spec.get("target"):
                     actions[normalize(spec["target"])] = _Action(path, key[1:], spec)
         return actions
-
-    def _find_media_slots(self) -> set[str]:
-        slots: set[str] = set()
-        owners = list(self.systems)
-        root = self.resources.get_raw(ROOT) or {}
-        owners += self.resources.members(self.resources.link(root, "Managers"))
-        for owner in owners:
-            collection = self.resources.link(self.resources.get_raw(owner), "VirtualMedia")
-            slots.update(self.resources.members(collection))
-        return slots
 
     def _publish_registry(self, registry: Document) -> None:
         """List an attribute registry the mockup names but does not carry."""
@@ -151,6 +188,11 @@ class RedfishBmc:
                     return {e["AttributeName"]: e for e in entries if "AttributeName" in e}
         return None
 
+    def close(self) -> None:
+        """Stop what runs on its own (installs)."""
+        for installer in self.installers.values():
+            installer.close()
+
     # --- state over time -----------------------------------------------------------
 
     @property
@@ -163,6 +205,15 @@ class RedfishBmc:
             for system in self.systems.values():
                 system.settle()
             self.updates.settle()
+
+    def _settle_at(self, at: float | None) -> None:
+        """Complete a power change when its time comes, requests or not: the host boots
+        (and an install starts) whether or not a client is looking."""
+        if at is None:
+            return
+        timer = threading.Timer(max(0.0, at - self.clock()) + 0.01, self.settle)
+        timer.daemon = True
+        timer.start()
 
     def _system_event(self, system: str, severity: str, message: str) -> None:
         self.logs.record(self.logs.service_for(system), severity, message)
@@ -236,7 +287,9 @@ class RedfishBmc:
             raise not_found(path)
         LOG.info("action %s on %s: %s", action.name, action.owner, body)
         if action.name == "ComputerSystem.Reset" and action.owner in self.systems:
-            self.systems[action.owner].reset(body, self._allowed(action, "ResetType"))
+            system = self.systems[action.owner]
+            system.reset(body, self._allowed(action, "ResetType"))
+            self._settle_at(system.settles_at)
         elif action.name == "VirtualMedia.InsertMedia":
             self.media.insert(action.owner, body)
         elif action.name == "VirtualMedia.EjectMedia":

@@ -1,7 +1,10 @@
 """Virtual media: insert an image by URL (the BMC really fetches it), eject.
 
 Both ways a BMC offers it work on every slot: the InsertMedia/EjectMedia actions where the
-slot advertises them, and a PATCH of ``Image``/``Inserted`` (VirtualMedia v1.3+).
+slot advertises them, and a PATCH of ``Image``/``Inserted`` (VirtualMedia v1.3+), unless
+``actions_only`` (iDRAC, iLO: the properties are read-only). What an insert into a slot that
+holds an image does, and how an ejected slot reads, follow the vendor (``INSERT_RULES``,
+``EJECT_STYLES``; docs/vendors.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from edgeplane_dev.redfish_sim.resources import Resources
 
 FETCH_TIMEOUT = 10.0
 FETCH_BYTES = 64 * 1024  # enough to know the image is there
+
+# An insert into a slot that holds an image: "refuse_other" answers 409 if it holds another
+# image; "refuse" (iDRAC: "already connected") answers 409 whatever it holds; "replace" mounts
+# the new image over the old one.
+INSERT_RULES = ("refuse_other", "refuse", "replace")
+# An ejected slot reads Inserted false and no Image ("cleared"), or Inserted null and
+# ConnectedVia NotConnected with the last Image still named ("null").
+EJECT_STYLES = ("cleared", "null")
 
 
 def fetch_head(url: str, what: str) -> bytes:
@@ -36,8 +47,12 @@ def fetch_head(url: str, what: str) -> bytes:
 
 
 class Media:
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: Resources, insert_rule: str = "refuse_other",
+                 eject_style: str = "cleared", actions_only: bool = False) -> None:
         self.resources = resources
+        self.insert_rule = insert_rule
+        self.eject_style = eject_style
+        self.actions_only = actions_only
 
     def insert(self, slot: str, body: dict[str, Any]) -> None:
         image = body.get("Image")
@@ -45,9 +60,13 @@ class Media:
             raise RedfishError(400, "ActionParameterMissing",
                                "InsertMedia requires the parameter Image.")
         current = self.resources.get_raw(slot) or {}
-        if current.get("Inserted") and current.get("Image") not in (None, "", image):
+        held = current.get("Image") if current.get("Inserted") else None
+        if held and self.insert_rule == "refuse":
             raise RedfishError(409, "ResourceInUse",
-                               f"{slot} already holds {current.get('Image')}; eject it first.")
+                               f"{slot} is already connected (to {held}); eject it first.")
+        if held and held != image and self.insert_rule == "refuse_other":
+            raise RedfishError(409, "ResourceInUse",
+                               f"{slot} already holds {held}; eject it first.")
         fetch_head(image, "image")
         document = self.resources.edit(slot)
         document.update(Image=image, ImageName=os.path.basename(urlsplit(image).path),
@@ -56,8 +75,11 @@ class Media:
 
     def eject(self, slot: str) -> None:
         document = self.resources.edit(slot)
-        document.update(Image=None, ImageName=None, Inserted=False,
-                        ConnectedVia="NotConnected")
+        if self.eject_style == "null":
+            document.update(Inserted=None, ConnectedVia="NotConnected")
+        else:
+            document.update(Image=None, ImageName=None, Inserted=False,
+                            ConnectedVia="NotConnected")
 
     def patch(self, slot: str, body: dict[str, Any]) -> None:
         unknown = set(body) - {"Image", "Inserted", "WriteProtected", "TransferProtocolType",
@@ -66,6 +88,10 @@ class Media:
             raise RedfishError(400, "PropertyNotWritable",
                                f"The properties {', '.join(sorted(unknown))} of {slot} "
                                "cannot be written.")
+        if self.actions_only and {"Image", "Inserted"} & set(body):
+            raise RedfishError(400, "PropertyNotWritable",
+                               f"The properties Image and Inserted of {slot} are read only: "
+                               "use the actions InsertMedia and EjectMedia.")
         if body.get("Image") and body.get("Inserted", True):
             self.insert(slot, body)
         elif "Image" in body and not body["Image"] or body.get("Inserted") is False:

@@ -37,9 +37,11 @@ from edgeplane_dev.redfish_sim.bmc import (
     load_registries,
 )
 from edgeplane_dev.redfish_sim.faults import Fault
+from edgeplane_dev.redfish_sim.media import EJECT_STYLES, INSERT_RULES
 from edgeplane_dev.redfish_sim.replies import Reply
 from edgeplane_dev.redfish_sim.resources import SHIPPED, Mockup, MockupError
 from edgeplane_dev.redfish_sim.update import MONITOR_STYLES
+from edgeplane_dev.redfish_sim.vendors import MEDIA_APIS, MEDIA_PLACES
 
 LOG = logging.getLogger(__name__)
 CONTROL = "/_sim/"
@@ -267,6 +269,8 @@ class RedfishSimulator:
             self._accepting = None
         for server in self._servers:
             server.server_close()
+        for bmc in self.bmcs:
+            bmc.close()
         self._wake_reader.close()
         self._wake_writer.close()
 
@@ -331,6 +335,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="how the firmware task monitor answers")
     parser.add_argument("--no-acpi", action="store_true",
                         help="the OS ignores GracefulShutdown")
+    vendor = parser.add_argument_group("vendor differences (docs/vendors.md)")
+    vendor.add_argument("--media-place", choices=MEDIA_PLACES, default="mockup",
+                        help="list VirtualMedia under the system or the manager")
+    vendor.add_argument("--media-api", choices=MEDIA_APIS, default="mockup",
+                        help="insert by PATCH only, by the actions only, or both")
+    vendor.add_argument("--media-slot", action="append", default=[], metavar="TYPES",
+                        help="a slot instead of the mockup's, e.g. CD/DVD or USBStick "
+                             "(repeat for more)")
+    vendor.add_argument("--stale-image", default=None, metavar="URL",
+                        help="every slot starts holding this image")
+    vendor.add_argument("--insert-rule", choices=INSERT_RULES, default="refuse_other",
+                        help="what an insert into a slot holding an image does")
+    vendor.add_argument("--eject-style", choices=EJECT_STYLES, default="cleared",
+                        help="how an ejected slot reads")
+    vendor.add_argument("--boot-once-ignored", action="store_true",
+                        help="a Once boot override is consumed but the disk boots")
+    vendor.add_argument("--power-on-refused", type=float, default=0.0, metavar="SECONDS",
+                        help="answer 409 to a power-on for this long after a power-off")
+    install = parser.add_argument_group("the simulated OS install (install.py)")
+    install.add_argument("--install-seconds", type=float, default=BmcOptions.install_seconds,
+                         help="how long the installer works once it has its seed")
+    install.add_argument("--install-read-bytes", type=int, default=None, metavar="BYTES",
+                         help="installer bytes the BMC reads (default: the whole image)")
+    install.add_argument("--media-read-bps", type=float, default=0.0, metavar="BYTES",
+                         help="bytes per second the BMC reads virtual media at (0: no limit)")
+    install.add_argument("--install-hangs", action="store_true",
+                         help="the installer stops at a prompt and never phones home")
     parser.add_argument("--tls-cert", type=Path, default=None,
                         help="serve HTTPS with this certificate (PEM; with --tls-key)")
     parser.add_argument("--tls-key", type=Path, default=None,
@@ -340,11 +371,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = BmcOptions(username=args.username, password=args.password,
-                         power_delay=args.power_delay, latency=args.latency,
-                         update_seconds=args.update_seconds,
-                         update_stalls_at=args.update_stalls_at,
-                         monitor_style=args.monitor_style, acpi=not args.no_acpi)
+    try:
+        options = BmcOptions(username=args.username, password=args.password,
+                             power_delay=args.power_delay, latency=args.latency,
+                             update_seconds=args.update_seconds,
+                             update_stalls_at=args.update_stalls_at,
+                             monitor_style=args.monitor_style, acpi=not args.no_acpi,
+                             media_place=args.media_place, media_api=args.media_api,
+                             media_slots=tuple(args.media_slot), stale_image=args.stale_image,
+                             insert_rule=args.insert_rule, eject_style=args.eject_style,
+                             boot_once_ignored=args.boot_once_ignored,
+                             power_on_refused_s=args.power_on_refused,
+                             install_seconds=args.install_seconds,
+                             install_read_bytes=args.install_read_bytes,
+                             media_read_bps=args.media_read_bps,
+                             install_hangs=args.install_hangs)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         serve(args.port, args.mockup, options, tls_cert=args.tls_cert, tls_key=args.tls_key)
     except (OSError, MockupError) as exc:

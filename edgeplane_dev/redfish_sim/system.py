@@ -6,6 +6,11 @@ the system reports ``PoweringOn``/``PoweringOff``. Every boot (power on, restart
 consumes a "Once" boot override and applies the pending BIOS settings, like a real host
 whose firmware reads them at POST. A host whose OS ignores ACPI (``acpi=False``) accepts a
 GracefulShutdown and never powers off.
+
+Two vendor differences (docs/vendors.md): ``boot_once_ignored`` (Supermicro) accepts and
+reads back a "Once" override, clears it at the next boot, and boots the disk anyway;
+``power_on_refused_s`` (iDRAC) answers 409 to a power-on for that long after a power-off.
+``boots_from`` records what each boot booted from, for tests.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from edgeplane_dev.redfish_sim.resources import Document, Resources
 
 BOOT_ENABLED = ("Once", "Continuous", "Disabled")
 BOOT_MODES = ("UEFI", "Legacy")
+# Resets that power on a system that is off.
+POWERS_ON = frozenset({"On", "ForceOn", "PushPowerButton", "ForceRestart", "GracefulRestart",
+                       "PowerCycle"})
 # Properties a client may PATCH on a ComputerSystem, where the mockup has them.
 WRITABLE = frozenset({"AssetTag", "IndicatorLED", "LocationIndicatorActive", "Boot"})
 BOOT_WRITABLE = frozenset({"BootSourceOverrideTarget", "BootSourceOverrideEnabled",
@@ -42,7 +50,8 @@ class _Transition:
 class System:
     def __init__(self, resources: Resources, path: str, clock: Callable[[], float],
                  power_delay: float, acpi: bool,
-                 on_event: Callable[[str, str, str], None]) -> None:
+                 on_event: Callable[[str, str, str], None], boot_once_ignored: bool = False,
+                 power_on_refused_s: float = 0.0) -> None:
         self.resources = resources
         self.path = path
         self.clock = clock
@@ -55,6 +64,12 @@ class System:
         bios = resources.get_raw(self.bios_path) if self.bios_path else None
         self.settings_path = resources.link(bios, "@Redfish.Settings", "SettingsObject")
         self.boots = 0  # how many times the host booted (tests read it)
+        self.boots_from: list[str] = []  # each boot's source: "Cd", "Hdd", "Pxe"...
+        self.boot_once_ignored = boot_once_ignored
+        self.power_on_refused_s = power_on_refused_s
+        self._off_since: float | None = None  # when the last power-off read back
+        # Called with each boot's source once the firmware ran (the simulated install).
+        self.on_boot: Callable[[str], None] | None = None
 
     # --- power ---------------------------------------------------------------------
 
@@ -70,6 +85,7 @@ class System:
             return
         self._transition = None
         self._set_power("On" if transition.on else "Off")
+        self._off_since = None if transition.on else transition.at
         self._on_event(self.path, "OK", f"System power {'on' if transition.on else 'off'}")
         if transition.boots:
             self._boot()
@@ -83,6 +99,8 @@ class System:
         if allowed is not None and kind not in allowed:
             raise bad_value("ResetType", kind, allowed)
         on = self.powered
+        if not on and kind in POWERS_ON:
+            self._check_power_on_allowed()
         if kind in ("On", "ForceOn") or (kind == "PushPowerButton" and not on):
             if not on:
                 self._begin(True, self.power_delay, boots=True)
@@ -107,6 +125,21 @@ class System:
         else:
             raise bad_value("ResetType", kind, allowed)
 
+    @property
+    def settles_at(self) -> float | None:
+        """When the power change under way completes (clock time), if one is."""
+        return None if self._transition is None else self._transition.at
+
+    def _check_power_on_allowed(self) -> None:
+        """iDRAC refuses a power-on for about a minute after a power-off (409)."""
+        if self._off_since is None or self.power_on_refused_s <= 0:
+            return
+        left = self._off_since + self.power_on_refused_s - self.clock()
+        if left > 0:
+            raise RedfishError(409, "ResourceInUse",
+                               "The system cannot be powered on yet: it powered off "
+                               f"moments ago; retry in {left:.0f} seconds.")
+
     def _begin(self, on: bool, delay: float, boots: bool) -> None:
         self._transition = _Transition(on, self.clock() + delay, boots)
         if delay > 0:
@@ -121,11 +154,29 @@ class System:
         self.boots += 1
         document = self.resources.edit(self.path)
         boot = document.get("Boot") or {}
-        if boot.get("BootSourceOverrideEnabled") == "Once":
+        enabled = boot.get("BootSourceOverrideEnabled")
+        target = boot.get("BootSourceOverrideTarget")
+        overridden = enabled in ("Once", "Continuous") and target not in (None, "None")
+        source = str(target) if overridden else "Hdd"
+        if enabled == "Once":
             boot["BootSourceOverrideEnabled"] = "Disabled"
             boot["BootSourceOverrideTarget"] = "None"
+            if self.boot_once_ignored:  # Supermicro: the override is consumed, not obeyed
+                source = "Hdd"
+        self.boots_from.append(source)
         document["LastResetTime"] = now()
         self._apply_pending_bios()
+        if self.on_boot is not None:
+            self.on_boot(source)
+
+    def host_reboot(self) -> str | None:
+        """The host's OS restarts it (an installer at its end): the firmware runs again,
+        as at a reset. What it booted, or None if the host is off."""
+        if not self.powered or self._transition is not None:
+            return None
+        self._on_event(self.path, "OK", "System restarted by its operating system")
+        self._boot()
+        return self.boots_from[-1]
 
     # --- PATCH ---------------------------------------------------------------------
 

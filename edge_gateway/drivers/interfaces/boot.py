@@ -28,3 +28,8 @@ class BootInterface(abc.ABC):
         """Boot ``target`` at the next boot (ONCE) or every boot; UEFI or legacy if given,
         else the BMC's current choice is kept. Idempotent: no error if that override is
         already set."""
+
+    def get_boot_progress(self) -> str | None:
+        """What the BMC says of the host's boot, for an operator reading a failure (e.g.
+        "BootProgress OSRunning, POST code 0x92"); None if it says nothing."""
+        return None

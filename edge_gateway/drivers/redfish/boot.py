@@ -53,6 +53,25 @@ class RedfishBoot(BootInterface):
             return BootOverride(target=target, mode=BOOT_MODE_FROM_REDFISH.get(boot.enabled),
                                 firmware_mode=firmware_mode)
 
+    def get_boot_progress(self) -> str | None:
+        """BootProgress.LastState (and OemLastState), and an OEM POST code where the system
+        document has one (``Oem.<vendor>.PostCode`` or ``LastPostCode``)."""
+        with self._service.call("read boot progress"):
+            document = self._service.system().json
+        parts = []
+        progress = document.get("BootProgress")
+        if isinstance(progress, dict):
+            for key in ("LastState", "OemLastState"):
+                if isinstance(progress.get(key), str) and progress[key]:
+                    parts.append(f"BootProgress {progress[key][:64]}")
+        oem = document.get("Oem")
+        for vendor in (oem.values() if isinstance(oem, dict) else ()):
+            for key in ("PostCode", "LastPostCode"):
+                code = vendor.get(key) if isinstance(vendor, dict) else None
+                if isinstance(code, str | int) and not isinstance(code, bool):
+                    parts.append(f"POST code {str(code)[:16]}")
+        return ", ".join(parts) or None
+
     def set_boot_override(self, target: BootTarget, mode: BootMode,
                           firmware_mode: BootFirmwareMode | None = None) -> None:
         """No PATCH if the override is already so."""
@@ -85,6 +104,9 @@ class RedfishBoot(BootInterface):
             LOG.info("BMC %s: boot override of %s to %s %s%s", self._service.address,
                      system.path, source.value, enabled.value,
                      f" {override_mode.value}" if override_mode else "")
+            # Supermicro accepts a "Once" override and reads it back, then boots the disk
+            # anyway; nothing here can tell. The provisioning flow sees it by whether the
+            # installer is read from the site cache after the reset (docs/vendors.md).
             system.set_system_boot_options(target=source, enabled=enabled, mode=override_mode)
 
 

@@ -37,8 +37,10 @@ class _Slot:
     def as_media(self) -> VirtualMedia:
         image = self.document.get("Image") or None  # sushy-tools reports "" when empty
         inserted = self.document.get("Inserted")
-        if inserted is None:  # some BMCs leave Inserted null: an image means inserted
-            inserted = image is not None
+        if inserted is None:
+            # Some BMCs leave Inserted null: an image means inserted, unless the slot says
+            # it is not connected (an ejected slot that still names its last image).
+            inserted = image is not None and self.document.get("ConnectedVia") != "NotConnected"
         return VirtualMedia(slot=self.path,
                             media_types=tuple(self.document.get("MediaTypes") or ()),
                             inserted=bool(inserted), image=image if inserted else None)

@@ -1,15 +1,23 @@
-"""Power: read the state, ask for on / hard off, graceful shutdown, power cycle."""
+"""Power: read the state, ask for on / hard off, graceful shutdown, power cycle.
+
+iDRAC answers 409 to a power-on for about a minute after a power-off. A power-on (and a
+power cycle, which powers on a machine that is off) is therefore sent again, further apart
+each time, until the BMC accepts it or ``power_on_patience`` seconds have passed; then it
+fails with what the BMC said.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import sushy
+from sushy import exceptions as sushy_exc
 from sushy.resources.system.system import System
 
 from edge_gateway.drivers.interfaces import PowerInterface
 from edge_gateway.drivers.redfish.documents import Document
-from edge_gateway.drivers.redfish.service import RedfishService, Refusal
+from edge_gateway.drivers.redfish.service import RedfishService, Refusal, http_detail
 from edge_gateway.drivers.redfish.tables import (
     POWER_CYCLE_RESETS,
     POWER_FROM_REDFISH,
@@ -20,11 +28,15 @@ from edgeplane.protocol import PowerState
 
 LOG = logging.getLogger(__name__)
 
+POWER_ON_PATIENCE = 120.0  # seconds a refused (409) power-on is retried
+RETRY_FIRST, RETRY_LONGEST = 1.0, 10.0  # seconds between those retries: doubling, capped
+
 
 class RedfishPower(PowerInterface):
     """Power by ComputerSystem.Reset, checked against the reset types the BMC allows."""
 
     _service: RedfishService
+    power_on_patience: float = POWER_ON_PATIENCE  # a driver may be given its own
 
     def get_power_state(self) -> PowerState:
         with self._service.call("read power state"):
@@ -38,7 +50,8 @@ class RedfishPower(PowerInterface):
                 LOG.debug("BMC %s: %s already reads %s", self._service.address, system.path,
                           system.power_state.value)
                 return
-            _reset(self._service, system, RESET_FOR[state])
+            patience = self.power_on_patience if state == PowerState.ON else 0.0
+            _reset(self._service, system, RESET_FOR[state], patience=patience)
 
     def request_graceful_shutdown(self) -> None:
         """ResetType GracefulShutdown (ACPI soft off); nothing is sent if already off."""
@@ -64,7 +77,7 @@ class RedfishPower(PowerInterface):
             if reset != POWER_CYCLE_RESETS[0]:
                 LOG.info("BMC %s: %s offers no %s; power cycle by %s", self._service.address,
                          system.path, POWER_CYCLE_RESETS[0].value, reset.value)
-            _reset(self._service, system, reset, allowed)
+            _reset(self._service, system, reset, allowed, self.power_on_patience)
 
 
 def offered(system: Document) -> bool:
@@ -80,12 +93,29 @@ def read_power(system: System) -> PowerState:
 
 
 def _reset(service: RedfishService, system: System, reset: sushy.ResetType,
-           allowed: set[sushy.ResetType] | None = None) -> None:
+           allowed: set[sushy.ResetType] | None = None, patience: float = 0.0) -> None:
+    """Send the reset; a 409 is sent again until accepted or ``patience`` s have passed."""
     allowed = _allowed(system) if allowed is None else allowed
     if reset not in allowed:
         raise Refusal(_not_offered((reset,), allowed))
     LOG.info("BMC %s: reset %s by %s", service.address, system.path, reset.value)
-    system.reset_system(reset)
+    deadline, pause = time.monotonic() + patience, RETRY_FIRST
+    while True:
+        try:
+            system.reset_system(reset)
+            return
+        except sushy_exc.HTTPError as exc:
+            if exc.status_code != 409 or patience <= 0:
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Refusal(f"the BMC still refused {reset.value} after {patience:g} s: "
+                              f"{http_detail(exc)}") from None
+            LOG.warning("BMC %s: %s refused (%s); again in %.1f s", service.address,
+                        reset.value, http_detail(exc), min(pause, left))
+        service.connector.close()  # no connection kept open while we wait
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, RETRY_LONGEST)
 
 
 def _allowed(system: System) -> set[sushy.ResetType]:
