@@ -10,9 +10,10 @@ NODE_STAMP := node_modules/.installed-$(shell cksum package-lock.json | cut -d' 
 demo: install
 	$(BIN)/edgeplane dev demo
 
-# tests/test_infra.py reads the stacks `make infra` just synthesized.
+# tests/test_infra.py reads the stacks `make infra` just synthesized. Two workers, one test
+# file each at a time: a file's tests share its module fixtures (a stack, a simulator).
 test: install infra
-	EDGEPLANE_CDK_OUT=$(CURDIR)/infra/cdk.out $(BIN)/pytest
+	EDGEPLANE_CDK_OUT=$(CURDIR)/infra/cdk.out $(BIN)/pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .
