@@ -75,8 +75,8 @@ def unsigned_plan(state: StackState, site: str, timeout: float = 10.0) -> Check:
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
             if execution_id in line and "refused" in line:
-                return Check(attack, True, "rejected by the gateway: "
-                             + line.split(": ", 1)[-1][-120:])
+                reason = line.split(f"{execution_id}: ", 1)[-1]
+                return Check(attack, True, f"rejected by the gateway: {reason[:120]}")
         time.sleep(0.2)
     return Check(attack, False, f"no refusal in {log.name} within {timeout:.0f} s")
 
