@@ -21,6 +21,7 @@ import time
 from typing import Any, ClassVar, cast
 
 from pynamodb.attributes import (
+    BinaryAttribute,
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
@@ -518,10 +519,29 @@ class CommandClaim(EdgeplaneModel):
     expires_at = TTLAttribute()
 
 
+class Reading(EdgeplaneModel):
+    """A fleet-wide aggregate as last computed (``chalicelib.console.readings``): part 0 is
+    the head (generation, slot, number of parts); the other parts hold the compressed JSON."""
+
+    TABLE = "readings"
+
+    class Meta:
+        table_name = "edgeplane-readings"
+
+    name = UnicodeAttribute(hash_key=True)
+    part = NumberAttribute(range_key=True)
+    generation = UnicodeAttribute()
+    taken_at = NumberAttribute()
+    slot = NumberAttribute(null=True)  # the head's: where its parts are
+    parts = NumberAttribute(null=True)  # the head's: how many
+    size = NumberAttribute(null=True)  # the head's: compressed bytes in all
+    data = BinaryAttribute(null=True, legacy_encoding=False)  # a part's piece
+
+
 MODELS: tuple[type[EdgeplaneModel], ...] = (Site, Machine, Rollout, RolloutTarget, Execution,
                                             ResultPart,
                                             Wave, Definition, BlueprintRevision, RolloutEvent,
-                                            Principal, AuditRecord, CommandClaim)
+                                            Principal, AuditRecord, CommandClaim, Reading)
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Any) -> bool:

@@ -28,7 +28,7 @@ def test_create_tables_is_idempotent(aws):
         "test-sites", "test-machines", "test-rollouts", "test-executions",
         "test-definitions", "test-blueprint-revisions",
         "test-rollout-events", "test-rollout-targets", "test-waves", "test-result-parts",
-        "test-principals", "test-audit", "test-commands"}
+        "test-principals", "test-audit", "test-commands", "test-readings"}
 
 
 def test_the_audit_table_expires_its_records(aws):

@@ -7,6 +7,10 @@ Once a reading is older than that, the next request still gets it, at once, whil
 reads the fleet again (one at a time per key): a fleet of 10,000 sites takes seconds to
 read, and no view should wait for it but the first one of a process. (On Lambda the thread
 runs while the instance serves requests, and is frozen between them.)
+
+A reading given with a ``Saved`` (``chalicelib.console.readings``) is also kept in the store:
+a process with nothing in memory answers from the saved one (with when it was taken) and
+computes a new one behind it, and a computation that was slow is saved for the next process.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +32,15 @@ _refreshing: set[Hashable] = set()
 _lock = threading.Lock()
 _first_builds: dict[Hashable, threading.Lock] = {}
 _generation = 0  # forget() makes readings started before it count for nothing
+SLOW_S = 0.5  # a computation slower than this is saved, for a reading that can be
+
+
+class Saved(Protocol[T]):
+    """Where a reading is kept beyond this process."""
+
+    def load(self) -> tuple[T, float] | None: ...  # the value and when it was taken
+
+    def save(self, value: T, taken_at: float) -> None: ...
 
 
 def seconds() -> float:
@@ -37,9 +50,10 @@ def seconds() -> float:
         return DEFAULT_SECONDS
 
 
-def get(key: Hashable, build: Callable[[], T]) -> tuple[T, float]:
+def get(key: Hashable, build: Callable[[], T],
+        saved: Saved[T] | None = None) -> tuple[T, float]:
     """(the value, when its reading started): remembered, remembered while a new one is
-    read, or (the first time) read now."""
+    read, (the first time) the one ``saved`` in the store, or read now."""
     ttl = seconds()
     if ttl == 0:
         started = time.time()
@@ -49,26 +63,38 @@ def get(key: Hashable, build: Callable[[], T]) -> tuple[T, float]:
         builder = _first_builds.setdefault(key, threading.Lock())
     if found is not None:
         if time.time() - found[1] >= ttl:
-            _refresh_in_background(key, build)
+            _refresh_in_background(key, build, saved)
         return found[2], found[0]
     with builder:  # the first requests wait for one reading, not one each
         with _lock:
             found = _values.get(key)
         if found is not None:
             return found[2], found[0]
-        return _build(key, build)
+        stored = saved.load() if saved is not None else None
+        if stored is None:
+            return _build(key, build, saved)
+        value, taken_at = stored
+        with _lock:
+            _values[key] = (taken_at, taken_at, value)
+        if time.time() - taken_at >= ttl:
+            _refresh_in_background(key, build, saved)
+        return value, taken_at
 
 
-def _build(key: Hashable, build: Callable[[], T]) -> tuple[T, float]:
+def _build(key: Hashable, build: Callable[[], T], saved: Saved[T] | None) -> tuple[T, float]:
     generation, started = _generation, time.time()
     value = build()
+    finished = time.time()
     with _lock:
         if generation == _generation:
-            _values[key] = (started, time.time(), value)
+            _values[key] = (started, finished, value)
+    if saved is not None and finished - started >= SLOW_S:
+        saved.save(value, started)
     return value, started
 
 
-def _refresh_in_background(key: Hashable, build: Callable[[], Any]) -> None:
+def _refresh_in_background(key: Hashable, build: Callable[[], Any],
+                           saved: Saved[Any] | None) -> None:
     with _lock:
         if key in _refreshing:
             return
@@ -76,7 +102,7 @@ def _refresh_in_background(key: Hashable, build: Callable[[], Any]) -> None:
 
     def refresh() -> None:
         try:
-            _build(key, build)
+            _build(key, build, saved)
         except Exception:  # the old reading stays; the next request tries again
             LOG.exception("reading %s for the console failed", key)
         finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib import views
-from chalicelib.console import cache
+from chalicelib.console import cache, readings
 from chalicelib.console.fleet import newest_rollouts
 from chalicelib.models import Execution
 from chalicelib.rollouts.read import EXECUTION_FIELDS
@@ -24,6 +24,7 @@ from chalicelib.views import iso
 from edgeplane.protocol import StepState
 
 SAMPLES = 20  # where each group happened, for the drill-down
+LIMIT = 50  # groups in an answer, unless asked otherwise
 MAX_MESSAGE = 300
 SITE_TASK = "(site)"
 _BLANKS = (  # the most specific first
@@ -63,11 +64,12 @@ class Group:
                 "machines": self.machines, "sites": len(self.sites), "samples": self.samples}
 
 
-def triage(rollout_id: str | None = None, limit: int = 50) -> dict[str, Any]:
+def triage(rollout_id: str | None = None, limit: int = LIMIT) -> dict[str, Any]:
     """The groups, largest first, over one rollout or the newest ones (remembered a while:
     ``cache``)."""
+    newest = rollout_id is None and limit == LIMIT
     answer, counted_at = cache.get(("failures", rollout_id, limit),
-                                   lambda: _triage(rollout_id, limit))
+                                   lambda: _triage(rollout_id, limit), NEWEST if newest else None)
     return {**answer, "counted_at": iso(counted_at)}
 
 
@@ -108,3 +110,7 @@ def failures_of(execution: Execution) -> list[tuple[str, str | None, str | None]
     if not found:
         found.append((SITE_TASK, execution.message, None))
     return found
+
+
+# The groups of the newest rollouts (what the view opens on) are saved for the next process.
+NEWEST = readings.Kept("failures", lambda: _triage(None, LIMIT))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from chalicelib.console import cache, store_reads
+from chalicelib.console import cache, readings, store_reads
 from chalicelib.console.fleet import NO_VALUE, bmc_firmware, newest_rollouts
 from chalicelib.models import Execution, Machine
 from chalicelib.views import iso
@@ -17,7 +17,8 @@ from edgeplane.protocol import MachineState
 def failure_matrix(rollout_id: str | None = None) -> dict[str, Any]:
     """The cells over one rollout or the newest ones, most failures first (remembered a
     while: ``cache``)."""
-    answer, counted_at = cache.get(("matrix", rollout_id), lambda: _matrix(rollout_id))
+    answer, counted_at = cache.get(("matrix", rollout_id), lambda: _matrix(rollout_id),
+                                   NEWEST if rollout_id is None else None)
     return {**answer, "counted_at": iso(counted_at)}
 
 
@@ -48,3 +49,7 @@ def _matrix(rollout_id: str | None) -> dict[str, Any]:
     cells.sort(key=lambda c: (-c["rate"], -c["machines"], c["vendor"], c["firmware"]))
     return {"rollouts": rollout_ids, "vendors": sorted({c["vendor"] for c in cells}),
             "firmware": sorted({c["firmware"] for c in cells}), "cells": cells}
+
+
+# The matrix of the newest rollouts (what the view opens on) is saved for the next process.
+NEWEST = readings.Kept("matrix", lambda: _matrix(None))
