@@ -248,7 +248,7 @@ class FleetSimulator:
         """Stop every site (goodbye presence, clean disconnect), join threads, end the loop."""
         for part in self._parts:
             part.stop()
-        self._wait_for_inventories(timeout=10)
+        self._wait_for_own_inventories(timeout=10)
         gateways = list(self.gateways.values())
         if gateways:
             with ThreadPoolExecutor(min(32, len(gateways)),
@@ -399,11 +399,22 @@ class FleetSimulator:
         except Exception:
             LOG.exception("site %s did not stop cleanly", gateway.site)
 
-    def _wait_for_inventories(self, timeout: float) -> None:
-        """The core reports inventory on the pool after connecting; let those end first."""
+    def wait_for_inventories(self, timeout: float) -> bool:
+        """Until every site of this process has reported its start-up inventory (the core
+        does it on the pool after connecting); False if some had not within ``timeout``."""
+        if self._parts:
+            return all([part.call("wait_for_inventories", timeout) for part in self._parts])
+        return self._wait_for_own_inventories(timeout)
+
+    def _wait_for_own_inventories(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         for gateway in self.gateways.values():
-            gateway.wait_for_inventory(max(0.0, deadline - time.monotonic()))
+            # False at once too while the connect has not started it yet: ask again
+            while not gateway.wait_for_inventory(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+        return True
 
 
 def split(items: list[str], parts: int) -> list[list[str]]:
@@ -494,7 +505,7 @@ class FleetProcess:
 
 
 PART_METHODS = frozenset({"stats", "connected_count", "take_offline", "bring_online",
-                          "drop_connection"})
+                          "drop_connection", "wait_for_inventories"})
 
 
 def serve_part(conn: Connection, mqtt_port: int, sites: list[str], options: dict[str, Any],
