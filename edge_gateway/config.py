@@ -89,7 +89,7 @@ from typing import Any
 
 from edge_gateway.cache.settings import CacheSettings, parse_cache
 from edge_gateway.drivers.base import BmcCredentials
-from edge_gateway.errors import ConfigError
+from edge_gateway.errors import ConfigError, config_table
 from edge_gateway.fingerprints import parse_fingerprint
 from edge_gateway.provision.settings import ProvisionSettings, parse_provision
 from edge_gateway.trust import public_key
@@ -382,13 +382,7 @@ def _password(raw: dict[str, Any], base_dir: Path, where: str) -> str:
 
 def _plan_keys(raw: Any, source: str) -> tuple[str, ...]:
     """``[trust] plan_keys``: one key at least, each an Ed25519 public key."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: [trust] must be a table")
-    unknown = sorted(set(raw) - {"plan_keys"})
-    if unknown:
-        raise ConfigError(f"{source}: [trust] has unknown setting(s) {', '.join(unknown)}; "
-                          "it has plan_keys")
-    keys = raw.get("plan_keys", [])
+    keys = config_table(raw, f"{source}: [trust]", {"plan_keys"}).get("plan_keys", [])
     if not isinstance(keys, list):
         raise ConfigError(f"{source}: [trust] plan_keys must be a list of keys (base64)")
     if not keys:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 
 class GatewayError(Exception):
     """Root of every error the gateway raises on purpose."""
@@ -9,6 +12,18 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """The site configuration file is missing, unreadable or wrong."""
+
+
+def config_table(raw: object, where: str, known: Collection[str]) -> dict[str, Any]:
+    """``raw`` as a table of the config that holds only ``known`` settings; ConfigError
+    naming what is wrong (``where``: the file and the table, e.g. "gateway.toml: [cache]")."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where} has unknown setting(s) {', '.join(unknown)}; it takes "
+                          f"{', '.join(sorted(known))}")
+    return raw
 
 
 class BmcError(GatewayError):

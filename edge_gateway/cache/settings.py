@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_gateway.errors import ConfigError
+from edge_gateway.errors import ConfigError, config_table
 
 _UNITS = {"": 1, "B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 _SIZE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]iB|B)?\s*$", re.IGNORECASE)
@@ -48,12 +48,7 @@ def parse_cache(raw: Any, base_dir: Path, source: str) -> CacheSettings | None:
     if raw is None:
         return None
     where = f"{source}: [cache]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(raw) - KNOWN)
-    if unknown:
-        raise ConfigError(f"{where} has unknown setting(s) {', '.join(unknown)}; it takes "
-                          f"{', '.join(sorted(KNOWN))}")
+    raw = config_table(raw, where, KNOWN)
     for name in ("directory", "max_size", "listen"):
         if name not in raw:
             raise ConfigError(f"{where} {name} is required")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_gateway.errors import ConfigError
+from edge_gateway.errors import ConfigError, config_table
 from edge_gateway.provision.seed import MAX_SSH_KEYS, SeedSpec
 
 KNOWN = frozenset({"k3s_url", "k3s_token_file", "ssh_authorized_keys_file"})
@@ -69,12 +69,7 @@ def parse_provision(raw: Any, base_dir: Path, source: str,
     if raw is None:
         return None
     where = f"{source}: [provision]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(raw) - KNOWN)
-    if unknown:
-        raise ConfigError(f"{where} has unknown setting(s) {', '.join(unknown)}; it takes "
-                          f"{', '.join(sorted(KNOWN))}")
+    raw = config_table(raw, where, KNOWN)
     if not has_cache:
         raise ConfigError(f"{where} needs a [cache] table: its LAN server serves the seeds "
                           "and takes the installed machines' phone-home calls")
