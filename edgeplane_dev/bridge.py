@@ -56,6 +56,7 @@ from edgeplane_dev.pki import Identity
 from edgeplane_dev.spool import MAX_BYTES, MAX_REPORTS, Spool
 
 LOG = logging.getLogger(__name__)
+SUBSCRIBED = "bridge: subscribed to"  # once the broker confirmed the subscription
 
 Handler = Callable[[str, bytes], None]
 BatchHandler = Callable[[list[tuple[str, bytes]]], None]
@@ -181,6 +182,8 @@ class _Bridge:
             if code.is_failure:
                 LOG.error("bridge: broker refused the subscription to %s: %s",
                           protocol.UP_FILTER, code)
+                return
+        LOG.info("%s %s", SUBSCRIBED, protocol.UP_FILTER)  # the stack waits for this line
 
     def on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                       properties: Any) -> None:

@@ -419,6 +419,7 @@ class LocalStack:
                             api_port, "--no-autoreload"], env=self._cloud_part_env("api"),
                     cwd=PROJECT_ROOT)
         ingest = self.ca.identity(cloud_identity("ingest"))
+        bridge_log_start = self._log_size("bridge")
         self._spawn("bridge", [sys.executable, "-m", "edgeplane_dev.bridge", "--port",
                                str(state.mqtt_port), "--ca-file", str(ingest.ca_file),
                                "--cert-file", str(ingest.cert_file),
@@ -433,6 +434,28 @@ class LocalStack:
                                   str(artifacts_dir(self.directory)),
                                   *(["--rate", str(self.wan_bps)] if self.wan_bps else [])])
         wait_for_tcp(int(api_port), timeout=30)
+        # Until the bridge's subscription is in place, what a site reports reaches no one
+        # (the IoT rule of AWS is always there): a site that starts at once would lose its
+        # first inventory.
+        from edgeplane_dev.bridge import SUBSCRIBED
+
+        self._wait_for_log("bridge", SUBSCRIBED, bridge_log_start, timeout=30)
+
+    def _log_size(self, name: str) -> int:
+        log = self.directory / "logs" / f"{name}.log"
+        return log.stat().st_size if log.exists() else 0
+
+    def _wait_for_log(self, name: str, text: str, start: int, timeout: float) -> None:
+        """Until ``text`` appears in the process's log past ``start`` (the log is kept
+        across runs of the stack)."""
+        log = self.directory / "logs" / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while text.encode() not in (log.read_bytes()[start:] if log.exists() else b""):
+            self._check_processes()
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} did not say {text!r} within {timeout:.0f} s; "
+                                 f"see {log}")
+            time.sleep(0.05)
 
     def _create_tables(self) -> None:
         saved = {k: os.environ.get(k) for k in self._cloud_env()}

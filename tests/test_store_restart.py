@@ -19,6 +19,7 @@ import pytest
 
 from edgeplane import protocol
 from edgeplane_cli.client import ApiClient, ApiError
+from edgeplane_dev.bridge import SUBSCRIBED
 from edgeplane_dev.fleet_sim import FleetSimulator
 from edgeplane_dev.pki import cloud_identity
 from edgeplane_dev.stack import (
@@ -40,6 +41,25 @@ SITES = 12
 MACHINES = 2
 STEPS = [{"task": "power.ensure", "params": {"state": "on"}},
          {"task": "boot.override", "params": {"target": "pxe", "mode": "once"}}]
+
+
+def test_what_a_site_reports_the_moment_the_stack_is_up_is_stored(stack):
+    """The stack is up once the bridge's subscription is in place, as the IoT rule always
+    is in AWS: a site reporting at once does not lose its first inventory."""
+    state = stack.state
+    bridge_log = stack.directory / "logs" / "bridge.log"
+    assert SUBSCRIBED in bridge_log.read_text(), "up() returned before the bridge subscribed"
+    site = "early-1"
+    peer = connect(state.mqtt_port, state.identity(site), client_id=site)
+    try:
+        inventory = protocol.Inventory(site=site, ts=1.0, machines=[
+            protocol.MachineReport(id="srv-1", protocol="redfish", address="10.0.0.1")])
+        peer.publish(protocol.up_topic(site, protocol.Inventory.KIND), inventory.encode())
+    finally:
+        peer.close()
+    api = ApiClient(state.context, timeout=30)
+    assert wait_until(lambda: machine_count(api, [site]) == 1, timeout=30,
+                      what="the inventory sent at once to be stored")
 
 
 def test_a_store_killed_mid_rollout_loses_nothing_and_the_rollout_finishes(stack):
