@@ -81,15 +81,23 @@ def get(key: Hashable, build: Callable[[], T],
         return value, taken_at
 
 
-def _build(key: Hashable, build: Callable[[], T], saved: Saved[T] | None) -> tuple[T, float]:
-    generation, started = _generation, time.time()
+def computed(build: Callable[[], T], saved: Saved[T] | None) -> tuple[T, float, float]:
+    """(``build()``, when it started, when it finished); saved too where it can be, if it
+    took ``SLOW_S`` or more."""
+    started = time.time()
     value = build()
     finished = time.time()
+    if saved is not None and finished - started >= SLOW_S:
+        saved.save(value, started)
+    return value, started, finished
+
+
+def _build(key: Hashable, build: Callable[[], T], saved: Saved[T] | None) -> tuple[T, float]:
+    generation = _generation
+    value, started, finished = computed(build, saved)
     with _lock:
         if generation == _generation:
             _values[key] = (started, finished, value)
-    if saved is not None and finished - started >= SLOW_S:
-        saved.save(value, started)
     return value, started
 
 

@@ -87,11 +87,8 @@ def refresh(readings: Iterable[Kept[Any]]) -> dict[str, float]:
     schedule runs. Answers how long each took."""
     took: dict[str, float] = {}
     for kept in readings:
-        started = time.time()
-        value = kept.build()
-        took[kept.name] = round(time.time() - started, 3)
-        if took[kept.name] >= cache.SLOW_S:
-            kept.save(value, started)
+        _, started, finished = cache.computed(kept.build, kept)
+        took[kept.name] = round(finished - started, 3)
     return took
 
 
@@ -100,7 +97,7 @@ def save(name: str, data: Any, taken_at: float) -> bool:
     already (nothing is replaced then)."""
     packed = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 6)
     pieces = [packed[i:i + PART_BYTES] for i in range(0, len(packed), PART_BYTES)] or [b""]
-    head = _head(name, consistent=True)
+    head = _head(name)
     if head is not None and head.taken_at >= taken_at:
         return False
     slot = 1 - int(head.slot or 0) if head is not None else 0
@@ -124,7 +121,7 @@ def save(name: str, data: Any, taken_at: float) -> bool:
 def load(name: str, max_age: float = MAX_AGE_S) -> tuple[Any, float] | None:
     """(the data, when it was taken) of reading ``name``; None if there is none, it is older
     than ``max_age``, or a part is missing or of another generation (being replaced)."""
-    head = _head(name, consistent=True)
+    head = _head(name)
     if head is None or time.time() - head.taken_at > max_age:
         return None
     first = int(head.slot or 0) * SLOT_SPAN + 1
@@ -136,8 +133,8 @@ def load(name: str, max_age: float = MAX_AGE_S) -> tuple[Any, float] | None:
     return json.loads(zlib.decompress(packed)), float(head.taken_at)
 
 
-def _head(name: str, consistent: bool) -> Reading | None:
+def _head(name: str) -> Reading | None:
     try:
-        return Reading.get(name, 0, consistent_read=consistent)
+        return Reading.get(name, 0, consistent_read=True)
     except Reading.DoesNotExist:
         return None
