@@ -36,7 +36,7 @@ from pynamodb.exceptions import PynamoDBException, TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import recent, settings
+from chalicelib import recent, settings, store_wire
 
 LOG = logging.getLogger(__name__)
 
@@ -86,9 +86,13 @@ class EdgeplaneModel(Model):
             # pynamodb builds the botocore client on first use, and every thread that
             # comes before it is built builds one (each loading the service's model, a
             # costly parse): ingest's writers all start at once. One builds it; the
-            # others wait for it.
+            # others wait for it. Its item requests then go on the wire (store_wire).
             with _client_lock:
-                connection.connection.client  # noqa: B018 - builds it
+                client = connection.connection.client  # builds it
+                if settings.load().store_client == "wire" and \
+                        not isinstance(client, store_wire.WireClient):
+                    connection.connection._client = store_wire.WireClient(  # type: ignore[assignment]
+                        client)
                 cls._client_of = connection
         return connection
 

@@ -36,6 +36,9 @@ class Settings:
     authorizer: str | None = None
     # Days an audit record is kept (chalicelib/access/trail.py checks it; unset: its default).
     audit_retention_days: str | None = None
+    # How item requests reach DynamoDB: "wire" (chalicelib/store_wire.py) or "botocore"
+    # (what moto inside a test's process intercepts).
+    store_client: str = "wire"
 
 
 def _get(name: str) -> str | None:
@@ -58,7 +61,20 @@ def load() -> Settings:
         plan_signing_key=_get("EDGEPLANE_PLAN_SIGNING_KEY"),
         authorizer=_get("EDGEPLANE_AUTHORIZER"),
         audit_retention_days=_get("EDGEPLANE_AUDIT_RETENTION_DAYS"),
+        store_client=store_client(),
     )
+
+
+STORE_CLIENTS = ("wire", "botocore")
+
+
+def store_client() -> str:
+    """EDGEPLANE_STORE_CLIENT: "wire" (the default) or "botocore"."""
+    value = (_get("EDGEPLANE_STORE_CLIENT") or "wire").lower()
+    if value not in STORE_CLIENTS:
+        raise ValueError(f"EDGEPLANE_STORE_CLIENT is {value!r}: it must be one of "
+                         f"{', '.join(STORE_CLIENTS)}")
+    return value
 
 
 def ingest_queue_name() -> str:

@@ -41,6 +41,8 @@ UNSET_SETTINGS = {
     "EDGEPLANE_AUTHORIZER": "bearer tokens of the principals in the store",
     "EDGEPLANE_AUDIT_RETENTION_DAYS": "the app's default",
     "EDGEPLANE_CONSOLE_CACHE_S": "the app's default (chalicelib/console/fleet.py)",
+    "EDGEPLANE_STORE_CLIENT": "the app's default: item requests on the wire "
+                              "(chalicelib/store_wire.py)",
 }
 # What the app does with its tables' items (no table is created or deleted by it).
 TABLE_ACTIONS = ("GetItem", "BatchGetItem", "Query", "Scan", "ConditionCheckItem", "PutItem",

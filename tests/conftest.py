@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -190,9 +191,18 @@ def moto_dynamodb() -> Iterator[None]:
 
     from chalicelib import models
 
-    with mock_aws(), one_request_at_a_time():
-        models.configure(None, "test-", REGION)
-        yield
+    # moto intercepts botocore's sending: the item requests go through botocore here.
+    before = os.environ.get("EDGEPLANE_STORE_CLIENT")
+    os.environ["EDGEPLANE_STORE_CLIENT"] = "botocore"
+    try:
+        with mock_aws(), one_request_at_a_time():
+            models.configure(None, "test-", REGION)
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("EDGEPLANE_STORE_CLIENT", None)
+        else:
+            os.environ["EDGEPLANE_STORE_CLIENT"] = before
     models.forget_configuration()
 
 
