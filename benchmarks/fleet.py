@@ -391,7 +391,8 @@ def rollout(stack_dir: Path, count: int, machines: int, timeout: float,
 
 
 def wave_times(events: list[dict], sizes: list[int]) -> list[dict]:
-    """Each wave's size and seconds from its first plan sent to its last site done."""
+    """Each wave's size, seconds from its first plan sent to its last site done, and
+    seconds from the wave before's end to its first plan sent."""
     first: dict[int, float] = {}
     last: dict[int, float] = {}
     for event in events:
@@ -402,7 +403,10 @@ def wave_times(events: list[dict], sizes: list[int]) -> list[dict]:
             first[wave] = min(first.get(wave, event["ts"]), event["ts"])
         elif state in ("succeeded", "failed", "timed_out", "expired", "canceled"):
             last[wave] = max(last.get(wave, event["ts"]), event["ts"])
-    return [{"wave": i, "sites": size, "seconds": round(last.get(i, 0) - first.get(i, 0), 2)}
+    return [{"wave": i, "sites": size, "seconds": round(last.get(i, 0) - first.get(i, 0), 2),
+             # from the end of the wave before (or the create's first event) to its first send
+             "starts_after_s": round(first.get(i, 0) - (last.get(i - 1, 0) if i else min(
+                 (e["ts"] for e in events), default=first.get(i, 0))), 2)}
             for i, size in enumerate(sizes)]
 
 

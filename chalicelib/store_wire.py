@@ -21,8 +21,10 @@ signer with the client's credentials (refreshed as botocore refreshes them). Eve
   or ``ReadTimeoutError``;
 - retries: the client's ``total_max_attempts``, for throttling, 5xx and lost connections,
   with botocore's standard backoff (random, up to 2^attempt s, at most 20 s);
-- HTTPS to AWS verifies the endpoint against botocore's CA bundle; each thread keeps its
-  own connection alive (writers run in threads);
+- HTTPS to AWS verifies the endpoint against botocore's CA bundle; connections are kept
+  alive, up to the client's ``max_pool_connections`` idle, shared by the threads;
+- conditions go without the parentheses that change nothing (``store_expressions``: the
+  local store parses nested groups slowly);
 - with client-side monitoring on (``AWS_CSM_ENABLED``), each attempt is reported as
   botocore reports it (the local stack counts requests that way).
 
@@ -54,6 +56,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from chalicelib.store_expressions import plain
+
 WIRE_OPERATIONS = frozenset({
     "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem",
     "Query", "Scan", "TransactGetItems", "TransactWriteItems",
@@ -68,7 +72,10 @@ RETRY_CODES = frozenset({
     "RequestTimeoutException", "PriorRequestNotComplete",
 })
 MAX_BACKOFF_S = 20.0
-MAX_ANSWER_BYTES = 32 << 20  # a 1 MB page, or 100 items of 400 KB, and room to spare
+MAX_ANSWER_BYTES = 32 << 20
+# A connection idle this long is not reused: servers close idle ones (node's HTTP server,
+# the local store's, after 5 s), and a request sent on one already closed is lost.
+MAX_IDLE_S = 4.0  # a 1 MB page, or 100 items of 400 KB, and room to spare
 
 
 class WireClient:
@@ -96,7 +103,9 @@ class WireClient:
         self._attempts = max(1, int(retries.get("total_max_attempts")
                                     or retries.get("max_attempts", 2) + 1))
         self._tls = _tls_context() if self._https else None
-        self._local = threading.local()
+        self._pool_size = int(config.max_pool_connections or 10)
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # newest last
+        self._lock = threading.Lock()
         self._monitor = _Monitor.from_environment()
 
     def __getattr__(self, name: str) -> Any:
@@ -106,7 +115,8 @@ class WireClient:
         if operation not in WIRE_OPERATIONS:
             answer: dict[str, Any] = self._botocore._make_api_call(operation, params)
             return answer
-        body = json.dumps(params, separators=(",", ":"), default=_binary).encode()
+        body = json.dumps(_plain_conditions(params), separators=(",", ":"),
+                          default=_binary).encode()
         attempt = 0
         while True:
             attempt += 1
@@ -131,29 +141,27 @@ class WireClient:
         server closed meanwhile is opened again once before the attempt counts as lost."""
         headers = self._signed_headers(operation, body)
         for stale_allowed in (True, False):
-            try:
-                connection, fresh = self._connection()
-            except (TimeoutError, OSError) as exc:
-                raise EndpointConnectionError(endpoint_url=self.endpoint_url,
-                                              error=exc) from exc
+            connection, fresh = self._take_connection(reuse=stale_allowed)
             try:
                 connection.request("POST", self._path, body=body, headers=headers)
                 response = connection.getresponse()
                 raw = response.read(MAX_ANSWER_BYTES + 1)
             except TimeoutError as exc:
-                self._drop_connection()
+                connection.close()
                 raise ReadTimeoutError(endpoint_url=self.endpoint_url, error=exc) from exc
             except (http.client.HTTPException, OSError) as exc:
-                self._drop_connection()
+                connection.close()
                 if stale_allowed and not fresh:
                     continue  # the server closed it while it was idle: a new one
                 raise ConnectionClosedError(endpoint_url=self.endpoint_url) from exc
             if len(raw) > MAX_ANSWER_BYTES:
-                self._drop_connection()
+                connection.close()
                 raise HTTPClientError(error=f"{self.endpoint_url} answered more than "
                                       f"{MAX_ANSWER_BYTES} bytes")
             if response.will_close:
-                self._drop_connection()
+                connection.close()
+            else:
+                self._give_back(connection)
             return response.status, {k.lower(): v for k, v in response.getheaders()}, raw
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -166,29 +174,55 @@ class WireClient:
                   else credentials, "dynamodb", self._region).add_auth(request)
         return dict(request.headers.items())
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection to the endpoint, and whether it was just made."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            return connection, False
+    def _take_connection(self, reuse: bool = True) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection to the endpoint (unless not ``reuse``), or a new one:
+        (connection, whether new). Connections are shared by the threads (ingest makes new
+        writer threads for each batch), as botocore's pool shares them; one idle longer
+        than ``MAX_IDLE_S`` is closed rather than reused (the server may have closed it)."""
+        stale: list[tuple[http.client.HTTPConnection, float]] = []
+        with self._lock:
+            if reuse and self._idle:
+                if time.monotonic() - self._idle[-1][1] < MAX_IDLE_S:
+                    return self._idle.pop()[0], False
+                stale, self._idle = self._idle, []  # the newest is too old: all are
+        for old, _ in stale:
+            old.close()
+        connection: http.client.HTTPConnection
         if self._tls is not None:
             connection = http.client.HTTPSConnection(
                 self._host, self._port, timeout=self._connect_timeout, context=self._tls)
         else:
             connection = http.client.HTTPConnection(
                 self._host, self._port, timeout=self._connect_timeout)
-        connection.connect()
+        try:
+            connection.connect()
+        except OSError as exc:  # refused, unreachable, timed out, a certificate refused
+            connection.close()
+            raise EndpointConnectionError(endpoint_url=self.endpoint_url, error=exc) from exc
         assert connection.sock is not None
         connection.sock.settimeout(self._read_timeout)
         connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._local.connection = connection
         return connection, True
 
-    def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
-            connection.close()
+    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._pool_size:
+                self._idle.append((connection, time.monotonic()))
+                return
+        connection.close()
+
+
+def _plain_conditions(params: dict[str, Any]) -> dict[str, Any]:
+    """The request with its conditions' needless parentheses left out (see
+    ``store_expressions``); the caller's dict is left as it was."""
+    changed = {}
+    for name in ("ConditionExpression", "FilterExpression"):
+        expression = params.get(name)
+        if isinstance(expression, str):
+            written = plain(expression)
+            if written != expression:
+                changed[name] = written
+    return {**params, **changed} if changed else params
 
 
 def _tls_context() -> ssl.SSLContext:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -290,3 +291,73 @@ def test_an_answer_too_large_or_not_json_is_refused(fake, monkeypatch):
     with pytest.raises(HTTPClientError, match="answered no JSON object"):
         wire._make_api_call("GetItem", {"TableName": "t", "Key": {}})
 
+
+
+def test_threads_share_the_kept_alive_connections(fake):
+    """Ingest makes new writer threads for each batch: they reuse the idle connections."""
+    server, wire = fake([])
+    for _ in range(20):
+        thread = threading.Thread(
+            target=wire._make_api_call, args=("GetItem", {"TableName": "t", "Key": {}}))
+        thread.start()
+        thread.join()
+    assert len(server.requests) == 20
+    assert server.connections == 1
+
+
+def test_a_connection_idle_too_long_is_not_reused(fake, monkeypatch):
+    """A server closes idle connections (the local store after 5 s): one idle longer than
+    MAX_IDLE_S is closed, not sent on."""
+    server, wire = fake([])
+    monkeypatch.setattr(store_wire, "MAX_IDLE_S", 0.0)
+    for _ in range(3):
+        wire._make_api_call("GetItem", {"TableName": "t", "Key": {}})
+    assert server.connections == 3
+
+
+def _random_condition(rng: random.Random, depth: int = 0) -> Any:
+    """A pynamodb condition over three numbers of a site, nested up to 4 deep."""
+    attributes = (Site.presence_session, Site.presence_rank, Site.last_seen_at)
+    if depth < 4 and rng.random() < 0.6:
+        left, right = _random_condition(rng, depth + 1), _random_condition(rng, depth + 1)
+        shape = rng.choice(("and", "or", "not"))
+        return left & right if shape == "and" else left | right if shape == "or" else ~left
+    attribute, value = rng.choice(attributes), rng.randint(0, 3)
+    return rng.choice((
+        lambda: attribute == value, lambda: attribute < value, lambda: attribute >= value,
+        lambda: attribute.between(value, value + 1), lambda: attribute.is_in(value, 2),
+        lambda: attribute.exists(), lambda: attribute.does_not_exist()))()
+
+
+def test_conditions_without_their_needless_parentheses_answer_as_written(tables):
+    """200 random conditions on 3 sites: the store answers each as sent by botocore
+    (pynamodb's parentheses) and as sent on the wire (``store_expressions.plain``)."""
+    rng = random.Random(7)
+    wire = Site._get_connection().connection.client
+    sites = {"c1": {"presence_session": {"N": "1"}, "presence_rank": {"N": "2"}},
+             "c2": {"presence_session": {"N": "3"}, "last_seen_at": {"N": "0"}},
+             "c3": {"presence_rank": {"N": "1"}, "last_seen_at": {"N": "2"}}}
+    for site, values in sites.items():
+        tables.put_item(TableName=f"{PREFIX}sites", Item={"site_id": {"S": site}, **values})
+    flattened = 0
+    for _ in range(200):
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        expression = _random_condition(rng).serialize(names, values)
+        flattened += store_wire.plain(expression) != expression
+        for site in sites:
+            request = {
+                "TableName": f"{PREFIX}sites", "Key": {"site_id": {"S": site}},
+                "UpdateExpression": "SET #z = :z", "ConditionExpression": expression,
+                "ExpressionAttributeNames": {**{v: k for k, v in names.items()},
+                                             "#z": "updated_at"},
+                "ExpressionAttributeValues": {**values, ":z": {"N": "1"}}}
+            answers = []
+            for send in (tables._make_api_call, wire._make_api_call):
+                try:
+                    send("UpdateItem", request)
+                    answers.append("written")
+                except ClientError as exc:
+                    answers.append(exc.response["Error"]["Code"])
+            assert answers[0] == answers[1], (expression, store_wire.plain(expression), site)
+    assert flattened > 100  # most had parentheses to leave out
