@@ -150,6 +150,23 @@ def test_a_canary_then_growing_waves(aws, published, clock):
     assert body["rollout"]["state_counts"] == body["rollout"]["counts"] == {"succeeded": 10}
 
 
+def test_a_round_of_many_sites_is_rendered_and_sent_chunk_by_chunk(aws, published, clock):
+    """A wave past the canary is rendered when it starts, a chunk at a time, each chunk's
+    plans sent while the next is rendered: every site gets its one plan, and asks for
+    observed state exactly where a rollout desired something of it."""
+    sites = make_sites(2 * dispatch.PREPARE_CHUNK + 50)
+    desired = set(sites[::3])
+    for site_id in desired:
+        Site(site_id).update(actions=[Site.has_desired.set(True)])
+    rollout_id = start(published, clock, sites, canary={"sites": 1},
+                       first_wave=len(sites) - 1)
+    finish(rollout_id, sites[0], clock)
+    plans = [plan for plan in published.plans() if isinstance(plan, protocol.Plan)]
+    assert sorted(plan.site for plan in plans) == sites
+    assert {plan.site for plan in plans if plan.observe} == desired
+    assert all(len(plan.steps) == 1 for plan in plans)
+
+
 def call_view(rollout_id: str):
     from chalicelib import views
     rollout = Rollout.get(rollout_id, consistent_read=True)

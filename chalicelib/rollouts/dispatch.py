@@ -47,6 +47,9 @@ LOG = logging.getLogger(__name__)
 DISPATCH_BATCH = 500  # queued executions read per query page
 DISPATCH_WORKERS = 8  # claims and publishes in flight at once
 DISPATCH_ROUND = 1000  # sites claimed per round; the lease is renewed between rounds
+# Plans rendered (their sites read) a chunk at a time, each chunk's sent while the next is
+# rendered: a wave's first plans go out after 100 renders, not after a round's 1,000.
+PREPARE_CHUNK = 100
 
 
 def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
@@ -74,13 +77,18 @@ def send_due(rollout: Rollout, policy: PolicyIn, publisher: Publisher,
     signer = signing.current()  # NotConfigured before any claim: nothing goes unsigned
     with Changes() as changes:
         sender = _Sender(rollout, policy, publisher, signer, clock, changes, windows)
-        sender.prepare(chosen)
         if len(chosen) == 1:
+            sender.prepare(chosen)
             sent = int(sender.send(chosen[0]))
         else:
             with ThreadPoolExecutor(min(DISPATCH_WORKERS, len(chosen)),
                                     thread_name_prefix="dispatch") as pool:
-                sent = sum(pool.map(sender.send, chosen))
+                pending = []
+                for first in range(0, len(chosen), PREPARE_CHUNK):
+                    chunk = chosen[first:first + PREPARE_CHUNK]
+                    sender.prepare(chunk)  # while the chunks before are being sent
+                    pending += [pool.submit(sender.send, execution) for execution in chunk]
+                sent = sum(future.result() for future in pending)
     if sent:
         rate = ([Rollout.rate_count.add(sent)] if int(rollout.rate_minute) == minute else
                 [Rollout.rate_minute.set(minute), Rollout.rate_count.set(sent)])
@@ -152,13 +160,16 @@ class _Sender:
     def prepare(self, chosen: list[Execution]) -> None:
         """What sending these needs, read together: the plans not stored, and which sites
         have a desired state (only there does the gateway report observed state after an
-        inline-steps plan: nowhere else is it judged)."""
+        inline-steps plan: nowhere else is it judged). Called for each chunk of a round,
+        it adds to what the chunks before it prepared."""
         unrendered = [e.site_id for e in chosen if e.plan_steps is None]
         if self.rollout.blueprint is not None:
             self.render(unrendered)
             return
         sites = rendering.read_sites([e.site_id for e in chosen], full=False)
-        self._judged = {site_id for site_id, site in sites.items() if site.has_desired}
+        judged = {site_id for site_id, site in sites.items() if site.has_desired}
+        # A new set, not one changed in place: sends of earlier chunks read it meanwhile.
+        self._judged = judged if self._judged is None else self._judged | judged
         self.render(unrendered, sites)
 
     def render(self, site_ids: list[str], sites: dict[str, Site] | None = None) -> None:
