@@ -102,11 +102,15 @@ class Changes:
             "attempt": int(execution.attempt or 1), "message": execution.message, "at": now})
 
     def flush(self) -> None:
-        """Write the counters, then the log and the events; forget what was written."""
+        """Write the log and the events, then the counters; forget what was written. The
+        log first: a reader who sees a rollout finished by its counters finds every move
+        that finished it in the log (a writer that stops between the two leaves counters
+        short, which the tick's recount heals, never a log short of what was counted)."""
         while self._by_rollout:
             rollout_id, counts = self._by_rollout.popitem()
             if not counts.moves:
                 continue
+            audit.record_moves(rollout_id, counts.moves)
             actions: list[Action] = [Rollout.moved_at.set(max(move["at"] for move in counts.moves))]
             if counts.in_flight:
                 actions.append(Rollout.in_flight.add(counts.in_flight))
@@ -125,7 +129,6 @@ class Changes:
                     waves = [wave_counters.from_rollout(rollout, wave)
                              for wave in counts.wave_done]
                 self.counted[rollout_id] = Counted(rollout, waves)
-            audit.record_moves(rollout_id, counts.moves)
 
 
 def _count(rollout_id: str, actions: list[Action], per_state: list[Action],
