@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # DynamoDB's (and the local store's) answers that mean "try again later", by error code:
 # pynamodb keeps the code of the answer but not its HTTP status.
-_NOT_NOW = frozenset({
+NOT_NOW = frozenset({
     "InternalServerError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
     "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException",
     "RequestLimitExceeded", "LimitExceededException",
@@ -32,7 +32,7 @@ def store_unavailable(exc: BaseException) -> str | None:
         if isinstance(current, ClientError):
             error = current.response.get("Error", {})
             status = current.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if error.get("Code") in _NOT_NOW or int(status or 0) >= 500:
+            if error.get("Code") in NOT_NOW or int(status or 0) >= 500:
                 return f"{error.get('Code') or status}: {error.get('Message') or current}"
         seen.add(id(current))
         current = getattr(current, "cause", None) or current.__cause__ or current.__context__

@@ -56,6 +56,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from chalicelib.availability import NOT_NOW
 from chalicelib.store_expressions import plain
 
 WIRE_OPERATIONS = frozenset({
@@ -64,18 +65,15 @@ WIRE_OPERATIONS = frozenset({
 })
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
-# Answers worth another attempt (botocore's standard retry mode: throttling and transient).
-RETRY_CODES = frozenset({
-    "ThrottlingException", "Throttling", "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded", "LimitExceededException", "TransactionInProgressException",
-    "InternalServerError", "InternalFailure", "ServiceUnavailable", "RequestTimeout",
-    "RequestTimeoutException", "PriorRequestNotComplete",
-})
+# Answers worth another attempt: the store's "not now", and what botocore's standard retry
+# mode also tries again.
+RETRY_CODES = NOT_NOW | {"TransactionInProgressException", "RequestTimeout",
+                         "RequestTimeoutException", "PriorRequestNotComplete"}
 MAX_BACKOFF_S = 20.0
-MAX_ANSWER_BYTES = 32 << 20
+MAX_ANSWER_BYTES = 32 << 20  # a 1 MB page, or 100 items of 400 KB, and room to spare
 # A connection idle this long is not reused: servers close idle ones (node's HTTP server,
 # the local store's, after 5 s), and a request sent on one already closed is lost.
-MAX_IDLE_S = 4.0  # a 1 MB page, or 100 items of 400 KB, and room to spare
+MAX_IDLE_S = 4.0
 
 
 class WireClient:
@@ -123,11 +121,9 @@ class WireClient:
             try:
                 status, headers, raw = self._send(operation, body)
             except (EndpointConnectionError, HTTPClientError):
-                self._monitor.attempt(operation)
                 if attempt >= self._attempts:
                     raise
             else:
-                self._monitor.attempt(operation)
                 if status == 200:
                     return _decode(raw, self.endpoint_url)
                 error = _client_error(operation, status, headers, raw)
@@ -140,6 +136,7 @@ class WireClient:
         """One attempt: (status, headers in lower case, body). A kept-alive connection the
         server closed meanwhile is opened again once before the attempt counts as lost."""
         headers = self._signed_headers(operation, body)
+        self._monitor.attempt(operation)
         for stale_allowed in (True, False):
             connection, fresh = self._take_connection(reuse=stale_allowed)
             try:
