@@ -167,8 +167,8 @@ class WireClient:
             "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET_PREFIX + operation,
             "Host": self._host_header})
         credentials = self._botocore._request_signer._credentials
-        SigV4Auth(credentials.get_frozen_credentials() if credentials is not None
-                  else credentials, "dynamodb", self._region).add_auth(request)
+        SigV4Auth(credentials and credentials.get_frozen_credentials(), "dynamodb",
+                  self._region).add_auth(request)
         return dict(request.headers.items())
 
     def _take_connection(self, reuse: bool = True) -> tuple[http.client.HTTPConnection, bool]:

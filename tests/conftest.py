@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -192,17 +191,10 @@ def moto_dynamodb() -> Iterator[None]:
     from chalicelib import models
 
     # moto intercepts botocore's sending: the item requests go through botocore here.
-    before = os.environ.get("EDGEPLANE_STORE_CLIENT")
-    os.environ["EDGEPLANE_STORE_CLIENT"] = "botocore"
-    try:
-        with mock_aws(), one_request_at_a_time():
-            models.configure(None, "test-", REGION)
-            yield
-    finally:
-        if before is None:
-            os.environ.pop("EDGEPLANE_STORE_CLIENT", None)
-        else:
-            os.environ["EDGEPLANE_STORE_CLIENT"] = before
+    with pytest.MonkeyPatch.context() as patch, mock_aws(), one_request_at_a_time():
+        patch.setenv("EDGEPLANE_STORE_CLIENT", "botocore")
+        models.configure(None, "test-", REGION)
+        yield
     models.forget_configuration()
 
 

@@ -198,11 +198,16 @@ def _signature_problem(headers: Any, body: bytes, port: int) -> str:
 
 
 @pytest.fixture
-def fake(monkeypatch) -> Iterator[Any]:
-    """Make a FakeStore and a WireClient on it (3 attempts a call, no backoff wait)."""
+def signing_env(monkeypatch) -> None:
+    """The store's credentials in the environment, and retries without a backoff wait."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
     monkeypatch.setattr(store_wire, "MAX_BACKOFF_S", 0.0)
+
+
+@pytest.fixture
+def fake(signing_env) -> Iterator[Any]:
+    """Make a FakeStore and a WireClient on it (3 attempts a call, no backoff wait)."""
     servers: list[FakeStore] = []
 
     def make(answers: list[tuple[int, Any]], close_idle: bool = False,
@@ -269,10 +274,7 @@ def test_a_connection_the_server_closed_is_opened_again(fake):
     assert server.connections == 3
 
 
-def test_a_store_that_does_not_answer_is_unavailable(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    monkeypatch.setattr(store_wire, "MAX_BACKOFF_S", 0.0)
+def test_a_store_that_does_not_answer_is_unavailable(signing_env):
     wire = store_wire.WireClient(client(f"http://{LOOPBACK}:{free_port()}",
                                         retries={"total_max_attempts": 2}))
     with pytest.raises(EndpointConnectionError) as raised:
