@@ -34,6 +34,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	$(BIN)/edge-gateway lean-bytecode  # the site gateway's -OO bytecode (edge_gateway/bytecode.py)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -106,6 +106,13 @@ class PlanRun:
     result_messages: int = 1  # the messages it came in (parts, when one could not hold it)
 
 
+def proc_environment(pid: int) -> dict[str, str]:
+    """The environment a process was started with (after ``edge-gateway run`` started itself
+    again: the one it runs with)."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+
+
 @dataclass
 class SiteRun:
     """One gateway's life: its plans, its peak memory and the CPU it and the BMCs used."""
@@ -119,6 +126,7 @@ class SiteRun:
     retries: int = 0  # requests sushy sent again after a transport error
     requests: list[int] = field(default_factory=list)  # Redfish requests each BMC received
     connections: list[int] = field(default_factory=list)  # the connections they came over
+    python_optimize: str = "0"  # PYTHONOPTIMIZE the gateway runs with ("2": lean bytecode)
 
 
 # --- child processes -----------------------------------------------------------------------
@@ -304,6 +312,7 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         process = stack.enter_context(gateway(config, directory / "gateway.log"))
         wait_until_ready(recorder, site, process, directory / "gateway.log", settings.timeout)
         run.startup_s = time.monotonic() - started
+        run.python_optimize = proc_environment(process.pid).get("PYTHONOPTIMIZE", "0")
         cpu = cpu_seconds(process.pid), cpu_seconds(sim_pid)
         log_size = (directory / "gateway.log").stat().st_size
         for port in ports:  # forget the start-up inventory's requests
@@ -411,6 +420,7 @@ def summarize(settings: Settings, single: SiteRun, site: SiteRun) -> dict[str, A
         "gateway_cpu_s": round(site.gateway_cpu_s, 2),
         "simulator_cpu_s": round(site.simulator_cpu_s, 2),
         "gateway_startup_s": round(site.startup_s, 2),
+        "gateway_python_optimize": site.python_optimize,
         "retries": site.retries,
         "requests_per_machine": round(statistics.median(site.requests)) if site.requests else None,
         "single_requests_per_machine": max(single.requests) if single.requests else None,
@@ -457,6 +467,8 @@ def report_lines(settings: Settings, summary: dict[str, Any]) -> list[str]:
         f"{summary['peak_rss_mib']:.1f} MiB | <= {RSS_TARGET_MIB:.0f} MiB "
         f"({ok[summary['rss_ok']]}) |",
         f"| gateway peak RSS, baseline site | {summary['single_peak_rss_mib']:.1f} MiB | |",
+        f"| gateway's bytecode | PYTHONOPTIMIZE={summary['gateway_python_optimize']} "
+        "(2: `edge-gateway lean-bytecode`, no docstrings or asserts) | |",
         f"| result | {summary['result_state']}, {summary['machines_succeeded']}/"
         f"{summary['machines']} machines succeeded, in {summary['result_messages']} "
         "message(s) | |",

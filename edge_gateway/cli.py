@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     versions_commands.add_parser("adopt", help="make this installation the current version "
                                  "(a site's first install), unless there is one")
 
+    commands.add_parser(
+        "lean-bytecode", help="write the -OO bytecode of every module the gateway loads, "
+        "after an install: `run` then starts without docstrings and asserts (less memory)")
+
     bmc = commands.add_parser("bmc", help="talk to one BMC directly")
     bmc_commands = bmc.add_subparsers(dest="bmc_command", required=True)
     probe = bmc_commands.add_parser(
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "run" and argv is None:  # the process's own command line
-        restart_with_malloc_tunables()
+        restart_lean()
         leave_out_charset_detection()
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_supervisor(Path(args.root), Path(args.config))
         if args.command == "self-test":
             return run_self_test(args.config)
+        if args.command == "lean-bytecode":
+            return write_lean_bytecode()
         if args.command == "versions":
             from edge_gateway.upgrade.commands import versions_command
 
@@ -98,20 +104,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def restart_with_malloc_tunables() -> None:
-    """Start this process's command again (same pid) with ``MALLOC_TUNABLES``, once: not if
-    GLIBC_TUNABLES is set already (by the operator, or by the first start), nor where the C
-    library is not glibc."""
-    if "GLIBC_TUNABLES" in os.environ or not sys.executable or not sys.orig_argv:
+def restart_lean() -> None:
+    """Start this process's command again (same pid), once, with what keeps a site's gateway
+    small: ``MALLOC_TUNABLES`` where the C library is glibc, and Python's ``-OO`` (no
+    docstrings, no ``assert``: 1.5 MiB less, see BENCHMARKS.md, "Memory") where that bytecode
+    is installed (``edge_gateway.bytecode``), since Python would otherwise compile every
+    module again at each start. What the operator set (``GLIBC_TUNABLES``,
+    ``PYTHONOPTIMIZE``) is left as it is; Python's column tables for tracebacks
+    (``PYTHONNODEBUGRANGES``) go too: a log's traceback still names each line."""
+    if not sys.executable or not sys.orig_argv:
         return
+    wanted: dict[str, str] = {}
+    if "GLIBC_TUNABLES" not in os.environ and _glibc():
+        wanted["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    if ("PYTHONOPTIMIZE" not in os.environ and sys.flags.optimize < 2
+            and _lean_bytecode_installed()):
+        wanted.update(PYTHONOPTIMIZE="2", PYTHONNODEBUGRANGES="1")
+    if not wanted:
+        return
+    os.environ.update(wanted)
+    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very command, again
+
+
+def _glibc() -> bool:
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (ValueError, OSError):  # not a name this system knows: not glibc
-        return
-    if not libc.startswith("glibc "):
-        return
-    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
-    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very command, again
+        return False
+    return libc.startswith("glibc ")
+
+
+def _lean_bytecode_installed() -> bool:
+    from edge_gateway.bytecode import lean_bytecode_installed
+
+    return lean_bytecode_installed()
 
 
 def leave_out_charset_detection() -> None:
@@ -125,6 +151,15 @@ def leave_out_charset_detection() -> None:
     for name in ("chardet", "charset_normalizer"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed"
     warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
+
+
+def write_lean_bytecode() -> int:
+    from edge_gateway.bytecode import compile_lean_bytecode, lean_bytecode_installed
+
+    written, refused = compile_lean_bytecode()
+    lean = lean_bytecode_installed()
+    print(json.dumps({"written": written, "not_writable": refused, "lean": lean}))
+    return 0
 
 
 def run_gateway(config_path: str) -> int:

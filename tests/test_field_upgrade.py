@@ -200,6 +200,9 @@ def test_a_site_upgrades_to_a_new_version_then_rolls_back_one_that_cannot_start(
     assert site.layout.version_of("previous") == __version__
     assert site.layout.read_trial() is None
     wait_until(lambda: site.layout.read_outcome() is None)  # reported: nothing owed
+    # Installed with its -OO bytecode, so it runs as lean as the version before it.
+    assert list(site.layout.version_dir(GOOD).glob(
+        "lib/python3.*/site-packages/edge_gateway/__pycache__/__init__.*.opt-2.pyc"))
 
     url, sha256 = served[CRASHES]
     site.upgrade(operator, f"r-up2.{site.site}",

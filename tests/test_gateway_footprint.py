@@ -9,15 +9,17 @@ per-thread malloc caches off. The import checks run in a bare interpreter, as
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import py_compile
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edge_gateway import cli
+from edge_gateway import bytecode, cli
 from edgeplane.protocol import Plan, PlanStep
 from tests.support import PLAN_KEYS, sign
 
@@ -129,32 +131,83 @@ def test_the_gateway_process_leaves_out_character_set_detection(tmp_path):
     assert result.stdout.strip() == "r\u00e9ponse"
 
 
-def test_run_starts_again_with_the_malloc_tunables(monkeypatch):
-    started: list[tuple[str, list[str], str | None]] = []
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    monkeypatch.setattr(os, "confstr", lambda name: "glibc 2.36")
-    monkeypatch.setattr(os, "execv", lambda path, argv: started.append(
-        (path, list(argv), os.environ.get("GLIBC_TUNABLES"))))
+@pytest.fixture
+def restarts(monkeypatch):
+    """What ``restart_lean`` would start again with: (executable, argv, environment)."""
+    started: list[tuple[str, list[str], dict[str, str | None]]] = []
+    for name in ("GLIBC_TUNABLES", "PYTHONOPTIMIZE", "PYTHONNODEBUGRANGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append((path, list(argv), {
+        name: os.environ.get(name)
+        for name in ("GLIBC_TUNABLES", "PYTHONOPTIMIZE", "PYTHONNODEBUGRANGES")})))
     monkeypatch.setattr(sys, "orig_argv", ["python", "edge-gateway", "run", "--config", "x"])
-
-    cli.restart_with_malloc_tunables()
-    assert started == [(sys.executable, ["python", "edge-gateway", "run", "--config", "x"],
-                        cli.MALLOC_TUNABLES)]
+    return started
 
 
-@pytest.mark.parametrize("tunables, libc", [
-    ("glibc.malloc.arena_max=4", "glibc 2.36"),  # the operator's own: kept as they are
-    (None, ""),  # not glibc (musl answers nothing)
+@pytest.mark.parametrize("libc, lean, expected", [
+    ("glibc 2.36", False, {"GLIBC_TUNABLES": cli.MALLOC_TUNABLES, "PYTHONOPTIMIZE": None,
+                           "PYTHONNODEBUGRANGES": None}),
+    ("glibc 2.36", True, {"GLIBC_TUNABLES": cli.MALLOC_TUNABLES, "PYTHONOPTIMIZE": "2",
+                          "PYTHONNODEBUGRANGES": "1"}),
+    ("", True, {"GLIBC_TUNABLES": None, "PYTHONOPTIMIZE": "2", "PYTHONNODEBUGRANGES": "1"}),
 ])
-def test_run_does_not_start_again(monkeypatch, tunables, libc):
-    if tunables is None:
-        monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    else:
-        monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+def test_run_starts_again_with_what_keeps_it_small(monkeypatch, restarts, libc, lean,
+                                                   expected):
     monkeypatch.setattr(os, "confstr", lambda name: libc)
-    monkeypatch.setattr(os, "execv", lambda *args: pytest.fail("started again"))
-    cli.restart_with_malloc_tunables()
+    monkeypatch.setattr(bytecode, "lean_bytecode_installed", lambda: lean)
+    cli.restart_lean()
+    assert restarts == [(sys.executable, ["python", "edge-gateway", "run", "--config", "x"],
+                         expected)]
+
+
+@pytest.mark.parametrize("tunables, optimize, libc, lean", [
+    ("glibc.malloc.arena_max=4", "0", "glibc 2.36", True),  # the operator's own: kept
+    (None, None, "", False),  # not glibc (musl answers nothing), and no lean bytecode
+])
+def test_run_does_not_start_again(monkeypatch, restarts, tunables, optimize, libc, lean):
+    for name, value in (("GLIBC_TUNABLES", tunables), ("PYTHONOPTIMIZE", optimize)):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(os, "confstr", lambda name: libc)
+    monkeypatch.setattr(bytecode, "lean_bytecode_installed", lambda: lean)
+    cli.restart_lean()
+    assert restarts == []
     assert os.environ.get("GLIBC_TUNABLES") == tunables
+
+
+def test_lean_bytecode_is_found_only_once_written(tmp_path, monkeypatch):
+    package = tmp_path / "leanprobe"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""A docstring -OO leaves out."""\nVALUE = 1\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not bytecode.lean_bytecode_installed(("leanprobe",))
+    assert not bytecode.lean_bytecode_installed(("no_such_module_here",))
+    py_compile.compile(str(package / "__init__.py"), optimize=2, doraise=True,
+                       cfile=importlib.util.cache_from_source(str(package / "__init__.py"),
+                                                              optimization=2))
+    assert bytecode.lean_bytecode_installed(("leanprobe",))
+
+
+def test_the_gateway_runs_its_modules_under_minus_OO(tmp_path):
+    """No module of the gateway (drivers, cache, upgrade, provisioning) nor what they load
+    relies on a docstring or an assert: each imports under -OO, and a plan's wire contract
+    still refuses what it must."""
+    code = (
+        "import importlib, pkgutil, sys, edge_gateway\n"
+        "if sys.flags.optimize != 2: sys.exit('not -OO')\n"
+        "for m in pkgutil.walk_packages(edge_gateway.__path__, 'edge_gateway.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "from edgeplane.protocol import Plan, ProtocolError\n"
+        "try:\n"
+        "    Plan.from_dict({'execution_id': '', 'steps': []})\n"
+        "except ProtocolError as exc:\n"
+        "    print('refused:', exc)\n"
+        "print(len(sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-OO", "-c", code], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout
 
 
 def test_main_called_as_a_library_never_starts_again(monkeypatch, tmp_path):

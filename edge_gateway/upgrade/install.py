@@ -24,7 +24,7 @@ from edge_gateway.upgrade.layout import INSTALLED_MARK, Layout
 
 DEPENDENCIES_PTH = "edge_gateway_dependencies.pth"
 OUTPUT_TAIL = 800  # characters of a failed command's output an error quotes
-TIMEOUTS = {"venv": 120.0, "pip": 300.0, "self-test": 120.0}
+TIMEOUTS = {"venv": 120.0, "pip": 300.0, "lean-bytecode": 120.0, "self-test": 120.0}
 
 
 class InstallError(GatewayError):
@@ -62,6 +62,8 @@ def install(layout: Layout, wheel: Wheel, sha256: str, config_path: Path,
                      "--no-deps", "--ignore-installed", "--no-input", "--quiet",
                      "--disable-pip-version-check", "--no-warn-script-location",
                      str(wheel.path)])
+        # Its -OO bytecode, so that it runs as lean as the version before (edge_gateway.bytecode).
+        _run("lean-bytecode", [str(layout.executable(wheel.version)), "lean-bytecode"])
         answer = _run("self-test", [str(layout.executable(wheel.version)), "self-test",
                                     "--config", str(config_path)])
         try:
