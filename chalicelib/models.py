@@ -44,6 +44,7 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 
 _config_lock = threading.Lock()
 _client_lock = threading.Lock()
+_clients: dict[tuple[str | None, str], Any] = {}  # (endpoint, region): the store's client
 _configured = False
 
 
@@ -83,16 +84,22 @@ class EdgeplaneModel(Model):
             configure_from_settings()
         connection = super()._get_connection()
         if cls.__dict__.get("_client_of") is not connection:
-            # pynamodb builds the botocore client on first use, and every thread that
-            # comes before it is built builds one (each loading the service's model, a
-            # costly parse): ingest's writers all start at once. One builds it; the
-            # others wait for it. Its item requests then go on the wire (store_wire).
+            # pynamodb builds a botocore client per table on first use (each in a session of
+            # its own, loading the service's model: 65 ms), and every thread that comes
+            # before it is built builds one: ingest's writers all start at once. One client
+            # serves every table of one store (botocore's clients are thread-safe); its
+            # item requests go on the wire (store_wire).
             with _client_lock:
-                client = connection.connection.client  # builds it
-                if settings.load().store_client == "wire" and \
-                        not isinstance(client, store_wire.WireClient):
-                    connection.connection._client = store_wire.WireClient(  # type: ignore[assignment]
-                        client)
+                table = connection.connection
+                key = (table.host, table.region)
+                client: Any = _clients.get(key)
+                if client is None:
+                    client = table.client  # builds it
+                    if settings.load().store_client == "wire" and \
+                            not isinstance(client, store_wire.WireClient):
+                        client = store_wire.WireClient(client)
+                    _clients[key] = client
+                table._client = client
                 cls._client_of = connection
         return connection
 
@@ -611,6 +618,7 @@ def configure(endpoint: str | None, prefix: str, region: str) -> None:
             model.Meta.region = region
             model.Meta.max_pool_connections = POOL_CONNECTIONS
             model._connection = None  # pynamodb caches one per class, with the old host
+        _clients.clear()
         _configured = True
         recent.forget_all()  # what was remembered of the other store's items
     LOG.info("tables %s* at %s (%s)", prefix, endpoint or "AWS", region)
@@ -621,6 +629,7 @@ def forget_configuration() -> None:
     global _configured
     with _config_lock:
         _configured = False
+        _clients.clear()
         for model in MODELS:
             model._connection = None
 

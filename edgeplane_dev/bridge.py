@@ -43,7 +43,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -418,16 +418,20 @@ def run_bridge(mqtt_host: str, mqtt_port: int, handler: Handler | None = None,
                batch_size: int = BATCH_SIZE, identity: Identity | None = None,
                spool: Path | None = None, spool_max_reports: int = MAX_REPORTS,
                spool_max_bytes: int = MAX_BYTES, batch_window: float = 0.0,
-               processes: int = 1) -> None:
+               processes: int = 1, process_identities: Sequence[Identity] = ()) -> None:
     """Forward every gateway report to ``batch_handler`` (or ``handler``, one message at a
     time) until ``stop_event`` is set (or forever). With ``identity`` (``cloud.ingest``'s
     certificate) it connects over TLS; the broker then takes the client id from it. With
     ``spool`` (a file), what comes while the store does not answer waits there. With
-    neither handler, the cloud's ingest handles the reports, in ``processes`` processes."""
+    neither handler, the cloud's ingest handles the reports, in ``processes`` processes,
+    each sending the plans it dispatches as one of ``process_identities`` (default: all as
+    this process's ``EDGEPLANE_MQTT_*``)."""
     stop_event = stop_event or threading.Event()
     sharded = None
     if batch_handler is None and handler is None and processes > 1:
-        sharded = batch_handler = ShardedIngest(processes, threads=workers)
+        sharded = batch_handler = ShardedIngest(
+            processes, threads=workers,
+            process_envs=[identity.env() for identity in process_identities])
     elif batch_handler is None:
         batch_handler = one_at_a_time(handler) if handler else _default_batch_handler
     bridge = _Bridge(batch_handler, workers, batch_size,
@@ -482,12 +486,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ca-file", help="TLS: the broker's CA certificate")
     parser.add_argument("--cert-file", help="TLS: this bridge's certificate (cloud.ingest)")
     parser.add_argument("--key-file", help="TLS: this bridge's private key")
+    parser.add_argument("--process-identity", nargs=2, action="append", default=[],
+                        metavar=("CERT", "KEY"),
+                        help="TLS: the identity one ingest process sends plans as (one "
+                        "per --processes, with the CA of --ca-file): a broker that takes "
+                        "the client id from the certificate lets one connection each")
     args = parser.parse_args(argv)
     tls_files = (args.ca_file, args.cert_file, args.key_file)
     if any(tls_files) and not all(tls_files):
         parser.error("TLS needs --ca-file, --cert-file and --key-file together")
     identity = Identity("cloud.ingest", Path(args.cert_file), Path(args.key_file),
                         Path(args.ca_file)) if all(tls_files) else None
+    if args.process_identity and (identity is None or len(args.process_identity)
+                                  != args.processes):
+        parser.error("--process-identity: one per --processes, with --ca-file")
+    senders = [Identity(f"ingest process {n}", Path(cert), Path(key), Path(args.ca_file))
+               for n, (cert, key) in enumerate(args.process_identity)]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -496,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
                workers=args.workers, batch_size=args.batch_size, identity=identity,
                spool=args.spool, spool_max_reports=args.spool_max_reports,
                spool_max_bytes=args.spool_max_mib << 20, batch_window=args.batch_window,
-               processes=args.processes)
+               processes=args.processes, process_identities=senders)
 
 
 if __name__ == "__main__":

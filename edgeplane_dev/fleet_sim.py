@@ -37,6 +37,7 @@ file): a file journal would take up to three file descriptors per site.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -519,6 +520,7 @@ def serve_part(conn: Connection, mqtt_port: int, sites: list[str], options: dict
         except Exception as exc:
             conn.send((False, repr(exc)))
             return
+        settle_heap()
         conn.send((True, None))
         while True:
             try:
@@ -530,7 +532,10 @@ def serve_part(conn: Connection, mqtt_port: int, sites: list[str], options: dict
             try:
                 if method not in PART_METHODS:
                     raise ValueError(f"unknown call {method}")
-                conn.send((True, getattr(fleet, method)(*args)))
+                answer = getattr(fleet, method)(*args)
+                if method == "wait_for_inventories":  # the sites' state is in place
+                    settle_heap()
+                conn.send((True, answer))
             except Exception as exc:
                 conn.send((False, repr(exc)))
     finally:
@@ -540,6 +545,15 @@ def serve_part(conn: Connection, mqtt_port: int, sites: list[str], options: dict
         except OSError:
             pass
         conn.close()
+
+
+def settle_heap() -> None:
+    """Collect, then keep what the part's thousands of sites hold out of later collections
+    (``gc.freeze``): a full collection walks every object of the process, and at 5,000
+    sites a part then stood still for 0.2-1 s every few seconds, every site of it at once,
+    which a fleet of separate boxes never does."""
+    gc.collect()
+    gc.freeze()
 
 
 def _log_levels() -> dict[str, int]:

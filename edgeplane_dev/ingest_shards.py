@@ -17,6 +17,11 @@ A share that raised comes back as ``ShareFailed``, which says whether the store 
 answer (``unavailable``): the bridge then spools or holds the batch, as it does with one
 process. An ingest process that exits is started again, and the shares it held fail as
 unavailable: held and tried again, never taken for the reports' fault.
+
+An ingest process also sends plans (a result that ends a wave dispatches the next one), so
+each has its own identity on the broker (``process_envs``: its ``EDGEPLANE_MQTT_*``): a
+broker that takes the client id from the certificate, as the stack's does, lets one
+connection per identity, and processes sharing one would disconnect each other in turns.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import importlib
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -65,12 +71,16 @@ class ShardedIngest:
     """A batch handler: ``handler`` (``"module:function"``, taking a list of (topic,
     payload)) run in ``processes`` processes, ``threads`` shares at once in each."""
 
-    def __init__(self, processes: int, threads: int = 8,
-                 handler: str = DEFAULT_HANDLER) -> None:
+    def __init__(self, processes: int, threads: int = 8, handler: str = DEFAULT_HANDLER,
+                 process_envs: Sequence[Mapping[str, str]] = ()) -> None:
         if processes < 1:
             raise ValueError(f"ingest processes must be at least 1, not {processes}")
+        if process_envs and len(process_envs) != processes:
+            raise ValueError(f"{len(process_envs)} environments for {processes} ingest "
+                             "processes: one each")
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        self._shards = [_Shard(context, number, handler, threads)
+        self._shards = [_Shard(context, number, handler, threads,
+                               dict(process_envs[number]) if process_envs else {})
                         for number in range(processes)]
         self.__name__ = f"{handler} in {processes} processes"
 
@@ -100,11 +110,13 @@ class ShardedIngest:
 class _Shard:
     """One ingest process and the shares sent to it, answered by id."""
 
-    def __init__(self, context: Any, number: int, handler: str, threads: int) -> None:
+    def __init__(self, context: Any, number: int, handler: str, threads: int,
+                 env: dict[str, str]) -> None:
         self._context = context
         self.number = number
         self._handler = handler
         self._threads = threads
+        self._env = env
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._pending: dict[int, Future[None]] = {}
@@ -118,7 +130,7 @@ class _Shard:
     def _start(self) -> None:
         ours, theirs = self._context.Pipe()
         self._process = self._context.Process(
-            target=serve, args=(theirs, self._handler, self._threads),
+            target=serve, args=(theirs, self._handler, self._threads, self._env),
             name=f"ingest-{self.number}", daemon=True)
         self._process.start()
         theirs.close()
@@ -187,9 +199,12 @@ class _Shard:
         self._connection.close()
 
 
-def serve(connection: Connection, handler_name: str, threads: int) -> None:
+def serve(connection: Connection, handler_name: str, threads: int,
+          env: Mapping[str, str] | None = None) -> None:
     """An ingest process: handle the shares that come, ``threads`` at once, and answer
-    each by its id (None, or why it failed and whether the store was at fault)."""
+    each by its id (None, or why it failed and whether the store was at fault). ``env``
+    is set before the handler is loaded (the settings it reads)."""
+    os.environ.update(env or {})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s "
                         "%(message)s")
     handler = _resolve(handler_name)

@@ -28,12 +28,23 @@ def mosquitto_binary() -> str:
     return found
 
 
+# The ingest processes of the bridge send plans too (a result that ends a wave dispatches
+# the next), each as an identity of its own: ``ingest_process_part(n)``, up to this many.
+INGEST_PROCESS_IDENTITIES = 8
+
+
+def ingest_process_part(number: int) -> str:
+    """The part of the cloud ingest process ``number`` (from 0) sends plans as."""
+    return f"bridge-{number + 1}"
+
+
 def write_acl(path: Path) -> Path:
     """The broker's ACL: the rule the infra's IoT policy expresses with
     ``${iot:Connection.Thing.ThingName}``. ``%u`` is the client's identity (its
     certificate's common name): a site publishes only under its own ``up`` topics and reads
     only its own ``down`` topics. The cloud's parts: ingest reads every site's reports,
-    the parts that send plans and cancels write every site's ``down`` topics."""
+    the parts that send plans and cancels (the API, the ticker, the bridge and each of its
+    ingest processes) write every site's ``down`` topics."""
     root = protocol.TOPIC_ROOT
     lines = [
         f"pattern write {root}/%u/up/#",
@@ -42,7 +53,8 @@ def write_acl(path: Path) -> Path:
         f"user {cloud_identity('ingest')}",
         f"topic read {root}/+/up/#",
     ]
-    for part in ("api", "ticker", "bridge"):
+    senders = [ingest_process_part(n) for n in range(INGEST_PROCESS_IDENTITIES)]
+    for part in ("api", "ticker", "bridge", *senders):
         lines += ["", f"user {cloud_identity(part)}", f"topic write {root}/+/down/#"]
     # What an operator's tools (and the benchmarks' fleet-only baseline) need: sending
     # plans, and seeing what every site is sent and reports.

@@ -67,7 +67,7 @@ BMC_USERNAME = "admin"
 BMC_PASSWORD = "password"  # noqa: S105 - the emulators' well-known demo credential
 ADMIN = "admin"  # the stack's API principal; its token is in stack.json (0600)
 # The bridge's ingest processes (each a share of the sites), as Lambdas run side by side.
-INGEST_PROCESSES = 2
+INGEST_PROCESSES = 2  # at most mosquitto.INGEST_PROCESS_IDENTITIES: each sends plans as its own
 TIMEZONES = ("Europe/Berlin", "America/Chicago", "Asia/Tokyo", "Australia/Sydney",
              "America/Sao_Paulo")
 # How long a simulated OS install takes once the installer has its seed (seconds).
@@ -390,7 +390,7 @@ class LocalStack:
         write_private(state_file(Path(state.directory)), json.dumps(asdict(state), indent=2))
 
     def _start_cloud(self) -> None:
-        from edgeplane_dev.mosquitto import mosquitto_binary, write_config
+        from edgeplane_dev.mosquitto import ingest_process_part, mosquitto_binary, write_config
 
         state = self._state
         if state.counter_port:
@@ -419,13 +419,18 @@ class LocalStack:
                             api_port, "--no-autoreload"], env=self._cloud_part_env("api"),
                     cwd=PROJECT_ROOT)
         ingest = self.ca.identity(cloud_identity("ingest"))
+        senders = [self.ca.identity(cloud_identity(ingest_process_part(n)))
+                   for n in range(INGEST_PROCESSES)]
         bridge_log_start = self._log_size("bridge")
         self._spawn("bridge", [sys.executable, "-m", "edgeplane_dev.bridge", "--port",
                                str(state.mqtt_port), "--ca-file", str(ingest.ca_file),
                                "--cert-file", str(ingest.cert_file),
                                "--key-file", str(ingest.key_file),
                                "--spool", str(bridge_spool(self.directory)),
-                               "--processes", str(INGEST_PROCESSES)],
+                               "--processes", str(INGEST_PROCESSES),
+                               *[argument for sender in senders for argument in (
+                                   "--process-identity", str(sender.cert_file),
+                                   str(sender.key_file))]],
                     env=self._cloud_part_env("bridge"))
         self._spawn("ticker", [sys.executable, "-m", "edgeplane_dev.ticker", "--interval",
                                "5"], env=self._cloud_part_env("ticker"))

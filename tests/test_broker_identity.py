@@ -14,7 +14,9 @@ import pytest
 
 from edgeplane import protocol
 from edgeplane.protocol import Inventory, MachineReport, Presence, Result
+from edgeplane_dev.mosquitto import ingest_process_part
 from edgeplane_dev.pki import LocalCa, PkiError, cloud_identity
+from tests.support import wait_until
 from tests.tls_support import connect
 
 ATTACKER = "trust-site-b"
@@ -142,3 +144,31 @@ def test_a_client_id_belongs_to_its_certificate(secure_broker, ingest):
     finally:
         victim.close()
         cloud.close()
+
+
+def test_each_ingest_process_sends_plans_as_an_identity_of_its_own(secure_broker):
+    """The bridge's ingest processes dispatch plans side by side: as one identity they
+    would share one client id, and each connection would end the other's in turns (the
+    plans of a wave then wait for the next round); as their own they both stay."""
+    victim = connect(secure_broker.port, secure_broker.identity(VICTIM))
+    senders = [connect(secure_broker.port,
+                       secure_broker.identity(cloud_identity(ingest_process_part(n))))
+               for n in range(2)]
+    try:
+        victim.subscribe(protocol.down_filter(VICTIM))
+        for n, sender in enumerate(senders):
+            sender.publish(protocol.plan_topic(VICTIM), f'{{"from": {n}}}'.encode())
+        got = sorted(victim.received.get(timeout=10).payload for _ in senders)
+        assert got == [b'{"from": 0}', b'{"from": 1}']
+        assert not any(sender.disconnected.is_set() for sender in senders)
+
+        twin = connect(secure_broker.port,
+                       secure_broker.identity(cloud_identity(ingest_process_part(0))))
+        try:
+            wait_until(senders[0].disconnected.is_set)  # one identity: one connection
+            assert not senders[1].disconnected.is_set()
+        finally:
+            twin.close()
+    finally:
+        for peer in (victim, *senders):
+            peer.close()

@@ -136,6 +136,7 @@ def test_threads_using_a_model_first_all_at_once_build_one_client(aws, monkeypat
 
     monkeypatch.setattr(Session, "create_client", counted)
     monkeypatch.setattr(Site, "_connection", None)  # as in a new process
+    monkeypatch.setattr(models, "_clients", {})
     start = threading.Barrier(8)
 
     def first_use() -> None:

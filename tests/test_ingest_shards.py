@@ -28,7 +28,8 @@ def record(messages: list[tuple[str, bytes]]) -> None:
         if payload == b"bad":
             raise ValueError("a report the handler cannot store")
         lines.append(json.dumps({"topic": topic, "payload": payload.decode(),
-                                 "pid": os.getpid()}) + "\n")
+                                 "pid": os.getpid(),
+                                 "cert": os.environ.get("EDGEPLANE_MQTT_CERT")}) + "\n")
     with open(os.environ[LOG_ENV], "a") as log:
         log.write("".join(lines))
 
@@ -92,3 +93,21 @@ def test_an_ingest_process_that_dies_is_started_again(shards, tmp_path):
     shards([(topic(site), b"after the restart")])
     assert [entry["pid"] for entry in handled(tmp_path / "handled.jsonl")] == \
         [shards.pids[0]]
+
+
+def test_each_ingest_process_runs_with_the_environment_given_to_it(tmp_path, monkeypatch):
+    """Each process sends the plans it dispatches as an identity of its own."""
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "handled.jsonl"))
+    with pytest.raises(ValueError, match="1 environments for 2 ingest processes"):
+        ShardedIngest(2, handler=HANDLER, process_envs=[{"EDGEPLANE_MQTT_CERT": "a"}])
+    sharded = ShardedIngest(2, threads=2, handler=HANDLER, process_envs=[
+        {"EDGEPLANE_MQTT_CERT": f"ingest-{n}.pem"} for n in range(2)])
+    try:
+        sharded([(topic(f"site-{n:03d}"), b"r") for n in range(40)])
+    finally:
+        sharded.close()
+    seen = handled(tmp_path / "handled.jsonl")
+    certs_by_pid: dict[int, set[str]] = {}
+    for entry in seen:
+        certs_by_pid.setdefault(entry["pid"], set()).add(entry["cert"])
+    assert sorted(certs_by_pid.values(), key=sorted) == [{"ingest-0.pem"}, {"ingest-1.pem"}]

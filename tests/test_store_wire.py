@@ -55,6 +55,13 @@ def test_the_models_requests_go_on_the_wire(tables):
     assert isinstance(Site._get_connection().connection.client, store_wire.WireClient)
 
 
+def test_every_table_of_one_store_shares_one_client(tables):
+    """A process builds one botocore client for the store (65 ms each: the service's
+    model loaded in a session of its own), not one per table."""
+    clients = {id(model._get_connection().connection.client) for model in models.MODELS}
+    assert len(clients) == 1
+
+
 def test_writes_conditions_and_answers_are_the_stores(tables):
     Site("s1", name="one", tags=["a", "b"], facts={"rack": 4}).save()
     assert conditional_write(Site("s1"), [Site.online.set(True)], Site.name == "one")
