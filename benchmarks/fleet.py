@@ -227,11 +227,14 @@ def fleet_only(port: int, plans: dict[str, bytes], machines: int, pki: Path,
             if not fleet.wait_for_inventories(timeout=600):
                 raise TimeoutError("the fleet's start-up inventories did not end")
             time.sleep(2)
+            cpu = cpu_by_process({}, fleet)["simulator"]
             elapsed, results = send_and_collect(counting, plans, wait=600, signer=signer)
+            cpu = cpu_by_process({}, fleet)["simulator"] - cpu
     finally:
         counting.close()
     return {"sites": count, "fleet_only_s": round(elapsed, 2), "results": results,
-            "mqtt_up_bytes_per_site": round(counting.up / count)}
+            "mqtt_up_bytes_per_site": round(counting.up / count),
+            "simulator_cpu_s": round(cpu, 1)}
 
 
 # --- (b) the rollout through the stack --------------------------------------------------------
@@ -448,7 +451,8 @@ def write(summary: dict, command: str) -> None:
         + ", ".join(f"{w['sites']} sites {w['seconds']} s (started {w['starts_after_s']} s "
                     "after the one before)" for w in run["waves"]) + ".",
         f"Requests per site by service: {run['requests_per_site_by_service']}. CPU seconds "
-        f"during the rollout by process: {run['cpu_s_by_process']}.",
+        f"during the rollout by process: {run['cpu_s_by_process']}; the fleet alone: "
+        f"simulator {summary['fleet_only']['simulator_cpu_s']} s.",
         end,
     ])
     if begin in text:
