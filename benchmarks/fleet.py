@@ -25,7 +25,8 @@ the stack's; a plain client signs and publishes to
 every site the plan the rollout sent it (as the rollout's sites received it, signed again
 with a key of this run, as the cloud signs each plan it sends) and waits for every result;
 from the first signature to the last result. ``ratio_to_fleet_only`` is the rollout's time
-over this one.
+over this one; the simulator's CPU in it is reported beside the rollout's (the fleet does the
+same work in both: the difference in time is what the cloud's processes take of the cores).
 
 Both runs simulate the fleet in ``--sim-processes`` processes (2 by default, the machine's
 cores). In one process, 10,000 sites given their plans at once starve its MQTT loop: the
