@@ -21,7 +21,9 @@ import pytest
 
 from edge_gateway import bytecode, cli
 from edgeplane.protocol import Plan, PlanStep
-from tests.support import PLAN_KEYS, sign
+from edgeplane_dev.ports import free_port
+from edgeplane_dev.processes import spawn, stop
+from tests.support import PLAN_KEYS, sign, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,3 +220,32 @@ def test_main_called_as_a_library_never_starts_again(monkeypatch, tmp_path):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.setattr(os, "execv", lambda *args: pytest.fail("started again"))
     assert cli.main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_edge_gateway_run_starts_itself_lean_where_its_bytecode_is_installed(tmp_path,
+                                                                              monkeypatch):
+    """The real command: started again (same pid) with the malloc tunables, and with
+    ``-OO`` exactly where ``edge-gateway lean-bytecode`` has written that bytecode (as
+    ``make install`` does). (glibc cuts the tunables' string where it reads it, so only
+    that it is there is checked.)"""
+    for name in ("GLIBC_TUNABLES", "PYTHONOPTIMIZE", "PYTHONNODEBUGRANGES"):
+        monkeypatch.delenv(name, raising=False)
+    config = site_config(tmp_path, "redfish")
+    config.write_text(config.read_text().replace(
+        '[mqtt]\nhost = "127.0.0.1"\n', f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n'))
+    process = spawn([str(Path(sys.executable).parent / "edge-gateway"), "run", "--config",
+                     str(config)], tmp_path / "gateway.log")
+    try:
+        def environment() -> dict[str, str]:
+            raw = Path(f"/proc/{process.pid}/environ").read_bytes()
+            return dict(pair.decode().split("=", 1) for pair in raw.split(b"\0") if b"=" in pair)
+
+        wait_until(lambda: "GLIBC_TUNABLES" in environment(), timeout=20,
+                   what="the gateway started again with its tunables")
+        running = environment()
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+    finally:
+        stop(process, grace=10)
+    lean = bytecode.lean_bytecode_installed()
+    assert running.get("PYTHONOPTIMIZE") == ("2" if lean else None)
+    assert running.get("PYTHONNODEBUGRANGES") == ("1" if lean else None)
