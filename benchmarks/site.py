@@ -53,7 +53,7 @@ from edgeplane.protocol import Inventory, Plan, PlanStep, Presence, Result
 from edgeplane_dev.mosquitto import Mosquitto
 from edgeplane_dev.pki import Identity, LocalCa, cloud_identity
 from edgeplane_dev.ports import LOOPBACK
-from edgeplane_dev.processes import spawn, stop
+from edgeplane_dev.processes import environment_of, spawn, stop
 from edgeplane_dev.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,13 +104,6 @@ class PlanRun:
     wall_s: float
     result: Result
     result_messages: int = 1  # the messages it came in (parts, when one could not hold it)
-
-
-def proc_environment(pid: int) -> dict[str, str]:
-    """The environment a process was started with (after ``edge-gateway run`` started itself
-    again: the one it runs with)."""
-    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
 
 
 @dataclass
@@ -312,7 +305,7 @@ def run_site(site: str, count: int, plans: Callable[[list[str]], list[Plan]],
         process = stack.enter_context(gateway(config, directory / "gateway.log"))
         wait_until_ready(recorder, site, process, directory / "gateway.log", settings.timeout)
         run.startup_s = time.monotonic() - started
-        run.python_optimize = proc_environment(process.pid).get("PYTHONOPTIMIZE", "0")
+        run.python_optimize = environment_of(process.pid).get("PYTHONOPTIMIZE", "0")
         cpu = cpu_seconds(process.pid), cpu_seconds(sim_pid)
         log_size = (directory / "gateway.log").stat().st_size
         for port in ports:  # forget the start-up inventory's requests

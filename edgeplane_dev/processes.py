@@ -67,6 +67,13 @@ def is_running(pid: int) -> bool:
         return False
 
 
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with (for a command that starts itself
+    again, as ``edge-gateway run`` does: the one it runs with)."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode(errors="replace").split("=", 1) for pair in pairs if b"=" in pair)
+
+
 def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

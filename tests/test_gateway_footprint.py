@@ -22,7 +22,7 @@ import pytest
 from edge_gateway import bytecode, cli
 from edgeplane.protocol import Plan, PlanStep
 from edgeplane_dev.ports import free_port
-from edgeplane_dev.processes import spawn, stop
+from edgeplane_dev.processes import environment_of, spawn, stop
 from tests.support import PLAN_KEYS, sign, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,13 +236,9 @@ def test_edge_gateway_run_starts_itself_lean_where_its_bytecode_is_installed(tmp
     process = spawn([str(Path(sys.executable).parent / "edge-gateway"), "run", "--config",
                      str(config)], tmp_path / "gateway.log")
     try:
-        def environment() -> dict[str, str]:
-            raw = Path(f"/proc/{process.pid}/environ").read_bytes()
-            return dict(pair.decode().split("=", 1) for pair in raw.split(b"\0") if b"=" in pair)
-
-        wait_until(lambda: "GLIBC_TUNABLES" in environment(), timeout=20,
+        wait_until(lambda: "GLIBC_TUNABLES" in environment_of(process.pid), timeout=20,
                    what="the gateway started again with its tunables")
-        running = environment()
+        running = environment_of(process.pid)
         assert process.poll() is None, (tmp_path / "gateway.log").read_text()
     finally:
         stop(process, grace=10)
