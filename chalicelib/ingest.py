@@ -38,6 +38,7 @@ from chalicelib.clock import Clock
 from chalicelib.models import Machine, Site, conditional_write, update_returning
 from chalicelib.recent import RecentKeys
 from chalicelib.rollouts import reports
+from chalicelib.shared_batches import SharedBatches
 from edgeplane import protocol
 from edgeplane.protocol import (
     CacheStatus,
@@ -89,20 +90,24 @@ def handle_messages(messages: Iterable[tuple[str, bytes]], clock: Clock = time.t
 
 def _apply_facts(by_site: list[list[protocol.Message]], now: float) -> None:
     """Each site's presence and inventory in the order they came; sites side by side (a
-    reconnect storm brings thousands at once, and each is a few round trips of its own).
+    reconnect storm brings thousands at once, and each is a few round trips of its own),
+    the machines of new sites written together (``SharedBatches``).
     A presence that finds its site unknown tells the inventory after it that the site has
     nothing stored yet (a site registering: its presence and inventory come together)."""
+    shared = SharedBatches(Machine)  # new sites' machines, written together
+
     with events.Outbox() as outbox:  # the presence changes announced together
         def apply_site(site_messages: list[protocol.Message]) -> None:
             new_site = False
-            for message in site_messages:
-                if isinstance(message, Presence):
-                    new_site = on_presence(message, now, outbox) or new_site
-                elif isinstance(message, Inventory):
-                    on_inventory(message, now, new_site=new_site)
-                    new_site = False  # its machines are stored now
-                else:
-                    _HANDLERS[type(message)](message, now)
+            with shared.working():
+                for message in site_messages:
+                    if isinstance(message, Presence):
+                        new_site = on_presence(message, now, outbox) or new_site
+                    elif isinstance(message, Inventory):
+                        on_inventory(message, now, new_site=new_site, put=shared.put)
+                        new_site = False  # its machines are stored now
+                    else:
+                        _HANDLERS[type(message)](message, now)
 
         if len(by_site) == 1:
             apply_site(by_site[0])
@@ -297,7 +302,8 @@ def on_presence(message: Presence, now: float,
     return True
 
 
-def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None:
+def on_inventory(message: Inventory, now: float, new_site: bool = False,
+                 put: Callable[[list[Machine]], None] | None = None) -> None:
     """Apply a site's inventory, writing only what changed since the last one applied.
 
     Every reconnect sends an inventory, and most say what the last one said: the site's
@@ -316,10 +322,13 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
     A site with nothing stored before (that write created it, or ``new_site``: its
     presence, handled just before, did) has no machine either: a machine is stored only
     under a site stored before it. Its machines go in batches (25 a request), not one
-    conditional write each, and with ``new_site`` the site's own write is its digests':
-    a registering site costs its presence, one batch of machines and one write. A site
-    stored with neither machine ids nor digests may be one stored before sites kept them,
-    with machines: one query tells, unless this process stored the site first.
+    conditional write each (through ``put``, which may gather them with other sites'), and
+    with ``new_site`` the site's own write is its digests':
+    a registering site costs its presence, one batch of machines and one write. So does a
+    site whose presence this process stored first in an earlier batch (``STORED_FIRST``:
+    a gateway's inventory often follows its presence by a batch or two); a site stored with
+    neither machine ids nor digests by another process may be one stored before sites kept
+    them, with machines: one query tells.
     """
     site_actions = [Site.last_seen_at.set(now), *_site_defaults(message.site, now)]
     if message.gateway_version:
@@ -335,6 +344,7 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
     digests = {machine_id: _digest(report) for machine_id, report in reports.items()}
     whole = _digest(sorted(digests.items()))
     in_parts = message.parts is not None
+    new_site = new_site or message.site in STORED_FIRST
     stored: Site | None = None
     if not new_site:
         old = update_returning(Site(message.site), site_actions)
@@ -349,7 +359,8 @@ def on_inventory(message: Inventory, now: float, new_site: bool = False) -> None
     if stored is None or (stored.machine_digests is None and stored.machine_ids is None
                           and (message.site in STORED_FIRST
                                or not _has_machines(message.site))):
-        _put_new_machines(message, reports, now)  # no machine stored: none to keep
+        machines = _new_machines(message, reports, now)  # no machine stored: none to keep
+        (put or _put_machines)(machines)
         applied = dict(digests)
     else:
         applied = _write_changed_machines(message, reports, digests, known, now)
@@ -404,26 +415,33 @@ def _has_machines(site_id: str) -> bool:
     return any(True for _ in Machine.query(site_id, limit=1, attributes_to_get=["site_id"]))
 
 
-def _put_new_machines(message: Inventory, reports: dict[str, MachineReport],
-                      now: float) -> None:
-    """The machines of a site first heard of, that has none stored, in batches (25 a
-    request) instead of one conditional write each: a fleet registering at once is mostly
-    new sites."""
+def _put_machines(machines: list[Machine]) -> None:
+    """Machines in batches (25 a request) instead of one conditional write each: a fleet
+    registering at once is mostly new sites."""
     with Machine.batch_write() as batch:
-        for machine_id, report in reports.items():
-            failed = report.error is not None
-            batch.save(Machine(
-                message.site, machine_id, protocol=str(report.protocol),
-                address=str(report.address), source="inventory",
-                machine_class=str(report.machine_class) if report.machine_class else None,
-                capabilities=sorted(map(str, report.capabilities)) or None,
-                manufacturer=None if failed or report.manufacturer is None
-                else str(report.manufacturer),
-                model=None if failed or report.model is None else str(report.model),
-                serial=None if failed or report.serial is None else str(report.serial),
-                power=None if failed or report.power is None else str(report.power),
-                inventory_error=str(report.error) if failed else None,
-                inventory_ts=message.ts, updated_at=now))
+        for machine in machines:
+            batch.save(machine)
+
+
+def _new_machines(message: Inventory, reports: dict[str, MachineReport],
+                  now: float) -> list[Machine]:
+    """The machines of a site first heard of, that has none stored."""
+    machines = []
+    for machine_id, report in reports.items():
+        failed = report.error is not None
+        machines.append(Machine(
+            message.site, machine_id, protocol=str(report.protocol),
+            address=str(report.address), source="inventory",
+            machine_class=str(report.machine_class) if report.machine_class else None,
+            capabilities=sorted(map(str, report.capabilities)) or None,
+            manufacturer=None if failed or report.manufacturer is None
+            else str(report.manufacturer),
+            model=None if failed or report.model is None else str(report.model),
+            serial=None if failed or report.serial is None else str(report.serial),
+            power=None if failed or report.power is None else str(report.power),
+            inventory_error=str(report.error) if failed else None,
+            inventory_ts=message.ts, updated_at=now))
+    return machines
 
 
 def _machine_actions(report: MachineReport, ts: float, now: float) -> list[Any]:

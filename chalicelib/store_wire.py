@@ -1,4 +1,5 @@
-"""DynamoDB's item operations on the wire, without botocore's per-request machinery.
+"""DynamoDB's item operations (and EventBridge's PutEvents) on the wire, without botocore's
+per-request machinery.
 
 Every write of the ingest and the rollout engine is one small DynamoDB request, and
 botocore spends about 0.75 ms of CPU on each besides the network (measured on this
@@ -8,7 +9,7 @@ hooks, its request model, its parser, a user agent and an invocation id per call
 Lambda that is billed time; on the local stack it is most of the control plane's CPU.
 
 ``WireClient`` stands where pynamodb calls botocore's client (``_make_api_call``) and sends
-the item operations (``WIRE_OPERATIONS``) itself, as DynamoDB's JSON protocol defines them:
+the item operations (``DYNAMODB.operations``) itself, as DynamoDB's JSON protocol defines them:
 pynamodb already builds each request in that protocol's shape, so the body is its JSON
 (binary values in base64), POSTed with ``X-Amz-Target``, signed by botocore's own SigV4
 signer with the client's credentials (refreshed as botocore refreshes them). Everything else
@@ -28,6 +29,10 @@ signer with the client's credentials (refreshed as botocore refreshes them). Eve
 - with client-side monitoring on (``AWS_CSM_ENABLED``), each attempt is reported as
   botocore reports it (the local stack counts requests that way).
 
+EventBridge speaks the same JSON protocol (``EVENTBRIDGE``): the ingest puts a batch of
+events after most batches it stores, and botocore's machinery cost a fifth of the ingest's
+CPU while a fleet registered (BENCHMARKS.md, "Fleet").
+
 ``EDGEPLANE_STORE_CLIENT=botocore`` turns this off (``settings``): tests that run moto
 inside their process need botocore, whose sending moto intercepts.
 """
@@ -43,6 +48,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,12 +65,32 @@ from botocore.exceptions import (
 from chalicelib.availability import NOT_NOW
 from chalicelib.store_expressions import plain
 
-WIRE_OPERATIONS = frozenset({
-    "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem",
-    "Query", "Scan", "TransactGetItems", "TransactWriteItems",
-})
-TARGET_PREFIX = "DynamoDB_20120810."
-CONTENT_TYPE = "application/x-amz-json-1.0"
+
+@dataclass(frozen=True)
+class JsonProtocol:
+    """What one AWS service's JSON protocol needs on the wire: the operations sent there
+    (any other goes to botocore), the ``X-Amz-Target`` prefix, the content type, the name
+    requests are signed for and the name client-side monitoring reports."""
+
+    operations: frozenset[str]
+    target_prefix: str
+    content_type: str
+    signing_name: str
+    monitoring_name: str
+    item_values: bool  # DynamoDB's attribute values: binary ones in base64, conditions
+
+
+DYNAMODB = JsonProtocol(
+    operations=frozenset({
+        "GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "BatchWriteItem",
+        "Query", "Scan", "TransactGetItems", "TransactWriteItems",
+    }),
+    target_prefix="DynamoDB_20120810.", content_type="application/x-amz-json-1.0",
+    signing_name="dynamodb", monitoring_name="DynamoDB", item_values=True)
+EVENTBRIDGE = JsonProtocol(
+    operations=frozenset({"PutEvents"}), target_prefix="AWSEvents.",
+    content_type="application/x-amz-json-1.1", signing_name="events",
+    monitoring_name="EventBridge", item_values=False)
 # Answers worth another attempt: the store's "not now", and what botocore's standard retry
 # mode also tries again.
 RETRY_CODES = NOT_NOW | {"TransactionInProgressException", "RequestTimeout",
@@ -77,13 +103,15 @@ MAX_IDLE_S = 4.0
 
 
 class WireClient:
-    """A botocore DynamoDB client's ``_make_api_call``, item operations sent directly.
+    """A botocore client's ``_make_api_call`` (where pynamodb, and ``events``, call it), the
+    ``protocol``'s operations sent directly.
 
     Any other attribute is the wrapped client's, so pynamodb's checks of its client (its
     credentials, its endpoint) see botocore's."""
 
-    def __init__(self, botocore_client: Any) -> None:
+    def __init__(self, botocore_client: Any, protocol: JsonProtocol = DYNAMODB) -> None:
         self._botocore = botocore_client
+        self._protocol = protocol
         meta = botocore_client.meta
         self.endpoint_url: str = meta.endpoint_url
         parts = urlsplit(self.endpoint_url)
@@ -104,17 +132,18 @@ class WireClient:
         self._pool_size = int(config.max_pool_connections or 10)
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # newest last
         self._lock = threading.Lock()
-        self._monitor = _Monitor.from_environment()
+        self._monitor = _Monitor.from_environment(protocol.monitoring_name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._botocore, name)
 
     def _make_api_call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        if operation not in WIRE_OPERATIONS:
+        if operation not in self._protocol.operations:
             answer: dict[str, Any] = self._botocore._make_api_call(operation, params)
             return answer
-        body = json.dumps(_plain_conditions(params), separators=(",", ":"),
-                          default=_binary).encode()
+        item_values = self._protocol.item_values
+        body = json.dumps(_plain_conditions(params) if item_values else params,
+                          separators=(",", ":"), default=_binary).encode()
         attempt = 0
         while True:
             attempt += 1
@@ -125,7 +154,7 @@ class WireClient:
                     raise
             else:
                 if status == 200:
-                    return _decode(raw, self.endpoint_url)
+                    return _decode(raw, self.endpoint_url, item_values)
                 error = _client_error(operation, status, headers, raw)
                 code = error.response["Error"]["Code"]
                 if attempt >= self._attempts or not (code in RETRY_CODES or status >= 500):
@@ -163,11 +192,12 @@ class WireClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _signed_headers(self, operation: str, body: bytes) -> dict[str, str]:
+        protocol = self._protocol
         request = AWSRequest("POST", self.endpoint_url, data=body, headers={
-            "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET_PREFIX + operation,
-            "Host": self._host_header})
+            "Content-Type": protocol.content_type,
+            "X-Amz-Target": protocol.target_prefix + operation, "Host": self._host_header})
         credentials = self._botocore._request_signer._credentials
-        SigV4Auth(credentials and credentials.get_frozen_credentials(), "dynamodb",
+        SigV4Auth(credentials and credentials.get_frozen_credentials(), protocol.signing_name,
                   self._region).add_auth(request)
         return dict(request.headers.items())
 
@@ -248,11 +278,11 @@ def _attribute_value(data: dict[str, Any]) -> Any:
     return data
 
 
-def _decode(raw: bytes, endpoint_url: str) -> dict[str, Any]:
+def _decode(raw: bytes, endpoint_url: str, item_values: bool = True) -> dict[str, Any]:
     """An answer's JSON object; anything else is no answer (botocore's HTTPClientError)."""
     if not raw:
         return {}
-    hook = _attribute_value if b'"B' in raw else None
+    hook = _attribute_value if item_values and b'"B' in raw else None
     try:
         data = json.loads(raw, object_hook=hook)
     except ValueError:
@@ -284,22 +314,23 @@ def _client_error(operation: str, status: int, headers: dict[str, str],
 class _Monitor:
     """Client-side monitoring's ApiCallAttempt datagrams, as botocore sends them."""
 
-    def __init__(self, address: tuple[str, int] | None) -> None:
+    def __init__(self, address: tuple[str, int] | None, service: str = "DynamoDB") -> None:
         self._address = address
+        self._service = service
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if address else None
 
     @classmethod
-    def from_environment(cls) -> _Monitor:
+    def from_environment(cls, service: str) -> _Monitor:
         if os.environ.get("AWS_CSM_ENABLED", "").lower() != "true":
             return cls(None)
         return cls((os.environ.get("AWS_CSM_HOST", "127.0.0.1"),
-                    int(os.environ.get("AWS_CSM_PORT", "31000"))))
+                    int(os.environ.get("AWS_CSM_PORT", "31000"))), service)
 
     def attempt(self, operation: str) -> None:
         if self._socket is None or self._address is None:
             return
         event = {"Version": 1, "ClientId": os.environ.get("AWS_CSM_CLIENT_ID", ""),
-                 "Type": "ApiCallAttempt", "Service": "DynamoDB", "Api": operation,
+                 "Type": "ApiCallAttempt", "Service": self._service, "Api": operation,
                  "Timestamp": int(time.time() * 1000)}
         try:
             self._socket.sendto(json.dumps(event).encode(), self._address)

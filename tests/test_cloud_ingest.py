@@ -190,6 +190,25 @@ def test_a_new_site_registers_in_three_requests_and_reconnects_in_two(aws):
     assert site().last_seen_at == 200.0
 
 
+def test_a_registration_storm_writes_the_new_sites_machines_together(aws):
+    """Ten sites registering in one batch: every machine and digest stored, the machines of
+    several sites in each batch write (40 machines: two requests at the least, ten if each
+    site wrote its own)."""
+    sites = [f"storm-{n}" for n in range(10)]
+    messages = [up(message) for site_id in sites for message in (
+        Presence(site=site_id, online=True, session=1.0),
+        Inventory(site=site_id, ts=1.0, machines=four_machines()))]
+    with counting_requests() as sent:
+        ingest.handle_messages(messages, clock=lambda: 100.0)
+    assert sent["BatchWriteItem"] < len(sites)
+    assert sent["UpdateItem"] == 2 * len(sites)
+    for site_id in sites:
+        stored = Site.get(site_id)
+        assert stored.online and sorted(stored.machine_ids) == [f"srv-{n}" for n in range(1, 5)]
+        assert sorted(m.machine_id for m in Machine.query(site_id)) == \
+            [f"srv-{n}" for n in range(1, 5)]
+
+
 def test_an_inventory_of_an_unknown_site_reads_nothing_first(aws):
     """Without its presence before it: the site's write finds nothing was stored."""
     with counting_requests() as sent:
@@ -199,7 +218,8 @@ def test_an_inventory_of_an_unknown_site_reads_nothing_first(aws):
 
 
 @pytest.mark.parametrize("presence_stored_here, cost", [
-    (True, {"UpdateItem": 2, "BatchWriteItem": 1}),
+    # Stored by this process: as if they came together (the site's write is its digests').
+    (True, {"UpdateItem": 1, "BatchWriteItem": 1}),
     # By another process: a site stored without machine ids or digests may have machines
     # stored before sites kept them; one query tells (none here).
     (False, {"UpdateItem": 2, "Query": 1, "BatchWriteItem": 1}),

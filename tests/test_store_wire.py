@@ -370,3 +370,95 @@ def test_conditions_without_their_needless_parentheses_answer_as_written(tables)
                     answers.append(exc.response["Error"]["Code"])
             assert answers[0] == answers[1], (expression, store_wire.plain(expression), site)
     assert flattened > 100  # most had parentheses to leave out
+
+
+# --- EventBridge's PutEvents, against the local stack's moto server ----------------------
+
+
+@pytest.fixture
+def event_bus(tmp_path, monkeypatch) -> Iterator[Any]:
+    """A moto server with a rule sending every Edgeplane event to a queue; the events
+    client of ``chalicelib.events`` pointed at it (on the wire, as the stack runs it)."""
+    import sys
+
+    import boto3
+
+    from chalicelib import events
+    from edgeplane_dev.ports import wait_for_tcp
+    from edgeplane_dev.processes import spawn, stop
+
+    port = free_port()
+    server = spawn([sys.executable, "-m", "edgeplane_dev.moto_server", "-H", LOOPBACK,
+                    "-p", str(port)], tmp_path / "moto.log")
+    try:
+        wait_for_tcp(port, timeout=60)
+        url = f"http://{LOOPBACK}:{port}"
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "EDGEPLANE_EVENTS_ENDPOINT": url,
+                            "EDGEPLANE_STORE_CLIENT": "wire"}.items():
+            monkeypatch.setenv(name, value)
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url)
+        queue = sqs.create_queue(QueueName="events")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        bus = boto3.client("events", region_name=REGION, endpoint_url=url)
+        bus.put_rule(Name="all", EventPattern=json.dumps({"source": [events.SOURCE]}))
+        bus.put_targets(Rule="all", Targets=[{"Id": "q", "Arn": arn}])
+        events.forget_client()
+
+        def received() -> list[dict]:
+            answer = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+            return [json.loads(m["Body"]) for m in answer.get("Messages", [])]
+
+        yield received
+    finally:
+        events.forget_client()
+        stop(server)
+
+
+def test_events_are_put_on_the_wire_and_reach_the_bus(event_bus):
+    from chalicelib import events
+
+    with events.Outbox() as outbox:
+        for n in range(12):  # two requests: ten entries, then two
+            outbox.emit("site.presence", {"site_id": f"s-{n}", "online": True},
+                        resources=[f"site/s-{n}"])
+    assert isinstance(events._events_client()[0], store_wire.WireClient)
+    got: list[dict] = []
+    for _ in range(5):
+        got += event_bus()
+        if len(got) >= 12:
+            break
+    assert sorted(e["detail"]["site_id"] for e in got) == sorted(f"s-{n}" for n in range(12))
+    assert {e["detail-type"] for e in got} == {"site.presence"}
+    assert got[0]["resources"] == [f"site/{got[0]['detail']['site_id']}"]
+
+
+def test_an_event_the_bus_refuses_is_reported_not_raised(event_bus, monkeypatch, caplog):
+    from chalicelib import events
+
+    monkeypatch.setenv("EDGEPLANE_EVENT_BUS", "no-such-bus")
+    events.forget_client()
+    assert events.emit("site.presence", {"site_id": "s-1"}) is False
+    assert "site.presence" in caplog.text
+
+
+def test_each_attempt_is_counted_under_its_service(monkeypatch):
+    """The local stack counts requests from client-side monitoring's datagrams: an event put
+    on the wire counts as EventBridge's, an item request as DynamoDB's."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind((LOOPBACK, 0))
+    listener.settimeout(5)
+    monkeypatch.setenv("AWS_CSM_ENABLED", "true")
+    monkeypatch.setenv("AWS_CSM_HOST", LOOPBACK)
+    monkeypatch.setenv("AWS_CSM_PORT", str(listener.getsockname()[1]))
+    try:
+        for service in ("EventBridge", "DynamoDB"):
+            store_wire._Monitor.from_environment(service).attempt("Op")
+            event = json.loads(listener.recv(4096))
+            assert (event["Service"], event["Api"], event["Type"]) == \
+                (service, "Op", "ApiCallAttempt")
+    finally:
+        listener.close()
