@@ -1174,10 +1174,15 @@ def _objects(data: dict[str, Any], key: str, limit: int, what: str) -> list[dict
 _T = TypeVar("_T", bound="DataclassInstance")
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}  # a class's field names, read once
+
+
 def _build(cls: type[_T], data: dict[str, Any], what: str,
            incomplete: str = "is malformed") -> _T:
     """``cls`` from the fields of ``data`` it has, each checked first (``cls._CHECKS``)."""
-    known = {f.name for f in fields(cls)}
+    known = _FIELD_NAMES.get(cls)
+    if known is None:  # dataclasses.fields() walks the class's fields at each call
+        known = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
     values = {k: v for k, v in data.items() if k in known}
     checks: dict[str, Check] = getattr(cls, "_CHECKS", {})
     for name, value in values.items():
