@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pynamodb.models import Model
 
@@ -30,7 +30,7 @@ ITEMS_PER_REQUEST = 25  # what BatchWriteItem takes
 class _Ticket:
     items: Sequence[Model]
     done: bool = False
-    error: BaseException | None = field(default=None)
+    error: BaseException | None = None
 
 
 class SharedBatches:
